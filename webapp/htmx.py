@@ -1,0 +1,45 @@
+"""The one place that knows htmx's headers: fragment detection, block rendering, navigation."""
+
+from typing import Any
+
+from flask import Response, make_response, render_template, request
+from jinja2_fragments.flask import render_block
+
+
+def wants_fragment() -> bool:
+    """An htmx request that is not a history restore (which needs the full page)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.history_restore_request
+
+
+def render(template: str, block: str, status: int = 200, **context: Any) -> Response:
+    """Render the page, or only its `block` for an htmx request. The block name is the id it fills."""
+    if wants_fragment():
+        body = render_block(template, block, **context)
+    else:
+        body = render_template(template, **context)
+    response = make_response(body, status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def location(url: str) -> Response:
+    """Navigate: HX-Location for htmx (never a bare 302), a 303 redirect otherwise."""
+    if wants_fragment():
+        response = make_response("", 200)
+        response.headers["HX-Location"] = url
+        return response
+    response = make_response("", 303)
+    response.headers["Location"] = url
+    return response
+
+
+def stop_polling(response: Response) -> Response:
+    """htmx stops an `every Ns` trigger when the answer is 286."""
+    response.status_code = 286
+    return response
+
+
+def trigger(response: Response, event: str) -> Response:
+    response.headers["HX-Trigger"] = event
+    return response

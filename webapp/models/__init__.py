@@ -1,0 +1,43 @@
+"""All models, importable from one place."""
+
+from webapp.models.governance import (
+    ROLES,
+    ApiKey,
+    AuditEntry,
+    ChangeRequest,
+    ChangeRequestReview,
+    Membership,
+    Notification,
+    OutboxMessage,
+    User,
+)
+from webapp.models.pipelines import (
+    ACTION_TYPES,
+    RUN_ACTIVE_STATUSES,
+    RUN_ENDED_STATUSES,
+    TRIGGER_TYPES,
+    PipelineRun,
+    PipelineStage,
+    ReleasePipeline,
+    StageAction,
+    StageExecution,
+)
+from webapp.models.platform import (
+    VALUE_TYPES,
+    Environment,
+    Feature,
+    FeatureState,
+    Identity,
+    Organisation,
+    Project,
+    Segment,
+    SegmentOverride,
+)
+
+__all__ = [
+    "ACTION_TYPES", "ROLES", "RUN_ACTIVE_STATUSES", "RUN_ENDED_STATUSES", "TRIGGER_TYPES",
+    "VALUE_TYPES", "ApiKey", "AuditEntry", "ChangeRequest", "ChangeRequestReview",
+    "Environment", "Feature", "FeatureState", "Identity", "Membership", "Notification",
+    "Organisation", "OutboxMessage", "PipelineRun", "PipelineStage", "Project",
+    "ReleasePipeline", "Segment", "SegmentOverride", "StageAction", "StageExecution", "User",
+]

@@ -1,0 +1,39 @@
+"""Blueprints by screen area. Project navigation shows the areas whose endpoints exist."""
+
+from flask import Flask
+
+# (label, endpoint) of the project's navigation, in order; each takes `project_id`.
+PROJECT_NAV = [
+    ("Flags", "flags.index"),
+    ("Segments", "segments.index"),
+    ("Pipelines", "pipelines.index"),
+    ("Change requests", "change_requests.index"),
+    ("Audit log", "audit.index"),
+    ("Settings", "projects.settings"),
+]
+
+
+def register_blueprints(app: Flask) -> None:
+    from webapp.views import auth, health, projects
+
+    for module in (auth, health, projects):
+        app.register_blueprint(module.bp)
+    for module in _optional_modules():
+        app.register_blueprint(module.bp)
+
+    @app.context_processor
+    def _navigation():
+        return {"project_nav": [(label, ep) for label, ep in PROJECT_NAV if ep in app.view_functions]}
+
+
+def _optional_modules():
+    """Screen areas added issue by issue; each module exposes `bp`."""
+    import importlib
+
+    for name in ("flags", "segments", "pipelines", "board", "change_requests", "audit",
+                 "notifications", "admin", "api"):
+        try:
+            yield importlib.import_module(f"webapp.views.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"webapp.views.{name}":
+                raise

@@ -1,0 +1,40 @@
+"""Sign in and out."""
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, redirect, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from webapp.forms.auth import LoginForm
+from webapp.htmx import render
+from webapp.services import users
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    if target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("projects.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("projects.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = users.authenticate(form.email.data, form.password.data)
+        if user:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")), 303)
+        form.password.errors.append("Wrong email or password.")
+    status = 422 if form.is_submitted() else 200
+    return render("auth/login.html", "login_form", status=status, form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    return redirect(url_for("auth.login"), 303)
