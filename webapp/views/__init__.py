@@ -30,7 +30,7 @@ def _optional_modules():
     """Screen areas added issue by issue; each module exposes `bp`."""
     import importlib
 
-    for name in ("flags", "segments", "pipelines", "board", "change_requests", "audit",
+    for name in ("flags", "segments", "pipelines", "runs", "board", "change_requests", "audit",
                  "notifications", "admin", "api"):
         try:
             yield importlib.import_module(f"webapp.views.{name}")
