@@ -1,0 +1,273 @@
+"""Reading the audit log: filters, keyset pages, masking for non-admins, CSV export in batches.
+
+Recording lives in `webapp.services.audit`; this module only reads. Every query is scoped to
+one project, so an id from another project (a pipeline, a flag) simply matches nothing here.
+"""
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, text
+
+from webapp.extensions import db
+from webapp.models import AuditEntry, Environment, Feature, ReleasePipeline
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 1000
+MASK = "••••••"
+_SECRET_KEY = re.compile(r"key|token|secret|password", re.IGNORECASE)
+
+CSV_COLUMNS = ("id", "created_at", "actor", "event_type", "environment", "object_type",
+               "object_id", "object_label", "message", "before", "after")
+
+# Only what a page or a CSV row shows: no ORM objects, no lazy loads.
+_COLUMNS = (
+    AuditEntry.id, AuditEntry.created_at, AuditEntry.actor_type, AuditEntry.actor_label,
+    AuditEntry.environment_id, AuditEntry.event_type, AuditEntry.object_type,
+    AuditEntry.object_id, AuditEntry.object_label, AuditEntry.message, AuditEntry.before,
+    AuditEntry.after, AuditEntry.pipeline_id, AuditEntry.feature_id,
+    AuditEntry.change_request_id,
+)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Combinable filters; None means "any". `since` is inclusive, `until` exclusive."""
+
+    event_type: str | None = None
+    pipeline_id: int | None = None
+    feature_id: int | None = None
+    environment_id: int | None = None
+    actor: str | None = None  # an actor label: a user's email, "API key X", "Release pipeline Y"
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    key: str  # "" when the whole value changed (not two JSON objects)
+    before: str | None  # compact JSON; None when absent
+    after: str | None
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    id: int
+    created_at: datetime
+    actor_type: str
+    actor_label: str
+    environment_id: int | None
+    event_type: str
+    object_type: str
+    object_id: int | None
+    object_label: str
+    message: str
+    before: Any
+    after: Any
+    pipeline_id: int | None
+    feature_id: int | None
+    change_request_id: int | None
+    diff: list[DiffLine] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Page:
+    entries: list[EntryRow]
+    newer_cursor: int | None  # ask for `after=<this>` to see newer entries
+    older_cursor: int | None  # ask for `before=<this>` to see older entries
+
+
+@dataclass(frozen=True)
+class FilterChoices:
+    """What the filter form offers: values present in the project's log and its objects."""
+
+    event_types: list[str]
+    actors: list[str]
+    pipelines: list[tuple[int, str]]
+    features: list[tuple[int, str]]
+    environments: list[tuple[int, str]]
+
+
+def filter_choices(project_id: int) -> FilterChoices:
+    """The event types and actors present in the project's log (one index skip-scan each) and
+    the project's pipelines (deleted ones too: history keeps them), flags and environments."""
+    pipelines = db.session.execute(
+        select(ReleasePipeline.id, ReleasePipeline.name, ReleasePipeline.deleted_at)
+        .where(ReleasePipeline.project_id == project_id)
+        .order_by(ReleasePipeline.name, ReleasePipeline.id)
+    ).all()
+    return FilterChoices(
+        event_types=_distinct(project_id, "event_type"),
+        actors=_distinct(project_id, "actor_label"),
+        pipelines=[(p.id, p.name + (" (deleted)" if p.deleted_at else "")) for p in pipelines],
+        features=[tuple(row) for row in db.session.execute(
+            select(Feature.id, Feature.name).where(Feature.project_id == project_id)
+            .order_by(Feature.name))],
+        environments=[tuple(row) for row in db.session.execute(
+            select(Environment.id, Environment.name).where(Environment.project_id == project_id)
+            .order_by(Environment.position, Environment.id))],
+    )
+
+
+def _distinct(project_id: int, column: str) -> list[str]:
+    """Distinct values of an indexed (project_id, column, id) column without reading every row:
+    a recursive "next value greater than the last" walk, one index seek per distinct value."""
+    column = {"event_type": "event_type", "actor_label": "actor_label"}[column]
+    sql = text(f"""
+        WITH RECURSIVE seen(value) AS (
+            SELECT MIN({column}) FROM audit_entry WHERE project_id = :project_id
+            UNION ALL
+            SELECT (SELECT MIN({column}) FROM audit_entry
+                    WHERE project_id = :project_id AND {column} > seen.value)
+            FROM seen WHERE seen.value IS NOT NULL
+        )
+        SELECT value FROM seen WHERE value IS NOT NULL
+    """)
+    return list(db.session.scalars(sql, {"project_id": project_id}))
+
+
+def _filtered(project_id: int, filters: AuditFilter) -> Select:
+    query = select(*_COLUMNS).where(AuditEntry.project_id == project_id)
+    if filters.event_type:
+        query = query.where(AuditEntry.event_type == filters.event_type)
+    if filters.pipeline_id is not None:
+        query = query.where(AuditEntry.pipeline_id == filters.pipeline_id)
+    if filters.feature_id is not None:
+        query = query.where(AuditEntry.feature_id == filters.feature_id)
+    if filters.environment_id is not None:
+        query = query.where(AuditEntry.environment_id == filters.environment_id)
+    if filters.actor:
+        query = query.where(AuditEntry.actor_label == filters.actor)
+    if filters.since is not None:
+        query = query.where(AuditEntry.created_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(AuditEntry.created_at < filters.until)
+    return query
+
+
+def page(
+    project_id: int,
+    filters: AuditFilter,
+    *,
+    masked: bool,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = PAGE_SIZE,
+) -> Page:
+    """One page of the project's log, newest first, by keyset on id: entries older than
+    `before`, or newer than `after` (the next page up), else the newest. Two queries at most,
+    however deep the page. `masked` hides secret-looking before/after values (non-admins)."""
+    base = _filtered(project_id, filters)
+    if after is not None:
+        rows = db.session.execute(
+            base.where(AuditEntry.id > after).order_by(AuditEntry.id.asc()).limit(size + 1)
+        ).all()
+        if len(rows) <= size:  # reached the top: show the newest page, full
+            return page(project_id, filters, masked=masked, size=size)
+        rows = rows[:size][::-1]
+        has_newer = True
+        has_older = _exists(base.where(AuditEntry.id <= after))
+    else:
+        query = base.order_by(AuditEntry.id.desc()).limit(size + 1)
+        if before is not None:
+            query = query.where(AuditEntry.id < before)
+        rows = db.session.execute(query).all()
+        has_older = len(rows) > size
+        rows = rows[:size]
+        has_newer = before is not None and _exists(base.where(AuditEntry.id >= before))
+    entries = [_entry(row, masked) for row in rows]
+    return Page(
+        entries=entries,
+        newer_cursor=entries[0].id if entries and has_newer else None,
+        older_cursor=entries[-1].id if entries and has_older else None,
+    )
+
+
+def _exists(query: Select) -> bool:
+    return db.session.execute(query.with_only_columns(AuditEntry.id).limit(1)).first() is not None
+
+
+def _entry(row: Any, masked: bool) -> EntryRow:
+    values = row._asdict()
+    if masked:
+        values["before"], values["after"] = mask(values["before"]), mask(values["after"])
+    return EntryRow(**values, diff=diff(values["before"], values["after"]))
+
+
+def mask(value: Any) -> Any:
+    """A copy of a JSON value with every value under a secret-looking key (*key*, *token*,
+    *secret*, *password*) replaced by a mask."""
+    if isinstance(value, dict):
+        return {
+            k: (MASK if _SECRET_KEY.search(str(k)) and v is not None else mask(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask(item) for item in value]
+    return value
+
+
+def diff(before: Any, after: Any) -> list[DiffLine]:
+    """What changed between two JSON values: one line per changed key when both are objects
+    (or one is absent), else one line for the whole value. Unchanged keys are left out."""
+    if isinstance(before, dict | None) and isinstance(after, dict | None) and (before or after):
+        old, new = before or {}, after or {}
+        keys = list(old) + [k for k in new if k not in old]
+        return [
+            DiffLine(str(k), _json(old[k]) if k in old else None, _json(new[k]) if k in new else None)
+            for k in keys
+            if k not in old or k not in new or old[k] != new[k]
+        ]
+    if before == after:
+        return []
+    return [DiffLine("", None if before is None else _json(before),
+                     None if after is None else _json(after))]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def export_csv(project_id: int, filters: AuditFilter, *, masked: bool,
+               batch: int = EXPORT_BATCH) -> Iterator[str]:
+    """The filtered log as CSV text chunks (header first), newest first, read `batch` rows per
+    keyset query so memory stays flat however many entries match. Masks as `page` does."""
+    environments = dict(db.session.execute(
+        select(Environment.id, Environment.name).where(Environment.project_id == project_id)
+    ).all())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    yield _drain(buffer)
+    base = _filtered(project_id, filters).order_by(AuditEntry.id.desc()).limit(batch)
+    last_id: int | None = None
+    while True:
+        query = base if last_id is None else base.where(AuditEntry.id < last_id)
+        rows = db.session.execute(query).all()
+        for row in rows:
+            before, after = (mask(row.before), mask(row.after)) if masked else (row.before, row.after)
+            writer.writerow((
+                row.id, row.created_at.isoformat(), row.actor_label, row.event_type,
+                environments.get(row.environment_id, ""), row.object_type,
+                "" if row.object_id is None else row.object_id, row.object_label,
+                row.message, "" if before is None else _json(before),
+                "" if after is None else _json(after),
+            ))
+        if rows:
+            yield _drain(buffer)
+        if len(rows) < batch:
+            return
+        last_id = rows[-1].id
+
+
+def _drain(buffer: io.StringIO) -> str:
+    chunk = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return chunk
