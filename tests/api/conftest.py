@@ -1,0 +1,72 @@
+"""Fixtures for the API tests: a project with flags, a segment override, and keys."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from webapp.extensions import db
+from webapp.models import Environment, Feature, Segment
+from webapp.services import api_keys, flag_changes, sdk_documents
+from webapp.services.actors import SYSTEM
+
+
+@dataclass
+class Platform:
+    project: object
+    development: Environment
+    production: Environment
+    checkout: Feature
+    banner: Feature
+    limit: Feature
+    pro: Segment
+
+
+def set_override(env, feature, segment, enabled, value=None, priority=None):
+    change = {"kind": "override", "environment_id": env.id, "feature_id": feature.id,
+              "segment_id": segment.id, "enabled": enabled, "value": value}
+    if priority is not None:
+        change["priority"] = priority
+    flag_changes.apply_change(change, SYSTEM, project_id=feature.project_id,
+                              event_type="SEGMENT_OVERRIDE_SET", message="test override")
+    db.session.commit()
+
+
+def set_state(env, feature, **fields):
+    flag_changes.apply_change({"kind": "state", "environment_id": env.id,
+                               "feature_id": feature.id, **fields}, SYSTEM,
+                              project_id=feature.project_id, event_type="FEATURE_STATE_UPDATED",
+                              message="test change")
+    db.session.commit()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sdk_cache():
+    sdk_documents.clear_cache()
+    yield
+    sdk_documents.clear_cache()
+
+
+@pytest.fixture
+def platform(make, project):
+    development, _staging, production = make.environments(project)
+    checkout = make.feature(project, "new_checkout")
+    banner = make.feature(project, "banner_text", value_type="string", default_value="hello",
+                          default_enabled=True)
+    limit = make.feature(project, "upload_limit", value_type="integer", default_value=10,
+                         default_enabled=True)
+    pro = make.segment(project, "Pro users", [
+        {"type": "ALL", "conditions": [{"property": "plan", "operator": "EQUAL", "value": "pro"}],
+         "rules": []}
+    ])
+    set_override(development, checkout, pro, True)
+    set_override(development, limit, pro, True, 100)
+    db.session.refresh(development)
+    db.session.refresh(production)
+    return Platform(project, development, production, checkout, banner, limit, pro)
+
+
+@pytest.fixture
+def org_key(project):
+    """An organisation API key (the secret) for the project's organisation."""
+    _row, secret = api_keys.create_organisation_key(project.organisation, "CI", SYSTEM)
+    return secret

@@ -1,0 +1,91 @@
+"""Flag evaluation with `flagsmith-flag-engine`, from the same environment document the SDKs
+download, so that remote evaluation here and an SDK's local evaluation agree exactly.
+
+The mapping from document to engine context mirrors the official Python SDK's
+(`flagsmith.mappers.map_environment_document_to_context`): segment keys are segment ids (the
+percentage split hashes on them), and the identity key is `<client key>_<identifier>`, which
+the engine derives from the environment key.
+"""
+
+from typing import Any
+
+from flag_engine.engine import get_evaluation_result
+
+TRAIT_VALUE_TYPES = (str, int, float, bool)
+
+
+def _rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": rule["type"],
+            "conditions": [
+                {
+                    "property": condition.get("property_") or "",
+                    "operator": condition["operator"],
+                    "value": condition["value"],
+                }
+                for condition in rule.get("conditions", [])
+            ],
+            "rules": _rules(rule.get("rules", [])),
+        }
+        for rule in rules
+    ]
+
+
+def _feature_contexts(feature_states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    contexts = []
+    for state in feature_states:
+        context = {
+            "key": str(state.get("django_id") or state["featurestate_uuid"]),
+            "name": state["feature"]["name"],
+            "enabled": state["enabled"],
+            "value": state["feature_state_value"],
+            "metadata": {"id": state["feature"]["id"]},
+        }
+        if segment := state.get("feature_segment"):
+            context["priority"] = segment["priority"]
+        contexts.append(context)
+    return contexts
+
+
+def context_from_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The engine's evaluation context for an environment document (no identity)."""
+    return {
+        "environment": {"key": document["api_key"], "name": document["name"]},
+        "features": {c["name"]: c for c in _feature_contexts(document["feature_states"])},
+        "segments": {
+            str(segment["id"]): {
+                "key": str(segment["id"]),
+                "name": segment["name"],
+                "rules": _rules(segment["rules"]),
+                "overrides": _feature_contexts(segment.get("feature_states") or []),
+                "metadata": {"id": segment["id"], "source": "api"},
+            }
+            for segment in document["project"]["segments"]
+        },
+    }
+
+
+def identity_flags(context: dict[str, Any], identifier: str,
+                   traits: dict[str, Any]) -> dict[str, tuple[bool, Any]]:
+    """{feature name: (enabled, value)} for an identity with these traits.
+
+    Segments (including hidden phased-rollout segments) are matched on the traits; the
+    matching override with the lowest priority wins, else the environment default applies.
+    """
+    result = get_evaluation_result({
+        **context,
+        "identity": {"identifier": identifier, "traits": dict(traits)},
+    })
+    return {name: (flag["enabled"], flag["value"]) for name, flag in result["flags"].items()}
+
+
+def identity_segment_ids(context: dict[str, Any], identifier: str,
+                         traits: dict[str, Any]) -> list[int]:
+    """The ids of the segments the identity belongs to."""
+    result = get_evaluation_result({
+        **context,
+        "identity": {"identifier": identifier, "traits": dict(traits)},
+    })
+    return [segment["metadata"]["id"] for segment in result["segments"]
+            if segment.get("metadata")]

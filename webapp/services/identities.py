@@ -1,0 +1,107 @@
+"""Identities the SDKs identify: their persisted traits, merged with the traits a request sends."""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from webapp.extensions import db
+from webapp.models import Identity
+from webapp.services.errors import Invalid
+from webapp.services.evaluation import TRAIT_VALUE_TYPES
+
+MAX_IDENTIFIER = 2000
+MAX_TRAIT_KEY = 200
+MAX_TRAIT_STRING = 2000
+
+
+def check_identifier(identifier: Any) -> str:
+    if not isinstance(identifier, str) or not identifier.strip():
+        raise Invalid("An identifier is required.",
+                      {"identifier": ["A non-empty string is required."]})
+    if len(identifier) > MAX_IDENTIFIER:
+        raise Invalid("Identifier too long.",
+                      {"identifier": [f"At most {MAX_IDENTIFIER} characters."]})
+    return identifier
+
+
+def check_traits(traits: Any) -> list[tuple[str, Any, bool]]:
+    """[(key, value, transient)] from the wire's [{trait_key, trait_value, transient?}]."""
+    if traits is None:
+        return []
+    if not isinstance(traits, list):
+        raise Invalid("Traits must be a list.", {"traits": ["A list of {trait_key, trait_value}."]})
+    checked = []
+    for trait in traits:
+        if not isinstance(trait, dict) or not isinstance(trait.get("trait_key"), str) \
+                or not trait["trait_key"] or len(trait["trait_key"]) > MAX_TRAIT_KEY:
+            raise Invalid("Bad trait.",
+                          {"traits": ["Each trait needs a trait_key (1-200 characters)."]})
+        value = trait.get("trait_value")
+        if value is not None and not isinstance(value, TRAIT_VALUE_TYPES):
+            raise Invalid("Bad trait value.",
+                          {"traits": [f"{trait['trait_key']}: a string, number or boolean."]})
+        if isinstance(value, str) and len(value) > MAX_TRAIT_STRING:
+            raise Invalid("Trait value too long.",
+                          {"traits": [f"{trait['trait_key']}: at most {MAX_TRAIT_STRING} chars."]})
+        checked.append((trait["trait_key"], value, bool(trait.get("transient"))))
+    return checked
+
+
+def persisted_traits(environment_id: int, identifier: str) -> dict[str, Any]:
+    """The identity's stored traits ({} for an identity never seen)."""
+    return _stored(environment_id, identifier)[1]
+
+
+def _stored(environment_id: int, identifier: str) -> tuple[bool, dict[str, Any]]:
+    row = db.session.execute(
+        select(Identity.id, Identity.traits).where(
+            Identity.environment_id == environment_id, Identity.identifier == identifier
+        )
+    ).first()
+    return (False, {}) if row is None else (True, dict(row.traits or {}))
+
+
+def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, bool]],
+             transient: bool = False) -> dict[str, Any]:
+    """The traits to evaluate with: persisted ones updated by those sent (None removes a trait).
+
+    Unless the identity (or a trait) is transient, the identity and its changed traits are
+    stored; an unchanged identity costs no write. Not audited (SDK traffic, like Flagsmith).
+    """
+    exists, stored = _stored(environment_id, identifier)
+    effective = dict(stored)
+    to_store = dict(stored)
+    for key, value, trait_transient in traits:
+        if value is None:
+            effective.pop(key, None)
+            to_store.pop(key, None)
+            continue
+        effective[key] = value
+        if not trait_transient:
+            to_store[key] = value
+    if transient:
+        return effective
+    if exists and to_store == stored:
+        return effective
+    try:
+        _save(environment_id, identifier, to_store, exists)
+    except IntegrityError:
+        # Another request created the identity meanwhile; write over it once.
+        db.session.rollback()
+        _save(environment_id, identifier, to_store, True)
+    return effective
+
+
+def _save(environment_id: int, identifier: str, traits: dict[str, Any], exists: bool) -> None:
+    if exists:
+        row = db.session.scalar(
+            select(Identity).where(
+                Identity.environment_id == environment_id, Identity.identifier == identifier
+            )
+        )
+        row.traits = traits
+    else:
+        db.session.add(Identity(environment_id=environment_id, identifier=identifier,
+                                traits=traits))
+    db.session.commit()

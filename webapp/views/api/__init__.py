@@ -1,0 +1,15 @@
+"""The JSON APIs under /api/v1: the SDK API (Flagsmith's wire format, `X-Environment-Key`) and
+the admin REST API (`Authorization: Api-Key` / `Token`). One module per resource.
+
+Key and token authentication only, never the session cookie, so the blueprint is exempt from
+CSRF. Errors are JSON `{"detail": ...}` (webapp/errors.py does that for /api/ paths).
+"""
+
+from flask import Blueprint
+
+from webapp.extensions import csrf
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+from webapp.views.api import sdk  # noqa: E402,F401  (routes register on bp)

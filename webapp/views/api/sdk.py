@@ -1,0 +1,95 @@
+"""The SDK API: what applications read flags from, with the official Flagsmith SDKs."""
+
+from typing import Any
+
+from flask import Response, abort, request
+
+from webapp.services import evaluation, identities, sdk_documents
+from webapp.services.sdk_documents import Documents, EnvironmentRef
+from webapp.views.api import bp
+
+JSON = "application/json"
+
+
+def _environment(server_only: bool = False) -> EnvironmentRef:
+    key = request.headers.get("X-Environment-Key", "")
+    if not key:
+        abort(401, "Missing X-Environment-Key header.")
+    ref = sdk_documents.find_environment(key)
+    if ref is None:
+        abort(401, "Invalid X-Environment-Key.")
+    if server_only and not ref.server_key_used:
+        abort(403, "The environment document needs a server-side key (ser.…).")
+    return ref
+
+
+def _cached(docs: Documents, body: bytes) -> Response:
+    if request.if_none_match.contains(docs.etag):
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype=JSON)
+    response.set_etag(docs.etag)
+    response.headers["Cache-Control"] = "no-cache"
+    response.vary.add("X-Environment-Key")
+    return response
+
+
+@bp.get("/flags/")
+def flags():
+    """The environment's flags (environment defaults), or one with ?feature=<name>."""
+    ref = _environment()
+    docs = sdk_documents.documents_for(ref)
+    name = request.args.get("feature")
+    if name is None:
+        return _cached(docs, docs.flags_json)
+    body = docs.flag_json_by_name.get(name)
+    if body is None:
+        abort(404, "Given feature not found.")
+    return _cached(docs, body)
+
+
+@bp.get("/environment-document/")
+def environment_document():
+    """The document the SDKs' local-evaluation mode consumes (server keys only)."""
+    ref = _environment(server_only=True)
+    docs = sdk_documents.documents_for(ref)
+    return _cached(docs, docs.environment_document_json)
+
+
+@bp.post("/identities/")
+def identify():
+    """An identity's flags, evaluated on its persisted traits merged with those sent."""
+    ref = _environment()
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        abort(400, "Send a JSON object: {identifier, traits: [{trait_key, trait_value}]}.")
+    identifier = identities.check_identifier(payload.get("identifier"))
+    traits = identities.check_traits(payload.get("traits"))
+    transient = payload.get("transient") is True
+    docs = sdk_documents.documents_for(ref)
+    effective = identities.identify(ref.id, identifier, traits, transient=transient)
+    return _identity_response(docs, identifier, effective)
+
+
+@bp.get("/identities/")
+def identity():
+    """An identity's flags on its persisted traits (nothing is written)."""
+    ref = _environment()
+    identifier = identities.check_identifier(request.args.get("identifier"))
+    docs = sdk_documents.documents_for(ref)
+    return _identity_response(docs, identifier, identities.persisted_traits(ref.id, identifier))
+
+
+def _identity_response(docs: Documents, identifier: str, traits: dict[str, Any]) -> dict:
+    evaluated = evaluation.identity_flags(docs.context, identifier, traits)
+    flags = []
+    for flag in docs.flags:
+        result = evaluated.get(flag["feature"]["name"])
+        if result is not None:
+            flag = {**flag, "enabled": result[0], "feature_state_value": result[1]}
+        flags.append(flag)
+    return {
+        "identifier": identifier,
+        "flags": flags,
+        "traits": [{"trait_key": key, "trait_value": value} for key, value in traits.items()],
+    }
