@@ -100,6 +100,17 @@ def register(app: Flask) -> None:
         """Run an RQ worker with the scheduler (stage transitions, notifications)."""
         _worker(burst)
 
+    @app.cli.command("sweeper")
+    @click.option("--once", is_flag=True, help="One pass, then exit.")
+    def sweeper(once: bool) -> None:
+        """Re-drive overdue runs and deliver the outbox every SWEEP_INTERVAL_SECONDS."""
+        from jobs import schedule
+
+        if once:
+            click.echo(schedule.sweep_once())
+        else:
+            schedule.run_forever()
+
     @app.cli.command("run-all")
     @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
     @click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), type=int)

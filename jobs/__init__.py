@@ -1,0 +1,1 @@
+"""RQ entry points: thin functions (ids in, one service call, exceptions propagate)."""

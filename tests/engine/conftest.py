@@ -1,0 +1,80 @@
+"""Published pipelines built straight from the models (the builder's services are another
+area), a real RQ worker in burst mode, and a frozen clock."""
+
+from datetime import UTC, datetime
+
+import pytest
+from rq import SimpleWorker
+
+from webapp import redis_conn
+from webapp.clock import now
+from webapp.extensions import db
+from webapp.models import PipelineStage, ReleasePipeline, StageAction
+
+START = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock(time_machine):
+    """The clock frozen at START; move it with clock.shift(seconds) / clock.move_to(dt)."""
+    time_machine.move_to(START, tick=False)
+    return time_machine
+
+
+@pytest.fixture
+def envs(make, project):
+    return {e.name: e for e in make.environments(project)}
+
+
+@pytest.fixture
+def make_pipeline(project, editor, envs):
+    """make_pipeline([{"env": "Development", "trigger": "ON_ENTER", "wait": None,
+    "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}, ...]}, ...], status=...)."""
+
+    def _make(stages, *, name="Release", status="published", project=project, created_by=editor,
+              environments=None):
+        environments = environments or envs
+        pipeline = ReleasePipeline(project_id=project.id, name=name, status=status,
+                                   created_by_id=created_by.id if created_by else None,
+                                   published_at=now() if status == "published" else None)
+        for position, spec in enumerate(stages):
+            stage = PipelineStage(
+                position=position, name=spec.get("name", f"Stage {position + 1}"),
+                environment_id=environments[spec["env"]].id,
+                trigger_type=spec.get("trigger", "ON_ENTER"), wait_seconds=spec.get("wait"))
+            for index, action in enumerate(spec["actions"]):
+                stage.actions.append(StageAction(
+                    position=index, action_type=action["type"], enabled=action.get("enabled"),
+                    value=action.get("value"), sets_value="value" in action,
+                    segment_id=action.get("segment_id"),
+                    rollout_initial=action.get("initial"), rollout_step=action.get("step"),
+                    rollout_interval_seconds=action.get("interval")))
+            pipeline.stages.append(stage)
+        db.session.add(pipeline)
+        db.session.commit()
+        return pipeline
+
+    return _make
+
+
+@pytest.fixture
+def two_stage(make_pipeline):
+    """Development at once, then Staging after a day."""
+    return make_pipeline([
+        {"env": "Development", "name": "Dev", "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
+        {"env": "Staging", "name": "Stage", "trigger": "WAIT_FOR", "wait": 86400,
+         "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
+    ], name="Two step")
+
+
+@pytest.fixture
+def work(app):
+    """Run a real RQ SimpleWorker (with its scheduler) in burst mode, in this process."""
+
+    def _work():
+        worker = SimpleWorker([redis_conn.queue()], connection=redis_conn.connection())
+        worker.work(burst=True, with_scheduler=True)
+        db.session.expire_all()
+        return worker
+
+    return _work

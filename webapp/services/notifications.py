@@ -1,0 +1,113 @@
+"""In-app notifications and the email outbox.
+
+Rows are written in the same transaction as the change they announce (so nothing is announced
+that did not happen) with idempotency keys (so a re-run never duplicates). Emails leave later
+from the outbox, at least once: `deliver_outbox` claims a row, sends, then marks it sent.
+"""
+
+import logging
+import smtplib
+from collections.abc import Iterable
+from email.message import EmailMessage
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from webapp.clock import now
+from webapp.extensions import db
+from webapp.models import Notification, OutboxMessage, User
+
+log = logging.getLogger(__name__)
+MAX_SEND_ATTEMPTS = 10
+
+
+def mail_configured() -> bool:
+    return bool(current_app.config.get("MAIL_SERVER"))
+
+
+def stage_completed(*, run_id: int, stage_id: int, project_id: int,
+                    recipients: Iterable[int | None], message: str, pipeline_id: int,
+                    feature_id: int) -> None:
+    """Notify who added the flag and the pipeline's creator that a stage completed: an in-app
+    notification each, and an email each through the outbox when mail is configured.
+    Adds to the caller's transaction; writes no audit entry (the stage's entries say it)."""
+    users = sorted({uid for uid in recipients if uid is not None})
+    if not users:
+        return
+    link = f"/projects/{project_id}/flags/{feature_id}"
+    db.session.add_all(
+        Notification(user_id=uid, project_id=project_id, kind="stage_completed", message=message,
+                     link=link, idempotency_key=f"stage-completed:run:{run_id}:stage:{stage_id}:"
+                                                f"user:{uid}")
+        for uid in users
+    )
+    if mail_configured():
+        emails = db.session.execute(select(User.id, User.email).where(User.id.in_(users))).all()
+        db.session.add_all(
+            OutboxMessage(kind="email", payload={"to": email, "subject": f"Railyard: {message}",
+                                                 "body": f"{message}\n\n{link}\n"},
+                          idempotency_key=f"email:stage-completed:run:{run_id}:stage:{stage_id}:"
+                                          f"user:{uid}")
+            for uid, email in emails
+        )
+
+
+def unread(user_id: int, limit: int = 20) -> list[Notification]:
+    return list(db.session.scalars(
+        select(Notification).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        .order_by(Notification.id.desc()).limit(limit)))
+
+
+def deliver_outbox(limit: int = 100) -> int:
+    """Send pending outbox messages; returns how many were handled.
+
+    Each message is claimed by a compare-and-set on `attempts` (several sweepers do not both
+    send it), sent, then marked sent. A crash between send and mark sends it again: at least
+    once. Without MAIL_SERVER a message is marked delivered in-app only.
+    """
+    pending = db.session.execute(
+        select(OutboxMessage.id, OutboxMessage.attempts)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_SEND_ATTEMPTS)
+        .order_by(OutboxMessage.id).limit(limit)
+    ).all()
+    db.session.rollback()
+    handled = 0
+    for message_id, attempts in pending:
+        claimed = db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.attempts == attempts,
+                   OutboxMessage.sent_at.is_(None))
+            .values(attempts=attempts + 1)
+        ).rowcount
+        db.session.commit()
+        if not claimed:
+            continue
+        message = db.session.get(OutboxMessage, message_id)
+        error = None
+        if mail_configured():
+            try:
+                _send(message.payload)
+            except (OSError, smtplib.SMTPException) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = "Mail is not configured: delivered in-app only."
+        if error and mail_configured():
+            message.last_error = error
+            log.warning("outbox message %s not sent: %s", message_id, error)
+        else:
+            message.sent_at = now()
+            message.last_error = error
+            handled += 1
+        db.session.commit()
+    return handled
+
+
+def _send(payload: dict) -> None:
+    config = current_app.config
+    email = EmailMessage()
+    email["From"] = config.get("MAIL_SENDER", "railyard@localhost")
+    email["To"] = payload["to"]
+    email["Subject"] = payload["subject"]
+    email.set_content(payload["body"])
+    with smtplib.SMTP(config["MAIL_SERVER"], int(config.get("MAIL_PORT", 25)), timeout=10) as smtp:
+        smtp.send_message(email)
