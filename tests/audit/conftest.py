@@ -29,8 +29,9 @@ class Log:
         """`count` entries one `step` apart, committed at once."""
         entries = []
         for n in range(count):
-            entry = audit.record(Actor("user", "bulk@example.com"), kwargs.get("event_type", "BULK"),
-                                 f"entry {n}", project_id=project.id,
+            entry = audit.record(Actor("user", "bulk@example.com"),
+                                 kwargs.get("event_type", "BULK"), f"entry {n}",
+                                 project_id=project.id,
                                  object_type=kwargs.get("object_type", "feature_state"),
                                  **{k: v for k, v in kwargs.items()
                                     if k not in ("event_type", "object_type")})

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from flask_wtf import FlaskForm
-from wtforms import Field, SelectField, StringField
+from wtforms import Field, SelectField
 from wtforms.validators import Length, Optional, Regexp, ValidationError
 from wtforms.widgets import DateTimeLocalInput
 

@@ -72,8 +72,9 @@ class AuditEntry(db.Model):
         Index("ix_audit_entry_project_pipeline", "project_id", "pipeline_id", "id"),
         Index("ix_audit_entry_project_feature", "project_id", "feature_id", "id"),
         Index("ix_audit_entry_project_created", "project_id", "created_at"),
-        # The audit page's actor filter and its list of actors present (issue 6).
+        # The audit page's actor and environment filters, and its list of actors (issue 6).
         Index("ix_audit_entry_project_actor", "project_id", "actor_label", "id"),
+        Index("ix_audit_entry_project_environment", "project_id", "environment_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
