@@ -68,16 +68,18 @@ def context_from_document(document: dict[str, Any]) -> dict[str, Any]:
 
 def identity_flags(context: dict[str, Any], identifier: str,
                    traits: dict[str, Any]) -> dict[str, tuple[bool, Any]]:
-    """{feature name: (enabled, value)} for an identity with these traits.
+    """{feature name: (enabled, value)} of the flags a segment override decides for this
+    identity; the others keep their environment default.
 
     Segments (including hidden phased-rollout segments) are matched on the traits; the
-    matching override with the lowest priority wins, else the environment default applies.
+    matching override with the lowest priority wins.
     """
     result = get_evaluation_result({
         **context,
         "identity": {"identifier": identifier, "traits": dict(traits)},
     })
-    return {name: (flag["enabled"], flag["value"]) for name, flag in result["flags"].items()}
+    return {name: (flag["enabled"], flag["value"]) for name, flag in result["flags"].items()
+            if flag["reason"].startswith("TARGETING_MATCH")}
 
 
 def identity_segment_ids(context: dict[str, Any], identifier: str,

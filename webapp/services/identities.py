@@ -1,14 +1,17 @@
 """Identities the SDKs identify: their persisted traits, merged with the traits a request sends."""
 
+import json
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import Identity
 from webapp.services.errors import Invalid
 from webapp.services.evaluation import TRAIT_VALUE_TYPES
+from webapp.services.sdk_documents import fetch_one
 
 MAX_IDENTIFIER = 2000
 MAX_TRAIT_KEY = 200
@@ -54,12 +57,12 @@ def persisted_traits(environment_id: int, identifier: str) -> dict[str, Any]:
 
 
 def _stored(environment_id: int, identifier: str) -> tuple[bool, dict[str, Any]]:
-    row = db.session.execute(
-        select(Identity.id, Identity.traits).where(
-            Identity.environment_id == environment_id, Identity.identifier == identifier
-        )
-    ).first()
-    return (False, {}) if row is None else (True, dict(row.traits or {}))
+    row = fetch_one("SELECT traits FROM identity WHERE environment_id = {} AND identifier = {}",
+                    (environment_id, identifier))
+    if row is None:
+        return False, {}
+    traits = json.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
+    return True, dict(traits or {})
 
 
 def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, bool]],
@@ -70,8 +73,35 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
     stored; an unchanged identity costs no write. Not audited (SDK traffic, like Flagsmith).
     """
     exists, stored = _stored(environment_id, identifier)
-    effective = dict(stored)
-    to_store = dict(stored)
+    effective, to_store = _merge(stored, traits)
+    if transient or (exists and to_store == stored):
+        return effective
+    # Write under SQLite's write lock, re-reading first: a deferred read that turns into a
+    # write fails at once if another writer committed in between, and merging must start from
+    # the latest stored traits so that concurrent identifies do not lose each other's traits.
+    db.session.rollback()
+    begin_immediate()
+    row = db.session.scalar(
+        select(Identity).where(
+            Identity.environment_id == environment_id, Identity.identifier == identifier
+        )
+    )
+    effective, to_store = _merge(dict(row.traits or {}) if row else {}, traits)
+    if row is None:
+        db.session.add(Identity(environment_id=environment_id, identifier=identifier,
+                                traits=to_store))
+    else:
+        row.traits = to_store
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # PostgreSQL: another request created the identity meanwhile; theirs stands.
+        db.session.rollback()
+    return effective
+
+
+def _merge(stored: dict[str, Any], traits: list[tuple[str, Any, bool]]) -> tuple[dict, dict]:
+    effective, to_store = dict(stored), dict(stored)
     for key, value, trait_transient in traits:
         if value is None:
             effective.pop(key, None)
@@ -80,28 +110,4 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
         effective[key] = value
         if not trait_transient:
             to_store[key] = value
-    if transient:
-        return effective
-    if exists and to_store == stored:
-        return effective
-    try:
-        _save(environment_id, identifier, to_store, exists)
-    except IntegrityError:
-        # Another request created the identity meanwhile; write over it once.
-        db.session.rollback()
-        _save(environment_id, identifier, to_store, True)
-    return effective
-
-
-def _save(environment_id: int, identifier: str, traits: dict[str, Any], exists: bool) -> None:
-    if exists:
-        row = db.session.scalar(
-            select(Identity).where(
-                Identity.environment_id == environment_id, Identity.identifier == identifier
-            )
-        )
-        row.traits = traits
-    else:
-        db.session.add(Identity(environment_id=environment_id, identifier=identifier,
-                                traits=traits))
-    db.session.commit()
+    return effective, to_store

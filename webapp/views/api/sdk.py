@@ -4,7 +4,7 @@ from typing import Any
 
 from flask import Response, abort, request
 
-from webapp.services import evaluation, identities, sdk_documents
+from webapp.services import identities, sdk_documents
 from webapp.services.sdk_documents import Documents, EnvironmentRef
 from webapp.views.api import bp
 
@@ -80,16 +80,5 @@ def identity():
     return _identity_response(docs, identifier, identities.persisted_traits(ref.id, identifier))
 
 
-def _identity_response(docs: Documents, identifier: str, traits: dict[str, Any]) -> dict:
-    evaluated = evaluation.identity_flags(docs.context, identifier, traits)
-    flags = []
-    for flag in docs.flags:
-        result = evaluated.get(flag["feature"]["name"])
-        if result is not None:
-            flag = {**flag, "enabled": result[0], "feature_state_value": result[1]}
-        flags.append(flag)
-    return {
-        "identifier": identifier,
-        "flags": flags,
-        "traits": [{"trait_key": key, "trait_value": value} for key, value in traits.items()],
-    }
+def _identity_response(docs: Documents, identifier: str, traits: dict[str, Any]) -> Response:
+    return Response(sdk_documents.identity_json(docs, identifier, traits), mimetype=JSON)
