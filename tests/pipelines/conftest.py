@@ -1,0 +1,45 @@
+"""Pipelines built through the services, the way the builder builds them."""
+
+import pytest
+
+from webapp.services import pipelines
+from webapp.services.actors import SYSTEM
+
+
+class Build:
+    """build.pipeline(project, stages=[...]) with stage dicts: name, env (name), wait (seconds),
+    actions (list of form dicts as the builder posts them)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def pipeline(self, project, name="Web release", stages=(), publish=False):
+        pipeline = pipelines.create_pipeline(project, name, SYSTEM)
+        envs = {e.name: e.id for e in self.make.environments(project)}
+        for spec in stages:
+            stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=spec.get("name"),
+                                        environment_id=envs.get(spec.get("env")))
+            if spec.get("wait"):
+                wait = {"trigger_type": "WAIT_FOR", "wait_amount": str(spec["wait"] // 60),
+                        "wait_unit": "minutes"}
+                pipelines.update_stage(pipeline, pipeline.version, stage.id, wait, SYSTEM)
+            default = [{"action_type": "TOGGLE_FEATURE", "enabled": "true"}]
+            for action in spec.get("actions", default):
+                pipelines.add_action(pipeline, pipeline.version, stage.id, action, SYSTEM)
+        pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+        if publish:
+            pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+            pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+        return pipeline
+
+    def three_stages(self, project, **kwargs):
+        return self.pipeline(project, stages=[
+            {"name": "Development", "env": "Development"},
+            {"name": "Staging", "env": "Staging", "wait": 86400},
+            {"name": "Production", "env": "Production", "wait": 2 * 86400},
+        ], **kwargs)
+
+
+@pytest.fixture
+def build(make):
+    return Build(make)

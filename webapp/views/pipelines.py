@@ -1,0 +1,286 @@
+"""Pipelines: the list, the builder (drafts), the read-only view (published), publish, unpublish,
+clone and delete.
+
+Every builder edit answers with the whole `builder` block: each edit bumps the pipeline's
+version, and every form on the page carries it. A refused edit answers 422 with the errors
+beside the field that caused them, or 409 with the pipeline's current state and why.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, current_app, redirect, request, url_for
+from flask_login import login_required
+
+from webapp.forms.pipelines import (
+    ActionForm,
+    CloneForm,
+    MoveForm,
+    PipelineForm,
+    StageForm,
+    VersionForm,
+)
+from webapp.htmx import location, render, wants_fragment
+from webapp.models import Project, ReleasePipeline
+from webapp.services import pipelines, projects, timeline
+from webapp.services.errors import Conflict, Invalid
+from webapp.views.context import actor, can, project_or_404
+
+bp = Blueprint("pipelines", __name__)
+PREFIX = "/projects/<int:project_id>/pipelines"
+
+
+# --- list and create ---------------------------------------------------------------------------
+
+
+@bp.get(PREFIX)
+@login_required
+def index(project_id: int):
+    project = project_or_404(project_id)
+    return _render_index(project, PipelineForm())
+
+
+@bp.post(PREFIX)
+@login_required
+def create(project_id: int):
+    project = project_or_404(project_id, "editor")
+    form = PipelineForm()
+    if form.validate_on_submit():
+        try:
+            pipeline = pipelines.create_pipeline(project, form.name.data, actor(),
+                                                 description=form.description.data or "")
+        except Invalid as error:
+            _attach(form, error)
+        else:
+            return location(url_for("pipelines.detail", project_id=project.id,
+                                    pipeline_id=pipeline.id))
+    return _render_index(project, form, block="pipeline_form", status=422)
+
+
+def _render_index(project: Project, form: PipelineForm, block: str = "pipeline_list",
+                  status: int = 200):
+    return render("pipelines/index.html", block, status=status, project=project, form=form,
+                  summaries=pipelines.list_pipelines(project.id), can_edit=can("editor"))
+
+
+# --- the builder ---------------------------------------------------------------------------------
+
+
+@bp.get(f"{PREFIX}/<int:pipeline_id>")
+@login_required
+def detail(project_id: int, pipeline_id: int):
+    project = project_or_404(project_id)
+    return _render_builder(project, pipeline_id)
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/details")
+@login_required
+def update_details(project_id: int, pipeline_id: int):
+    form = PipelineForm(meta={"csrf": False})
+    return _edit(project_id, pipeline_id, "details", lambda p, v: pipelines.update_details(
+        p, v, actor(), name=form.name.data, description=form.description.data or ""))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages")
+@login_required
+def add_stage(project_id: int, pipeline_id: int):
+    form = StageForm()
+    return _edit(project_id, pipeline_id, "new-stage", lambda p, v: pipelines.add_stage(
+        p, v, actor(), name=form.name.data, environment_id=form.environment_id.data))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>")
+@login_required
+def update_stage(project_id: int, pipeline_id: int, stage_id: int):
+    form = StageForm()
+    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: pipelines.update_stage(
+        p, v, stage_id, form.submitted(), actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/move")
+@login_required
+def move_stage(project_id: int, pipeline_id: int, stage_id: int):
+    form = MoveForm()
+    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: pipelines.move_stage(
+        p, v, stage_id, form.direction.data or "", actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/delete")
+@login_required
+def remove_stage(project_id: int, pipeline_id: int, stage_id: int):
+    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: pipelines.remove_stage(
+        p, v, stage_id, actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/actions")
+@login_required
+def add_action(project_id: int, pipeline_id: int, stage_id: int):
+    form = ActionForm()
+    return _edit(project_id, pipeline_id, f"new-action-{stage_id}",
+                 lambda p, v: pipelines.add_action(p, v, stage_id, form.submitted(), actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/actions/<int:action_id>")
+@login_required
+def update_action(project_id: int, pipeline_id: int, action_id: int):
+    form = ActionForm()
+    return _edit(project_id, pipeline_id, f"action-{action_id}",
+                 lambda p, v: pipelines.update_action(p, v, action_id, form.submitted(), actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/actions/<int:action_id>/move")
+@login_required
+def move_action(project_id: int, pipeline_id: int, action_id: int):
+    form = MoveForm()
+    return _edit(project_id, pipeline_id, f"action-{action_id}", lambda p, v: pipelines.move_action(
+        p, v, action_id, form.direction.data or "", actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/actions/<int:action_id>/delete")
+@login_required
+def remove_action(project_id: int, pipeline_id: int, action_id: int):
+    return _edit(project_id, pipeline_id, f"action-{action_id}",
+                 lambda p, v: pipelines.remove_action(p, v, action_id, actor()))
+
+
+def _edit(project_id: int, pipeline_id: int, key: str,
+          change: Callable[[ReleasePipeline, Any], Any]):
+    """Run one draft edit, then answer with the builder: 200 (303 without htmx) when saved,
+    422 with the errors beside the form `key`, 409 with the current state and the reason."""
+    project = project_or_404(project_id, "editor")
+    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    try:
+        change(pipeline, VersionForm().version.data)
+    except Invalid as error:
+        return _render_builder(project, pipeline_id, 422, errors={key: error.field_errors},
+                               submitted={key: request.form.to_dict()})
+    except Conflict as error:
+        return _render_builder(project, pipeline_id, 409, notice=error.message)
+    if not wants_fragment():
+        anchor = key if key.startswith(("stage-", "action-")) else "stages"
+        return redirect(url_for("pipelines.detail", project_id=project.id,
+                                pipeline_id=pipeline_id, _anchor=anchor), 303)
+    return _render_builder(project, pipeline_id)
+
+
+def _render_builder(project: Project, pipeline_id: int, status: int = 200, **extra: Any):
+    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    context = {
+        "project": project,
+        "pipeline": pipeline,
+        "timeline": timeline.preview(pipeline.stages),
+        "editable": pipeline.is_draft and can("editor"),
+        "can_edit": can("editor"),
+        "in_flight": 0 if pipeline.is_draft else pipelines.in_flight_count(pipeline.id),
+        "environments": projects.environments_of(project.id),
+        "segments": pipelines.segment_choices(project.id),
+        "action_labels": pipelines.ACTION_LABELS,
+        "svc": pipelines,
+        "runs_panel": "runs.pipeline_panel" in current_app.view_functions,
+        "errors": {},
+        "submitted": {},
+        "notice": None,
+    }
+    context.update(extra)
+    return render("pipelines/detail.html", "builder", status=status, **context)
+
+
+# --- publish, unpublish, clone, delete ---------------------------------------------------------
+
+
+@bp.route(f"{PREFIX}/<int:pipeline_id>/publish", methods=["GET", "POST"])
+@login_required
+def publish(project_id: int, pipeline_id: int):
+    project = project_or_404(project_id, "editor")
+    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    status, notice, problems = 200, None, []
+    if request.method == "POST":
+        try:
+            pipelines.publish_pipeline(pipeline, VersionForm().version.data, actor())
+        except Invalid as error:
+            status, problems = 422, error.field_errors.get("publish", [error.message])
+        except Conflict as error:
+            status, notice = 409, error.message
+        else:
+            return location(url_for("pipelines.detail", project_id=project.id,
+                                    pipeline_id=pipeline_id))
+        pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    elif not pipeline.is_draft:
+        status, notice = 409, "This pipeline is already published."
+    else:
+        problems = pipelines.publish_problems(pipeline)
+    return render("pipelines/publish.html", "publish_confirm", status=status, project=project,
+                  pipeline=pipeline, timeline=timeline.preview(pipeline.stages), problems=problems,
+                  notice=notice, svc=pipelines)
+
+
+@bp.route(f"{PREFIX}/<int:pipeline_id>/unpublish", methods=["GET", "POST"])
+@login_required
+def unpublish(project_id: int, pipeline_id: int):
+    return _confirm(project_id, pipeline_id, "unpublish", pipelines.unpublish_pipeline,
+                    title="Turn back into a draft",
+                    question="Turn “{name}” back into a draft? It can then be edited, and no flag "
+                             "can be added to it until it is published again.",
+                    button="Unpublish", done="detail")
+
+
+@bp.route(f"{PREFIX}/<int:pipeline_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete(project_id: int, pipeline_id: int):
+    return _confirm(project_id, pipeline_id, "delete", pipelines.delete_pipeline,
+                    title="Delete pipeline",
+                    question="Delete “{name}”? It disappears from the list; the audit log keeps "
+                             "its history.",
+                    button="Delete pipeline", done="index")
+
+
+def _confirm(project_id: int, pipeline_id: int, endpoint: str, service: Callable, *, title: str,
+             question: str, button: str, done: str):
+    project = project_or_404(project_id, "editor")
+    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    status, notice = 200, None
+    if request.method == "POST":
+        try:
+            service(pipeline, actor())
+        except Conflict as error:
+            status, notice = 409, error.message
+            pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+        else:
+            args = {"project_id": project.id}
+            if done != "index":
+                args["pipeline_id"] = pipeline_id
+            target = url_for(f"pipelines.{done}", **args)
+            return location(target)
+    return render("pipelines/confirm.html", "confirm", status=status, project=project,
+                  pipeline=pipeline, title=title, question=question.format(name=pipeline.name),
+                  button=button, notice=notice,
+                  action=url_for(f"pipelines.{endpoint}", project_id=project.id,
+                                 pipeline_id=pipeline_id))
+
+
+@bp.route(f"{PREFIX}/<int:pipeline_id>/clone", methods=["GET", "POST"])
+@login_required
+def clone(project_id: int, pipeline_id: int):
+    project = project_or_404(project_id, "editor")
+    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    form = CloneForm()
+    status = 200
+    if request.method == "GET":
+        form.name.data = f"{pipeline.name} (copy)"[:255]
+    elif form.validate_on_submit():
+        try:
+            copy = pipelines.clone_pipeline(pipeline, actor(), form.name.data)
+        except Invalid as error:
+            _attach(form, error)
+        else:
+            return location(url_for("pipelines.detail", project_id=project.id, pipeline_id=copy.id))
+        status = 422
+    else:
+        status = 422
+    return render("pipelines/clone.html", "clone_form", status=status, project=project,
+                  pipeline=pipeline, form=form)
+
+
+def _attach(form, error: Invalid) -> None:
+    for field, messages in error.field_errors.items():
+        getattr(form, field).errors = list(getattr(form, field).errors) + messages
