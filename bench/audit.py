@@ -159,6 +159,12 @@ def main() -> None:
             ("actor", f"{base}?actor=user3@bench.local"),
             ("event type + time range (7 days, 33-40 days ago)",
              f"{base}?event_type=RUN_PAUSED&since={week}&until={week_end}"),
+            ("time range only (7 days, 33-40 days ago)",
+             f"{base}?since={week}&until={week_end}"),
+            ("from only (last 7 days)",
+             f"{base}?since={(newest - timedelta(days=7)).strftime('%Y-%m-%d')}"),
+            ("event type + old time range (7 days, 110-117 days ago)",
+             f"{base}?event_type=RUN_PAUSED&since={_day(newest, 117)}&until={_day(newest, 110)}"),
             ("pipeline + flag + environment + event type",
              f"{base}?pipeline={pipelines[1][0]}&flag={features[3]}&environment="
              f"{environments[0]}&event_type=FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE"),
@@ -170,7 +176,7 @@ def main() -> None:
               "(test client, signed-in admin, SQLite file, no ANALYZE):")
         for name, url in cases:
             p50, p95, shown = time_page(client, url, options.runs)
-            print(f"  {name:<52} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   ({shown} rows)")
+            print(f"  {name:<56} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   ({shown} rows)")
 
         export_url = f"/projects/{project_id}/audit/export.csv?pipeline={pipelines[0][0]}"
         started = time.perf_counter()
@@ -188,6 +194,10 @@ def main() -> None:
         print(f"\ndatabase kept: {folder / 'bench.db'}")
     else:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _day(newest: datetime, days_ago: int) -> str:
+    return (newest - timedelta(days=days_ago)).strftime("%Y-%m-%d")
 
 
 def _nth_id(project_id: int, pipeline_id: int, offset: int) -> int:
