@@ -12,4 +12,11 @@ from webapp.extensions import csrf
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 
-from webapp.views.api import sdk  # noqa: E402,F401  (routes register on bp)
+from webapp.views.api import (  # noqa: E402,F401
+    environments,
+    features,
+    featurestates,
+    projects,
+    sdk,  # noqa: E402,F401  (routes register on bp)
+    segments,
+)

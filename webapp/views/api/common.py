@@ -1,0 +1,134 @@
+"""What every admin API resource uses: the authenticated principal, request bodies validated
+by marshmallow schemas, paginated lists, and the `operation` decorator the OpenAPI document is
+generated from."""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import abort, g, request, url_for
+from marshmallow import Schema, ValidationError, fields
+from sqlalchemy import Select, func, select
+
+from webapp.extensions import db
+from webapp.services import api_auth
+from webapp.services.api_auth import Principal
+from webapp.services.errors import Invalid
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+ERROR_STATUSES = (400, 401, 403, 404, 409, 422)
+
+
+@dataclass
+class Operation:
+    summary: str
+    tag: str
+    body: type[Schema] | None = None
+    response: type[Schema] | None = None
+    many: bool = False
+    paginated: bool = False
+    status: int = 200
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auth: str = "admin"  # admin | environment | none
+    errors: tuple[int, ...] = ERROR_STATUSES
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def operation(summary: str, tag: str, **kwargs: Any) -> Callable:
+    """Describe a view for the OpenAPI document (webapp/views/api/openapi.py)."""
+    def decorate(view: Callable) -> Callable:
+        OPERATIONS[f"api.{view.__name__}"] = Operation(summary, tag, **kwargs)
+        return view
+    return decorate
+
+
+def principal() -> Principal:
+    """The request's principal from `Authorization` (401 JSON without a valid key)."""
+    if "api_principal" not in g:
+        g.api_principal = api_auth.authenticate(request.headers.get("Authorization"))
+    return g.api_principal
+
+
+def body(schema: type[Schema], *, partial: bool = False) -> dict[str, Any]:
+    """The JSON body loaded by `schema`: 400 when it is not a JSON object, 422 per field."""
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        abort(400, "Send a JSON object body (Content-Type: application/json).")
+    try:
+        return schema().load(payload, partial=partial)
+    except ValidationError as error:
+        messages = {key: value if isinstance(value, list) else [str(value)]
+                    for key, value in error.normalized_messages().items()}
+        raise Invalid("Invalid input.", messages) from None
+
+
+def int_arg(name: str, default: int | None = None, *, minimum: int = 1,
+            maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name} must be a whole number.", {name: ["A whole number."]}) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
+        raise Invalid(f"{name} out of range.", {name: [f"Must be {bound}."]})
+    return value
+
+
+def paginate(query: Select, serialize: Callable[[Any], dict], **url_values: Any) -> dict:
+    """{count, next, previous, results} for a select(), with ?page= and ?page_size=."""
+    page = int_arg("page", 1)
+    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = db.session.scalars(query.limit(size).offset((page - 1) * size))
+    return page_of(list(rows), count, page, size, serialize, **url_values)
+
+
+def paginate_list(items: Iterable[Any], serialize: Callable[[Any], dict],
+                  **url_values: Any) -> dict:
+    items = list(items)
+    page = int_arg("page", 1)
+    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    return page_of(items[(page - 1) * size: page * size], len(items), page, size, serialize,
+                   **url_values)
+
+
+def page_of(rows: list, count: int, page: int, size: int, serialize: Callable,
+            **url_values: Any) -> dict:
+    args = {**request.args.to_dict(), **url_values, "page_size": size}
+
+    def link(number: int) -> str:
+        return url_for(request.endpoint, **{**args, "page": number}, _external=True)
+
+    return {
+        "count": count,
+        "next": link(page + 1) if page * size < count else None,
+        "previous": link(page - 1) if page > 1 else None,
+        "results": [serialize(row) for row in rows],
+    }
+
+
+def iso(moment) -> str | None:
+    if moment is None:
+        return None
+    from datetime import UTC
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+class PageSchema(Schema):
+    count = fields.Integer(required=True)
+    next = fields.String(allow_none=True, required=True)
+    previous = fields.String(allow_none=True, required=True)
+
+
+class ErrorSchema(Schema):
+    detail = fields.String(required=True)

@@ -1,0 +1,66 @@
+"""Admin API: environments (`/api/v1/environments/`), named by their client key as in
+Flagsmith's admin API."""
+
+from sqlalchemy import select
+
+from webapp.models import Environment
+from webapp.services import api_admin, api_auth, projects
+from webapp.services.errors import Invalid
+from webapp.views.api import bp
+from webapp.views.api.common import body, int_arg, operation, paginate, principal
+from webapp.views.api.schemas import (
+    EnvironmentCreateSchema,
+    EnvironmentSchema,
+    EnvironmentUpdateSchema,
+    page_schema,
+)
+
+
+def serialize(env: Environment) -> dict:
+    return {"id": env.id, "name": env.name, "api_key": env.client_key, "project": env.project_id,
+            "minimum_change_request_approvals": env.minimum_change_request_approvals}
+
+
+@bp.get("/environments/")
+@operation("List a project's environments", "environments",
+           response=page_schema(EnvironmentSchema), paginated=True,
+           query={"project": {"type": "integer", "required": True}})
+def list_environments():
+    project_id = int_arg("project")
+    if project_id is None:
+        raise Invalid("Which project?", {"project": ["Required: ?project=<id>."]})
+    project = api_auth.project_for(principal(), project_id)
+    query = select(Environment).where(Environment.project_id == project.id) \
+        .order_by(Environment.position, Environment.id)
+    return paginate(query, serialize)
+
+
+@bp.post("/environments/")
+@operation("Create an environment (project admins)", "environments",
+           body=EnvironmentCreateSchema, response=EnvironmentSchema, status=201)
+def create_environment():
+    data = body(EnvironmentCreateSchema)
+    who = principal()
+    project = api_auth.project_for(who, data["project"], needs="admin")
+    env = projects.add_environment(project, data["name"], who.actor)
+    return serialize(env), 201
+
+
+@bp.get("/environments/<api_key>/")
+@operation("Read an environment", "environments", response=EnvironmentSchema)
+def get_environment(api_key: str):
+    return serialize(api_auth.environment_for(principal(), api_key))
+
+
+@bp.patch("/environments/<api_key>/")
+@operation("Rename an environment or set the approvals its changes need (project admins)",
+           "environments", body=EnvironmentUpdateSchema, response=EnvironmentSchema)
+def update_environment(api_key: str):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="admin")
+    data = body(EnvironmentUpdateSchema)
+    approvals = data.get("minimum_change_request_approvals")
+    api_admin.update_environment(
+        env, who.actor, name=data.get("name"), minimum_change_request_approvals=approvals,
+        clear_approvals="minimum_change_request_approvals" in data and approvals is None)
+    return serialize(env)

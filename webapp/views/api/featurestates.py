@@ -1,0 +1,136 @@
+"""Admin API: a flag's state per environment (`/api/v1/environments/<key>/featurestates/`)
+and its segment overrides (`/api/v1/environments/<key>/segment-overrides/`). Changes are
+refused with 409 while the flag is in a release pipeline."""
+
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
+from webapp.services import api_admin, api_auth
+from webapp.services.errors import NotFound
+from webapp.views.api import bp
+from webapp.views.api.common import body, int_arg, iso, operation, paginate, principal
+from webapp.views.api.schemas import (
+    FeatureStateSchema,
+    FeatureStateUpdateSchema,
+    SegmentOverrideCreateSchema,
+    SegmentOverrideSchema,
+    SegmentOverrideUpdateSchema,
+    page_schema,
+)
+
+
+def serialize_state(state: FeatureState) -> dict:
+    return {"id": state.id, "feature": state.feature_id, "environment": state.environment_id,
+            "enabled": state.enabled, "feature_state_value": state.value, "identity": None,
+            "feature_segment": None, "updated_at": iso(state.updated_at)}
+
+
+def serialize_override(override: SegmentOverride) -> dict:
+    return {"id": override.id, "feature": override.feature_id, "segment": override.segment_id,
+            "environment": override.environment_id, "priority": override.priority,
+            "enabled": override.enabled, "feature_state_value": override.value}
+
+
+def _state_in(env: Environment, state_id: int) -> FeatureState:
+    state = db.session.get(FeatureState, state_id)
+    if state is None or state.environment_id != env.id:
+        raise NotFound("Feature state not found.")
+    return state
+
+
+def _override_in(env: Environment, override_id: int) -> SegmentOverride:
+    override = db.session.get(SegmentOverride, override_id)
+    if override is None or override.environment_id != env.id or override.segment.is_system:
+        raise NotFound("Segment override not found.")
+    return override
+
+
+FEATURE_FILTER = {"feature": {"type": "integer", "required": False}}
+
+
+@bp.get("/environments/<api_key>/featurestates/")
+@operation("List the flags' states in an environment (?feature=<id> for one flag)",
+           "feature states", response=page_schema(FeatureStateSchema), paginated=True,
+           query=FEATURE_FILTER)
+def list_featurestates(api_key: str):
+    env = api_auth.environment_for(principal(), api_key)
+    query = select(FeatureState).where(FeatureState.environment_id == env.id) \
+        .order_by(FeatureState.feature_id)
+    if (feature_id := int_arg("feature")) is not None:
+        query = query.where(FeatureState.feature_id == feature_id)
+    return paginate(query, serialize_state, api_key=api_key)
+
+
+@bp.get("/environments/<api_key>/featurestates/<int:state_id>/")
+@operation("Read a flag's state in an environment", "feature states",
+           response=FeatureStateSchema)
+def get_featurestate(api_key: str, state_id: int):
+    env = api_auth.environment_for(principal(), api_key)
+    return serialize_state(_state_in(env, state_id))
+
+
+@bp.patch("/environments/<api_key>/featurestates/<int:state_id>/")
+@operation("Turn a flag on/off or set its value in an environment (editors; 409 while the "
+           "flag is in a release pipeline)", "feature states", body=FeatureStateUpdateSchema,
+           response=FeatureStateSchema)
+def update_featurestate(api_key: str, state_id: int):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="editor")
+    state = _state_in(env, state_id)
+    api_admin.update_state(state, who.actor, body(FeatureStateUpdateSchema))
+    db.session.refresh(state)
+    return serialize_state(state)
+
+
+@bp.get("/environments/<api_key>/segment-overrides/")
+@operation("List the segment overrides in an environment (?feature=<id> for one flag)",
+           "segment overrides", response=page_schema(SegmentOverrideSchema), paginated=True,
+           query=FEATURE_FILTER)
+def list_segment_overrides(api_key: str):
+    env = api_auth.environment_for(principal(), api_key)
+    query = select(SegmentOverride).join(Segment, Segment.id == SegmentOverride.segment_id) \
+        .where(SegmentOverride.environment_id == env.id, Segment.is_system.is_(False)) \
+        .order_by(SegmentOverride.feature_id, SegmentOverride.priority, SegmentOverride.id)
+    if (feature_id := int_arg("feature")) is not None:
+        query = query.where(SegmentOverride.feature_id == feature_id)
+    return paginate(query, serialize_override, api_key=api_key)
+
+
+@bp.post("/environments/<api_key>/segment-overrides/")
+@operation("Override a flag for a segment in an environment (editors; 409 while the flag is "
+           "in a release pipeline or when the override exists)", "segment overrides",
+           body=SegmentOverrideCreateSchema, response=SegmentOverrideSchema, status=201)
+def create_segment_override(api_key: str):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="editor")
+    data = body(SegmentOverrideCreateSchema)
+    feature = db.session.get(Feature, data["feature"])
+    segment = db.session.get(Segment, data["segment"])
+    if feature is None or segment is None:
+        raise NotFound("Feature or segment not found in this project.")
+    override = api_admin.set_override(env, feature, segment, who.actor, data, create=True)
+    return serialize_override(override), 201
+
+
+@bp.patch("/environments/<api_key>/segment-overrides/<int:override_id>/")
+@operation("Change a segment override (editors; 409 while the flag is in a release pipeline)",
+           "segment overrides", body=SegmentOverrideUpdateSchema, response=SegmentOverrideSchema)
+def update_segment_override(api_key: str, override_id: int):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="editor")
+    override = _override_in(env, override_id)
+    data = body(SegmentOverrideUpdateSchema)
+    updated = api_admin.set_override(env, override.feature, override.segment, who.actor, data,
+                                     create=False)
+    return serialize_override(updated)
+
+
+@bp.delete("/environments/<api_key>/segment-overrides/<int:override_id>/")
+@operation("Remove a segment override (editors; 409 while the flag is in a release pipeline)",
+           "segment overrides", status=204)
+def delete_segment_override(api_key: str, override_id: int):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="editor")
+    api_admin.remove_override(_override_in(env, override_id), who.actor)
+    return "", 204

@@ -1,0 +1,148 @@
+"""Request and response shapes of the admin API (marshmallow), following Flagsmith's admin API
+where it has one. Requests are loaded (validated) with them; the OpenAPI document is built
+from them."""
+
+from marshmallow import Schema, fields, validate
+
+from webapp.models import VALUE_TYPES
+from webapp.services.segments import OPERATORS, RULE_TYPES
+from webapp.views.api.common import PageSchema
+
+NAME = validate.Length(min=1, max=255)
+Value = fields.Raw(allow_none=True, metadata={
+    "description": "A string, integer or boolean (or null), as the flag's type allows."})
+
+
+# --- projects and environments ---
+
+class ProjectSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    organisation = fields.Integer(required=True)
+    created_date = fields.String(allow_none=True)
+
+
+class ProjectCreateSchema(Schema):
+    name = fields.String(required=True, validate=NAME)
+    organisation = fields.Integer(load_default=None, allow_none=True)
+
+
+class EnvironmentSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    api_key = fields.String(required=True)
+    project = fields.Integer(required=True)
+    minimum_change_request_approvals = fields.Integer(required=True)
+
+
+class EnvironmentCreateSchema(Schema):
+    name = fields.String(required=True, validate=NAME)
+    project = fields.Integer(required=True, strict=True)
+
+
+class EnvironmentUpdateSchema(Schema):
+    name = fields.String(validate=NAME)
+    minimum_change_request_approvals = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=0, max=100))
+
+
+# --- features ---
+
+class FeatureSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    description = fields.String(allow_none=True)
+    type = fields.String(required=True)
+    value_type = fields.String(required=True)
+    default_enabled = fields.Boolean(required=True)
+    initial_value = Value
+    project = fields.Integer(required=True)
+    created_date = fields.String(allow_none=True)
+
+
+class FeatureCreateSchema(Schema):
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(load_default="", validate=validate.Length(max=20_000))
+    value_type = fields.String(load_default=None, validate=validate.OneOf(VALUE_TYPES),
+                               metadata={"description": "Inferred from initial_value if absent."})
+    default_enabled = fields.Boolean(load_default=False)
+    initial_value = fields.Raw(load_default=None, allow_none=True)
+
+
+# --- segments ---
+
+class ConditionSchema(Schema):
+    property = fields.String(load_default="", validate=validate.Length(max=1000))
+    operator = fields.String(required=True, validate=validate.OneOf(OPERATORS))
+    value = fields.Raw(load_default=None, allow_none=True)
+
+
+class RuleSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(RULE_TYPES))
+    rules = fields.List(fields.Nested(lambda: RuleSchema()), load_default=list)
+    conditions = fields.List(fields.Nested(ConditionSchema), load_default=list)
+
+
+class SegmentSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    description = fields.String(allow_none=True)
+    project = fields.Integer(required=True)
+    rules = fields.List(fields.Nested(RuleSchema), required=True)
+
+
+class SegmentCreateSchema(Schema):
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(load_default="", validate=validate.Length(max=20_000))
+    rules = fields.List(fields.Nested(RuleSchema), required=True,
+                        validate=validate.Length(min=1, max=50))
+
+
+# --- feature states and segment overrides ---
+
+class FeatureStateSchema(Schema):
+    id = fields.Integer(required=True)
+    feature = fields.Integer(required=True)
+    environment = fields.Integer(required=True)
+    enabled = fields.Boolean(required=True)
+    feature_state_value = Value
+    identity = fields.Raw(allow_none=True)
+    feature_segment = fields.Raw(allow_none=True)
+    updated_at = fields.String(allow_none=True)
+
+
+class FeatureStateUpdateSchema(Schema):
+    enabled = fields.Boolean()
+    feature_state_value = fields.Raw(allow_none=True)
+
+
+class SegmentOverrideSchema(Schema):
+    id = fields.Integer(required=True)
+    feature = fields.Integer(required=True)
+    segment = fields.Integer(required=True)
+    environment = fields.Integer(required=True)
+    priority = fields.Integer(required=True)
+    enabled = fields.Boolean(required=True)
+    feature_state_value = Value
+
+
+class SegmentOverrideCreateSchema(Schema):
+    feature = fields.Integer(required=True, strict=True)
+    segment = fields.Integer(required=True, strict=True)
+    enabled = fields.Boolean(load_default=True)
+    feature_state_value = fields.Raw(load_default=None, allow_none=True)
+    priority = fields.Integer(load_default=None, allow_none=True, strict=True,
+                              validate=validate.Range(min=-1_000_000, max=1_000_000))
+
+
+class SegmentOverrideUpdateSchema(Schema):
+    enabled = fields.Boolean()
+    feature_state_value = fields.Raw(allow_none=True)
+    priority = fields.Integer(strict=True, validate=validate.Range(min=-1_000_000, max=1_000_000))
+
+
+def page_schema(item: type[Schema]) -> type[Schema]:
+    """A paginated list of `item`, as its own named schema."""
+    return type(f"{item.__name__.removesuffix('Schema')}PageSchema", (PageSchema,), {
+        "results": fields.List(fields.Nested(item), required=True),
+    })
