@@ -23,7 +23,6 @@ def sweep_once() -> dict:
     report = engine.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
     transitions.ring(report.bells)
     delivered = notifications.deliver_outbox()
-    db.session.remove()
     return {"moved": report.moved, "failed": report.failed, "delivered": delivered}
 
 
@@ -40,5 +39,5 @@ def run_forever(stop: threading.Event | None = None) -> None:
                 log.info("sweeper: %s", result)
         except Exception:  # noqa: BLE001 — keep sweeping; the next pass retries
             log.exception("sweep failed")
-            db.session.remove()
+        db.session.remove()
         stop.wait(interval)

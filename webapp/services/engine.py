@@ -225,6 +225,14 @@ class _Ctx:
                 f"{self.stage.environment_name})")
 
 
+def start_writing() -> None:
+    """Begin this unit of work holding the writer lock. Whatever the session read before (an
+    expired attribute refreshes in a plain deferred transaction) is dropped first: on SQLite a
+    deferred reader that later writes fails at once when another writer got in between."""
+    db.session.rollback()
+    begin_immediate()
+
+
 def _is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
 
@@ -254,7 +262,7 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
     """
     cache = cache or Cache()
     now = now or clock_now()
-    begin_immediate()
+    start_writing()
     row = _load(run_id)
     if row is None:
         db.session.rollback()
@@ -287,7 +295,7 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
         if tail:
             tail()
         db.session.commit()
-        return "moved", _bell(run.id, version + 1, values.get("due_at"))
+        return "moved", _bell(run_id, version + 1, values.get("due_at"))
     except (StageFailed, LookupError, ValueError, IntegrityError) as error:
         db.session.rollback()
         return "failed", record_failure(run_id, version, str(error), now=now)
@@ -530,7 +538,7 @@ def take_snapshot(feature_id: int, environment_id: int) -> dict[str, Any]:
 def record_failure(run_id: int, version: int, error: str, *, now: datetime) -> Bell | None:
     """Count a failed attempt (compare-and-set); retry later with back-off, halt after
     MAX_ATTEMPTS with the reason on the run (audited as RELEASE_PIPELINE_FEATURE_HALTED)."""
-    begin_immediate()
+    start_writing()
     run = db.session.get(PipelineRun, run_id)
     if run is None or run.version != version:
         db.session.rollback()

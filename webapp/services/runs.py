@@ -14,7 +14,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.clock import now as clock_now
-from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import (
     Feature,
@@ -83,8 +82,9 @@ def _values_problems(pipeline: ReleasePipeline, feature: Feature) -> list[str]:
     return problems
 
 
-def _run_for_update(project_id: int, run_id: int) -> PipelineRun:
-    begin_immediate()
+def _run_for_update(project_id: int, run_id: int, actor: Actor) -> PipelineRun:
+    engine.start_writing()
+    _require_editor(actor, project_id)
     query = select(PipelineRun).where(PipelineRun.id == run_id)
     if db.engine.dialect.name == "postgresql":
         query = query.with_for_update(of=PipelineRun)
@@ -125,16 +125,17 @@ def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor:
     project; a flag already in a pipeline; a flag whose type does not fit the pipeline's values;
     viewers. Audits RELEASE_PIPELINE_FEATURE_ADDED per flag. Returns the bells to ring.
     """
-    _require_editor(actor, project.id)
+    project_id = project.id
     feature_ids = list(dict.fromkeys(int(f) for f in feature_ids))
+    engine.start_writing()
+    _require_editor(actor, project_id)
     if not feature_ids:
         raise Invalid("Choose at least one flag.", {"feature_ids": ["Choose at least one flag."]})
-    begin_immediate()
-    pipeline = _published_pipeline(project.id, pipeline_id)
+    pipeline = _published_pipeline(project_id, pipeline_id)
     features = {f.id: f for f in db.session.scalars(
         select(Feature).where(Feature.id.in_(feature_ids)))}
     foreign = [fid for fid in feature_ids
-               if fid not in features or features[fid].project_id != project.id]
+               if fid not in features or features[fid].project_id != project_id]
     if foreign:
         raise Invalid("Not a flag of this project.",
                       {"feature_ids": ["Choose flags of this project only."]})
@@ -160,7 +161,7 @@ def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor:
     due = now + (timedelta(seconds=first.wait_seconds or 0)
                  if first.trigger_type == "WAIT_FOR" else timedelta(0))
     runs = [
-        PipelineRun(project_id=project.id, pipeline_id=pipeline.id, feature_id=fid,
+        PipelineRun(project_id=project_id, pipeline_id=pipeline.id, feature_id=fid,
                     stage_id=first.id, stage_position=0, status="waiting", entered_at=now,
                     due_at=due, lease_until=due + engine.LEASE_GRACE, version=1,
                     added_by_id=actor.user_id, created_at=now)
@@ -180,7 +181,7 @@ def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor:
         name = features[run.feature_id].name
         audit.record(actor, "RELEASE_PIPELINE_FEATURE_ADDED",
                      f"{name} added to release pipeline {pipeline.name}",
-                     project_id=project.id, object_type="feature", object_id=run.feature_id,
+                     project_id=project_id, object_type="feature", object_id=run.feature_id,
                      object_label=name, pipeline_id=pipeline.id, feature_id=run.feature_id,
                      run_id=run.id, after={"pipeline": pipeline.name, "stage": first.name})
     bells = [Bell(run.id, 1, due) for run in runs]
@@ -202,8 +203,7 @@ def remove(project: Project, run_id: int, actor: Actor) -> None:
 
     Refuses ended runs and viewers. Audits RELEASE_PIPELINE_FEATURE_REMOVED.
     """
-    _require_editor(actor, project.id)
-    run = _run_for_update(project.id, run_id)
+    run = _run_for_update(project.id, run_id, actor)
     now = clock_now()
     segment_id = run.rollout_segment_id
     _cas(run, status="removed", ended_at=now, end_reason="removed", due_at=None,
@@ -225,8 +225,7 @@ def pause(project: Project, run_id: int, actor: Actor) -> None:
     Refuses runs that are not waiting or rolling out, ended runs, viewers.
     Audits RELEASE_PIPELINE_FEATURE_PAUSED.
     """
-    _require_editor(actor, project.id)
-    run = _run_for_update(project.id, run_id)
+    run = _run_for_update(project.id, run_id, actor)
     if run.status not in PAUSABLE:
         raise Conflict(f"Only a waiting or rolling-out flag can be paused (this one is {run.status}).")
     now = clock_now()
@@ -244,8 +243,7 @@ def resume(project: Project, run_id: int, actor: Actor) -> Bell:
 
     Refuses runs that are not paused, ended runs, viewers. Audits RELEASE_PIPELINE_FEATURE_RESUMED.
     """
-    _require_editor(actor, project.id)
-    run = _run_for_update(project.id, run_id)
+    run = _run_for_update(project.id, run_id, actor)
     if run.status != "paused":
         raise Conflict(f"This flag is not paused (it is {run.status}).")
     due = clock_now() + timedelta(seconds=run.paused_remaining_seconds or 0)
@@ -264,8 +262,7 @@ def advance_now(project: Project, run_id: int, actor: Actor) -> Bell:
     Refuses paused, halted, awaiting-approval and ended runs, viewers.
     Audits RELEASE_PIPELINE_FEATURE_ADVANCED.
     """
-    _require_editor(actor, project.id)
-    run = _run_for_update(project.id, run_id)
+    run = _run_for_update(project.id, run_id, actor)
     if run.status not in PAUSABLE:
         raise Conflict(f"Only a waiting or rolling-out flag can be advanced (this one is "
                        f"{run.status}).")
@@ -286,8 +283,7 @@ def retry(project: Project, run_id: int, actor: Actor) -> Bell:
 
     Refuses runs that are not halted, ended runs, viewers. Audits RELEASE_PIPELINE_FEATURE_RETRIED.
     """
-    _require_editor(actor, project.id)
-    run = _run_for_update(project.id, run_id)
+    run = _run_for_update(project.id, run_id, actor)
     if run.status != "halted":
         raise Conflict(f"Only a halted flag can be retried (this one is {run.status}).")
     now = clock_now()
@@ -310,8 +306,7 @@ def rollback(project: Project, run_id: int, actor: Actor) -> None:
     Refuses ended runs and viewers. Audits each restored state/override
     (FEATURE_STATE_ROLLED_BACK) and RELEASE_PIPELINE_FEATURE_ROLLED_BACK.
     """
-    _require_editor(actor, project.id)
-    run = _run_for_update(project.id, run_id)
+    run = _run_for_update(project.id, run_id, actor)
     executions = db.session.scalars(
         select(StageExecution)
         .where(StageExecution.run_id == run.id, StageExecution.applied_at.is_not(None))

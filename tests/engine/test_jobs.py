@@ -1,0 +1,152 @@
+"""Jobs through a real RQ SimpleWorker on the test's real Redis; the sweeper survives FLUSHALL."""
+
+import threading
+from datetime import timedelta
+
+from rq import Queue
+from sqlalchemy import select
+
+from jobs import schedule, transitions
+from webapp import redis_conn
+from webapp.extensions import db
+from webapp.models import PipelineRun
+from webapp.services import engine, runs
+from webapp.services.actors import Actor
+
+from .test_engine import entries, rollout_pipeline, state, the_run
+
+
+def add(project, pipeline, flags, editor):
+    bells = runs.add_flags(project, pipeline.id, [f.id for f in flags], Actor.for_user(editor))
+    transitions.ring(bells)
+    return bells
+
+
+def test_a_worker_applies_on_enter_then_the_scheduler_fires_the_wait(clock, make, project, editor,
+                                                                      envs, two_stage, work):
+    flag = make.feature(project)
+    [bell] = add(project, two_stage, [flag], editor)
+    queue = redis_conn.queue()
+    assert queue.job_ids == [f"advance-{bell.run_id}-v1"]
+
+    work()
+    assert state(flag, envs["Development"]) == (True, None)
+    run = the_run(flag)
+    scheduled = queue.scheduled_job_registry.get_job_ids()
+    assert scheduled == [f"advance-{run.id}-v{run.version}"]
+
+    work()  # not due yet: nothing moves
+    assert state(flag, envs["Staging"]) == (False, None)
+    clock.shift(timedelta(days=1))
+    work()
+    assert state(flag, envs["Staging"]) == (True, None)
+    assert the_run(flag).status == "launched"
+    assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag)) == 2
+
+
+def test_a_bulk_add_rings_one_job_that_moves_them_all(clock, make, project, editor, two_stage, work):
+    flags = [make.feature(project) for _ in range(60)]
+    add(project, two_stage, flags, editor)
+    queue = redis_conn.queue()
+    assert len(queue.job_ids) == 1
+    work()
+    runs_ = db.session.scalars(select(PipelineRun)).all()
+    assert {(r.stage_position, r.status) for r in runs_} == {(1, "waiting")}
+    # 60 runs due at the same second: one drain job is scheduled, not 60
+    assert len(queue.scheduled_job_registry.get_job_ids()) == 1
+    clock.shift(timedelta(days=1, seconds=1))
+    work()
+    assert {r.status for r in db.session.scalars(select(PipelineRun))} == {"launched"}
+
+
+def test_ringing_twice_queues_one_job(clock, make, project, editor, two_stage):
+    flag = make.feature(project)
+    bells = add(project, two_stage, [flag], editor)
+    transitions.ring(bells)
+    assert len(redis_conn.queue().job_ids) == 1
+
+
+def test_duplicate_delivery_writes_one_entry(clock, make, project, editor, envs, two_stage, work):
+    flag = make.feature(project)
+    [bell] = add(project, two_stage, [flag], editor)
+    queue = Queue(redis_conn.QUEUE_NAME, connection=redis_conn.connection())
+    for n in range(3):  # the same job delivered again under other ids
+        queue.enqueue(transitions.advance, bell.run_id, bell.version, job_id=f"again-{n}")
+    work()
+    assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag)) == 1
+    assert len(entries("RELEASE_PIPELINE_FEATURE_ADDED", flag)) == 1
+
+
+def test_a_job_that_fires_early_reschedules_itself(clock, make, project, editor, envs, two_stage, work):
+    flag = make.feature(project)
+    add(project, two_stage, [flag], editor)
+    work()
+    run = the_run(flag)
+    clock.shift(timedelta(days=1) - timedelta(seconds=1))
+    redis_conn.queue().enqueue(transitions.advance, run.id, run.version,
+                               job_id=f"advance-{run.id}-v{run.version}-fired-early")
+    work()
+    assert state(flag, envs["Staging"]) == (False, None)
+    assert f"advance-{run.id}-v{run.version}-early" in (
+        redis_conn.queue().scheduled_job_registry.get_job_ids())
+    clock.shift(timedelta(seconds=1))
+    work()
+    assert state(flag, envs["Staging"]) == (True, None)
+
+
+def test_the_sweeper_recovers_everything_after_flushall(clock, make, project, editor, envs,
+                                                        make_pipeline, work):
+    pipeline = rollout_pipeline(make_pipeline)
+    flags = [make.feature(project) for _ in range(20)]
+    add(project, pipeline, flags, editor)
+    redis_conn.connection().flushall()  # every queued job is gone
+    work()
+    assert engine.due_run_ids(100) != []
+
+    assert schedule.sweep_once()["moved"] == 0  # inside the lease: the bell may still ring
+    clock.shift(engine.LEASE_GRACE)
+    assert schedule.sweep_once()["moved"] == 20
+    redis_conn.connection().flushall()  # the rollout's scheduled steps are gone too
+    for _ in range(4):
+        clock.shift(timedelta(hours=1) + engine.LEASE_GRACE)
+        schedule.sweep_once()
+    db.session.expire_all()
+    assert {r.status for r in db.session.scalars(select(PipelineRun))} == {"launched"}
+    assert all(state(f, envs["Production"]) == (True, None) for f in flags)
+    assert len(entries("PHASED_ROLLOUT_STATE_CREATED")) == 20
+
+
+def test_a_failed_enqueue_is_logged_not_raised(clock, make, project, editor, two_stage, app, caplog):
+    flag = make.feature(project)
+    bells = runs.add_flags(project, two_stage.id, [flag.id], Actor.for_user(editor))
+    app.extensions["railyard.redis"] = redis_conn.redis.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    transitions.ring(bells)
+    assert "the sweeper will find them" in caplog.text
+
+
+def test_two_concurrent_advances_apply_once(clock, make, project, editor, two_stage, app):
+    flags = [make.feature(project) for _ in range(30)]
+    bells = runs.add_flags(project, two_stage.id, [f.id for f in flags], Actor.for_user(editor))
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def racer(reverse):
+        try:
+            with app.app_context():
+                barrier.wait()
+                engine.advance_many([(b.run_id, None) for b in (bells[::-1] if reverse else bells)])
+                db.session.remove()
+        except Exception:  # pragma: no cover - reported below
+            import traceback
+
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=racer, args=(n % 2,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [], errors[0]
+    assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE")) == 30
+    assert len(entries("RELEASE_PIPELINE_FEATURE_ADDED")) == 30
