@@ -65,3 +65,21 @@ def test_filter_choices_list_present_event_types_and_actors(app, project, log, m
     assert choices.event_types == sorted(choices.event_types)
     assert "someone@example.com" in choices.actors
     assert [name for _id, name in choices.environments] == ["Development", "Staging", "Production"]
+
+
+def test_time_ranges_are_exact_when_ids_and_times_disagree(app, project, log):
+    from datetime import timedelta
+
+    from tests.audit.conftest import T0
+
+    late = log.entry(project, "ORDER", at=T0 + timedelta(days=2))  # lower id, later time
+    early = log.entry(project, "ORDER", at=T0)
+    middle = log.entry(project, "ORDER", at=T0 + timedelta(days=1))
+    window = AuditFilter(event_type="ORDER", since=T0 + timedelta(hours=1),
+                         until=T0 + timedelta(days=3))
+    found = audit_log.page(project.id, window, masked=False)
+    assert [e.id for e in found.entries] == [middle.id, late.id]
+    assert early.id not in [e.id for e in found.entries]
+    none = audit_log.page(project.id, AuditFilter(since=T0 - timedelta(days=9),
+                                                  until=T0 - timedelta(days=8)), masked=False)
+    assert none.entries == []
