@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from webapp.clock import now
+from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import (
     ACTION_TYPES,
@@ -320,7 +321,7 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
     or has a stage without a name, an environment of this project, a valid trigger or a valid
     action; refuses a published or stale pipeline (Conflict). Audited as RELEASE_PIPELINE_PUBLISHED.
     """
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     problems = publish_problems(pipeline)
     if problems:
         raise Invalid("This pipeline cannot be published yet.", {"publish": problems})
@@ -337,18 +338,9 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
 def unpublish_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
     """Turn a published pipeline back into a draft. Refuses a draft, or a pipeline with flags in
     flight (Conflict). Audited as RELEASE_PIPELINE_UNPUBLISHED."""
-    if pipeline.is_draft:
+    pipeline = _lock(pipeline, status="draft")
+    if pipeline is None:
         raise Conflict("This pipeline is already a draft.")
-    _refuse_if_in_flight(pipeline)
-    result = db.session.execute(
-        update(ReleasePipeline)
-        .where(ReleasePipeline.id == pipeline.id, ReleasePipeline.status == "published",
-               ReleasePipeline.deleted_at.is_(None))
-        .values(status="draft", version=ReleasePipeline.version + 1, updated_at=now())
-    )
-    if result.rowcount != 1:
-        db.session.rollback()
-        raise Conflict(STALE_MESSAGE)
     _audit(actor, pipeline, "RELEASE_PIPELINE_UNPUBLISHED",
            f"Release pipeline {pipeline.name} turned back into a draft",
            before={"status": "published"}, after={"status": "draft"})
@@ -358,18 +350,38 @@ def unpublish_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
 def delete_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
     """Soft-delete a pipeline (its name stays in the audit history). Refuses while flags are in
     flight (Conflict). Audited as RELEASE_PIPELINE_DELETED."""
-    _refuse_if_in_flight(pipeline)
+    status = pipeline.status
+    pipeline = _lock(pipeline, deleted_at=now())
+    if pipeline is None:
+        raise NotFound("Pipeline not found.")
+    _audit(actor, pipeline, "RELEASE_PIPELINE_DELETED", f"Release pipeline {pipeline.name} deleted",
+           before={"name": pipeline.name, "status": status})
+    db.session.commit()
+
+
+def _lock(pipeline: ReleasePipeline, **values: Any) -> ReleasePipeline | None:
+    """Write `values` to the live pipeline (unpublish: only if published) and keep the row locked
+    while checking that no flag is in flight, so an add-flag that locks the pipeline row cannot
+    slip in between. None when there was nothing to change; Conflict (nothing saved) when
+    flags are in flight."""
+    project_id, pipeline_id = pipeline.project_id, pipeline.id
+    db.session.rollback()
+    begin_immediate()
+    conditions = [ReleasePipeline.id == pipeline_id, ReleasePipeline.deleted_at.is_(None)]
+    if values.get("status") == "draft":
+        conditions.append(ReleasePipeline.status == "published")
     result = db.session.execute(
-        update(ReleasePipeline)
-        .where(ReleasePipeline.id == pipeline.id, ReleasePipeline.deleted_at.is_(None))
-        .values(deleted_at=now(), version=ReleasePipeline.version + 1)
+        update(ReleasePipeline).where(*conditions)
+        .values(version=ReleasePipeline.version + 1, updated_at=now(), **values)
+        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         db.session.rollback()
-        raise NotFound("Pipeline not found.")
-    _audit(actor, pipeline, "RELEASE_PIPELINE_DELETED", f"Release pipeline {pipeline.name} deleted",
-           before={"name": pipeline.name, "status": pipeline.status})
-    db.session.commit()
+        return None
+    if in_flight_count(pipeline_id):
+        db.session.rollback()
+        raise Conflict(IN_FLIGHT_MESSAGE)
+    return db.session.get(ReleasePipeline, pipeline_id, populate_existing=True) or pipeline
 
 
 def check_values_fit(pipeline: ReleasePipeline, feature: Feature) -> list[str]:
@@ -398,7 +410,7 @@ def update_details(pipeline: ReleasePipeline, version: Any, actor: Actor, *, nam
                    description: str = "") -> None:
     """Rename a draft or change its description. Refuses an empty or over-long name, a published
     or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     name = check_name(name)
     description = (description or "").strip()
     before = {"name": pipeline.name, "description": pipeline.description}
@@ -416,7 +428,7 @@ def add_stage(pipeline: ReleasePipeline, version: Any, actor: Actor, *, name: st
     """Append a stage (ON_ENTER, no actions yet). Its name defaults to its environment's name or
     "Stage N". Refuses a 31st stage, a bad name, an environment not of this project, a published
     or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     if len(pipeline.stages) >= MAX_STAGES:
         raise Invalid("Too many stages.",
                       {"stage": [f"A pipeline has at most {MAX_STAGES} stages."]})
@@ -441,7 +453,7 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
     (minutes | hours | days). Refuses a bad name, an environment not of this project, an unknown
     trigger, a wait that is not a whole number above 0 and at most 365 days, a published or stale
     pipeline. Audited as RELEASE_PIPELINE_UPDATED with the fields that changed."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     errors: dict[str, list[str]] = {}
     changes: dict[str, Any] = {}
@@ -484,7 +496,7 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
 def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: Actor) -> None:
     """Remove a stage and its actions; later stages move up (positions stay 0..n-1). Refuses a
     published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     _claim(pipeline, expected)
     snapshot = _stage_snapshot(stage)
@@ -501,7 +513,7 @@ def move_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, direction
     """Swap a stage with its neighbour ("up" or "down"). Refuses an unknown direction, moving the
     first stage up or the last down, a published or stale pipeline. Audited as
     RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     if direction not in ("up", "down"):
         raise Invalid("Unknown direction.", {"direction": ["Move up or down."]})
@@ -525,7 +537,7 @@ def add_action(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: dic
     `rollout_every` and `rollout_unit`. Refuses an unknown type, a missing or foreign segment,
     rollout percentages outside (0, 100], a bad interval, a second phased rollout in the stage, a
     published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     fields = _action_fields(pipeline.project_id, data)
     _refuse_second_rollout(stage, fields["action_type"], None)
@@ -543,7 +555,7 @@ def update_action(pipeline: ReleasePipeline, version: Any, action_id: Any, data:
                   actor: Actor) -> None:
     """Replace an action's settings with those in `data` (same fields and refusals as
     `add_action`). Audited as RELEASE_PIPELINE_UPDATED with before and after."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage, action = _action_of(pipeline, action_id)
     fields = _action_fields(pipeline.project_id, data)
     _refuse_second_rollout(stage, fields["action_type"], action)
@@ -560,7 +572,7 @@ def update_action(pipeline: ReleasePipeline, version: Any, action_id: Any, data:
 def remove_action(pipeline: ReleasePipeline, version: Any, action_id: Any, actor: Actor) -> None:
     """Remove an action; later actions move up. Refuses a published or stale pipeline.
     Audited as RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage, action = _action_of(pipeline, action_id)
     _claim(pipeline, expected)
     snapshot = _action_snapshot(action)
@@ -576,7 +588,7 @@ def move_action(pipeline: ReleasePipeline, version: Any, action_id: Any, directi
                 actor: Actor) -> None:
     """Swap an action with its neighbour in the stage ("up" or "down"). Refuses moving past the
     ends, a published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    expected = _check_editable(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version)
     stage, action = _action_of(pipeline, action_id)
     if direction not in ("up", "down"):
         raise Invalid("Unknown direction.", {"direction": ["Move up or down."]})
@@ -742,10 +754,18 @@ def _fits(value_type: str, value: Any) -> bool:
 # Helpers
 
 
-def _check_editable(pipeline: ReleasePipeline, version: Any) -> int:
-    """The version the edit was made against, if it is still the current one of a draft."""
-    if pipeline.deleted_at is not None:
-        raise NotFound("Pipeline not found.")
+def _open_draft(pipeline: ReleasePipeline, version: Any) -> tuple[ReleasePipeline, int]:
+    """Start the edit's unit of work and reload the pipeline in it; return it with the version
+    the edit was made against, if that is still the current one of a live draft.
+
+    On SQLite the unit of work holds the write lock from here (BEGIN IMMEDIATE): a read-then-
+    write transaction would otherwise fail outright when any other writer committed in between.
+    On PostgreSQL the compare-and-set in `_claim` is the guard.
+    """
+    project_id, pipeline_id = pipeline.project_id, pipeline.id
+    db.session.rollback()  # end the caller's read-only transaction
+    begin_immediate()
+    pipeline = get_pipeline(project_id, pipeline_id)
     if not pipeline.is_draft:
         raise Conflict(PUBLISHED_MESSAGE)
     try:
@@ -754,7 +774,7 @@ def _check_editable(pipeline: ReleasePipeline, version: Any) -> int:
         raise Conflict(STALE_MESSAGE) from None
     if expected != pipeline.version:
         raise Conflict(STALE_MESSAGE)
-    return expected
+    return pipeline, expected
 
 
 def _claim(pipeline: ReleasePipeline, expected: int, **values: Any) -> None:
@@ -777,11 +797,6 @@ def _claim(pipeline: ReleasePipeline, expected: int, **values: Any) -> None:
         if current is not None and not current.is_draft:
             raise Conflict(PUBLISHED_MESSAGE)
         raise Conflict(STALE_MESSAGE)
-
-
-def _refuse_if_in_flight(pipeline: ReleasePipeline) -> None:
-    if in_flight_count(pipeline.id):
-        raise Conflict(IN_FLIGHT_MESSAGE)
 
 
 def _stage_of(pipeline: ReleasePipeline, stage_id: Any) -> PipelineStage:
