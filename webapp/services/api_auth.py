@@ -77,7 +77,7 @@ def role_in(principal: Principal, project: Project) -> str | None:
 def project_for(principal: Principal, project_id: int, needs: str = "viewer") -> Project:
     """The project if the principal reaches it with at least `needs`; 404 when it is out of
     reach (another organisation, not a member), 403 when the role is too low."""
-    project = db.session.get(Project, project_id)
+    project = db.session.get(Project, project_id) if 0 < project_id < 2**31 else None
     role = role_in(principal, project) if project else None
     if project is None or role is None:
         raise NotFound("Not found.")

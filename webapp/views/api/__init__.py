@@ -16,6 +16,7 @@ from webapp.views.api import (  # noqa: E402,F401
     environments,
     features,
     featurestates,
+    openapi,
     projects,
     sdk,  # noqa: E402,F401  (routes register on bp)
     segments,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import abort, g, request, url_for
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
 from sqlalchemy import Select, func, select
 
 from webapp.extensions import db
@@ -19,6 +19,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 ERROR_STATUSES = (400, 401, 403, 404, 409, 422)
+MAX_ID = 2**31 - 1  # ids beyond any row; also beyond what SQLite binds (no 500 for them)
 
 
 @dataclass
@@ -75,9 +76,9 @@ def int_arg(name: str, default: int | None = None, *, minimum: int = 1,
         value = int(raw)
     except ValueError:
         raise Invalid(f"{name} must be a whole number.", {name: ["A whole number."]}) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
-        raise Invalid(f"{name} out of range.", {name: [f"Must be {bound}."]})
+    maximum = MAX_ID if maximum is None else maximum
+    if value < minimum or value > maximum:
+        raise Invalid(f"{name} out of range.", {name: [f"Between {minimum} and {maximum}."]})
     return value
 
 
@@ -124,11 +125,28 @@ def iso(moment) -> str | None:
     return moment.isoformat()
 
 
-class PageSchema(Schema):
+class Shape(Schema):
+    """Base of the API's schemas: unknown request fields are ignored (as Flagsmith's API does),
+    and documented objects may grow new fields."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802  (a field factory, used like a class)
+    return fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID), **kwargs)
+
+
+class PageSchema(Shape):
     count = fields.Integer(required=True)
     next = fields.String(allow_none=True, required=True)
     previous = fields.String(allow_none=True, required=True)
 
 
 class ErrorSchema(Schema):
+    """`detail`, plus per-field message lists on 422."""
+
+    class Meta:
+        unknown = INCLUDE
+
     detail = fields.String(required=True)

@@ -9,7 +9,7 @@ from webapp.models import Feature
 from webapp.services import api_auth, flags
 from webapp.services.errors import NotFound
 from webapp.views.api import bp
-from webapp.views.api.common import body, iso, operation, paginate, principal
+from webapp.views.api.common import MAX_ID, body, iso, operation, paginate, principal
 from webapp.views.api.schemas import FeatureCreateSchema, FeatureSchema, page_schema
 
 
@@ -31,7 +31,7 @@ def _value_type_of(value: Any) -> str:
 
 
 def feature_in(project_id: int, feature_id: int) -> Feature:
-    feature = db.session.get(Feature, feature_id)
+    feature = db.session.get(Feature, feature_id) if feature_id <= MAX_ID else None
     if feature is None or feature.project_id != project_id:
         raise NotFound("Feature not found.")
     return feature

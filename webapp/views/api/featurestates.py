@@ -9,7 +9,7 @@ from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOv
 from webapp.services import api_admin, api_auth
 from webapp.services.errors import NotFound
 from webapp.views.api import bp
-from webapp.views.api.common import body, int_arg, iso, operation, paginate, principal
+from webapp.views.api.common import MAX_ID, body, int_arg, iso, operation, paginate, principal
 from webapp.views.api.schemas import (
     FeatureStateSchema,
     FeatureStateUpdateSchema,
@@ -33,14 +33,14 @@ def serialize_override(override: SegmentOverride) -> dict:
 
 
 def _state_in(env: Environment, state_id: int) -> FeatureState:
-    state = db.session.get(FeatureState, state_id)
+    state = db.session.get(FeatureState, state_id) if state_id <= MAX_ID else None
     if state is None or state.environment_id != env.id:
         raise NotFound("Feature state not found.")
     return state
 
 
 def _override_in(env: Environment, override_id: int) -> SegmentOverride:
-    override = db.session.get(SegmentOverride, override_id)
+    override = db.session.get(SegmentOverride, override_id) if override_id <= MAX_ID else None
     if override is None or override.environment_id != env.id or override.segment.is_system:
         raise NotFound("Segment override not found.")
     return override

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from webapp.models import VALUE_TYPES
 from webapp.services.segments import OPERATORS, RULE_TYPES
-from webapp.views.api.common import PageSchema
+from webapp.views.api.common import Id, PageSchema, Shape
 
 NAME = validate.Length(min=1, max=255)
 Value = fields.Raw(allow_none=True, metadata={
@@ -15,19 +15,19 @@ Value = fields.Raw(allow_none=True, metadata={
 
 # --- projects and environments ---
 
-class ProjectSchema(Schema):
+class ProjectSchema(Shape):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     organisation = fields.Integer(required=True)
     created_date = fields.String(allow_none=True)
 
 
-class ProjectCreateSchema(Schema):
+class ProjectCreateSchema(Shape):
     name = fields.String(required=True, validate=NAME)
-    organisation = fields.Integer(load_default=None, allow_none=True)
+    organisation = Id(load_default=None, allow_none=True)
 
 
-class EnvironmentSchema(Schema):
+class EnvironmentSchema(Shape):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     api_key = fields.String(required=True)
@@ -35,12 +35,12 @@ class EnvironmentSchema(Schema):
     minimum_change_request_approvals = fields.Integer(required=True)
 
 
-class EnvironmentCreateSchema(Schema):
+class EnvironmentCreateSchema(Shape):
     name = fields.String(required=True, validate=NAME)
-    project = fields.Integer(required=True, strict=True)
+    project = Id(required=True)
 
 
-class EnvironmentUpdateSchema(Schema):
+class EnvironmentUpdateSchema(Shape):
     name = fields.String(validate=NAME)
     minimum_change_request_approvals = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=0, max=100))
@@ -48,7 +48,7 @@ class EnvironmentUpdateSchema(Schema):
 
 # --- features ---
 
-class FeatureSchema(Schema):
+class FeatureSchema(Shape):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     description = fields.String(allow_none=True)
@@ -60,7 +60,7 @@ class FeatureSchema(Schema):
     created_date = fields.String(allow_none=True)
 
 
-class FeatureCreateSchema(Schema):
+class FeatureCreateSchema(Shape):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="", validate=validate.Length(max=20_000))
     value_type = fields.String(load_default=None, validate=validate.OneOf(VALUE_TYPES),
@@ -71,19 +71,19 @@ class FeatureCreateSchema(Schema):
 
 # --- segments ---
 
-class ConditionSchema(Schema):
+class ConditionSchema(Shape):
     property = fields.String(load_default="", validate=validate.Length(max=1000))
     operator = fields.String(required=True, validate=validate.OneOf(OPERATORS))
     value = fields.Raw(load_default=None, allow_none=True)
 
 
-class RuleSchema(Schema):
+class RuleSchema(Shape):
     type = fields.String(required=True, validate=validate.OneOf(RULE_TYPES))
     rules = fields.List(fields.Nested(lambda: RuleSchema()), load_default=list)
     conditions = fields.List(fields.Nested(ConditionSchema), load_default=list)
 
 
-class SegmentSchema(Schema):
+class SegmentSchema(Shape):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     description = fields.String(allow_none=True)
@@ -91,7 +91,7 @@ class SegmentSchema(Schema):
     rules = fields.List(fields.Nested(RuleSchema), required=True)
 
 
-class SegmentCreateSchema(Schema):
+class SegmentCreateSchema(Shape):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="", validate=validate.Length(max=20_000))
     rules = fields.List(fields.Nested(RuleSchema), required=True,
@@ -100,7 +100,7 @@ class SegmentCreateSchema(Schema):
 
 # --- feature states and segment overrides ---
 
-class FeatureStateSchema(Schema):
+class FeatureStateSchema(Shape):
     id = fields.Integer(required=True)
     feature = fields.Integer(required=True)
     environment = fields.Integer(required=True)
@@ -111,12 +111,12 @@ class FeatureStateSchema(Schema):
     updated_at = fields.String(allow_none=True)
 
 
-class FeatureStateUpdateSchema(Schema):
+class FeatureStateUpdateSchema(Shape):
     enabled = fields.Boolean()
     feature_state_value = fields.Raw(allow_none=True)
 
 
-class SegmentOverrideSchema(Schema):
+class SegmentOverrideSchema(Shape):
     id = fields.Integer(required=True)
     feature = fields.Integer(required=True)
     segment = fields.Integer(required=True)
@@ -126,16 +126,16 @@ class SegmentOverrideSchema(Schema):
     feature_state_value = Value
 
 
-class SegmentOverrideCreateSchema(Schema):
-    feature = fields.Integer(required=True, strict=True)
-    segment = fields.Integer(required=True, strict=True)
+class SegmentOverrideCreateSchema(Shape):
+    feature = Id(required=True)
+    segment = Id(required=True)
     enabled = fields.Boolean(load_default=True)
     feature_state_value = fields.Raw(load_default=None, allow_none=True)
     priority = fields.Integer(load_default=None, allow_none=True, strict=True,
                               validate=validate.Range(min=-1_000_000, max=1_000_000))
 
 
-class SegmentOverrideUpdateSchema(Schema):
+class SegmentOverrideUpdateSchema(Shape):
     enabled = fields.Boolean()
     feature_state_value = fields.Raw(allow_none=True)
     priority = fields.Integer(strict=True, validate=validate.Range(min=-1_000_000, max=1_000_000))
@@ -146,3 +146,53 @@ def page_schema(item: type[Schema]) -> type[Schema]:
     return type(f"{item.__name__.removesuffix('Schema')}PageSchema", (PageSchema,), {
         "results": fields.List(fields.Nested(item), required=True),
     })
+
+
+# --- SDK API (Flagsmith's wire format) ---
+
+class SdkFeatureSchema(Shape):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    created_date = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    initial_value = fields.Raw(allow_none=True)
+    default_enabled = fields.Boolean()
+
+
+class SdkFlagSchema(Shape):
+    id = fields.Integer(required=True)
+    feature = fields.Nested(SdkFeatureSchema, required=True)
+    feature_state_value = Value
+    enabled = fields.Boolean(required=True)
+    environment = fields.Integer(required=True)
+    identity = fields.Raw(allow_none=True)
+    feature_segment = fields.Raw(allow_none=True)
+
+
+class TraitSchema(Shape):
+    trait_key = fields.String(required=True)
+    trait_value = fields.Raw(allow_none=True)
+    transient = fields.Boolean()
+
+
+class IdentityRequestSchema(Shape):
+    identifier = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    traits = fields.List(fields.Nested(TraitSchema))
+    transient = fields.Boolean()
+
+
+class IdentityResponseSchema(Shape):
+    identifier = fields.String(required=True)
+    flags = fields.List(fields.Nested(SdkFlagSchema), required=True)
+    traits = fields.List(fields.Nested(TraitSchema), required=True)
+
+
+class EnvironmentDocumentSchema(Shape):
+    id = fields.Integer(required=True)
+    api_key = fields.String(required=True)
+    name = fields.String(required=True)
+    project = fields.Dict(required=True)
+    feature_states = fields.List(fields.Dict(), required=True)
+    identity_overrides = fields.List(fields.Dict(), required=True)
+    updated_at = fields.String(allow_none=True)

@@ -7,6 +7,15 @@ from flask import Response, abort, request
 from webapp.services import identities, sdk_documents
 from webapp.services.sdk_documents import Documents, EnvironmentRef
 from webapp.views.api import bp
+from webapp.views.api.common import operation
+from webapp.views.api.schemas import (
+    EnvironmentDocumentSchema,
+    IdentityRequestSchema,
+    IdentityResponseSchema,
+    SdkFlagSchema,
+)
+
+SDK = {"auth": "environment", "errors": (400, 401, 403, 404, 422)}
 
 JSON = "application/json"
 
@@ -35,6 +44,8 @@ def _cached(docs: Documents, body: bytes) -> Response:
 
 
 @bp.get("/flags/")
+@operation("The environment's flags (?feature=<name> for one)", "SDK", response=SdkFlagSchema,
+           many=True, query={"feature": {"type": "string", "required": False}}, **SDK)
 def flags():
     """The environment's flags (environment defaults), or one with ?feature=<name>."""
     ref = _environment()
@@ -49,6 +60,8 @@ def flags():
 
 
 @bp.get("/environment-document/")
+@operation("The environment document for local evaluation (server keys)", "SDK",
+           response=EnvironmentDocumentSchema, **SDK)
 def environment_document():
     """The document the SDKs' local-evaluation mode consumes (server keys only)."""
     ref = _environment(server_only=True)
@@ -57,6 +70,8 @@ def environment_document():
 
 
 @bp.post("/identities/")
+@operation("Identify: the identity's flags, evaluated on its traits", "SDK",
+           body=IdentityRequestSchema, response=IdentityResponseSchema, **SDK)
 def identify():
     """An identity's flags, evaluated on its persisted traits merged with those sent."""
     ref = _environment()
@@ -72,6 +87,8 @@ def identify():
 
 
 @bp.get("/identities/")
+@operation("An identity's flags on its stored traits", "SDK", response=IdentityResponseSchema,
+           query={"identifier": {"type": "string", "required": True}}, **SDK)
 def identity():
     """An identity's flags on its persisted traits (nothing is written)."""
     ref = _environment()

@@ -9,7 +9,7 @@ from webapp.models import Segment
 from webapp.services import api_auth, segments
 from webapp.services.errors import NotFound
 from webapp.views.api import bp
-from webapp.views.api.common import body, operation, paginate, principal
+from webapp.views.api.common import MAX_ID, body, operation, paginate, principal
 from webapp.views.api.schemas import SegmentCreateSchema, SegmentSchema, page_schema
 
 
@@ -19,7 +19,7 @@ def serialize(segment: Segment) -> dict:
 
 
 def segment_in(project_id: int, segment_id: int) -> Segment:
-    segment = db.session.get(Segment, segment_id)
+    segment = db.session.get(Segment, segment_id) if segment_id <= MAX_ID else None
     if segment is None or segment.project_id != project_id or segment.is_system:
         raise NotFound("Segment not found.")
     return segment
