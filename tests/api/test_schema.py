@@ -10,7 +10,6 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 

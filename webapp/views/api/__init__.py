@@ -12,6 +12,16 @@ from webapp.extensions import csrf
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 
+
+@bp.record_once
+def _register_profile(state) -> None:
+    # The profile page (personal tokens) is a dashboard page with CSRF and HTML errors, so it
+    # is its own blueprint outside /api/; it comes and goes with the API.
+    from webapp.views.api import profile
+
+    state.app.register_blueprint(profile.bp)
+
+
 from webapp.views.api import (  # noqa: E402,F401
     environments,
     features,
