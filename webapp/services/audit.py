@@ -50,3 +50,34 @@ def record(
     )
     db.session.add(entry)
     return entry
+
+
+def record_many(actor: Actor, entries: list[dict[str, Any]]) -> None:
+    """Add many audit entries at once (the engine's batches): one INSERT for all of them.
+
+    Each dict holds `record`'s keyword arguments plus `event_type` and `message`.
+    """
+    if not entries:
+        return
+    from sqlalchemy import insert
+
+    from webapp.clock import now
+
+    moment = now()
+    rows = []
+    for entry in entries:
+        rows.append({
+            "created_at": moment,
+            "organisation_id": entry.get("organisation_id") or actor.organisation_id,
+            "actor_type": actor.kind, "actor_user_id": actor.user_id,
+            "actor_api_key_id": actor.api_key_id, "actor_label": actor.label,
+            "event_type": entry["event_type"], "message": entry["message"],
+            "project_id": entry.get("project_id"), "environment_id": entry.get("environment_id"),
+            "object_type": entry["object_type"], "object_id": entry.get("object_id"),
+            "object_label": (entry.get("object_label") or "")[:320],
+            "before": entry.get("before"), "after": entry.get("after"),
+            "pipeline_id": entry.get("pipeline_id"), "feature_id": entry.get("feature_id"),
+            "run_id": entry.get("run_id"), "change_request_id": entry.get("change_request_id"),
+            "idempotency_key": entry.get("idempotency_key"),
+        })
+    db.session.execute(insert(AuditEntry.__table__), rows)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import current_app
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.clock import now as clock_now
@@ -43,7 +42,7 @@ ADVANCEABLE = ("waiting", "rolling_out")
 # A run whose bell should have rung this long ago is the sweeper's to drive.
 LEASE_GRACE = timedelta(seconds=2)
 MAX_ATTEMPTS = 5
-BATCH_SIZE = 200
+BATCH_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -212,6 +211,7 @@ class _Ctx:
     stage: StageInfo
     now: datetime
     segment_id: int | None = None  # the hidden rollout segment created by this transition
+    change_request_id: int | None = None  # set when a committed change request applies the stage
 
     @property
     def actor(self) -> Actor:
@@ -313,8 +313,14 @@ def _fire(ctx: _Ctx) -> dict[str, Any]:
         .where(StageExecution.run_id == run.id, StageExecution.stage_id == stage.id)
         .values(snapshot=snapshot, applied_at=ctx.now)
     )
-    if not applied:  # the change-request seam: the run would wait for approval here
+    if not applied:  # a change request holds the changes; the run waits for its commit
         return {"status": "awaiting_approval", "due_at": None, "lease_until": None}
+    return _after_apply(ctx)
+
+
+def _after_apply(ctx: _Ctx) -> dict[str, Any]:
+    """The stage's changes are applied: start rolling out, or complete the stage."""
+    stage = ctx.stage
     rollout = stage.rollout
     if rollout is not None and (rollout.rollout_initial or 0) < 100:
         due = ctx.now + timedelta(seconds=rollout.rollout_interval_seconds or 60)
@@ -341,14 +347,58 @@ def _check(ctx: _Ctx, changes: list[dict[str, Any]]) -> None:
 
 
 def apply_or_gate(ctx: _Ctx, changes: list[dict[str, Any]]) -> bool:
-    """Apply the stage's planned changes now, or (not yet built) hold them for approval.
-
-    This is the one seam for change requests: when the stage's environment needs approvals,
-    a later version opens a change request holding `changes` and returns False.
+    """Apply the stage's planned changes now (True), or, when the stage's environment needs
+    approvals, open a change request holding exactly `changes` and apply nothing (False).
     """
+    from webapp.services import change_requests
+
+    if change_requests.approvals_needed(ctx.stage.environment_id) > 0:
+        change_requests.open_for_stage(
+            run=ctx.run, pipeline_name=ctx.pipeline.name, stage_id=ctx.stage.id,
+            stage_name=ctx.stage.name, environment_id=ctx.stage.environment_id,
+            feature_name=ctx.feature_name, changes=changes, now=ctx.now)
+        return False
     for change in changes:
         _apply_planned(ctx, change)
     return True
+
+
+def commit_approved(run_id: int, stage_id: int, changes: list[dict[str, Any]], *,
+                    change_request_id: int, now: datetime) -> Bell | None:
+    """Apply a committed change request's `changes` to its run waiting for approval in
+    `stage_id`, through the stage's own code path (audit entries name the change request),
+    then roll out or complete the stage, ending in the run's compare-and-set.
+
+    Runs in the caller's transaction (the caller holds the writer lock and commits). Raises
+    StageFailed when the run is not awaiting approval in that stage or moved meanwhile.
+    """
+    row = _load(run_id)
+    if row is None:
+        raise StageFailed("The flag's run is busy; try again.")
+    run, feature_name, value_type = row
+    if run.ended_at is not None or run.status != "awaiting_approval" or run.stage_id != stage_id:
+        raise StageFailed("The flag is no longer waiting for this change request.")
+    version = run.version
+    pipeline = load_pipeline(run.pipeline_id)
+    ctx = _Ctx(run, feature_name, value_type, pipeline, pipeline.stages[run.stage_position], now,
+               change_request_id=change_request_id)
+    _check(ctx, changes)
+    for change in changes:
+        _apply_planned(ctx, change)
+    values = _after_apply(ctx)
+    tail = values.pop("_tail", None)
+    values.update(version=version + 1, attempts=0, last_error=None)
+    moved = db.session.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run.id, PipelineRun.version == version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if moved != 1:
+        raise StageFailed("The flag moved on meanwhile; look again.")
+    if tail:
+        tail()
+    return _bell(run_id, version + 1, values.get("due_at"))
 
 
 def _describe(change: dict[str, Any]) -> str:
@@ -374,7 +424,7 @@ def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
         change, ctx.actor, project_id=ctx.pipeline.project_id, event_type=EVENT_BY_PIPELINE,
         message=f"{ctx.feature_name} {_describe(change)} {target} {ctx.where()}",
         object_label=ctx.feature_name, idempotency_key=ctx.key(change["action_id"], "apply"),
-        pipeline_id=ctx.pipeline.id, run_id=ctx.run.id,
+        pipeline_id=ctx.pipeline.id, run_id=ctx.run.id, change_request_id=ctx.change_request_id,
     )
 
 
@@ -402,6 +452,7 @@ def _start_rollout(ctx: _Ctx, change: dict[str, Any]) -> None:
         object_label=ctx.feature_name, before=before,
         after={**(after or {}), "percent": percent, "segment_id": segment.id},
         pipeline_id=ctx.pipeline.id, feature_id=ctx.run.feature_id, run_id=ctx.run.id,
+        change_request_id=ctx.change_request_id,
         idempotency_key=ctx.key(change["action_id"], "rollout-created"),
     )
 
@@ -472,37 +523,59 @@ def _finish_rollout(ctx: _Ctx, segment_id: int, percent: int):
 
 def _complete(ctx: _Ctx) -> dict[str, Any]:
     """The stage is done: notify, then enter the next stage or launch."""
-    run, stage, pipeline, now = ctx.run, ctx.stage, ctx.pipeline, ctx.now
+    member = _Member(ctx.run.id, ctx.run.feature_id, ctx.feature_name, ctx.run.added_by_id)
+    return complete_stage(ctx.pipeline, ctx.stage, [member], ctx.now)
+
+
+@dataclass(frozen=True)
+class _Member:
+    """What completing a stage needs to know about one run."""
+
+    run_id: int
+    feature_id: int
+    feature_name: str
+    added_by_id: int | None
+
+
+def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Member],
+                   now: datetime) -> dict[str, Any]:
+    """Runs that finished `stage`: mark it completed, notify, then enter the next stage (or
+    launch). Set-based for batches. Returns the run columns to compare-and-set (the same for
+    every member)."""
+    execution = StageExecution.__table__
     db.session.execute(
-        update(StageExecution)
-        .where(StageExecution.run_id == run.id, StageExecution.stage_id == stage.id)
-        .values(completed_at=now)
-    )
-    notifications.stage_completed(
-        run_id=run.id, stage_id=stage.id, project_id=pipeline.project_id,
-        recipients=(run.added_by_id, pipeline.created_by_id),
-        message=f"{ctx.feature_name} completed stage {stage.name} ({stage.environment_name}) "
-                f"of pipeline {pipeline.name}.",
-        pipeline_id=pipeline.id, feature_id=run.feature_id,
-    )
+        execution.update()
+        .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
+        .values(completed_at=now),
+        [{"_run": m.run_id} for m in members])
+    notifications.stage_completed([
+        {"run_id": m.run_id, "stage_id": stage.id, "feature_id": m.feature_id,
+         "recipients": (m.added_by_id, pipeline.created_by_id),
+         "message": f"{m.feature_name} completed stage {stage.name} ({stage.environment_name}) "
+                    f"of pipeline {pipeline.name}."}
+        for m in members], project_id=pipeline.project_id)
     cleared = {"rollout_percent": None, "rollout_segment_id": None}
     if stage.position + 1 >= len(pipeline.stages):
-        audit.record(
-            ctx.actor, "RELEASE_PIPELINE_FEATURE_LAUNCHED",
-            f"{ctx.feature_name} launched: it completed every stage of pipeline {pipeline.name}",
-            project_id=pipeline.project_id, object_type="feature", object_id=run.feature_id,
-            object_label=ctx.feature_name, pipeline_id=pipeline.id, feature_id=run.feature_id,
-            run_id=run.id, idempotency_key=f"run:{run.id}:launched",
-        )
+        audit.record_many(Actor.for_pipeline(pipeline.name), [
+            {"event_type": "RELEASE_PIPELINE_FEATURE_LAUNCHED",
+             "message": f"{m.feature_name} launched: it completed every stage of pipeline "
+                        f"{pipeline.name}",
+             "project_id": pipeline.project_id, "object_type": "feature",
+             "object_id": m.feature_id, "object_label": m.feature_name,
+             "pipeline_id": pipeline.id, "feature_id": m.feature_id, "run_id": m.run_id,
+             "idempotency_key": f"run:{m.run_id}:launched"}
+            for m in members])
         return {"status": "launched", "ended_at": now, "end_reason": "launched", "due_at": None,
                 "lease_until": None, **cleared}
-    return {**enter_stage(run.id, pipeline.stages[stage.position + 1], now), **cleared}
+    return {**enter_stage([m.run_id for m in members], pipeline.stages[stage.position + 1], now),
+            **cleared}
 
 
-def enter_stage(run_id: int, stage: StageInfo, now: datetime) -> dict[str, Any]:
-    """Record the run's entry into `stage`; return the run columns that say so."""
-    db.session.execute(insert(StageExecution).values(
-        run_id=run_id, stage_id=stage.id, position=stage.position, entered_at=now, snapshot={}))
+def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str, Any]:
+    """Record the runs' entry into `stage`; return the run columns that say so."""
+    db.session.execute(insert(StageExecution.__table__), [
+        {"run_id": run_id, "stage_id": stage.id, "position": stage.position, "entered_at": now,
+         "snapshot": {}} for run_id in run_ids])
     due = now + stage.wait()
     return {"stage_id": stage.id, "stage_position": stage.position, "status": "waiting",
             "entered_at": now, "due_at": due, "lease_until": due + LEASE_GRACE}
@@ -511,25 +584,31 @@ def enter_stage(run_id: int, stage: StageInfo, now: datetime) -> dict[str, Any]:
 # --- Snapshots (for rollback) -----------------------------------------------------------------------
 
 
+def take_snapshots(feature_ids: list[int], environment_id: int) -> dict[int, dict[str, Any]]:
+    """Each flag's state and segment overrides in one environment, as they are now."""
+    snapshots: dict[int, dict[str, Any]] = {
+        fid: {"environment_id": environment_id, "state": None, "overrides": []}
+        for fid in feature_ids}
+    for row in db.session.execute(
+        select(FeatureState.feature_id, FeatureState.enabled, FeatureState.value).where(
+            FeatureState.feature_id.in_(feature_ids),
+            FeatureState.environment_id == environment_id)):
+        snapshots[row.feature_id]["state"] = {"enabled": row.enabled, "value": row.value}
+    for row in db.session.execute(
+        select(SegmentOverride.feature_id, SegmentOverride.segment_id, SegmentOverride.enabled,
+               SegmentOverride.value, SegmentOverride.priority)
+        .where(SegmentOverride.feature_id.in_(feature_ids),
+               SegmentOverride.environment_id == environment_id)
+        .order_by(SegmentOverride.segment_id)):
+        snapshots[row.feature_id]["overrides"].append(
+            {"segment_id": row.segment_id, "enabled": row.enabled, "value": row.value,
+             "priority": row.priority})
+    return snapshots
+
+
 def take_snapshot(feature_id: int, environment_id: int) -> dict[str, Any]:
     """The flag's state and segment overrides in one environment, as they are now."""
-    state = db.session.execute(
-        select(FeatureState.enabled, FeatureState.value).where(
-            FeatureState.feature_id == feature_id, FeatureState.environment_id == environment_id)
-    ).first()
-    overrides = db.session.execute(
-        select(SegmentOverride.segment_id, SegmentOverride.enabled, SegmentOverride.value,
-               SegmentOverride.priority)
-        .where(SegmentOverride.feature_id == feature_id,
-               SegmentOverride.environment_id == environment_id)
-        .order_by(SegmentOverride.segment_id)
-    ).all()
-    return {
-        "environment_id": environment_id,
-        "state": None if state is None else {"enabled": state.enabled, "value": state.value},
-        "overrides": [{"segment_id": o.segment_id, "enabled": o.enabled, "value": o.value,
-                       "priority": o.priority} for o in overrides],
-    }
+    return take_snapshots([feature_id], environment_id)[feature_id]
 
 
 # --- Failures -----------------------------------------------------------------------------------------
@@ -601,24 +680,161 @@ def advance(run_id: int, expected_version: int | None = None, *, cache: Cache | 
     Refuses nothing: a run that is ended, paused, at another version or not due is left alone.
     Audits every action applied (see `transition`).
     """
-    cache = cache or Cache()
-    report = report or Report()
-    outcome, bell = transition(run_id, expected_version, cache=cache, now=now)
-    while outcome == "moved" and bell is not None and bell.due_at <= (now or clock_now()):
-        report.moved += 1
-        outcome, bell = transition(run_id, bell.version, cache=cache, now=now)
-    report.add(outcome, bell)
-    return report
+    return advance_many([(run_id, expected_version)], now=now, cache=cache, report=report)
 
 
 def advance_many(pairs: list[tuple[int, int | None]], *, now: datetime | None = None,
-                 cache: Cache | None = None) -> Report:
-    """Advance several runs (id, expected version or None), each in transactions of its own."""
+                 cache: Cache | None = None, report: Report | None = None) -> Report:
+    """Advance runs (id, expected version or None) as far as each is due now.
+
+    Runs waiting in plain stages go through `fire_batch`, many per transaction; rollout
+    stages, runs fired early, and any run of a batch that failed go one by one (`transition`).
+    """
     cache = cache or Cache()
-    report = Report()
-    for run_id, version in pairs:
-        advance(run_id, version, cache=cache, now=now, report=report)
+    report = report or Report()
+    moment = now or clock_now()
+    pending = list(pairs)
+    while pending:
+        chunk, pending = pending[:BATCH_SIZE], pending[BATCH_SIZE:]
+        moved, singles = fire_batch(chunk, cache=cache, now=moment)
+        for run_id, version, due_at in moved:
+            report.moved += 1
+            if due_at is None:
+                continue  # launched
+            if due_at <= moment:
+                pending.append((run_id, version))  # the next stage fires at once
+            else:
+                report.bells.append(Bell(run_id, version, due_at))
+        for run_id, version in singles:
+            outcome, bell = transition(run_id, version, cache=cache, now=moment)
+            if outcome == "moved" and bell is not None and bell.due_at <= moment:
+                report.moved += 1
+                pending.append((bell.run_id, bell.version))
+            else:
+                report.add(outcome, bell)
     return report
+
+
+def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: datetime
+               ) -> tuple[list[tuple[int, int, datetime | None]], list[tuple[int, int | None]]]:
+    """Fire the triggers of many runs waiting in plain stages (no rollout) in one transaction:
+    snapshots, changes, audit entries, notifications and the compare-and-set of every run are
+    set-based. Returns (id, new version, due_at or None) of the runs moved, and the (id, version)
+    of runs to take one by
+    one (rollout stages, early, values that no longer fit, or all of them if the batch failed).
+    Runs that are ended, paused or at another version are dropped.
+    """
+    expected = dict(pairs)
+    start_writing()
+    query = (
+        select(PipelineRun.id, PipelineRun.version, PipelineRun.status, PipelineRun.due_at,
+               PipelineRun.ended_at, PipelineRun.pipeline_id, PipelineRun.stage_position,
+               PipelineRun.feature_id, PipelineRun.added_by_id, Feature.name, Feature.value_type)
+        .join(Feature, Feature.id == PipelineRun.feature_id)
+        .where(PipelineRun.id.in_(list(expected)))
+    )
+    if _is_postgres():
+        query = query.with_for_update(of=PipelineRun, skip_locked=True)
+    groups: dict[tuple[int, int], list[Any]] = {}
+    gated: dict[int, bool] = {}  # environment id -> needs approvals (those runs go one by one)
+    singles: list[tuple[int, int]] = []
+    try:
+        for row in db.session.execute(query):
+            wanted = expected[row.id]
+            if (row.ended_at is not None or row.status not in ADVANCEABLE or row.due_at is None
+                    or (wanted is not None and wanted != row.version)):
+                continue
+            pipeline = cache.pipeline(row.pipeline_id)
+            stage = pipeline.stages[row.stage_position]
+            if (row.status != "waiting" or row.due_at > now or stage.rollout is not None
+                    or not _plain_fits(stage, row.value_type)
+                    or _gated(stage.environment_id, gated)):
+                singles.append((row.id, row.version))
+                continue
+            groups.setdefault((pipeline.id, stage.position), []).append(row)
+        moved: list[tuple[int, int, datetime | None]] = []
+        for (pipeline_id, position), rows in groups.items():
+            pipeline = cache.pipeline(pipeline_id)
+            moved.extend(_fire_group(pipeline, pipeline.stages[position], rows, now))
+        db.session.commit()
+        return moved, singles
+    except (StageFailed, LookupError, ValueError, IntegrityError) as error:
+        db.session.rollback()
+        log.warning("batch of %d runs failed (%s); taking them one by one", len(pairs), error)
+        return [], [(run_id, version) for run_id, version in pairs]
+
+
+def _gated(environment_id: int, memo: dict[int, bool]) -> bool:
+    """Whether the environment needs approvals: its stages open change requests (one by one)."""
+    if environment_id not in memo:
+        from webapp.services import change_requests
+
+        memo[environment_id] = change_requests.approvals_needed(environment_id) > 0
+    return memo[environment_id]
+
+
+def _plain_fits(stage: StageInfo, value_type: str) -> bool:
+    """Whether every value the stage sets fits the flag (else the run goes one by one and fails
+    with the reason recorded)."""
+    return all(value_fits(value_type, a.value) for a in stage.actions
+               if a.action_type in ("UPDATE_FEATURE_VALUE", "UPDATE_FEATURE_VALUE_FOR_SEGMENT"))
+
+
+def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: datetime
+                ) -> list[tuple[int, int, datetime | None]]:
+    segment_ids = {a.segment_id for a in stage.actions if a.segment_id is not None}
+    if segment_ids:
+        found = set(db.session.scalars(select(Segment.id).where(
+            Segment.id.in_(segment_ids), Segment.project_id == pipeline.project_id)))
+        if found != segment_ids:
+            raise StageFailed(f"A segment of stage {stage.name} no longer exists.")
+    snapshots = take_snapshots([r.feature_id for r in rows], stage.environment_id)
+    where = f"(pipeline {pipeline.name}, stage {stage.name}, {stage.environment_name})"
+    items = []
+    for row in rows:
+        snapshot = snapshots[row.feature_id]
+        for change in plan_stage_changes(row, stage):
+            change = _inherit_enabled(change, snapshot)
+            target = ("for everyone" if change["kind"] == "state"
+                      else f"for segment #{change['segment_id']}")
+            items.append((change, {
+                "message": f"{row.name} {_describe(change)} {target} {where}",
+                "object_label": row.name, "run_id": row.id,
+                "idempotency_key": f"run:{row.id}:stage:{stage.id}:action:{change['action_id']}:"
+                                   "apply",
+            }))
+    flag_changes.apply_changes(items, Actor.for_pipeline(pipeline.name),
+                               project_id=pipeline.project_id, event_type=EVENT_BY_PIPELINE,
+                               pipeline_id=pipeline.id)
+    execution = StageExecution.__table__
+    db.session.execute(
+        execution.update()
+        .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
+        .values(snapshot=bindparam("_snapshot"), applied_at=now),
+        [{"_run": r.id, "_snapshot": snapshots[r.feature_id]} for r in rows])
+    members = [_Member(r.id, r.feature_id, r.name, r.added_by_id) for r in rows]
+    values = complete_stage(pipeline, stage, members, now)
+    values.update(attempts=0, last_error=None)
+    table = PipelineRun.__table__
+    moved = db.session.execute(
+        table.update()
+        .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
+        .values(version=bindparam("_next"), **values),
+        [{"_id": r.id, "_version": r.version, "_next": r.version + 1} for r in rows],
+    ).rowcount
+    if moved != len(rows):  # cannot happen while we hold the lock; never write half a batch
+        raise ValueError(f"compare-and-set moved {moved} of {len(rows)} runs")
+    due = values.get("due_at")
+    return [(r.id, r.version + 1, due) for r in rows]
+
+
+def _inherit_enabled(change: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A new override that only sets a value inherits the environment's on/off."""
+    if change["kind"] != "override" or "enabled" in change:
+        return change
+    if any(o["segment_id"] == change["segment_id"] for o in snapshot["overrides"]):
+        return change
+    return {**change, "enabled": bool(snapshot["state"] and snapshot["state"]["enabled"])}
 
 
 def due_run_ids(limit: int, *, now: datetime | None = None, lease_expired: bool = False
@@ -636,24 +852,15 @@ def due_run_ids(limit: int, *, now: datetime | None = None, lease_expired: bool 
     return ids
 
 
-def drain(limit: int = 2000, *, now: datetime | None = None, cache: Cache | None = None) -> Report:
+def drain(limit: int = 5000, *, now: datetime | None = None, cache: Cache | None = None) -> Report:
     """Advance every run that is due now, up to `limit` runs (the workers' batch)."""
-    cache = cache or Cache()
-    report = Report()
-    for run_id in due_run_ids(limit, now=now):
-        advance(run_id, None, cache=cache, now=now, report=report)
-    return report
+    return advance_many([(run_id, None) for run_id in due_run_ids(limit, now=now)], now=now,
+                        cache=cache)
 
 
 def sweep(limit: int = 5000, *, now: datetime | None = None) -> Report:
     """Re-drive runs whose bell should have rung but did not (Redis flushed, worker killed,
     scheduled job lost or early): due runs whose lease expired. Safe in several copies."""
-    report = Report()
-    cache = Cache()
-    for run_id in due_run_ids(limit, now=now, lease_expired=True):
-        advance(run_id, None, cache=cache, now=now, report=report)
-    return report
+    ids = due_run_ids(limit, now=now, lease_expired=True)
+    return advance_many([(run_id, None) for run_id in ids], now=now)
 
-
-def config_batch_size() -> int:
-    return int(current_app.config.get("ENGINE_BATCH_SIZE", BATCH_SIZE))

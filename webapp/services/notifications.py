@@ -7,11 +7,10 @@ from the outbox, at least once: `deliver_outbox` claims a row, sends, then marks
 
 import logging
 import smtplib
-from collections.abc import Iterable
 from email.message import EmailMessage
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from webapp.clock import now
 from webapp.extensions import db
@@ -25,31 +24,33 @@ def mail_configured() -> bool:
     return bool(current_app.config.get("MAIL_SERVER"))
 
 
-def stage_completed(*, run_id: int, stage_id: int, project_id: int,
-                    recipients: Iterable[int | None], message: str, pipeline_id: int,
-                    feature_id: int) -> None:
-    """Notify who added the flag and the pipeline's creator that a stage completed: an in-app
+def stage_completed(completions: list[dict], *, project_id: int) -> None:
+    """Notify who added each flag and the pipeline's creator that a stage completed: an in-app
     notification each, and an email each through the outbox when mail is configured.
-    Adds to the caller's transaction; writes no audit entry (the stage's entries say it)."""
-    users = sorted({uid for uid in recipients if uid is not None})
-    if not users:
-        return
-    link = f"/projects/{project_id}/flags/{feature_id}"
-    db.session.add_all(
-        Notification(user_id=uid, project_id=project_id, kind="stage_completed", message=message,
-                     link=link, idempotency_key=f"stage-completed:run:{run_id}:stage:{stage_id}:"
-                                                f"user:{uid}")
-        for uid in users
-    )
-    if mail_configured():
-        emails = db.session.execute(select(User.id, User.email).where(User.id.in_(users))).all()
-        db.session.add_all(
-            OutboxMessage(kind="email", payload={"to": email, "subject": f"Railyard: {message}",
-                                                 "body": f"{message}\n\n{link}\n"},
-                          idempotency_key=f"email:stage-completed:run:{run_id}:stage:{stage_id}:"
-                                          f"user:{uid}")
-            for uid, email in emails
-        )
+
+    `completions` are dicts of run_id, stage_id, feature_id, message and recipients (user ids,
+    None skipped). Adds to the caller's transaction (set-based); writes no audit entry.
+    """
+    moment = now()
+    rows, wanted = [], []
+    for item in completions:
+        link = f"/projects/{project_id}/flags/{item['feature_id']}"
+        key = f"stage-completed:run:{item['run_id']}:stage:{item['stage_id']}"
+        for uid in sorted({u for u in item["recipients"] if u is not None}):
+            rows.append({"user_id": uid, "project_id": project_id, "kind": "stage_completed",
+                         "message": item["message"], "link": link, "created_at": moment,
+                         "idempotency_key": f"{key}:user:{uid}"})
+            wanted.append((uid, item["message"], link, f"email:{key}:user:{uid}"))
+    if rows:
+        db.session.execute(insert(Notification.__table__), rows)
+    if wanted and mail_configured():
+        emails = dict(db.session.execute(
+            select(User.id, User.email).where(User.id.in_({w[0] for w in wanted}))).all())
+        db.session.execute(insert(OutboxMessage.__table__), [
+            {"kind": "email", "idempotency_key": key, "created_at": moment, "attempts": 0,
+             "payload": {"to": emails[uid], "subject": f"Railyard: {message}",
+                         "body": f"{message}\n\n{link}\n"}}
+            for uid, message, link, key in wanted if uid in emails])
 
 
 def unread(user_id: int, limit: int = 20) -> list[Notification]:
