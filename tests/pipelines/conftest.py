@@ -2,6 +2,7 @@
 
 import pytest
 
+from webapp.extensions import db
 from webapp.services import pipelines
 from webapp.services.actors import SYSTEM
 
@@ -43,3 +44,28 @@ class Build:
 @pytest.fixture
 def build(make):
     return Build(make)
+
+
+def _fresh_reads(client):
+    """End the test's own read transaction around each request: with SQLite in WAL mode an open
+    transaction keeps reading its old snapshot, and the test wants to see what the request did."""
+    send = client.open
+
+    def open_(*args, **kwargs):
+        db.session.rollback()
+        response = send(*args, **kwargs)
+        db.session.rollback()
+        return response
+
+    client.open = open_
+    return client
+
+
+@pytest.fixture
+def client(client):
+    return _fresh_reads(client)
+
+
+@pytest.fixture
+def hx(hx):
+    return _fresh_reads(hx)

@@ -31,11 +31,37 @@ def snapshot(pipeline_id):
     db.session.expire_all()
     p = db.session.get(ReleasePipeline, pipeline_id)
     return (
-        p.name, p.description, p.status, p.version, p.deleted_at,
-        [(s.id, s.position, s.name, s.environment_id, s.trigger_type, s.wait_seconds,
-          [(a.id, a.position, a.action_type, a.enabled, a.value, a.sets_value, a.segment_id,
-            a.rollout_initial, a.rollout_step, a.rollout_interval_seconds) for a in s.actions])
-         for s in p.stages],
+        p.name,
+        p.description,
+        p.status,
+        p.version,
+        p.deleted_at,
+        [
+            (
+                s.id,
+                s.position,
+                s.name,
+                s.environment_id,
+                s.trigger_type,
+                s.wait_seconds,
+                [
+                    (
+                        a.id,
+                        a.position,
+                        a.action_type,
+                        a.enabled,
+                        a.value,
+                        a.sets_value,
+                        a.segment_id,
+                        a.rollout_initial,
+                        a.rollout_step,
+                        a.rollout_interval_seconds,
+                    )
+                    for a in s.actions
+                ],
+            )
+            for s in p.stages
+        ],
         len(audits(pipeline_id)),
     )
 
@@ -44,8 +70,9 @@ def snapshot(pipeline_id):
 
 
 def test_create_starts_a_draft_and_audits(project, editor):
-    pipeline = pipelines.create_pipeline(project, "  Web release ", Actor.for_user(editor),
-                                         description="For the web app")
+    pipeline = pipelines.create_pipeline(
+        project, "  Web release ", Actor.for_user(editor), description="For the web app"
+    )
     assert (pipeline.name, pipeline.status, pipeline.version) == ("Web release", "draft", 1)
     [entry] = audits(pipeline.id)
     assert entry.event_type == "RELEASE_PIPELINE_CREATED"
@@ -53,12 +80,15 @@ def test_create_starts_a_draft_and_audits(project, editor):
     assert entry.actor_user_id == editor.id
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("", "A name is required."),
-    ("   ", "A name is required."),
-    (None, "A name is required."),
-    ("x" * 256, "At most 255 characters."),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "A name is required."),
+        ("   ", "A name is required."),
+        (None, "A name is required."),
+        ("x" * 256, "At most 255 characters."),
+    ],
+)
 def test_create_refuses_bad_names(project, name, message):
     with pytest.raises(Invalid) as error:
         pipelines.create_pipeline(project, name, SYSTEM)
@@ -98,23 +128,51 @@ STAGE_CASES = [
     ({"environment_id": "999999"}, "environment_id", "Choose one of this project's environments."),
     ({"environment_id": "abc"}, "environment_id", "Choose one of this project's environments."),
     ({"environment_id": "OTHER"}, "environment_id", "Choose one of this project's environments."),
-    ({"trigger_type": "ON_EXIT"}, "trigger_type", "Choose “When the flag enters this stage” or “Wait”."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "0", "wait_unit": "hours"},
-     "wait_amount", "The wait must be more than 0."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "-3", "wait_unit": "hours"},
-     "wait_amount", "The wait must be more than 0."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "soon", "wait_unit": "hours"},
-     "wait_amount", "Enter the wait as a whole number of hours."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "1.5", "wait_unit": "days"},
-     "wait_amount", "Enter the wait as a whole number of days."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "", "wait_unit": "days"},
-     "wait_amount", "Enter how many days to wait."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "366", "wait_unit": "days"},
-     "wait_amount", "The wait can be at most 365 days."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": str(365 * 24 + 1), "wait_unit": "hours"},
-     "wait_amount", "The wait can be at most 365 days."),
-    ({"trigger_type": "WAIT_FOR", "wait_amount": "3", "wait_unit": "weeks"},
-     "wait_amount", "Choose minutes, hours or days."),
+    (
+        {"trigger_type": "ON_EXIT"},
+        "trigger_type",
+        "Choose “When the flag enters this stage” or “Wait”.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "0", "wait_unit": "hours"},
+        "wait_amount",
+        "The wait must be more than 0.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "-3", "wait_unit": "hours"},
+        "wait_amount",
+        "The wait must be more than 0.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "soon", "wait_unit": "hours"},
+        "wait_amount",
+        "Enter the wait as a whole number of hours.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "1.5", "wait_unit": "days"},
+        "wait_amount",
+        "Enter the wait as a whole number of days.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "", "wait_unit": "days"},
+        "wait_amount",
+        "Enter how many days to wait.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "366", "wait_unit": "days"},
+        "wait_amount",
+        "The wait can be at most 365 days.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": str(365 * 24 + 1), "wait_unit": "hours"},
+        "wait_amount",
+        "The wait can be at most 365 days.",
+    ),
+    (
+        {"trigger_type": "WAIT_FOR", "wait_amount": "3", "wait_unit": "weeks"},
+        "wait_amount",
+        "Choose minutes, hours or days.",
+    ),
 ]
 
 
@@ -137,19 +195,31 @@ def test_add_stage_refuses_a_foreign_environment(project, make):
     with pytest.raises(Invalid) as error:
         pipelines.add_stage(pipeline, 1, SYSTEM, environment_id=other_env.id)
     assert error.value.field_errors == {
-        "environment_id": ["Choose one of this project's environments."]}
+        "environment_id": ["Choose one of this project's environments."]
+    }
 
 
-@pytest.mark.parametrize(("amount", "unit", "seconds"), [
-    ("1", "minutes", 60), ("90", "minutes", 5400), ("3", "hours", 10800), ("1", "days", 86400),
-    ("365", "days", 365 * 86400), (" 2 ", "days", 172800),
-])
+@pytest.mark.parametrize(
+    ("amount", "unit", "seconds"),
+    [
+        ("1", "minutes", 60),
+        ("90", "minutes", 5400),
+        ("3", "hours", 10800),
+        ("1", "days", 86400),
+        ("365", "days", 365 * 86400),
+        (" 2 ", "days", 172800),
+    ],
+)
 def test_waits_are_stored_in_seconds(project, build, amount, unit, seconds):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
     stage_id = pipeline.stages[0].id
-    pipelines.update_stage(pipeline, pipeline.version, stage_id,
-                           {"trigger_type": "WAIT_FOR", "wait_amount": amount, "wait_unit": unit},
-                           SYSTEM)
+    pipelines.update_stage(
+        pipeline,
+        pipeline.version,
+        stage_id,
+        {"trigger_type": "WAIT_FOR", "wait_amount": amount, "wait_unit": unit},
+        SYSTEM,
+    )
     stage = db.session.get(PipelineStage, stage_id)
     assert (stage.trigger_type, stage.wait_seconds) == ("WAIT_FOR", seconds)
     entry = audits(pipeline.id, "RELEASE_PIPELINE_UPDATED")[-1]
@@ -160,8 +230,13 @@ def test_waits_are_stored_in_seconds(project, build, amount, unit, seconds):
 
 def test_back_to_on_enter_clears_the_wait(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development", "wait": 600}])
-    pipelines.update_stage(pipeline, pipeline.version, pipeline.stages[0].id,
-                           {"trigger_type": "ON_ENTER", "wait_amount": "10"}, SYSTEM)
+    pipelines.update_stage(
+        pipeline,
+        pipeline.version,
+        pipeline.stages[0].id,
+        {"trigger_type": "ON_ENTER", "wait_amount": "10"},
+        SYSTEM,
+    )
     stage = fresh(project, pipeline).stages[0]
     assert (stage.trigger_type, stage.wait_seconds) == ("ON_ENTER", None)
 
@@ -169,8 +244,13 @@ def test_back_to_on_enter_clears_the_wait(project, build):
 def test_an_edit_that_changes_nothing_saves_nothing(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
     before = snapshot(pipeline.id)
-    pipelines.update_stage(pipeline, pipeline.version, pipeline.stages[0].id,
-                           {"name": "Dev", "trigger_type": "ON_ENTER"}, SYSTEM)
+    pipelines.update_stage(
+        pipeline,
+        pipeline.version,
+        pipeline.stages[0].id,
+        {"name": "Dev", "trigger_type": "ON_ENTER"},
+        SYSTEM,
+    )
     assert snapshot(pipeline.id) == before
 
 
@@ -179,7 +259,12 @@ def test_remove_and_move_keep_positions_dense(project, build):
     b = pipeline.stages[1]
     pipelines.move_stage(pipeline, pipeline.version, b.id, "down", SYSTEM)
     pipeline = fresh(project, pipeline)
-    assert [(s.name, s.position) for s in pipeline.stages] == [("A", 0), ("C", 1), ("B", 2), ("D", 3)]
+    assert [(s.name, s.position) for s in pipeline.stages] == [
+        ("A", 0),
+        ("C", 1),
+        ("B", 2),
+        ("D", 3),
+    ]
     pipelines.remove_stage(pipeline, pipeline.version, pipeline.stages[0].id, SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [(s.name, s.position) for s in pipeline.stages] == [("C", 0), ("B", 1), ("D", 2)]
@@ -191,16 +276,21 @@ def test_remove_and_move_keep_positions_dense(project, build):
     assert removed[0].before["name"] == "A" and removed[0].after is None
 
 
-@pytest.mark.parametrize(("index", "direction", "message"), [
-    (0, "up", "This stage is already the first."),
-    (2, "down", "This stage is already the last."),
-    (1, "sideways", "Move up or down."),
-])
+@pytest.mark.parametrize(
+    ("index", "direction", "message"),
+    [
+        (0, "up", "This stage is already the first."),
+        (2, "down", "This stage is already the last."),
+        (1, "sideways", "Move up or down."),
+    ],
+)
 def test_moves_past_the_ends_are_refused(project, build, index, direction, message):
     pipeline = build.pipeline(project, stages=[{"name": n} for n in "ABC"])
     before = snapshot(pipeline.id)
     with pytest.raises(Invalid) as error:
-        pipelines.move_stage(pipeline, pipeline.version, pipeline.stages[index].id, direction, SYSTEM)
+        pipelines.move_stage(
+            pipeline, pipeline.version, pipeline.stages[index].id, direction, SYSTEM
+        )
     assert error.value.field_errors == {"direction": [message]}
     assert snapshot(pipeline.id) == before
 
@@ -215,40 +305,86 @@ def test_a_stage_of_another_pipeline_is_not_found(project, build):
 # --- actions -------------------------------------------------------------------------------------
 
 
-ROLLOUT = {"action_type": "PHASED_ROLLOUT", "enabled": "true", "rollout_initial": "10",
-           "rollout_step": "20", "rollout_every": "2", "rollout_unit": "hours"}
+ROLLOUT = {
+    "action_type": "PHASED_ROLLOUT",
+    "enabled": "true",
+    "rollout_initial": "10",
+    "rollout_step": "20",
+    "rollout_every": "2",
+    "rollout_unit": "hours",
+}
 
 ACTION_CASES = [
     ({"action_type": "DELETE_FLAG"}, "action_type", "Choose one of the listed actions."),
     ({}, "action_type", "Choose one of the listed actions."),
     ({"action_type": "TOGGLE_FEATURE", "enabled": "maybe"}, "enabled", "Choose enable or disable."),
     ({"action_type": "TOGGLE_FEATURE"}, "enabled", "Choose enable or disable."),
-    ({"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true"}, "segment_id", "Choose a segment."),
-    ({"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": "999999"},
-     "segment_id", "Choose one of this project's segments."),
-    ({"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": "x"},
-     "segment_id", "Choose one of this project's segments."),
-    ({"action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "1", "segment_id": "OTHER"},
-     "segment_id", "Choose one of this project's segments."),
-    ({"action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "1", "segment_id": "SYSTEM"},
-     "segment_id", "Choose one of this project's segments."),
-    ({**ROLLOUT, "rollout_initial": "0"}, "rollout_initial",
-     "The initial percentage must be more than 0 % and at most 100 %."),
-    ({**ROLLOUT, "rollout_initial": "101"}, "rollout_initial",
-     "The initial percentage must be more than 0 % and at most 100 %."),
-    ({**ROLLOUT, "rollout_initial": "-5"}, "rollout_initial",
-     "The initial percentage must be more than 0 % and at most 100 %."),
-    ({**ROLLOUT, "rollout_initial": "ten"}, "rollout_initial",
-     "Enter the initial percentage as a whole percentage, 1 to 100."),
-    ({**ROLLOUT, "rollout_step": "0"}, "rollout_step",
-     "The increase must be more than 0 % and at most 100 %."),
-    ({**ROLLOUT, "rollout_step": "150"}, "rollout_step",
-     "The increase must be more than 0 % and at most 100 %."),
+    (
+        {"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true"},
+        "segment_id",
+        "Choose a segment.",
+    ),
+    (
+        {"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": "999999"},
+        "segment_id",
+        "Choose one of this project's segments.",
+    ),
+    (
+        {"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": "x"},
+        "segment_id",
+        "Choose one of this project's segments.",
+    ),
+    (
+        {"action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "1", "segment_id": "OTHER"},
+        "segment_id",
+        "Choose one of this project's segments.",
+    ),
+    (
+        {"action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "1", "segment_id": "SYSTEM"},
+        "segment_id",
+        "Choose one of this project's segments.",
+    ),
+    (
+        {**ROLLOUT, "rollout_initial": "0"},
+        "rollout_initial",
+        "The initial percentage must be more than 0 % and at most 100 %.",
+    ),
+    (
+        {**ROLLOUT, "rollout_initial": "101"},
+        "rollout_initial",
+        "The initial percentage must be more than 0 % and at most 100 %.",
+    ),
+    (
+        {**ROLLOUT, "rollout_initial": "-5"},
+        "rollout_initial",
+        "The initial percentage must be more than 0 % and at most 100 %.",
+    ),
+    (
+        {**ROLLOUT, "rollout_initial": "ten"},
+        "rollout_initial",
+        "Enter the initial percentage as a whole percentage, 1 to 100.",
+    ),
+    (
+        {**ROLLOUT, "rollout_step": "0"},
+        "rollout_step",
+        "The increase must be more than 0 % and at most 100 %.",
+    ),
+    (
+        {**ROLLOUT, "rollout_step": "150"},
+        "rollout_step",
+        "The increase must be more than 0 % and at most 100 %.",
+    ),
     ({**ROLLOUT, "rollout_every": "0"}, "rollout_every", "The interval must be more than 0."),
-    ({**ROLLOUT, "rollout_every": "x"}, "rollout_every",
-     "Enter the interval as a whole number of hours."),
-    ({**ROLLOUT, "rollout_every": "400", "rollout_unit": "days"}, "rollout_every",
-     "The interval can be at most 365 days."),
+    (
+        {**ROLLOUT, "rollout_every": "x"},
+        "rollout_every",
+        "Enter the interval as a whole number of hours.",
+    ),
+    (
+        {**ROLLOUT, "rollout_every": "400", "rollout_unit": "days"},
+        "rollout_every",
+        "The interval can be at most 365 days.",
+    ),
 ]
 
 
@@ -275,20 +411,40 @@ def test_actions_refuse_bad_input(project, make, build, data, field, message):
 def test_every_bad_rollout_field_is_reported_at_once(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev"}])
     with pytest.raises(Invalid) as error:
-        pipelines.add_action(pipeline, pipeline.version, pipeline.stages[0].id,
-                             {**ROLLOUT, "rollout_initial": "0", "rollout_step": "0",
-                              "rollout_every": "0"}, SYSTEM)
+        pipelines.add_action(
+            pipeline,
+            pipeline.version,
+            pipeline.stages[0].id,
+            {**ROLLOUT, "rollout_initial": "0", "rollout_step": "0", "rollout_every": "0"},
+            SYSTEM,
+        )
     assert set(error.value.field_errors) == {"rollout_initial", "rollout_step", "rollout_every"}
 
 
-@pytest.mark.parametrize(("raw", "stored"), [
-    ("true", True), ("FALSE", False), ("42", 42), ("-7", -7), ("4.2", "4.2"), ("hello", "hello"),
-    ('"42"', "42"), ('"true"', "true"), ("", None), ("  spaced  ", "spaced"),
-])
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("true", True),
+        ("FALSE", False),
+        ("42", 42),
+        ("-7", -7),
+        ("4.2", "4.2"),
+        ("hello", "hello"),
+        ('"42"', "42"),
+        ('"true"', "true"),
+        ("", None),
+        ("  spaced  ", "spaced"),
+    ],
+)
 def test_values_are_stored_as_typed_json(project, build, raw, stored):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "actions": []}])
-    action = pipelines.add_action(pipeline, pipeline.version, pipeline.stages[0].id,
-                                  {"action_type": "UPDATE_FEATURE_VALUE", "value": raw}, SYSTEM)
+    action = pipelines.add_action(
+        pipeline,
+        pipeline.version,
+        pipeline.stages[0].id,
+        {"action_type": "UPDATE_FEATURE_VALUE", "value": raw},
+        SYSTEM,
+    )
     action = db.session.get(StageAction, action.id)
     assert action.sets_value is True
     assert action.value == stored and type(action.value) is type(stored)
@@ -303,24 +459,37 @@ def test_each_action_type_stores_its_columns(project, make, build):
     forms = [
         {"action_type": "TOGGLE_FEATURE", "enabled": "false", "value": "ignored"},
         {"action_type": "UPDATE_FEATURE_VALUE", "value": "7"},
-        {"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": str(beta.id)},
-        {"action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "x", "segment_id": str(beta.id)},
+        {
+            "action_type": "TOGGLE_FEATURE_FOR_SEGMENT",
+            "enabled": "true",
+            "segment_id": str(beta.id),
+        },
+        {
+            "action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT",
+            "value": "x",
+            "segment_id": str(beta.id),
+        },
         {**ROLLOUT, "value": ""},
     ]
     for form in forms:
-        pipelines.add_action(fresh(project, pipeline), fresh(project, pipeline).version, stage_id,
-                             form, SYSTEM)
+        pipelines.add_action(
+            fresh(project, pipeline), fresh(project, pipeline).version, stage_id, form, SYSTEM
+        )
     actions = fresh(project, pipeline).stages[0].actions
-    assert [(a.position, a.action_type, a.enabled, a.value, a.sets_value, a.segment_id)
-            for a in actions] == [
+    assert [
+        (a.position, a.action_type, a.enabled, a.value, a.sets_value, a.segment_id) for a in actions
+    ] == [
         (0, "TOGGLE_FEATURE", False, None, False, None),
         (1, "UPDATE_FEATURE_VALUE", None, 7, True, None),
         (2, "TOGGLE_FEATURE_FOR_SEGMENT", True, None, False, beta.id),
         (3, "UPDATE_FEATURE_VALUE_FOR_SEGMENT", None, "x", True, beta.id),
         (4, "PHASED_ROLLOUT", True, None, False, None),
     ]
-    assert (actions[4].rollout_initial, actions[4].rollout_step,
-            actions[4].rollout_interval_seconds) == (10, 20, 7200)
+    assert (
+        actions[4].rollout_initial,
+        actions[4].rollout_step,
+        actions[4].rollout_interval_seconds,
+    ) == (10, 20, 7200)
     assert [pipelines.describe_action(a) for a in actions] == [
         "Disable for everyone",
         "Set the value to 7 (integer) for everyone",
@@ -340,17 +509,30 @@ def test_one_phased_rollout_per_stage(project, build):
     with pytest.raises(Invalid):
         pipelines.update_action(pipeline, pipeline.version, stage.actions[1].id, ROLLOUT, SYSTEM)
     # Editing the rollout itself is fine.
-    pipelines.update_action(pipeline, pipeline.version, stage.actions[0].id,
-                            {**ROLLOUT, "rollout_step": "50"}, SYSTEM)
+    pipelines.update_action(
+        pipeline, pipeline.version, stage.actions[0].id, {**ROLLOUT, "rollout_step": "50"}, SYSTEM
+    )
     assert fresh(project, pipeline).stages[0].actions[0].rollout_step == 50
 
 
 def test_update_move_and_remove_actions(project, build):
-    pipeline = build.pipeline(project, stages=[{"name": "Dev", "actions": [
-        TOGGLE, {"action_type": "UPDATE_FEATURE_VALUE", "value": "1"}, ROLLOUT]}])
+    pipeline = build.pipeline(
+        project,
+        stages=[
+            {
+                "name": "Dev",
+                "actions": [TOGGLE, {"action_type": "UPDATE_FEATURE_VALUE", "value": "1"}, ROLLOUT],
+            }
+        ],
+    )
     first, second, third = pipeline.stages[0].actions
-    pipelines.update_action(pipeline, pipeline.version, first.id,
-                            {"action_type": "TOGGLE_FEATURE", "enabled": "false"}, SYSTEM)
+    pipelines.update_action(
+        pipeline,
+        pipeline.version,
+        first.id,
+        {"action_type": "TOGGLE_FEATURE", "enabled": "false"},
+        SYSTEM,
+    )
     entry = audits(pipeline.id)[-1]
     assert (entry.before["enabled"], entry.after["enabled"]) == (True, False)
     pipeline = fresh(project, pipeline)
@@ -359,7 +541,10 @@ def test_update_move_and_remove_actions(project, build):
     assert [a.id for a in pipeline.stages[0].actions] == [first.id, third.id, second.id]
     pipelines.remove_action(pipeline, pipeline.version, first.id, SYSTEM)
     pipeline = fresh(project, pipeline)
-    assert [(a.id, a.position) for a in pipeline.stages[0].actions] == [(third.id, 0), (second.id, 1)]
+    assert [(a.id, a.position) for a in pipeline.stages[0].actions] == [
+        (third.id, 0),
+        (second.id, 1),
+    ]
 
 
 # --- versions: two editors -----------------------------------------------------------------------
@@ -372,7 +557,9 @@ def test_a_stale_edit_is_refused_and_changes_nothing(project, build):
     pipeline = fresh(project, pipeline)
     before = snapshot(pipeline.id)
     for edit in (
-        lambda: pipelines.update_stage(pipeline, seen, pipeline.stages[0].id, {"name": "Bob's"}, SYSTEM),
+        lambda: pipelines.update_stage(
+            pipeline, seen, pipeline.stages[0].id, {"name": "Bob's"}, SYSTEM
+        ),
         lambda: pipelines.add_stage(pipeline, seen, SYSTEM, name="Bob's"),
         lambda: pipelines.remove_stage(pipeline, seen, pipeline.stages[0].id, SYSTEM),
         lambda: pipelines.add_action(pipeline, seen, pipeline.stages[0].id, TOGGLE, SYSTEM),
@@ -399,13 +586,15 @@ def test_the_compare_and_set_catches_a_writer_in_between(project, build):
         if statement.startswith("UPDATE release_pipeline SET version") and not bumped:
             bumped.append(statement)
             conn.exec_driver_sql(
-                f"UPDATE release_pipeline SET version = version + 1 WHERE id = {pipeline.id}")
+                f"UPDATE release_pipeline SET version = version + 1 WHERE id = {pipeline.id}"
+            )
 
     event.listen(db.engine, "before_cursor_execute", other_writer)
     try:
         with pytest.raises(Conflict, match="Someone else changed this pipeline"):
-            pipelines.update_stage(pipeline, pipeline.version, pipeline.stages[0].id,
-                                   {"name": "Late"}, SYSTEM)
+            pipelines.update_stage(
+                pipeline, pipeline.version, pipeline.stages[0].id, {"name": "Late"}, SYSTEM
+            )
     finally:
         event.remove(db.engine, "before_cursor_execute", other_writer)
     assert bumped
@@ -432,13 +621,24 @@ def test_publish_an_empty_pipeline_is_refused(project):
 
 def test_publish_lists_every_problem_at_once(project, make, build):
     beta = make.segment(project, "Beta")
-    pipeline = build.pipeline(project, stages=[
-        {"name": "Dev", "env": "Development"},
-        {"name": "No env", "actions": []},
-        {"name": "Seg", "env": "Staging", "actions": [
-            {"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": str(beta.id)},
-        ]},
-    ])
+    pipeline = build.pipeline(
+        project,
+        stages=[
+            {"name": "Dev", "env": "Development"},
+            {"name": "No env", "actions": []},
+            {
+                "name": "Seg",
+                "env": "Staging",
+                "actions": [
+                    {
+                        "action_type": "TOGGLE_FEATURE_FOR_SEGMENT",
+                        "enabled": "true",
+                        "segment_id": str(beta.id),
+                    },
+                ],
+            },
+        ],
+    )
     # Things the editor's checks refuse, but which rows can still come to hold (a segment made
     # a system one, an unnamed stage from older data): publish re-checks what is stored.
     seg_stage = pipeline.stages[2]
@@ -462,14 +662,22 @@ def test_publish_lists_every_problem_at_once(project, make, build):
 
 
 def test_publish_problems_for_stored_rollouts_and_types(project, build):
-    pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development",
-                                                "actions": [ROLLOUT]}])
+    pipeline = build.pipeline(
+        project, stages=[{"name": "Dev", "env": "Development", "actions": [ROLLOUT]}]
+    )
     action = pipeline.stages[0].actions[0]
     action.rollout_initial, action.rollout_step = 0, 101
     pipeline.stages[0].actions.append(StageAction(position=1, action_type="EXPLODE"))
-    pipeline.stages[0].actions.append(StageAction(position=2, action_type="PHASED_ROLLOUT",
-                                                  enabled=True, rollout_initial=5, rollout_step=5,
-                                                  rollout_interval_seconds=60))
+    pipeline.stages[0].actions.append(
+        StageAction(
+            position=2,
+            action_type="PHASED_ROLLOUT",
+            enabled=True,
+            rollout_initial=5,
+            rollout_step=5,
+            rollout_interval_seconds=60,
+        )
+    )
     pipeline.stages[0].trigger_type = "LATER"
     db.session.commit()
     problems = pipelines.publish_problems(fresh(project, pipeline))
@@ -522,8 +730,13 @@ def test_published_pipelines_refuse_every_edit(project, make, build):
 
 def _run(project, pipeline, make, **kwargs):
     feature = make.feature(project)
-    run = PipelineRun(project_id=project.id, pipeline_id=pipeline.id, feature_id=feature.id,
-                      stage_id=pipeline.stages[0].id, **kwargs)
+    run = PipelineRun(
+        project_id=project.id,
+        pipeline_id=pipeline.id,
+        feature_id=feature.id,
+        stage_id=pipeline.stages[0].id,
+        **kwargs,
+    )
     db.session.add(run)
     db.session.commit()
     return run
@@ -560,21 +773,56 @@ def test_unpublish_a_draft_is_refused(project):
 
 def test_clone_copies_stages_and_actions_into_a_draft(project, make, build):
     beta = make.segment(project, "Beta")
-    source = build.pipeline(project, name="Web", stages=[
-        {"name": "Dev", "env": "Development"},
-        {"name": "Prod", "env": "Production", "wait": 3600, "actions": [
-            {"action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "on", "segment_id": str(beta.id)},
-            ROLLOUT]},
-    ], publish=True)
+    source = build.pipeline(
+        project,
+        name="Web",
+        stages=[
+            {"name": "Dev", "env": "Development"},
+            {
+                "name": "Prod",
+                "env": "Production",
+                "wait": 3600,
+                "actions": [
+                    {
+                        "action_type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT",
+                        "value": "on",
+                        "segment_id": str(beta.id),
+                    },
+                    ROLLOUT,
+                ],
+            },
+        ],
+        publish=True,
+    )
     copy = pipelines.clone_pipeline(source, SYSTEM)
     copy = fresh(project, copy)
     assert (copy.name, copy.status, copy.version) == ("Web (copy)", "draft", 1)
 
     def shape(p):
-        return [(s.position, s.name, s.environment_id, s.trigger_type, s.wait_seconds,
-                 [(a.position, a.action_type, a.enabled, a.value, a.sets_value, a.segment_id,
-                   a.rollout_initial, a.rollout_step, a.rollout_interval_seconds)
-                  for a in s.actions]) for s in p.stages]
+        return [
+            (
+                s.position,
+                s.name,
+                s.environment_id,
+                s.trigger_type,
+                s.wait_seconds,
+                [
+                    (
+                        a.position,
+                        a.action_type,
+                        a.enabled,
+                        a.value,
+                        a.sets_value,
+                        a.segment_id,
+                        a.rollout_initial,
+                        a.rollout_step,
+                        a.rollout_interval_seconds,
+                    )
+                    for a in s.actions
+                ],
+            )
+            for s in p.stages
+        ]
 
     assert shape(copy) == shape(source)
     assert {s.id for s in copy.stages}.isdisjoint({s.id for s in source.stages})
@@ -607,13 +855,30 @@ def test_list_counts_stages_flags_in_flight_and_recent_launches(project, make, b
     pipelines.delete_pipeline(gone, SYSTEM)
     _run(project, a, make)
     _run(project, a, make)
-    _run(project, a, make, ended_at=now() - timedelta(days=2), end_reason="launched", status="launched")
-    _run(project, a, make, ended_at=now() - timedelta(days=31), end_reason="launched", status="launched")
+    _run(
+        project,
+        a,
+        make,
+        ended_at=now() - timedelta(days=2),
+        end_reason="launched",
+        status="launched",
+    )
+    _run(
+        project,
+        a,
+        make,
+        ended_at=now() - timedelta(days=31),
+        end_reason="launched",
+        status="launched",
+    )
     _run(project, a, make, ended_at=now(), end_reason="removed", status="removed")
     rows = {row.pipeline.name: row for row in pipelines.list_pipelines(project.id)}
     assert set(rows) == {"Web release", "Another"}
-    assert (rows["Web release"].stage_count, rows["Web release"].in_flight,
-            rows["Web release"].launched_recently) == (3, 2, 1)
+    assert (
+        rows["Web release"].stage_count,
+        rows["Web release"].in_flight,
+        rows["Web release"].launched_recently,
+    ) == (3, 2, 1)
     assert (rows["Another"].stage_count, rows["Another"].in_flight) == (0, 0)
     assert b.id in {row.pipeline.id for row in rows.values()}
 
@@ -635,16 +900,30 @@ def test_list_uses_a_fixed_number_of_queries(app, project, build):
     assert len(statements) == 4
 
 
-@pytest.mark.parametrize(("value_type", "raw", "fits"), [
-    ("string", "hello", True), ("string", "42", False), ("string", '"42"', True),
-    ("integer", "42", True), ("integer", "true", False), ("integer", "4.2", False),
-    ("boolean", "true", True), ("boolean", "1", False),
-    ("none", "x", False), ("none", "", True), ("integer", "", True),
-])
+@pytest.mark.parametrize(
+    ("value_type", "raw", "fits"),
+    [
+        ("string", "hello", True),
+        ("string", "42", False),
+        ("string", '"42"', True),
+        ("integer", "42", True),
+        ("integer", "true", False),
+        ("integer", "4.2", False),
+        ("boolean", "true", True),
+        ("boolean", "1", False),
+        ("none", "x", False),
+        ("none", "", True),
+        ("integer", "", True),
+    ],
+)
 def test_check_values_fit(project, make, build, value_type, raw, fits):
     feature = make.feature(project, "checkout", value_type=value_type)
-    pipeline = build.pipeline(project, stages=[{"name": "Dev", "actions": [
-        {"action_type": "UPDATE_FEATURE_VALUE", "value": raw}]}])
+    pipeline = build.pipeline(
+        project,
+        stages=[
+            {"name": "Dev", "actions": [{"action_type": "UPDATE_FEATURE_VALUE", "value": raw}]}
+        ],
+    )
     problems = pipelines.check_values_fit(pipeline, feature)
     assert (problems == []) is fits
     if not fits:
@@ -657,8 +936,21 @@ def test_segment_choices_and_users(project, make, build):
     make.segment(project, "Hidden rollout", is_system=True)
     make.segment(make.project("Other"), "Theirs")
     assert [s.name for s in pipelines.segment_choices(project.id)] == ["Beta"]
-    pipeline = build.pipeline(project, stages=[{"name": "Dev", "actions": [
-        {"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true", "segment_id": str(beta.id)}]}])
+    pipeline = build.pipeline(
+        project,
+        stages=[
+            {
+                "name": "Dev",
+                "actions": [
+                    {
+                        "action_type": "TOGGLE_FEATURE_FOR_SEGMENT",
+                        "enabled": "true",
+                        "segment_id": str(beta.id),
+                    }
+                ],
+            }
+        ],
+    )
     assert [p.id for p in pipelines.pipelines_using_segment(beta.id)] == [pipeline.id]
     pipelines.delete_pipeline(pipeline, SYSTEM)
     assert pipelines.pipelines_using_segment(beta.id) == []

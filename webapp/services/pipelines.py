@@ -364,7 +364,7 @@ def _lock(pipeline: ReleasePipeline, **values: Any) -> ReleasePipeline | None:
     while checking that no flag is in flight, so an add-flag that locks the pipeline row cannot
     slip in between. None when there was nothing to change; Conflict (nothing saved) when
     flags are in flight."""
-    project_id, pipeline_id = pipeline.project_id, pipeline.id
+    pipeline_id = pipeline.id
     db.session.rollback()
     begin_immediate()
     conditions = [ReleasePipeline.id == pipeline_id, ReleasePipeline.deleted_at.is_(None)]
