@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
@@ -26,7 +27,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
-from webapp.services import access, audit, engine, flag_changes
+from webapp.services import access, audit, change_requests, engine, flag_changes
 from webapp.services.actors import Actor
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
@@ -201,7 +202,8 @@ def remove(project: Project, run_id: int, actor: Actor) -> None:
     """Take the flag out of its pipeline; its states stay as they are. A rollout in progress
     stays at its percentage and its segment becomes visible so people can manage it.
 
-    Refuses ended runs and viewers. Audits RELEASE_PIPELINE_FEATURE_REMOVED.
+    Refuses ended runs and viewers. Audits RELEASE_PIPELINE_FEATURE_REMOVED; closes the run's
+    open change request (CHANGE_REQUEST_CLOSED).
     """
     run = _run_for_update(project.id, run_id, actor)
     now = clock_now()
@@ -216,6 +218,7 @@ def remove(project: Project, run_id: int, actor: Actor) -> None:
            f"{run.feature.name} removed from release pipeline {run.pipeline.name}; "
            "its states stay as they are",
            before={"status": run.status, "stage": run.stage_position})
+    change_requests.close_for_run(run.id, actor, "the flag was removed from the pipeline")
     db.session.commit()
 
 
@@ -330,6 +333,7 @@ def rollback(project: Project, run_id: int, actor: Actor) -> None:
            f"{run.feature.name} rolled back and taken out of release pipeline "
            f"{run.pipeline.name} ({restored} change(s) restored)",
            before={"status": run.status, "stage": run.stage_position})
+    change_requests.close_for_run(run.id, actor, "the flag was rolled back")
     db.session.commit()
 
 
@@ -404,8 +408,12 @@ class RunView:
 def run_view(run: PipelineRun) -> RunView:
     executions = {e.stage_id: e for e in db.session.scalars(
         select(StageExecution).where(StageExecution.run_id == run.id))}
+    stages = db.session.scalars(
+        select(PipelineStage).where(PipelineStage.pipeline_id == run.pipeline_id)
+        .options(selectinload(PipelineStage.environment), selectinload(PipelineStage.actions))
+        .order_by(PipelineStage.position))
     steps = []
-    for stage in run.pipeline.stages:
+    for stage in stages:
         execution = executions.get(stage.id)
         if execution is not None and execution.completed_at is not None:
             state = "done"
@@ -446,7 +454,7 @@ def idle_features(project_id: int) -> list[Feature]:
 @dataclass
 class PipelineFlags:
     pipeline: ReleasePipeline
-    by_stage: list[tuple[PipelineStage, list[tuple[PipelineRun, str]]]]
+    by_stage: list[tuple[PipelineStage, list[tuple[PipelineRun, str]], int]]
     launched_count: int
 
 
@@ -461,6 +469,9 @@ def pipeline_flags(project_id: int, pipeline_id: int, per_stage: int = 50) -> Pi
         .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.ended_at.is_(None))
         .order_by(PipelineRun.stage_position, Feature.name)
     ).all()
+    stages = list(db.session.scalars(
+        select(PipelineStage).where(PipelineStage.pipeline_id == pipeline_id)
+        .options(selectinload(PipelineStage.environment)).order_by(PipelineStage.position)))
     grouped: dict[int, list[tuple[PipelineRun, str]]] = {}
     for run, name in rows:
         grouped.setdefault(run.stage_position, []).append((run, name))
@@ -468,7 +479,8 @@ def pipeline_flags(project_id: int, pipeline_id: int, per_stage: int = 50) -> Pi
         select(func.count()).select_from(PipelineRun)
         .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched")) or 0
     return PipelineFlags(
-        pipeline, [(s, grouped.get(s.position, [])[:per_stage]) for s in pipeline.stages], launched)
+        pipeline, [(s, grouped.get(s.position, [])[:per_stage], len(grouped.get(s.position, [])))
+                   for s in stages], launched)
 
 
 def time_left(run: PipelineRun, now: datetime | None = None) -> str:

@@ -1,0 +1,148 @@
+"""Change requests: the project's list (open / committed / rejected tabs, filters in the URL) and
+a request's page (the exact diff, who asked, reviews, history) with approve, reject, commit,
+re-open and close.
+
+Every action answers the request's `change_request` block: 200 with the new state, or the
+error's status (403, 409, 422) with why, nothing changed. A commit rings the run's bell after
+the service committed (views enqueue, services never do).
+"""
+
+from flask import Blueprint, current_app, g, redirect, request, url_for
+from flask_login import current_user, login_required
+
+from jobs import outbox, transitions
+from webapp.forms.change_requests import TABS, ActionForm, FilterForm, ReviewForm
+from webapp.htmx import render, wants_fragment
+from webapp.models import Project
+from webapp.services import change_requests, projects
+from webapp.services.errors import DomainError, Invalid
+from webapp.services.values import show
+from webapp.views.context import actor, can, project_or_404
+
+bp = Blueprint("change_requests", __name__)
+PREFIX = "/projects/<int:project_id>/change-requests"
+ONE = f"{PREFIX}/<int:request_id>"
+
+
+@bp.get(PREFIX)
+@login_required
+def index(project_id: int):
+    project = project_or_404(project_id)
+    form = FilterForm(formdata=request.args).offer(
+        projects.environments_of(project.id), change_requests.flags_with_requests(project.id))
+    context = {"project": project, "form": form, "tabs": TABS,
+               "counts": change_requests.counts_by_status(project.id), "rows": None,
+               "filter_args": {}}
+    if not form.validate():
+        return render("change_requests/index.html", "change_request_list", status=422, **context)
+    context["filter_args"] = form.query_args()
+    context["rows"] = change_requests.list_requests(
+        project.id, status=form.status.data or "open",
+        environment_id=int(form.environment.data) if form.environment.data else None,
+        feature_id=int(form.flag.data) if form.flag.data else None)
+    return render("change_requests/index.html", "change_request_list", **context)
+
+
+@bp.get(ONE)
+@login_required
+def detail(project_id: int, request_id: int):
+    project = project_or_404(project_id)
+    return _render_detail(project, request_id)
+
+
+@bp.post(f"{ONE}/approve")
+@login_required
+def approve(project_id: int, request_id: int):
+    return _review(project_id, request_id, change_requests.approve)
+
+
+@bp.post(f"{ONE}/reject")
+@login_required
+def reject(project_id: int, request_id: int):
+    return _review(project_id, request_id, change_requests.reject)
+
+
+@bp.post(f"{ONE}/commit")
+@login_required
+def commit(project_id: int, request_id: int):
+    project = project_or_404(project_id, "editor")
+    ActionForm()
+    try:
+        bell = change_requests.commit(project.id, request_id, actor())
+    except DomainError as error:
+        return _refused(project, request_id, error)
+    if bell is not None:
+        transitions.ring([bell])
+    outbox.ring()
+    return _done(project, request_id, f"Change request #{request_id} committed: the changes "
+                                      "are applied.")
+
+
+@bp.post(f"{ONE}/reopen")
+@login_required
+def reopen(project_id: int, request_id: int):
+    project = project_or_404(project_id, "editor")
+    ActionForm()
+    try:
+        change_requests.reopen(project.id, request_id, actor())
+    except DomainError as error:
+        return _refused(project, request_id, error)
+    outbox.ring()
+    return _done(project, request_id, f"Change request #{request_id} is open again.")
+
+
+@bp.post(f"{ONE}/close")
+@login_required
+def close(project_id: int, request_id: int):
+    project = project_or_404(project_id, "editor")
+    ActionForm()
+    try:
+        change_requests.close(project.id, request_id, actor())
+    except DomainError as error:
+        return _refused(project, request_id, error)
+    return _done(project, request_id, f"Change request #{request_id} closed.")
+
+
+def _review(project_id: int, request_id: int, use_case):
+    project = project_or_404(project_id, "editor")
+    form = ReviewForm()
+    if not form.validate():
+        return _render_detail(project, request_id, review_form=form, status=422)
+    try:
+        use_case(project.id, request_id, actor(), seen_hash=form.changes_hash.data or None,
+                 comment=form.comment.data or "")
+    except Invalid as error:
+        for message in error.field_errors.get("comment", [error.message]):
+            form.comment.errors = [*form.comment.errors, message]
+        return _render_detail(project, request_id, review_form=form, status=422)
+    except DomainError as error:
+        return _refused(project, request_id, error)
+    outbox.ring()
+    verb = "approved" if use_case is change_requests.approve else "rejected"
+    return _done(project, request_id, f"You {verb} change request #{request_id}.")
+
+
+def _refused(project: Project, request_id: int, error: DomainError):
+    if error.status_code == 404:
+        raise error
+    return _render_detail(project, request_id, status=error.status_code, notice=error.message)
+
+
+def _done(project: Project, request_id: int, message: str):
+    if not wants_fragment():
+        return redirect(url_for("change_requests.detail", project_id=project.id,
+                                request_id=request_id), 303)
+    return _render_detail(project, request_id, done=message)
+
+
+def _render_detail(project: Project, request_id: int, *, status: int = 200,
+                   review_form: ReviewForm | None = None, notice: str | None = None,
+                   done: str | None = None):
+    detail = change_requests.get_detail(project.id, request_id)
+    review_form = review_form or ReviewForm(formdata=None)
+    review_form.changes_hash.data = detail.request.changes_hash
+    return render("change_requests/detail.html", "change_request", status=status,
+                  project=project, d=detail, review_form=review_form, action_form=ActionForm(),
+                  refusal=change_requests.may_review(detail, current_user, g.get("role")),
+                  can_edit=can("editor"), notice=notice, done=done, show=show,
+                  pipeline_link="pipelines.detail" in current_app.view_functions)
