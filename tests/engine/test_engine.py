@@ -6,7 +6,14 @@ import pytest
 from sqlalchemy import func, select
 
 from webapp.extensions import db
-from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment, SegmentOverride, StageExecution
+from webapp.models import (
+    AuditEntry,
+    FeatureState,
+    PipelineRun,
+    Segment,
+    SegmentOverride,
+    StageExecution,
+)
 from webapp.services import engine, runs
 from webapp.services.actors import Actor
 
@@ -14,7 +21,7 @@ from .conftest import START
 
 
 def state(feature, env):
-    db.session.expire_all()
+    db.session.rollback()  # a fresh snapshot: see what other connections committed
     row = db.session.scalar(select(FeatureState).where(
         FeatureState.feature_id == feature.id, FeatureState.environment_id == env.id))
     return row.enabled, row.value
@@ -34,7 +41,7 @@ def entries(event_type, feature=None):
 
 
 def the_run(feature):
-    db.session.expire_all()
+    db.session.rollback()  # a fresh snapshot: see what other connections committed
     return db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == feature.id)
                              .order_by(PipelineRun.id.desc()))
 

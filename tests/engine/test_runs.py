@@ -23,7 +23,7 @@ from .test_engine import entries, override, rollout_pipeline, state, the_run
 
 
 def count(model):
-    db.session.expire_all()
+    db.session.rollback()  # a fresh snapshot: see what other connections committed
     return db.session.scalar(select(func.count()).select_from(model))
 
 

@@ -1,0 +1,215 @@
+"""Flags in pipelines: the flag page's pipeline panel (track and controls, or "Add to release
+pipeline"), the pipeline page's flags panel (flags per stage, add several), and the controls.
+
+Services commit; then the view rings the bell (enqueues the advance) — a failed enqueue is
+logged by the jobs layer and the sweeper picks the run up.
+"""
+
+from flask import Blueprint, current_app, url_for
+from flask_login import login_required
+
+from jobs import transitions
+from webapp.extensions import db
+from webapp.forms.runs import AddFlagsForm, AddToPipelineForm, RunActionForm
+from webapp.htmx import location, render, stop_polling, trigger, wants_fragment
+from webapp.models import Feature, PipelineRun, Project
+from webapp.services import runs
+from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.views.context import actor, can, project_or_404
+
+bp = Blueprint("runs", __name__)
+FLAG = "/projects/<int:project_id>/flags/<int:feature_id>/pipeline"
+PIPELINE = "/projects/<int:project_id>/pipelines/<int:pipeline_id>/flags"
+RUN = "/projects/<int:project_id>/runs/<int:run_id>"
+
+
+def _feature_or_404(project: Project, feature_id: int) -> Feature:
+    feature = db.session.get(Feature, feature_id)
+    if feature is None or feature.project_id != project.id:
+        raise NotFound("Flag not found.")
+    return feature
+
+
+def _flag_page_url(project_id: int, feature_id: int) -> str:
+    if "flags.detail" in current_app.view_functions:
+        return url_for("flags.detail", project_id=project_id, feature_id=feature_id)
+    return url_for("runs.flag_panel", project_id=project_id, feature_id=feature_id)
+
+
+def _pipeline_page_url(project_id: int, pipeline_id: int) -> str:
+    if "pipelines.detail" in current_app.view_functions:
+        return url_for("pipelines.detail", project_id=project_id, pipeline_id=pipeline_id)
+    return url_for("runs.pipeline_panel", project_id=project_id, pipeline_id=pipeline_id)
+
+
+# --- the flag's panel -------------------------------------------------------------------------------
+
+
+def _render_flag(project: Project, feature: Feature, *, form=None, status: int = 200,
+                 block: str = "run_panel", confirm: str | None = None):
+    view = runs.flag_run(project.id, feature.id)
+    pipelines = runs.addable_pipelines(project.id) if view is None or not view.run.in_flight else []
+    if form is None:
+        form = AddToPipelineForm(formdata=None)
+    form.pipeline_id.choices = [(p.id, p.name) for p in pipelines]
+    in_flight = view is not None and view.run.in_flight
+    response = render(
+        "runs/flag.html", block, status=status, project=project, feature=feature, view=view,
+        in_flight=in_flight, pipelines=pipelines, form=form, action_form=RunActionForm(),
+        can_edit=can("editor"), confirm=confirm, time_left=runs.time_left,
+        pipeline_url=_pipeline_page_url, flag_url=_flag_page_url(project.id, feature.id),
+        polling=in_flight,
+    )
+    return response, in_flight
+
+
+@bp.get(FLAG)
+@login_required
+def flag_panel(project_id: int, feature_id: int):
+    project = project_or_404(project_id)
+    feature = _feature_or_404(project, feature_id)
+    response, in_flight = _render_flag(project, feature)
+    if wants_fragment() and not in_flight:
+        # Nothing can change by itself: answer 286 so a polling panel stops.
+        return stop_polling(response)
+    return response
+
+
+@bp.post(FLAG)
+@login_required
+def add_from_flag(project_id: int, feature_id: int):
+    project = project_or_404(project_id, needs="editor")
+    feature = _feature_or_404(project, feature_id)
+    form = AddToPipelineForm()
+    form.pipeline_id.choices = [(p.id, p.name) for p in runs.addable_pipelines(project.id)]
+    if form.validate_on_submit():
+        try:
+            bell = runs.add_flag(project, form.pipeline_id.data, feature.id, actor())
+        except (Invalid, Conflict, NotFound) as error:
+            db.session.rollback()
+            form.pipeline_id.errors = list(form.pipeline_id.errors) + [error.message]
+        else:
+            transitions.ring([bell])
+            return _after_change(project, feature.id)
+    return _render_flag(project, feature, form=form, status=422)[0]
+
+
+def _after_change(project: Project, feature_id: int):
+    if not wants_fragment():
+        return location(_flag_page_url(project.id, feature_id))
+    feature = _feature_or_404(project, feature_id)
+    return trigger(_render_flag(project, feature)[0], "flag-changed")
+
+
+# --- controls -----------------------------------------------------------------------------------------
+
+
+def _run_or_404(project: Project, run_id: int) -> PipelineRun:
+    run = db.session.get(PipelineRun, run_id)
+    if run is None or run.project_id != project.id:
+        raise NotFound("This flag is not in that pipeline.")
+    return run
+
+
+def _control(project_id: int, run_id: int, use_case):
+    project = project_or_404(project_id, needs="editor")
+    run = _run_or_404(project, run_id)
+    feature_id, pipeline_id = run.feature_id, run.pipeline_id
+    form = RunActionForm(meta={"csrf": False})  # CSRFProtect checked the token already
+    bell = use_case(project, run_id, actor())
+    if bell is not None:
+        transitions.ring([bell])
+    if form.panel.data == "pipeline":
+        if not wants_fragment():
+            return location(_pipeline_page_url(project.id, pipeline_id))
+        return trigger(_render_pipeline(project, pipeline_id), "flag-changed")
+    return _after_change(project, feature_id)
+
+
+@bp.post(f"{RUN}/pause")
+@login_required
+def pause(project_id: int, run_id: int):
+    return _control(project_id, run_id, runs.pause)
+
+
+@bp.post(f"{RUN}/resume")
+@login_required
+def resume(project_id: int, run_id: int):
+    return _control(project_id, run_id, runs.resume)
+
+
+@bp.post(f"{RUN}/advance")
+@login_required
+def advance(project_id: int, run_id: int):
+    return _control(project_id, run_id, runs.advance_now)
+
+
+@bp.post(f"{RUN}/retry")
+@login_required
+def retry(project_id: int, run_id: int):
+    return _control(project_id, run_id, runs.retry)
+
+
+CONFIRMED = {"remove": runs.remove, "rollback": runs.rollback}
+
+
+@bp.get(f"{RUN}/<any(remove, rollback):what>")
+@login_required
+def confirm(project_id: int, run_id: int, what: str):
+    """The confirmation step of remove / roll back (the panel, asking)."""
+    project = project_or_404(project_id, needs="editor")
+    run = _run_or_404(project, run_id)
+    feature = _feature_or_404(project, run.feature_id)
+    return _render_flag(project, feature, confirm=what)[0]
+
+
+@bp.post(f"{RUN}/<any(remove, rollback):what>")
+@login_required
+def confirmed(project_id: int, run_id: int, what: str):
+    return _control(project_id, run_id, CONFIRMED[what])
+
+
+# --- the pipeline's panel -------------------------------------------------------------------------
+
+
+def _render_pipeline(project: Project, pipeline_id: int, *, form=None, status: int = 200):
+    data = runs.pipeline_flags(project.id, pipeline_id)
+    idle = runs.idle_features(project.id)
+    if form is None:
+        form = AddFlagsForm(formdata=None)
+    form.feature_ids.choices = [(f.id, f.name) for f in idle]
+    in_flight = any(count for _stage, _items, count in data.by_stage)
+    return render(
+        "runs/pipeline.html", "pipeline_runs", status=status, project=project, data=data,
+        form=form, can_edit=can("editor"), time_left=runs.time_left, idle=idle,
+        flag_url=_flag_page_url, pipeline_url=_pipeline_page_url(project.id, pipeline_id),
+        polling=in_flight, addable=data.pipeline.status == "published"
+        and data.pipeline.deleted_at is None,
+    )
+
+
+@bp.get(PIPELINE)
+@login_required
+def pipeline_panel(project_id: int, pipeline_id: int):
+    project = project_or_404(project_id)
+    return _render_pipeline(project, pipeline_id)
+
+
+@bp.post(PIPELINE)
+@login_required
+def add_from_pipeline(project_id: int, pipeline_id: int):
+    project = project_or_404(project_id, needs="editor")
+    form = AddFlagsForm()
+    form.feature_ids.choices = [(f.id, f.name) for f in runs.idle_features(project.id)]
+    if form.validate_on_submit():
+        try:
+            bells = runs.add_flags(project, pipeline_id, form.feature_ids.data, actor())
+        except (Invalid, Conflict) as error:
+            db.session.rollback()
+            form.feature_ids.errors = list(form.feature_ids.errors) + [error.message]
+        else:
+            transitions.ring(bells)
+            if not wants_fragment():
+                return location(_pipeline_page_url(project.id, pipeline_id))
+            return trigger(_render_pipeline(project, pipeline_id), "flag-changed")
+    return _render_pipeline(project, pipeline_id, form=form, status=422)
