@@ -9,7 +9,15 @@ from webapp.models import PipelineRun, PipelineStage, ReleasePipeline, StageActi
 
 @pytest.fixture
 def envs(make, project):
-    return {env.name: env for env in make.environments(project)}
+    found = {env.name: env for env in make.environments(project)}
+    fresh()
+    return found
+
+
+def fresh() -> None:
+    """End the test's read transaction: with SQLite in WAL mode an open one keeps seeing the
+    database as it was, not what the requests committed since."""
+    db.session.commit()
 
 
 @pytest.fixture

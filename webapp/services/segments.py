@@ -280,10 +280,14 @@ def delete_segment(segment: Segment, actor: Actor) -> None:
         raise Conflict(refusal)
     overrides = list(db.session.execute(
         select(SegmentOverride.feature_id, SegmentOverride.environment_id).where(SegmentOverride.segment_id == segment.id)))
-    names = dict(db.session.execute(select(Feature.id, Feature.name).where(
-        Feature.id.in_([row.feature_id for row in overrides] or [-1]))).tuples())
-    env_names = dict(db.session.execute(select(Environment.id, Environment.name).where(
-        Environment.project_id == segment.project_id)).tuples())
+    names: dict[int, str] = {
+        feature_id: name for feature_id, name in db.session.execute(
+            select(Feature.id, Feature.name).where(
+                Feature.id.in_({row.feature_id for row in overrides} or {-1})))}
+    env_names: dict[int, str] = {
+        env_id: name for env_id, name in db.session.execute(
+            select(Environment.id, Environment.name).where(
+                Environment.project_id == segment.project_id))}
     for row in overrides:
         flag = names.get(row.feature_id, str(row.feature_id))
         flag_changes.apply_change(

@@ -8,7 +8,7 @@ from webapp.extensions import db
 from webapp.forms.admin import UserForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import User
-from webapp.services import users
+from webapp.services import users as accounts
 from webapp.services.errors import Invalid
 from webapp.views.context import actor
 
@@ -33,7 +33,7 @@ def create_user():
     _site_admin_only()
     form = UserForm()
     try:
-        users.create_user(form.email.data or "", form.password.data or "", name=form.name.data or "",
+        accounts.create_user(form.email.data or "", form.password.data or "", name=form.name.data or "",
                           site_admin=bool(form.site_admin.data), actor=actor())
     except Invalid as error:
         for field, messages in error.field_errors.items():

@@ -1,0 +1,127 @@
+"""Project settings (admins only) and the users page (site admins only)."""
+
+import pytest
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import AuditEntry, Environment, Membership, User
+from tests.platform.conftest import fresh
+
+
+def scalar(statement):
+    fresh()
+    return db.session.scalar(statement)
+
+
+@pytest.mark.parametrize(("who", "status"), [("editor", 403), ("viewer", 403), ("admin", 200)])
+def test_settings_are_for_admins(client, login, request, project, who, status):
+    login(client, request.getfixturevalue(who))
+    assert client.get(f"/projects/{project.id}/settings").status_code == status
+
+
+def test_settings_show_keys_to_admins(client, hx, login, admin, project, staging):
+    login(client, admin)
+    page = client.get(f"/projects/{project.id}/settings").get_data(as_text=True)
+    assert staging.client_key in page and staging.server_key in page
+    login(hx, admin)
+    response = hx.get(f"/projects/{project.id}/settings")
+    assert "<html" not in response.get_data(as_text=True) and "HX-Request" in response.headers["Vary"]
+
+
+def test_editor_cannot_rotate_or_rename(client, login, editor, project, staging):
+    login(client, editor)
+    key = staging.server_key
+    assert client.post(f"/projects/{project.id}/settings/environments/{staging.id}/rotate",
+                       data={"kind": "server"}).status_code == 403
+    assert client.post(f"/projects/{project.id}/settings/environments/{staging.id}",
+                       data={"name": "X", "approvals": "1"}).status_code == 403
+    assert scalar(select(Environment.server_key).where(Environment.id == staging.id)) == key
+
+
+def test_rotate_server_key(hx, login, admin, project, staging):
+    login(hx, admin)
+    old = staging.server_key
+    response = hx.post(f"/projects/{project.id}/settings/environments/{staging.id}/rotate", data={"kind": "server"})
+    assert response.status_code == 200
+    new = scalar(select(Environment.server_key).where(Environment.id == staging.id))
+    assert new != old and new.startswith("ser.") and new in response.get_data(as_text=True)
+    entry = scalar(select(AuditEntry).where(AuditEntry.event_type == "ENVIRONMENT_KEY_ROTATED"))
+    assert new not in repr((entry.message, entry.before, entry.after))
+
+
+@pytest.mark.parametrize(("data", "field_id", "message"), [
+    ({"name": "", "approvals": "0"}, "env-{id}-name-error", "A name is required."),
+    ({"name": "Staging", "approvals": "-2"}, "env-{id}-approvals-error", "Enter a whole number from 0"),
+    ({"name": "Production", "approvals": "0"}, "env-{id}-name-error", "already has an environment"),
+])
+def test_environment_form_422(hx, login, admin, project, staging, data, field_id, message):
+    login(hx, admin)
+    response = hx.post(f"/projects/{project.id}/settings/environments/{staging.id}", data=data)
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert f'id="{field_id.format(id=staging.id)}"' in body and message in body
+    assert scalar(select(Environment.name).where(Environment.id == staging.id)) == "Staging"
+
+
+def test_environment_rename_and_approvals(client, login, admin, project, staging):
+    login(client, admin)
+    response = client.post(f"/projects/{project.id}/settings/environments/{staging.id}",
+                           data={"name": "Pre-prod", "approvals": "2"})
+    assert response.status_code == 303
+    env = scalar(select(Environment).where(Environment.id == staging.id))
+    assert (env.name, env.minimum_change_request_approvals) == ("Pre-prod", 2)
+
+
+def test_add_environment(hx, login, admin, project, envs):
+    login(hx, admin)
+    assert hx.post(f"/projects/{project.id}/settings/environments", data={"name": "QA"}).status_code == 200
+    response = hx.post(f"/projects/{project.id}/settings/environments", data={"name": "QA"})
+    assert response.status_code == 422 and "already has an environment" in response.get_data(as_text=True)
+
+
+def test_environment_of_another_project_is_404(client, login, make, admin, project):
+    other_env = make.environments(make.project("Other"))[0]
+    login(client, admin)
+    assert client.post(f"/projects/{project.id}/settings/environments/{other_env.id}/rotate",
+                       data={"kind": "client"}).status_code == 404
+
+
+def test_members_add_change_remove(hx, login, make, admin, project):
+    person = make.user(email="lead@example.com")
+    login(hx, admin)
+    response = hx.post(f"/projects/{project.id}/settings/members", data={"email": "lead@example.com", "role": "viewer"})
+    assert response.status_code == 200 and "lead@example.com" in response.get_data(as_text=True)
+    membership = scalar(select(Membership).where(Membership.user_id == person.id))
+    assert membership.role == "viewer"
+    assert hx.post(f"/projects/{project.id}/settings/members/{membership.id}", data={"role": "editor"}).status_code == 200
+    assert scalar(select(Membership.role).where(Membership.id == membership.id)) == "editor"
+    assert hx.post(f"/projects/{project.id}/settings/members/{membership.id}/remove").status_code == 200
+    assert scalar(select(Membership.id).where(Membership.user_id == person.id)) is None
+
+
+def test_member_errors(hx, login, admin, project):
+    login(hx, admin)
+    response = hx.post(f"/projects/{project.id}/settings/members", data={"email": "ghost@example.com", "role": "viewer"})
+    assert response.status_code == 422
+    assert 'id="member-new-email-error"' in response.get_data(as_text=True)
+    only = scalar(select(Membership).where(Membership.user_id == admin.id))
+    response = hx.post(f"/projects/{project.id}/settings/members/{only.id}", data={"role": "viewer"})
+    assert response.status_code == 409 and "only admin" in response.get_data(as_text=True)
+    assert scalar(select(Membership.role).where(Membership.id == only.id)) == "admin"
+
+
+def test_users_page_is_for_site_admins(client, hx, login, make, admin):
+    login(client, admin)
+    assert client.get("/admin/users").status_code == 403
+    assert client.post("/admin/users", data={"email": "x@example.com", "password": "password123"}).status_code == 403
+    root = make.user(site_admin=True, email="root@example.com")
+    login(client, root)
+    assert "root@example.com" in client.get("/admin/users").get_data(as_text=True)
+    login(hx, root)
+    response = hx.post("/admin/users", data={"email": "New@Example.com", "name": "<b>New</b>", "password": "password123"})
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "&lt;b&gt;New&lt;/b&gt;" in body and "<html" not in body
+    assert scalar(select(User.id).where(User.email == "new@example.com")) is not None
+    response = hx.post("/admin/users", data={"email": "new@example.com", "password": "short"})
+    assert response.status_code == 422 and "A user with this email already exists." in response.get_data(as_text=True)
