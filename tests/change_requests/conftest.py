@@ -79,7 +79,7 @@ def to_production(clock, project, editor, pipeline):
     def _drive(*flags):
         bells = runs.add_flags(project, pipeline.id, [f.id for f in flags], Actor.for_user(editor))
         engine.advance_many([(b.run_id, b.version) for b in bells])
-        db.session.expire_all()
+        db.session.rollback()  # a fresh snapshot: requests commit in their own sessions
         found = [request_of(f) for f in flags]
         return found[0] if len(found) == 1 else found
 
@@ -87,19 +87,19 @@ def to_production(clock, project, editor, pipeline):
 
 
 def request_of(flag):
-    db.session.expire_all()
+    db.session.rollback()  # a fresh snapshot: requests commit in their own sessions
     return db.session.scalar(select(ChangeRequest).where(ChangeRequest.feature_id == flag.id)
                              .order_by(ChangeRequest.id.desc()))
 
 
 def run_of(flag):
-    db.session.expire_all()
+    db.session.rollback()  # a fresh snapshot: requests commit in their own sessions
     return db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == flag.id)
                              .order_by(PipelineRun.id.desc()))
 
 
 def state(flag, env):
-    db.session.expire_all()
+    db.session.rollback()  # a fresh snapshot: requests commit in their own sessions
     row = db.session.scalar(select(FeatureState).where(
         FeatureState.feature_id == flag.id, FeatureState.environment_id == env.id))
     return row.enabled, row.value

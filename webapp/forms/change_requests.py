@@ -2,6 +2,7 @@
 
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
 from webapp.services.change_requests import MAX_COMMENT
@@ -15,14 +16,16 @@ class FilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    status = SelectField("Status", choices=TABS, default="open")
+    status = SelectField("Status", choices=[SelectChoice(v, label) for v, label in TABS],
+                         default="open")
     environment = SelectField("Environment", choices=[], coerce=str, default="")
     flag = SelectField("Flag", choices=[], coerce=str, default="")
 
     def offer(self, environments, features) -> "FilterForm":
-        self.environment.choices = [("", "All environments")] + [
-            (str(e.id), e.name) for e in environments]
-        self.flag.choices = [("", "All flags")] + [(str(fid), name) for fid, name in features]
+        self.environment.choices = [SelectChoice("", "All environments")] + [
+            SelectChoice(str(e.id), e.name) for e in environments]
+        self.flag.choices = [SelectChoice("", "All flags")] + [
+            SelectChoice(str(fid), name) for fid, name in features]
         return self
 
     def query_args(self) -> dict[str, str]:

@@ -73,7 +73,7 @@ def link(project_id: int, request_id: int) -> str:
     return f"/projects/{project_id}/change-requests/{request_id}"
 
 
-# --- The exact diff ----------------------------------------------------------------------------
+# --- The exact diff -------------------------------------------------------------------------------
 
 
 def bare(change: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def _hash(changes: list[dict[str, Any]], version: int) -> str:
     return hashlib.sha256(f"v{version}:{text}".encode()).hexdigest()
 
 
-# --- Opening -------------------------------------------------------------------------------------
+# --- Opening --------------------------------------------------------------------------------------
 
 
 def open_for_stage(*, run: PipelineRun, pipeline_name: str, stage_id: int, stage_name: str,
@@ -206,7 +206,8 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
         return None
     segment = db.session.get(Segment, segment_id) if segment_id is not None else None
     if segment is None or segment.project_id != feature.project_id or segment.is_system:
-        raise Invalid("Unknown segment.", {"segment_id": ["Choose one of this project's segments."]})
+        raise Invalid("Unknown segment.",
+                      {"segment_id": ["Choose one of this project's segments."]})
     errors: dict[str, list[str]] = {}
     value = None
     try:
@@ -286,7 +287,7 @@ def open_manual(feature: Feature, environment: Environment, changes: list[dict[s
     return request
 
 
-# --- Reviews ---------------------------------------------------------------------------------------
+# --- Reviews --------------------------------------------------------------------------------------
 
 
 def approve(project_id: int, request_id: int, actor: Actor, *, seen_hash: str | None = None,
@@ -363,7 +364,7 @@ def _review(project_id: int, request_id: int, actor: Actor, decision: str,
     return review
 
 
-# --- Commit ------------------------------------------------------------------------------------------
+# --- Commit ---------------------------------------------------------------------------------------
 
 
 def commit(project_id: int, request_id: int, actor: Actor) -> engine.Bell | None:
@@ -434,10 +435,12 @@ def _apply_manual(request: ChangeRequest, change: dict[str, Any], actor: Actor,
     elif kind == "override":
         verb = "updated" if flag_changes.read_target(change) is not None else "created"
         event = f"SEGMENT_OVERRIDE_{verb.upper()}"
-        message = f"Override of {feature_name} for segment {segment_name} {verb} in {environment.name}"
+        message = (f"Override of {feature_name} for segment {segment_name} {verb} in "
+                   f"{environment.name}")
     else:
         event = "SEGMENT_OVERRIDE_DELETED"
-        message = f"Override of {feature_name} for segment {segment_name} removed in {environment.name}"
+        message = (f"Override of {feature_name} for segment {segment_name} removed in "
+                   f"{environment.name}")
     flag_changes.apply_change(
         change, actor, project_id=request.project_id, event_type=event,
         message=f"{message} (change request #{request.id})", object_label=feature_name,
@@ -517,7 +520,7 @@ def _close(request: ChangeRequest, actor: Actor, reason: str) -> None:
                  before={"status": "open"}, after={"status": "closed"})
 
 
-# --- Helpers of the use cases ------------------------------------------------------------------------
+# --- Helpers of the use cases ---------------------------------------------------------------------
 
 
 def _locked(project_id: int, request_id: int) -> ChangeRequest:
@@ -655,7 +658,7 @@ def _summary(shown: list[dict[str, Any]], feature: Feature) -> str:
     return f"override for {name} {_describe(change)}"
 
 
-# --- Notifications ------------------------------------------------------------------------------------
+# --- Notifications --------------------------------------------------------------------------------
 
 
 def reviewer_ids(project_id: int, requester_id: int | None) -> list[int]:
@@ -698,7 +701,7 @@ def _notify(request: ChangeRequest, user_ids: list[int | None], kind: str, messa
                 idempotency_key=f"email:change-request:{request.id}:{key}:user:{uid}"))
 
 
-# --- Reading for the pages ------------------------------------------------------------------------------
+# --- Reading for the pages ------------------------------------------------------------------------
 
 
 @dataclass

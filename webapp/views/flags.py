@@ -13,8 +13,8 @@ from flask_login import login_required
 
 from webapp.forms.flags import ConfirmForm, DetailsForm, FeatureForm, OverrideForm, ToggleForm, ValueForm
 from webapp.htmx import location, render, trigger, wants_fragment
-from webapp.models import Feature, Project
-from webapp.services import flag_changes, flags, projects, segments
+from webapp.models import ChangeRequest, Feature, Project
+from webapp.services import change_requests, flag_changes, flags, projects, segments
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -84,9 +84,11 @@ def toggle(project_id: int, feature_id: int, environment_id: int):
     form = ToggleForm()
     on_detail = request.form.get("from") == "detail"
     if on_detail:
-        return _detail_change(project, feature, lambda: flags.set_state(
+        return _detail_change(project, feature, lambda: change_requests.set_state(
             feature, environment_id, actor(), enabled=form.wanted))
-    flags.set_state(feature, environment_id, actor(), enabled=form.wanted)
+    opened = change_requests.set_state(feature, environment_id, actor(), enabled=form.wanted)
+    if opened is not None:  # the environment needs approvals: show the new change request
+        return _to_change_request(opened)
     if not wants_fragment():
         return redirect(url_for("flags.index", project_id=project.id, _anchor=f"flag-{feature.id}"), 303)
     environments = projects.environments_of(project.id)
@@ -113,7 +115,7 @@ def set_value(project_id: int, feature_id: int, environment_id: int):
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
     form = ValueForm()
-    return _detail_change(project, feature, lambda: flags.set_state(
+    return _detail_change(project, feature, lambda: change_requests.set_state(
         feature, environment_id, actor(), raw_value=form.value.data or ""),
         key=f"value-{environment_id}")
 
@@ -124,7 +126,7 @@ def add_override(project_id: int, feature_id: int, environment_id: int):
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
     form = OverrideForm()
-    return _detail_change(project, feature, lambda: flags.save_override(
+    return _detail_change(project, feature, lambda: change_requests.save_override(
         feature, environment_id, _int(request.form.get("segment_id")), actor(),
         enabled=form.enabled.data, raw_value=form.value.data, priority=form.priority.data),
         key=f"override-new-{environment_id}")
@@ -136,7 +138,7 @@ def edit_override(project_id: int, feature_id: int, environment_id: int, segment
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
     form = OverrideForm()
-    return _detail_change(project, feature, lambda: flags.save_override(
+    return _detail_change(project, feature, lambda: change_requests.save_override(
         feature, environment_id, segment_id, actor(), enabled=form.enabled.data,
         raw_value=form.value.data, priority=form.priority.data, must_exist=True),
         key=f"override-{environment_id}-{segment_id}")
@@ -147,7 +149,7 @@ def edit_override(project_id: int, feature_id: int, environment_id: int, segment
 def remove_override(project_id: int, feature_id: int, environment_id: int, segment_id: int):
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
-    return _detail_change(project, feature, lambda: flags.remove_override(
+    return _detail_change(project, feature, lambda: change_requests.remove_override(
         feature, environment_id, segment_id, actor()))
 
 
@@ -187,6 +189,11 @@ def delete(project_id: int, feature_id: int):
                   feature=feature, form=form, notice=notice)
 
 
+def _to_change_request(opened: ChangeRequest):
+    return location(url_for("change_requests.detail", project_id=opened.project_id,
+                            request_id=opened.id))
+
+
 def _int(raw: str | None) -> int | None:
     return int(raw) if raw and raw.strip().isdigit() else None
 
@@ -195,13 +202,15 @@ def _detail_change(project: Project, feature: Feature, change, key: str | None =
     """Run one manual change from the flag page; answer the environments section: 200 (303
     without htmx), 422 with the errors beside the form `key`, 409 with why it was refused."""
     try:
-        change()
+        opened = change()
     except Invalid as error:
         return _render_detail(project, feature, block="flag_states", status=422,
                               errors={key or "form": error.field_errors},
                               submitted={key or "form": request.form.to_dict()})
     except Conflict as error:
         return _render_detail(project, feature, block="flag_states", status=409, notice=error.message)
+    if isinstance(opened, ChangeRequest):  # the environment needs approvals
+        return _to_change_request(opened)
     if not wants_fragment():
         return redirect(url_for("flags.detail", project_id=project.id, feature_id=feature.id,
                                 _anchor="flag_states"), 303)

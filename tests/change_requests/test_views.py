@@ -1,0 +1,201 @@
+"""The change request pages: list with tabs and filters, detail with the diff, and the actions
+answering the request's block (200, or 403/409/422 with why, nothing changed)."""
+
+import pytest
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import ChangeRequestReview
+from webapp.services import change_requests as cr
+from webapp.services.actors import Actor
+
+from .conftest import audit_count, request_of, run_of, state
+
+
+def url(project, request=None, action=None):
+    base = f"/projects/{project.id}/change-requests"
+    if request is not None:
+        base += f"/{request.id}"
+    return base + (f"/{action}" if action else "")
+
+
+def test_the_list_shows_open_requests_with_tabs_and_filters(client, hx, login, to_production,
+                                                            make, project, editor, envs):
+    flag = make.feature(project, "checkout")
+    request = to_production(flag)
+    login(client, editor)
+
+    page = client.get(url(project))
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert "<html" in body and "checkout → Prod (Release)" in body
+    assert "Release pipeline Release (flag added by editor@example.com)" in body
+    assert "0 of 1" in body
+
+    committed = client.get(url(project) + "?status=committed").get_data(as_text=True)
+    assert "checkout → Prod" not in committed
+    staging = envs["Staging"].id
+    filtered = client.get(url(project) + f"?environment={staging}").get_data(as_text=True)
+    assert "checkout → Prod" not in filtered
+    by_flag = client.get(url(project) + f"?flag={flag.id}").get_data(as_text=True)
+    assert f'href="{url(project, request)}"' in by_flag
+
+    login(hx, editor)
+    fragment = hx.get(url(project))
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert 'id="change_request_list"' in fragment.get_data(as_text=True)
+    assert "HX-Request" in fragment.headers["Vary"]
+    assert client.get(url(project) + "?environment=99999").status_code == 422
+    assert client.get(url(project) + "?status=bogus").status_code == 422
+
+
+def test_the_detail_shows_the_exact_diff_who_asked_and_history(client, login, to_production,
+                                                              make, project, viewer):
+    flag = make.feature(project, "checkout")
+    request = to_production(flag)
+    login(client, viewer)
+    body = client.get(url(project, request)).get_data(as_text=True)
+    assert f"Change request #{request.id}: checkout → Prod (Release)" in body
+    assert "<del>off</del>" in body and "<ins>on</ins>" in body
+    assert "Release pipeline Release (flag added by editor@example.com)" in body
+    assert "CHANGE_REQUEST_OPENED" in body
+    assert "Approve" not in body  # viewers get no review controls
+
+
+def test_non_members_and_other_projects_get_404(client, login, to_production, make, project):
+    flag = make.feature(project)
+    request = to_production(flag)
+    other = make.project("Other")
+    stranger = make.user(project=other, role="admin")
+    login(client, stranger)
+    assert client.get(url(project, request)).status_code == 404
+    assert client.get(url(other, request)).status_code == 404
+    assert client.post(url(other, request, "approve")).status_code == 404
+    assert client.post(url(other, request, "commit")).status_code == 404
+
+
+def test_approve_and_commit_over_htmx(hx, login, to_production, make, project, reviewer, envs):
+    flag = make.feature(project, "checkout")
+    request = to_production(flag)
+    login(hx, reviewer)
+
+    approved = hx.post(url(project, request, "approve"),
+                       data={"comment": "Ship it", "changes_hash": request.changes_hash})
+    assert approved.status_code == 200
+    body = approved.get_data(as_text=True)
+    assert "<html" not in body and "You approved" in body and "Ship it" in body
+    assert "1 of 1" in body
+
+    committed = hx.post(url(project, request, "commit"))
+    assert committed.status_code == 200
+    assert "committed" in committed.get_data(as_text=True)
+    assert state(flag, envs["Production"]) == (True, None)
+    assert run_of(flag).status == "launched"
+
+
+def test_without_htmx_actions_redirect_to_the_page(client, login, to_production, make, project,
+                                                   reviewer):
+    request = to_production(make.feature(project))
+    login(client, reviewer)
+    answer = client.post(url(project, request, "approve"), data={})
+    assert answer.status_code == 303
+    assert answer.headers["Location"].endswith(url(project, request))
+
+
+@pytest.mark.parametrize("who, action, setup, status, says", [
+    ("viewer", "approve", None, 403, "editor"),
+    ("editor", "approve", None, 403, "someone else"),
+    ("reviewer", "approve", "approved", 409, "already approved"),
+    ("reviewer", "commit", None, 409, "0 of the 1 approval"),
+    ("reviewer", "commit", "rejected", 409, "rejected"),
+    ("reviewer", "reject", "rejected", 409, "rejected"),
+    ("reviewer", "reopen", None, 409, "Only a rejected"),
+    ("reviewer", "close", None, 409, "release pipeline waits"),
+])
+def test_refused_actions_say_why_and_change_nothing(who, action, setup, status, says, hx, login,
+                                                    to_production, make, project, editor,
+                                                    reviewer, viewer, admin):
+    request = to_production(make.feature(project))
+    if setup == "approved":
+        cr.approve(project.id, request.id, Actor.for_user(reviewer))
+    if setup == "rejected":
+        cr.reject(project.id, request.id, Actor.for_user(admin))
+    users = {"viewer": viewer, "editor": editor, "reviewer": reviewer}
+    login(hx, users[who])
+    before = (audit_count(), request_of_id(request).version)
+
+    answer = hx.post(url(project, request, action), data={})
+
+    assert answer.status_code == status
+    assert says in answer.get_data(as_text=True)
+    assert (audit_count(), request_of_id(request).version) == before
+
+
+def request_of_id(request):
+    from webapp.models import ChangeRequest
+
+    db.session.rollback()  # a fresh snapshot: requests commit in their own sessions
+    return db.session.get(ChangeRequest, request.id)
+
+
+def test_a_long_comment_answers_422_beside_the_field(hx, login, to_production, make, project,
+                                                     reviewer):
+    request = to_production(make.feature(project))
+    login(hx, reviewer)
+    answer = hx.post(url(project, request, "approve"), data={"comment": "x" * 2001})
+    assert answer.status_code == 422
+    assert 'aria-invalid="true"' in answer.get_data(as_text=True)
+    assert db.session.scalar(select(ChangeRequestReview.id)) is None
+
+
+def test_stale_changes_hash_answers_409(hx, login, to_production, make, project, reviewer):
+    request = to_production(make.feature(project))
+    login(hx, reviewer)
+    answer = hx.post(url(project, request, "approve"), data={"changes_hash": "f" * 64})
+    assert answer.status_code == 409
+    assert "review them again" in answer.get_data(as_text=True)
+
+
+def test_actions_need_the_csrf_token(client, login, to_production, make, project, reviewer):
+    request = to_production(make.feature(project))
+    login(client, reviewer)
+    assert client.post(url(project, request, "approve"), csrf=False).status_code == 400
+
+
+def test_reject_then_reopen_from_the_page(hx, login, to_production, make, project, reviewer,
+                                          editor):
+    flag = make.feature(project)
+    request = to_production(flag)
+    login(hx, reviewer)
+    rejected = hx.post(url(project, request, "reject"), data={"comment": "Wait for Monday"})
+    assert rejected.status_code == 200 and "Re-open for review" in rejected.get_data(as_text=True)
+    assert run_of(flag).status == "halted"
+    login(hx, editor)
+    reopened = hx.post(url(project, request, "reopen"))
+    assert reopened.status_code == 200
+    assert run_of(flag).status == "awaiting_approval"
+    assert request_of(flag).status == "open"
+
+
+def test_a_toggle_in_production_creates_a_change_request(client, hx, login, clock, make, project,
+                                                         editor, envs):
+    flag = make.feature(project, "banner", value_type="string")
+    prod = envs["Production"]
+    login(hx, editor)
+    answer = hx.post(f"/projects/{project.id}/flags/{flag.id}/environments/{prod.id}/toggle",
+                     data={"enabled": "true"})
+    request = request_of(flag)
+    assert answer.headers["HX-Location"] == url(project, request)
+    assert state(flag, prod) == (False, None)
+    login(client, editor)
+    detail = client.get(f"/projects/{project.id}/flags/{flag.id}").get_data(as_text=True)
+    assert "Create change request" in detail  # the value form in Production
+    answer = hx.post(f"/projects/{project.id}/flags/{flag.id}/environments/{prod.id}/value",
+                     data={"value": "hello"})
+    assert answer.headers["HX-Location"] == url(project, request_of(flag))
+    assert request_of(flag).changes[0]["after"] == {"enabled": False, "value": "hello"}
+    # Staging needs no approvals: it changes at once.
+    staging = envs["Staging"]
+    hx.post(f"/projects/{project.id}/flags/{flag.id}/environments/{staging.id}/toggle",
+            data={"enabled": "true", "from": "detail"})
+    assert state(flag, staging) == (True, None)
