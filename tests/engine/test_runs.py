@@ -255,3 +255,17 @@ def test_stage_completion_notifies_adder_and_creator_once(clock, make, project, 
 def test_one_notification_when_the_adder_created_the_pipeline(clock, make, project, editor, two_stage):
     flag, _run = added(project, two_stage, make, editor)
     assert count(Notification) == 1
+
+
+def test_a_launched_flag_can_be_rolled_back_while_it_is_its_latest_run(clock, make, project,
+                                                                       editor, envs, two_stage):
+    flag, run = added(project, two_stage, make, editor)
+    clock.shift(timedelta(days=1))
+    engine.drain()
+    assert the_run(flag).status == "launched"
+    runs.rollback(project, run.id, Actor.for_user(editor))
+    assert the_run(flag).status == "rolled_back"
+    assert state(flag, envs["Development"]) == (False, None)
+    assert state(flag, envs["Staging"]) == (False, None)
+    with pytest.raises(Conflict):
+        runs.rollback(project, run.id, Actor.for_user(editor))

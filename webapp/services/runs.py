@@ -83,7 +83,8 @@ def _values_problems(pipeline: ReleasePipeline, feature: Feature) -> list[str]:
     return problems
 
 
-def _run_for_update(project_id: int, run_id: int, actor: Actor) -> PipelineRun:
+def _run_for_update(project_id: int, run_id: int, actor: Actor, *,
+                    launched_ok: bool = False) -> PipelineRun:
     engine.start_writing()
     _require_editor(actor, project_id)
     query = select(PipelineRun).where(PipelineRun.id == run_id)
@@ -92,9 +93,20 @@ def _run_for_update(project_id: int, run_id: int, actor: Actor) -> PipelineRun:
     run = db.session.scalar(query)
     if run is None or run.project_id != project_id:
         raise NotFound("This flag is not in that pipeline.")
-    if run.ended_at is not None:
+    if run.ended_at is not None and not (launched_ok and can_roll_back(run)):
         raise Conflict(f"This run already ended ({run.end_reason or run.status}); nothing to do.")
     return run
+
+
+def can_roll_back(run: PipelineRun) -> bool:
+    """In flight, or launched and still the flag's latest run (nothing newer changed it)."""
+    if run.ended_at is None:
+        return True
+    if run.status != "launched":
+        return False
+    latest = db.session.scalar(select(func.max(PipelineRun.id)).where(
+        PipelineRun.feature_id == run.feature_id))
+    return latest == run.id
 
 
 def _cas(run: PipelineRun, **values: Any) -> None:
@@ -304,12 +316,13 @@ def retry(project: Project, run_id: int, actor: Actor) -> Bell:
 def rollback(project: Project, run_id: int, actor: Actor) -> None:
     """Restore, in every environment the run changed, the flag's state and segment overrides
     as they were before the pipeline first changed them there; remove a hidden rollout segment;
-    end the run as rolled back.
+    end the run as rolled back. A launched run can be rolled back too while it is the flag's
+    latest run.
 
-    Refuses ended runs and viewers. Audits each restored state/override
+    Refuses other ended runs and viewers. Audits each restored state/override
     (FEATURE_STATE_ROLLED_BACK) and RELEASE_PIPELINE_FEATURE_ROLLED_BACK.
     """
-    run = _run_for_update(project.id, run_id, actor)
+    run = _run_for_update(project.id, run_id, actor, launched_ok=True)
     executions = db.session.scalars(
         select(StageExecution)
         .where(StageExecution.run_id == run.id, StageExecution.applied_at.is_not(None))

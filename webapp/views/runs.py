@@ -59,6 +59,7 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
         can_edit=can("editor"), confirm=confirm, time_left=runs.time_left,
         pipeline_url=_pipeline_page_url, flag_url=_flag_page_url(project.id, feature.id),
         polling=in_flight,
+        rollback_launched=view is not None and not in_flight and runs.can_roll_back(view.run),
     )
     return response, in_flight
 
