@@ -271,3 +271,26 @@ def test_pipeline_panel_loads_when_the_runs_area_exists(app, client, login, edit
     login(client, editor)
     page = client.get(f"/projects/{project.id}/flags/{flag.id}").get_data(as_text=True)
     assert '<section id="pipeline_panel"' in page and 'hx-trigger="load"' in page
+
+
+def test_viewer_sees_the_flag_page_without_controls(client, login, viewer, project, text_flag, segment, staging):
+    login(client, viewer)
+    page = client.get(f"/projects/{project.id}/flags/{text_flag.id}").get_data(as_text=True)
+    assert "Hello" in page and "History" in page
+    for control in ('role="switch"', "Save value", "Add a segment override", "Delete…", "Edit description"):
+        assert control not in page
+
+
+@pytest.mark.parametrize(("path", "data"), [
+    ("/environments/{env}/value", {"value": "x"}),
+    ("/environments/{env}/overrides", {"segment_id": "{segment}", "enabled": "y"}),
+    ("/details", {"description": "x", "tags": ""}),
+    ("/delete", {}),
+])
+def test_viewer_posts_are_403_and_change_nothing(client, login, viewer, project, text_flag, segment, staging, path, data):
+    login(client, viewer)
+    before = audit_count()
+    url = f"/projects/{project.id}/flags/{text_flag.id}" + path.format(env=staging.id)
+    fields = {k: v.format(segment=segment.id) for k, v in data.items()}
+    assert client.post(url, data=fields).status_code == 403
+    assert audit_count() == before
