@@ -217,7 +217,7 @@ def test_segment_overrides(client, make, project, platform, org_key):
     override = created.get_json()
     again = api(client, "POST", f"environments/{env}/segment-overrides/", key=org_key,
                 json={"feature": platform.banner.id, "segment": platform.pro.id})
-    assert again.status_code == 409
+    assert again.status_code == 422 and again.get_json()["segment"]
     identity = client.post("/api/v1/identities/", headers={"X-Environment-Key": env}, json={
         "identifier": "ada", "traits": [{"trait_key": "plan", "trait_value": "pro"}]}).get_json()
     banner = next(f for f in identity["flags"] if f["feature"]["name"] == "banner_text")
@@ -232,9 +232,31 @@ def test_segment_overrides(client, make, project, platform, org_key):
         "count"] == 0
     other = make.project("Other")
     foreign = make.segment(other, "Foreign")
-    assert api(client, "POST", f"environments/{env}/segment-overrides/", key=org_key,
-               json={"feature": platform.banner.id, "segment": foreign.id}).status_code == 404
+    foreign_override = api(client, "POST", f"environments/{env}/segment-overrides/", key=org_key,
+                           json={"feature": platform.banner.id, "segment": foreign.id})
+    assert foreign_override.status_code == 422 and foreign_override.get_json()["segment"]
     events = db.session.scalars(select(AuditEntry.event_type).where(
         AuditEntry.actor_type == "api_key")).all()
     assert {"SEGMENT_OVERRIDE_CREATED", "SEGMENT_OVERRIDE_UPDATED",
             "SEGMENT_OVERRIDE_DELETED"} <= set(events)
+
+
+def test_feature_and_segment_edit_and_delete(client, make, project, platform, org_key):
+    feature = make.feature(project, "old_flag")
+    path = f"projects/{project.id}/features/{feature.id}/"
+    edited = api(client, "PATCH", path, key=org_key,
+                 json={"description": "Remove after launch", "tags": ["cleanup"]})
+    assert edited.status_code == 200 and edited.get_json()["tags"] == ["cleanup"]
+    assert api(client, "DELETE", path, key=org_key).status_code == 204
+    assert api(client, "GET", path, key=org_key).status_code == 404
+    seg_path = f"projects/{project.id}/segments/{platform.pro.id}/"
+    renamed = api(client, "PATCH", seg_path, key=org_key, json={"name": "Pro plan"})
+    assert renamed.get_json()["name"] == "Pro plan"
+    assert renamed.get_json()["rules"][0]["conditions"][0]["value"] == "pro"
+    assert api(client, "DELETE", seg_path, key=org_key).status_code == 204
+    assert api(client, "GET", seg_path, key=org_key).status_code == 404
+    identity = client.post("/api/v1/identities/", json={"identifier": "ada", "traits": [
+        {"trait_key": "plan", "trait_value": "pro"}]},
+        headers={"X-Environment-Key": platform.development.client_key}).get_json()
+    checkout = next(f for f in identity["flags"] if f["feature"]["name"] == "new_checkout")
+    assert checkout["enabled"] is False  # the override went with the segment

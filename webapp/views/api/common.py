@@ -67,6 +67,20 @@ def body(schema: type[Schema], *, partial: bool = False) -> dict[str, Any]:
         raise Invalid("Invalid input.", messages) from None
 
 
+def wire_errors(renames: dict[str, str]):
+    """Re-raise a service's Invalid with field names as the API spells them."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _renaming():
+        try:
+            yield
+        except Invalid as error:
+            raise Invalid(error.message, {renames.get(k, k): v for k, v in
+                                          error.field_errors.items()}) from None
+    return _renaming()
+
+
 def int_arg(name: str, default: int | None = None, *, minimum: int = 1,
             maximum: int | None = None) -> int | None:
     raw = request.args.get(name)

@@ -4,10 +4,17 @@ Flagsmith's admin API."""
 from sqlalchemy import select
 
 from webapp.models import Environment
-from webapp.services import api_admin, api_auth, projects
+from webapp.services import api_auth, environments, projects
 from webapp.services.errors import Invalid
 from webapp.views.api import bp
-from webapp.views.api.common import body, int_arg, operation, paginate, principal
+from webapp.views.api.common import (
+    body,
+    int_arg,
+    operation,
+    paginate,
+    principal,
+    wire_errors,
+)
 from webapp.views.api.schemas import (
     EnvironmentCreateSchema,
     EnvironmentSchema,
@@ -60,7 +67,9 @@ def update_environment(api_key: str):
     env = api_auth.environment_for(who, api_key, needs="admin")
     data = body(EnvironmentUpdateSchema)
     approvals = data.get("minimum_change_request_approvals")
-    api_admin.update_environment(
-        env, who.actor, name=data.get("name"), minimum_change_request_approvals=approvals,
-        clear_approvals="minimum_change_request_approvals" in data and approvals is None)
+    with wire_errors({"approvals": "minimum_change_request_approvals"}):
+        environments.update_environment(
+            env, who.actor, name=data.get("name", env.name),
+            approvals=env.minimum_change_request_approvals
+            if "minimum_change_request_approvals" not in data else (approvals or 0))
     return serialize(env)

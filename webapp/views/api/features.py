@@ -10,14 +10,20 @@ from webapp.services import api_auth, flags
 from webapp.services.errors import NotFound
 from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, body, iso, operation, paginate, principal
-from webapp.views.api.schemas import FeatureCreateSchema, FeatureSchema, page_schema
+from webapp.views.api.schemas import (
+    FeatureCreateSchema,
+    FeatureSchema,
+    FeatureUpdateSchema,
+    page_schema,
+)
 
 
 def serialize(feature: Feature) -> dict:
     return {"id": feature.id, "name": feature.name, "description": feature.description or None,
             "type": "STANDARD", "value_type": feature.value_type,
             "default_enabled": feature.default_enabled, "initial_value": feature.default_value,
-            "project": feature.project_id, "created_date": iso(feature.created_at)}
+            "tags": list(feature.tags or []), "project": feature.project_id,
+            "created_date": iso(feature.created_at)}
 
 
 def _value_type_of(value: Any) -> str:
@@ -65,3 +71,27 @@ def create_feature(project_id: int):
 def get_feature(project_id: int, feature_id: int):
     project = api_auth.project_for(principal(), project_id)
     return serialize(feature_in(project.id, feature_id))
+
+
+@bp.patch("/projects/<int:project_id>/features/<int:feature_id>/")
+@operation("Edit a feature's description and tags (editors; allowed while in a pipeline)",
+           "features", body=FeatureUpdateSchema, response=FeatureSchema)
+def update_feature(project_id: int, feature_id: int):
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs="editor")
+    feature = feature_in(project.id, feature_id)
+    data = body(FeatureUpdateSchema)
+    flags.update_details(feature, who.actor,
+                         description=data.get("description", feature.description),
+                         tags=data.get("tags", list(feature.tags or [])))
+    return serialize(feature)
+
+
+@bp.delete("/projects/<int:project_id>/features/<int:feature_id>/")
+@operation("Delete a feature (editors; 409 while in a pipeline or with release history)",
+           "features", status=204)
+def delete_feature(project_id: int, feature_id: int):
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs="editor")
+    flags.delete_feature(feature_in(project.id, feature_id), who.actor)
+    return "", 204

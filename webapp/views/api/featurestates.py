@@ -6,10 +6,19 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import api_admin, api_auth
+from webapp.services import api_auth, flags
 from webapp.services.errors import NotFound
 from webapp.views.api import bp
-from webapp.views.api.common import MAX_ID, body, int_arg, iso, operation, paginate, principal
+from webapp.views.api.common import (
+    MAX_ID,
+    body,
+    int_arg,
+    iso,
+    operation,
+    paginate,
+    principal,
+    wire_errors,
+)
 from webapp.views.api.schemas import (
     FeatureStateSchema,
     FeatureStateUpdateSchema,
@@ -46,6 +55,16 @@ def _override_in(env: Environment, override_id: int) -> SegmentOverride:
     return override
 
 
+# The services name fields as the dashboard's forms do.
+VALUE_FIELDS = {"value": "feature_state_value", "segment_id": "segment"}
+
+
+def _override_of(environment_id: int, feature_id: int, segment_id: int) -> SegmentOverride:
+    return db.session.scalar(select(SegmentOverride).where(
+        SegmentOverride.environment_id == environment_id,
+        SegmentOverride.feature_id == feature_id, SegmentOverride.segment_id == segment_id))
+
+
 FEATURE_FILTER = {"feature": {"type": "integer", "required": False}}
 
 
@@ -78,7 +97,12 @@ def update_featurestate(api_key: str, state_id: int):
     who = principal()
     env = api_auth.environment_for(who, api_key, needs="editor")
     state = _state_in(env, state_id)
-    api_admin.update_state(state, who.actor, body(FeatureStateUpdateSchema))
+    data = body(FeatureStateUpdateSchema)
+    changes = {}
+    if "feature_state_value" in data:
+        changes["raw_value"] = data["feature_state_value"]
+    with wire_errors(VALUE_FIELDS):
+        flags.set_state(state.feature, env.id, who.actor, enabled=data.get("enabled"), **changes)
     db.session.refresh(state)
     return serialize_state(state)
 
@@ -99,18 +123,20 @@ def list_segment_overrides(api_key: str):
 
 @bp.post("/environments/<api_key>/segment-overrides/")
 @operation("Override a flag for a segment in an environment (editors; 409 while the flag is "
-           "in a release pipeline or when the override exists)", "segment overrides",
+           "in a release pipeline; 422 when the override exists)", "segment overrides",
            body=SegmentOverrideCreateSchema, response=SegmentOverrideSchema, status=201)
 def create_segment_override(api_key: str):
     who = principal()
     env = api_auth.environment_for(who, api_key, needs="editor")
     data = body(SegmentOverrideCreateSchema)
     feature = db.session.get(Feature, data["feature"])
-    segment = db.session.get(Segment, data["segment"])
-    if feature is None or segment is None:
-        raise NotFound("Feature or segment not found in this project.")
-    override = api_admin.set_override(env, feature, segment, who.actor, data, create=True)
-    return serialize_override(override), 201
+    if feature is None or feature.project_id != env.project_id:
+        raise NotFound("Feature not found in this project.")
+    with wire_errors(VALUE_FIELDS):
+        flags.save_override(feature, env.id, data["segment"], who.actor,
+                            enabled=data["enabled"], raw_value=data["feature_state_value"],
+                            priority=data["priority"])
+    return serialize_override(_override_of(env.id, feature.id, data["segment"])), 201
 
 
 @bp.patch("/environments/<api_key>/segment-overrides/<int:override_id>/")
@@ -121,9 +147,14 @@ def update_segment_override(api_key: str, override_id: int):
     env = api_auth.environment_for(who, api_key, needs="editor")
     override = _override_in(env, override_id)
     data = body(SegmentOverrideUpdateSchema)
-    updated = api_admin.set_override(env, override.feature, override.segment, who.actor, data,
-                                     create=False)
-    return serialize_override(updated)
+    with wire_errors(VALUE_FIELDS):
+        flags.save_override(
+            override.feature, env.id, override.segment_id, who.actor, must_exist=True,
+            enabled=data.get("enabled", override.enabled),
+            raw_value=data.get("feature_state_value", override.value),
+            priority=data.get("priority", override.priority))
+    db.session.refresh(override)
+    return serialize_override(override)
 
 
 @bp.delete("/environments/<api_key>/segment-overrides/<int:override_id>/")
@@ -132,5 +163,6 @@ def update_segment_override(api_key: str, override_id: int):
 def delete_segment_override(api_key: str, override_id: int):
     who = principal()
     env = api_auth.environment_for(who, api_key, needs="editor")
-    api_admin.remove_override(_override_in(env, override_id), who.actor)
+    override = _override_in(env, override_id)
+    flags.remove_override(override.feature, env.id, override.segment_id, who.actor)
     return "", 204

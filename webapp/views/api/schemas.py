@@ -56,6 +56,7 @@ class FeatureSchema(Shape):
     value_type = fields.String(required=True)
     default_enabled = fields.Boolean(required=True)
     initial_value = Value
+    tags = fields.List(fields.String())
     project = fields.Integer(required=True)
     created_date = fields.String(allow_none=True)
 
@@ -67,6 +68,12 @@ class FeatureCreateSchema(Shape):
                                metadata={"description": "Inferred from initial_value if absent."})
     default_enabled = fields.Boolean(load_default=False)
     initial_value = fields.Raw(load_default=None, allow_none=True)
+
+
+class FeatureUpdateSchema(Shape):
+    description = fields.String(validate=validate.Length(max=2000))
+    tags = fields.List(fields.String(validate=validate.Length(max=100)),
+                       validate=validate.Length(max=50))
 
 
 # --- segments ---
@@ -89,6 +96,12 @@ class SegmentSchema(Shape):
     description = fields.String(allow_none=True)
     project = fields.Integer(required=True)
     rules = fields.List(fields.Nested(RuleSchema), required=True)
+
+
+class SegmentUpdateSchema(Shape):
+    name = fields.String(validate=NAME)
+    description = fields.String(validate=validate.Length(max=20_000))
+    rules = fields.List(fields.Nested(RuleSchema), validate=validate.Length(min=1, max=50))
 
 
 class SegmentCreateSchema(Shape):
@@ -132,13 +145,13 @@ class SegmentOverrideCreateSchema(Shape):
     enabled = fields.Boolean(load_default=True)
     feature_state_value = fields.Raw(load_default=None, allow_none=True)
     priority = fields.Integer(load_default=None, allow_none=True, strict=True,
-                              validate=validate.Range(min=-1_000_000, max=1_000_000))
+                              validate=validate.Range(min=0, max=1_000_000))
 
 
 class SegmentOverrideUpdateSchema(Shape):
     enabled = fields.Boolean()
     feature_state_value = fields.Raw(allow_none=True)
-    priority = fields.Integer(strict=True, validate=validate.Range(min=-1_000_000, max=1_000_000))
+    priority = fields.Integer(strict=True, validate=validate.Range(min=0, max=1_000_000))
 
 
 def page_schema(item: type[Schema]) -> type[Schema]:

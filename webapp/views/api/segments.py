@@ -10,7 +10,12 @@ from webapp.services import api_auth, segments
 from webapp.services.errors import NotFound
 from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, body, operation, paginate, principal
-from webapp.views.api.schemas import SegmentCreateSchema, SegmentSchema, page_schema
+from webapp.views.api.schemas import (
+    SegmentCreateSchema,
+    SegmentSchema,
+    SegmentUpdateSchema,
+    page_schema,
+)
 
 
 def serialize(segment: Segment) -> dict:
@@ -52,3 +57,27 @@ def create_segment(project_id: int):
 def get_segment(project_id: int, segment_id: int):
     project = api_auth.project_for(principal(), project_id)
     return serialize(segment_in(project.id, segment_id))
+
+
+@bp.patch("/projects/<int:project_id>/segments/<int:segment_id>/")
+@operation("Change a segment's name, description or rules (editors)", "segments",
+           body=SegmentUpdateSchema, response=SegmentSchema)
+def update_segment(project_id: int, segment_id: int):
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs="editor")
+    segment = segment_in(project.id, segment_id)
+    data = body(SegmentUpdateSchema)
+    segments.update_segment(segment, who.actor, name=data.get("name", segment.name),
+                            description=data.get("description", segment.description),
+                            rules=data.get("rules", segment.rules))
+    return serialize(segment)
+
+
+@bp.delete("/projects/<int:project_id>/segments/<int:segment_id>/")
+@operation("Delete a segment and its overrides (editors; 409 while a pipeline uses it)",
+           "segments", status=204)
+def delete_segment(project_id: int, segment_id: int):
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs="editor")
+    segments.delete_segment(segment_in(project.id, segment_id), who.actor)
+    return "", 204
