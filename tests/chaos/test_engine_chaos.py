@@ -1,0 +1,125 @@
+"""300 flags through a 4-stage pipeline while workers are SIGKILLed and Redis is flushed.
+
+Three real worker processes (RQ SimpleWorker with its scheduler) and two sweepers run against
+the test's file database and a private Redis. Every second one random worker is killed with
+SIGKILL (and restarted); Redis is FLUSHALLed twice. Every flag must launch, every action's audit
+entry must exist exactly once, and the final states must be exactly what the pipeline says.
+Real processes need real time: the waits here are a few seconds, the whole run well under 3 min.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from jobs import transitions
+from webapp.extensions import db
+from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment, SegmentOverride
+from webapp.services import runs
+from webapp.services.actors import Actor
+
+pytestmark = pytest.mark.chaos
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS = int(os.environ.get("CHAOS_FLAGS", "300"))
+DEADLINE = 150
+
+
+def spawn(kind: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", kind], cwd=ROOT,
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the worker and its forked scheduler
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipeline, envs,
+                                          database_url, private_redis):
+    beta = make.segment(project, "Beta")
+    pipeline = make_pipeline([
+        {"env": "Development", "name": "Dev", "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
+        {"env": "Staging", "name": "Staging", "trigger": "WAIT_FOR", "wait": 3, "actions": [
+            {"type": "TOGGLE_FEATURE", "enabled": True},
+            {"type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": True, "segment_id": beta.id}]},
+        {"env": "Production", "name": "Rollout", "actions": [
+            {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 25, "step": 25, "interval": 2}]},
+        {"env": "Staging", "name": "Close beta", "actions": [
+            {"type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": False, "segment_id": beta.id}]},
+    ], name="Chaos")
+    flags = [make.feature(project, f"chaos_{n}", commit=False) for n in range(FLAGS)]
+    db.session.commit()
+    ids = [f.id for f in flags]
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis,
+           "SECRET_KEY": "chaos", "SWEEP_INTERVAL_SECONDS": "1"}
+    workers = [spawn("worker", env) for _ in range(3)]
+    sweepers = [spawn("sweeper", env) for _ in range(2)]
+    conn = redis.Redis.from_url(private_redis)
+    try:
+        transitions.ring(runs.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
+        started = time.monotonic()
+        flushes = {3: False, 9: False}
+        while True:
+            time.sleep(1)
+            elapsed = time.monotonic() - started
+            victim = random.randrange(len(workers))
+            kill(workers[victim])
+            workers[victim] = spawn("worker", env)
+            for at, done in flushes.items():
+                if not done and elapsed >= at:
+                    conn.flushall()
+                    flushes[at] = True
+            db.session.rollback()
+            launched = db.session.scalar(select(func.count()).select_from(PipelineRun).where(
+                PipelineRun.status == "launched"))
+            if (launched == FLAGS and all(flushes.values())) or elapsed > DEADLINE:
+                break
+    finally:
+        for process in workers + sweepers:
+            kill(process)
+
+    db.session.rollback()
+    statuses = dict(db.session.execute(
+        select(PipelineRun.status, func.count()).group_by(PipelineRun.status)).all())
+    assert statuses == {"launched": FLAGS}, statuses
+
+    stage_ids = [s.id for s in pipeline.stages]
+    action = [s.actions for s in pipeline.stages]
+    run_ids = dict(db.session.execute(select(PipelineRun.feature_id, PipelineRun.id)).all())
+    keys = [k for (k,) in db.session.execute(
+        select(AuditEntry.idempotency_key).where(AuditEntry.run_id.is_not(None),
+                                                 AuditEntry.idempotency_key.is_not(None)))]
+    assert len(keys) == len(set(keys))
+    expected = set()
+    for feature_id in ids:
+        run = run_ids[feature_id]
+        prefix = lambda n: f"run:{run}:stage:{stage_ids[n]}:action:"  # noqa: E731
+        expected |= {prefix(0) + f"{action[0][0].id}:apply",
+                     prefix(1) + f"{action[1][0].id}:apply", prefix(1) + f"{action[1][1].id}:apply",
+                     prefix(3) + f"{action[3][0].id}:apply", f"run:{run}:launched"}
+        rollout = prefix(2) + f"{action[2][0].id}:"
+        expected |= {rollout + k for k in ("rollout-created", "rollout-50", "rollout-75",
+                                           "rollout-100", "apply", "rollout-removed")}
+    assert set(keys) == expected
+
+    states = db.session.execute(select(FeatureState.environment_id, FeatureState.enabled)
+                                .where(FeatureState.feature_id.in_(ids))).all()
+    assert {(e, on) for e, on in states} == {(envs[n].id, True)
+                                             for n in ("Development", "Staging", "Production")}
+    overrides = db.session.execute(
+        select(SegmentOverride.environment_id, SegmentOverride.segment_id, SegmentOverride.enabled)
+        .where(SegmentOverride.feature_id.in_(ids))).all()
+    assert len(overrides) == FLAGS
+    assert set(overrides) == {(envs["Staging"].id, beta.id, False)}
+    assert db.session.scalar(select(func.count()).select_from(Segment).where(Segment.is_system)) == 0
