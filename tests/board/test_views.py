@@ -1,0 +1,268 @@
+"""The progress board, the pipelines overview and the launch chart, as users see them."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import AuditEntry, PipelineRun
+from webapp.services import engine, runs
+from webapp.services.actors import Actor
+
+from .conftest import START
+
+
+def fresh(run_id):
+    """The run as committed now (the test's session may hold an older read snapshot)."""
+    db.session.rollback()
+    return db.session.get(PipelineRun, run_id)
+
+
+def board_url(project, pipeline, **args):
+    query = "&".join(f"{k}={v}" for k, v in args.items())
+    return f"/projects/{project.id}/pipelines/{pipeline.id}/board" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def as_viewer(client, login, viewer):
+    return login(client, viewer)
+
+
+@pytest.fixture
+def hx_editor(hx, login, editor):
+    return login(hx, editor)
+
+
+# --- page and fragment ----------------------------------------------------------------------------
+
+
+def test_page_shows_stages_in_words_cards_and_launched_column(clock, as_viewer, project, pipe, put):
+    put(pipe, 1, names=["checkout_v2"])
+    put(pipe, 0, "launched", names=["old_flag"], ended_at=START - timedelta(days=2))
+    response = as_viewer.get(board_url(project, pipe))
+    assert response.status_code == 200
+    html = response.text
+    assert "<html" in html and "HX-Request" in response.headers["Vary"]
+    for words in ("Dev", "QA", "Prod", "Staging · after 1d", "Development · at once",
+                  "Enable for everyone", "Phased rollout: enable for 10 %, +30 % every 1 hour",
+                  "Launched", "last 30 days", "checkout_v2", "old_flag"):
+        assert words in html, words
+    assert 'hx-trigger="every 2s' in html
+    assert f'href="/projects/{project.id}/flags/' in html
+    assert "Pause" not in html  # a viewer gets no controls
+    assert 'role="img"' in html and "Flags launched per day" in html
+
+
+def test_fragment_is_the_board_alone_and_polls_while_in_flight(clock, hx, login, viewer, project, pipe, put):
+    put(pipe, 1, names=["checkout_v2"])
+    response = login(hx, viewer).get(board_url(project, pipe))
+    assert response.status_code == 200
+    assert "<html" not in response.text and response.text.lstrip().startswith('<div id="board"')
+    assert "HX-Request" in response.headers["Vary"]
+    assert 'hx-trigger="every 2s, board-changed from:body"' in response.text
+
+
+def test_nothing_in_flight_answers_286_so_polling_stops(clock, hx, client, login, viewer, project, pipe, put):
+    put(pipe, 0, "launched", names=["done_flag"])
+    response = login(hx, viewer).get(board_url(project, pipe))
+    assert response.status_code == 286
+    assert "every 2s" not in response.text and "done_flag" in response.text
+    page = login(client, viewer).get(board_url(project, pipe))
+    assert page.status_code == 200 and "not updating" in page.text
+
+
+def test_cards_say_status_what_is_done_next_and_time_left(clock, as_viewer, project, pipe, put):
+    put(pipe, 1, names=["waiting_one"])
+    put(pipe, 1, "paused", names=["paused_one"], paused_remaining_seconds=7200)
+    put(pipe, 1, "halted", names=["halted_one"], last_error="value does not fit")
+    put(pipe, 2, "rolling_out", names=["rolling_one"], rollout_percent=40,
+        due_at=START + timedelta(minutes=30))
+    put(pipe, 2, "awaiting_approval", names=["approval_one"], due_at=None)
+    clock.shift(3600)
+    html = as_viewer.get(board_url(project, pipe)).text
+    assert "Waiting · <span class=\"countdown\">23h left</span>" in html
+    assert "Done: 1 of 3 stages. Next: Acts in Staging, then Prod." in html
+    assert "Paused (2h left)" in html
+    assert "Halted: value does not fit" in html
+    assert "Rolling out at 40 % · <span class=\"countdown\">due now</span>" in html
+    assert "Next: 70 % in Production." in html
+    assert "Awaiting approval" in html and "Applies when approved, then launch" in html
+    assert "In since <time" in html
+    assert ('<span class="st-halted">1 halted</span> · <span class="st-paused">1 paused</span> · '
+            '<span class="st-waiting">1 waiting</span>') in html
+
+
+# --- fast with many flags: counts, first cards, show more, search -----------------------------------
+
+
+def test_columns_show_counts_and_first_cards_then_more_on_demand(clock, hx, login, viewer, project, pipe, put):
+    put(pipe, 1, n=25, prefix="many")
+    login(hx, viewer)
+    html = hx.get(board_url(project, pipe)).text
+    assert html.count('class="flag-card') == 20
+    assert '<span class="count" title="flags">25</span>' in html
+    assert "Show more" in html and "(5 not shown)" in html
+    assert f'hx-get="{board_url(project, pipe, s1=40)}"' in html
+    more = hx.get(board_url(project, pipe, s1=40)).text
+    assert more.count('class="flag-card') == 25 and "Show more" not in more
+    assert f'hx-get="{board_url(project, pipe, s1=40)}"' in more  # the poll keeps the column open
+
+
+def test_search_filters_cards_and_counts_by_flag_name(clock, hx, login, viewer, project, pipe, put):
+    put(pipe, 1, names=["checkout_alpha", "checkout_beta", "search_box"])
+    put(pipe, 2, names=["ALPHA_banner"])
+    html = login(hx, viewer).get(board_url(project, pipe, q="alpha")).text
+    assert "checkout_alpha" in html and "ALPHA_banner" in html
+    assert "checkout_beta" not in html and "search_box" not in html
+    assert "<strong>4</strong> in flight" in html  # the whole pipeline still counts
+    assert 'matching “alpha”' in html and "q=alpha" in html
+    nothing = hx.get(board_url(project, pipe, q="100%_")).text
+    assert "No matching flags." in nothing and "checkout" not in nothing
+
+
+def test_query_count_does_not_grow_with_flags(clock, hx, login, viewer, project, pipe, put, statements):
+    login(hx, viewer)
+
+    def measure():
+        with statements() as seen:
+            assert hx.get(board_url(project, pipe)).status_code == 200
+        return len(seen)
+
+    put(pipe, 1, n=4, prefix="few")
+    put(pipe, 2, "rolling_out", n=3, prefix="few", rollout_percent=10)
+    put(pipe, 0, "launched", n=3, prefix="few")
+    small = measure()
+    put(pipe, 1, n=100, prefix="lots")
+    put(pipe, 2, "rolling_out", n=50, prefix="lots", rollout_percent=40)
+    put(pipe, 0, "launched", n=40, prefix="lots")
+    assert measure() == small
+    assert small <= 15
+
+
+# --- roles and controls -----------------------------------------------------------------------------
+
+
+def test_non_members_get_404_and_deleted_or_foreign_pipelines_too(clock, client, login, make, project, pipe):
+    stranger = make.user()
+    login(client, stranger)
+    assert client.get(board_url(project, pipe)).status_code == 404
+    assert client.get(f"/projects/{project.id}/board").status_code == 404
+    other = make.project("Other")
+    make.user(project=other, role="admin", email="boss@example.com")
+    pipe.deleted_at = START
+    db.session.commit()
+
+
+def test_viewer_cannot_use_controls(clock, client, login, viewer, project, pipe, put):
+    [run_id] = put(pipe, 1)
+    response = login(client, viewer).post(
+        f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/pause")
+    assert response.status_code == 403
+    assert fresh(run_id).status == "waiting"
+
+
+def test_editor_sees_controls_with_confirmations(clock, client, login, editor, project, pipe, put):
+    put(pipe, 1, names=["waiting_one"])
+    put(pipe, 1, "paused", names=["paused_one"], paused_remaining_seconds=60)
+    put(pipe, 1, "halted", names=["halted_one"], last_error="x")
+    html = login(client, editor).get(board_url(project, pipe)).text
+    assert 'aria-label="Pause waiting_one"' in html and 'aria-label="Advance now waiting_one"' in html
+    assert 'aria-label="Resume paused_one"' in html and 'aria-label="Retry halted_one"' in html
+    assert 'aria-label="Pause paused_one"' not in html
+    assert html.count('hx-confirm="Remove ') == 3 and html.count('hx-confirm="Roll back ') == 3
+    assert 'name="csrf_token"' in html and 'formaction="/projects/' in html
+
+
+def test_pause_then_resume_from_a_card(clock, hx_editor, project, pipe, put):
+    [run_id] = put(pipe, 1, names=["checkout"])
+    url = f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}"
+    clock.shift(600)
+    response = hx_editor.post(f"{url}/pause")
+    assert response.status_code == 200
+    assert response.headers["HX-Trigger"] == "board-changed"
+    assert '<div id="board_notice"' in response.text and "checkout paused." in response.text
+    run = fresh(run_id)
+    assert run.status == "paused" and run.paused_remaining_seconds == 86400 - 600
+    board = hx_editor.get(board_url(project, pipe)).text
+    assert "Paused (23h 50m left)" in board
+    assert hx_editor.post(f"{url}/resume").status_code == 200
+    assert fresh(run_id).status == "waiting"
+    entries = db.session.scalars(select(AuditEntry.event_type).where(AuditEntry.run_id == run_id)).all()
+    assert "RELEASE_PIPELINE_FEATURE_PAUSED" in entries and "RELEASE_PIPELINE_FEATURE_RESUMED" in entries
+
+
+def test_refused_control_says_why_with_409(clock, hx_editor, project, pipe, put):
+    [run_id] = put(pipe, 1, names=["checkout"])
+    response = hx_editor.post(f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/resume")
+    assert response.status_code == 409
+    assert "This flag is not paused" in response.text and '<div id="board_notice"' in response.text
+
+
+def test_controls_work_without_javascript_and_need_csrf(clock, client, login, editor, project, pipe, put):
+    [run_id] = put(pipe, 1, names=["checkout"])
+    login(client, editor)
+    url = f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/remove"
+    assert client.post(url, csrf=False).status_code == 400
+    response = client.post(url)
+    assert response.status_code == 303 and response.headers["Location"].endswith(board_url(project, pipe))
+    assert fresh(run_id).status == "removed"
+    assert "checkout removed from the pipeline" in client.get(board_url(project, pipe)).text
+
+
+@pytest.mark.parametrize("action, path_run", [("explode", True), ("pause", False)])
+def test_unknown_control_or_run_of_another_pipeline_is_404(clock, hx_editor, project, pipe, make_pipeline,
+                                                           put, action, path_run):
+    other = make_pipeline([{"name": "Only"}], name="Other")
+    [run_id] = put(pipe if path_run else other, 0)
+    response = hx_editor.post(f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/{action}")
+    assert response.status_code == 404
+
+
+def test_advance_now_moves_the_flag_on(clock, hx_editor, project, pipe, editor, make):
+    flag = make.feature(project, "checkout")
+    runs.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
+    engine.drain()
+    run = db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == flag.id))
+    assert run.stage_position == 1
+    response = hx_editor.post(f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run.id}/advance")
+    assert response.status_code == 200
+    db.session.rollback()
+    engine.drain()
+    assert fresh(run.id).status == "rolling_out"
+    assert "Rolling out at 10 %" in hx_editor.get(board_url(project, pipe)).text
+
+
+# --- overview and the launch chart -------------------------------------------------------------------
+
+
+def test_overview_lists_published_pipelines_with_bars_in_flight_and_launched(clock, client, login, viewer,
+                                                                            project, pipe, make_pipeline, put):
+    make_pipeline([{"name": "Draft stage"}], name="Draft one", status="draft")
+    put(pipe, 1, n=3)
+    put(pipe, 2, n=1)
+    put(pipe, 0, "launched", n=2, ended_at=START - timedelta(days=3))
+    put(pipe, 0, "launched", n=5, prefix="old", ended_at=START - timedelta(days=40))
+    login(client, viewer)
+    html = client.get(f"/projects/{project.id}/board").text
+    assert "Web release" in html and "Draft one" not in html
+    assert 'aria-label="Flags per stage: Dev 0, QA 3, Prod 1"' in html
+    assert '<td class="num">4</td>' in html and '<td class="num">2</td>' in html
+    assert f'href="{board_url(project, pipe)}"' in html
+    fragment = login(client, viewer).get(f"/projects/{project.id}/board", headers={"HX-Request": "true"})
+    assert "<html" not in fragment.text and 'id="overview"' in fragment.text
+
+
+def test_launch_chart_counts_launches_per_day(clock, client, login, viewer, project, pipe, put):
+    put(pipe, 0, "launched", n=3, ended_at=START - timedelta(days=1, hours=2))
+    put(pipe, 0, "launched", n=1, prefix="today", ended_at=START - timedelta(hours=1))
+    put(pipe, 0, "launched", n=4, prefix="old", ended_at=START - timedelta(days=31))
+    login(client, viewer)
+    response = client.get(f"/projects/{project.id}/pipelines/{pipe.id}/launches",
+                          headers={"HX-Request": "true"})
+    html = response.text
+    assert response.status_code == 200 and "<html" not in html and 'id="launch_chart"' in html
+    assert "2030-01-05: 3 launched" in html and "2030-01-06: 1 launched" in html
+    assert "2029-12-08: 0 launched" in html and "2029-12-07" not in html
+    assert html.count("<rect") == 30
+    assert "<strong>4</strong>" in html and "<script" not in html
