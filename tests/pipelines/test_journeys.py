@@ -34,7 +34,7 @@ def test_build_publish_and_clone_a_three_stage_pipeline(
     expect(page.locator(".timeline-sentence")).to_contain_text("Staging after 1 day")
 
     for n, stage in enumerate(stages):
-        stage.get_by_text("Add an action").click()
+        stage.get_by_role("link", name="+ Add an action").click()
         if n == 1:
             stage.get_by_label("Action", exact=True).select_option("TOGGLE_FEATURE_FOR_SEGMENT")
             stage.get_by_label("Segment").select_option(label="Beta testers")
@@ -46,6 +46,14 @@ def test_build_publish_and_clone_a_three_stage_pipeline(
             stage.get_by_label("Interval unit").select_option("hours")
         stage.get_by_role("button", name="Add action").click()
         expect(stage.get_by_text("No actions yet.")).to_have_count(0)
+
+    # Reorder: Production up, then back down (the buttons post through htmx).
+    page.get_by_role("button", name="Move stage 3 up").click()
+    expect(page.get_by_role("listitem", name="Stage 2", exact=True).get_by_label(
+        "Stage name", exact=True)).to_have_value("Production")
+    page.get_by_role("button", name="Move stage 2 down").click()
+    expect(page.get_by_role("listitem", name="Stage 3", exact=True).get_by_label(
+        "Stage name", exact=True)).to_have_value("Production")
 
     expect(page.locator(".timeline-sentence")).to_have_text(
         "If a flag is added now: Development at once; Staging after 1 day; Production after 1 day, "

@@ -315,7 +315,7 @@ def test_bad_action_input_keeps_what_was_typed(hx, login, project, editor, build
     assert "The initial percentage must be more than 0 % and at most 100 %." in text
     assert f'id="new-action-{stage.id}-rollout_initial-error"' in text
     assert 'value="150"' in text and 'value="7"' in text
-    assert '<details class="add-action" open>' in text
+    assert f'id="new-action-{stage.id}"' in text  # the form stays open with what was typed
     response = hx.post(
         f"{base(project, pipeline)}/stages/{stage.id}/actions",
         data={"version": pipeline.version, "action_type": "SELF_DESTRUCT"},
@@ -323,6 +323,31 @@ def test_bad_action_input_keeps_what_was_typed(hx, login, project, editor, build
     assert response.status_code == 422
     assert "Choose one of the listed actions." in response.get_data(as_text=True)
     assert len(pipelines.get_pipeline(project.id, pipeline.id).stages[0].actions) == 1
+
+
+def test_action_forms_open_on_demand(client, hx, login, project, editor, build):
+    pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
+    stage, action = pipeline.stages[0], pipeline.stages[0].actions[0]
+    login(client, editor)
+    closed = client.get(base(project, pipeline)).get_data(as_text=True)
+    assert f'id="action-{action.id}-form"' not in closed
+    assert f'id="new-action-{stage.id}"' not in closed
+    assert f"?open=action-{action.id}" in closed and "Enable for everyone" in closed
+    page = client.get(f"{base(project, pipeline)}?open=action-{action.id}").get_data(as_text=True)
+    assert f'id="action-{action.id}-form"' in page and "Save action" in page
+    login(hx, editor)
+    fragment = hx.get(f"{base(project, pipeline)}?open=new-action-{stage.id}")
+    assert is_fragment(fragment)
+    assert f'id="new-action-{stage.id}"' in fragment.get_data(as_text=True)
+    # A refused edit keeps that action's form open, with the message beside the field.
+    response = hx.post(
+        f"{base(project, pipeline)}/actions/{action.id}",
+        data={"version": pipeline.version, "action_type": "TOGGLE_FEATURE_FOR_SEGMENT",
+              "enabled": "true", "segment_id": ""},
+    )
+    text = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert f'id="action-{action.id}-segment_id-error"' in text and "Choose a segment." in text
 
 
 def test_a_31st_stage_answers_422(hx, login, project, editor, build):

@@ -4,6 +4,7 @@ text; the rules (and their messages) live in `webapp.services.pipelines`."""
 from typing import Any
 
 from flask_wtf import FlaskForm
+from markupsafe import Markup
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -60,3 +61,36 @@ class MoveForm(_Reader):
 
 class VersionForm(_Reader):
     pass
+
+
+class BuilderState:
+    """What the builder's forms show after a refused edit: the posted text and the errors of
+    the one form (by key: "stage-3", "action-7", "new-action-3", "new-stage", "details") that
+    was refused. Plain methods rather than template macros: the builder renders hundreds of
+    fields, and a Jinja macro call per field costs more than the rest of the request."""
+
+    def __init__(self, errors: dict[str, dict[str, list[str]]] | None = None,
+                 submitted: dict[str, dict[str, str]] | None = None):
+        self.errors = errors or {}
+        self.submitted = submitted or {}
+
+    def has_errors(self, key: str) -> bool:
+        return key in self.errors
+
+    def value(self, key: str, name: str, default: Any) -> Any:
+        posted = self.submitted.get(key)
+        if posted is not None and name in posted:
+            return posted[name]
+        return "" if default is None else default
+
+    def invalid(self, key: str, name: str) -> Markup:
+        if name in self.errors.get(key, {}):
+            return Markup(f'aria-invalid="true" aria-describedby="{key}-{name}-error"')
+        return Markup("")
+
+    def error(self, key: str, name: str) -> Markup:
+        messages = self.errors.get(key, {}).get(name)
+        if not messages:
+            return Markup("")
+        return Markup('<p class="error" id="{}-{}-error">{}</p>').format(
+            key, name, " ".join(messages))

@@ -130,6 +130,21 @@ def get_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
     return pipeline
 
 
+def find_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
+    """The live pipeline row alone (no stages), for callers that only need to know it exists in
+    this project before an edit service loads it whole. NotFound otherwise."""
+    pipeline = db.session.scalar(
+        select(ReleasePipeline).where(
+            ReleasePipeline.id == pipeline_id,
+            ReleasePipeline.project_id == project_id,
+            ReleasePipeline.deleted_at.is_(None),
+        )
+    )
+    if pipeline is None:
+        raise NotFound("Pipeline not found.")
+    return pipeline
+
+
 def segment_choices(project_id: int) -> list[Segment]:
     """The segments a pipeline action may target: the project's, without hidden system ones."""
     return list(db.session.scalars(
@@ -765,7 +780,14 @@ def _open_draft(pipeline: ReleasePipeline, version: Any) -> tuple[ReleasePipelin
     project_id, pipeline_id = pipeline.project_id, pipeline.id
     db.session.rollback()  # end the caller's read-only transaction
     begin_immediate()
-    pipeline = get_pipeline(project_id, pipeline_id)
+    pipeline = db.session.scalar(
+        select(ReleasePipeline)
+        .where(ReleasePipeline.id == pipeline_id, ReleasePipeline.project_id == project_id,
+               ReleasePipeline.deleted_at.is_(None))
+        .options(selectinload(ReleasePipeline.stages).selectinload(PipelineStage.actions))
+    )
+    if pipeline is None:
+        raise NotFound("Pipeline not found.")
     if not pipeline.is_draft:
         raise Conflict(PUBLISHED_MESSAGE)
     try:

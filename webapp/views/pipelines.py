@@ -11,9 +11,12 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, request, url_for
 from flask_login import login_required
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup
 
 from webapp.forms.pipelines import (
     ActionForm,
+    BuilderState,
     CloneForm,
     MoveForm,
     PipelineForm,
@@ -70,7 +73,8 @@ def _render_index(project: Project, form: PipelineForm, block: str = "pipeline_l
 @login_required
 def detail(project_id: int, pipeline_id: int):
     project = project_or_404(project_id)
-    return _render_builder(project, pipeline_id)
+    # ?open=action-7 or ?open=new-action-3: that action's form is shown (click to edit).
+    return _render_builder(project, pipeline_id, open_key=request.args.get("open", ""))
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/details")
@@ -148,7 +152,7 @@ def _edit(project_id: int, pipeline_id: int, key: str,
     """Run one draft edit, then answer with the builder: 200 (303 without htmx) when saved,
     422 with the errors beside the form `key`, 409 with the current state and the reason."""
     project = project_or_404(project_id, "editor")
-    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    pipeline = pipelines.find_pipeline(project.id, pipeline_id)  # the service loads it whole
     try:
         change(pipeline, VersionForm().version.data)
     except Invalid as error:
@@ -163,25 +167,36 @@ def _edit(project_id: int, pipeline_id: int, key: str,
     return _render_builder(project, pipeline_id)
 
 
-def _render_builder(project: Project, pipeline_id: int, status: int = 200, **extra: Any):
+def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
+                    errors: dict | None = None, submitted: dict | None = None,
+                    notice: str | None = None, open_key: str = ""):
     pipeline = pipelines.get_pipeline(project.id, pipeline_id)
-    context = {
+    editable = pipeline.is_draft and can("editor")
+    context: dict[str, Any] = {
         "project": project,
         "pipeline": pipeline,
         "timeline": timeline.preview(pipeline.stages),
-        "editable": pipeline.is_draft and can("editor"),
+        "editable": editable,
         "can_edit": can("editor"),
         "in_flight": 0 if pipeline.is_draft else pipelines.in_flight_count(pipeline.id),
-        "environments": projects.environments_of(project.id),
-        "segments": pipelines.segment_choices(project.id),
-        "action_labels": pipelines.ACTION_LABELS,
         "svc": pipelines,
         "runs_panel": "runs.pipeline_panel" in current_app.view_functions,
-        "errors": {},
-        "submitted": {},
-        "notice": None,
+        "notice": notice,
+        "open_key": open_key,
+        "f": BuilderState(errors, submitted),
+        "urls": {"base": url_for("pipelines.detail", project_id=project.id,
+                                 pipeline_id=pipeline.id)},
     }
-    context.update(extra)
+    if editable:
+        context.update(
+            environment_options=[(str(e.id), e.name) for e in projects.environments_of(project.id)],
+            segment_options=[(str(s.id), s.name) for s in pipelines.segment_choices(project.id)],
+            action_labels=pipelines.ACTION_LABELS,
+            # Every builder form carries the token (no-JS posts) and the version it edits.
+            hidden=Markup('<input type="hidden" name="csrf_token" value="{}">'
+                          '<input type="hidden" name="version" value="{}">').format(
+                generate_csrf(), pipeline.version),
+        )
     return render("pipelines/detail.html", "builder", status=status, **context)
 
 
