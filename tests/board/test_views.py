@@ -60,7 +60,7 @@ def test_fragment_is_the_board_alone_and_polls_while_in_flight(clock, hx, login,
     assert response.status_code == 200
     assert "<html" not in response.text and response.text.lstrip().startswith('<div id="board"')
     assert "HX-Request" in response.headers["Vary"]
-    assert 'hx-trigger="every 2s, board-changed from:body"' in response.text
+    assert 'hx-trigger="every 2s, flag-changed from:body"' in response.text
 
 
 def test_nothing_in_flight_answers_286_so_polling_stops(clock, hx, client, login, viewer, project, pipe, put):
@@ -154,83 +154,57 @@ def test_non_members_get_404_and_deleted_or_foreign_pipelines_too(clock, client,
     db.session.commit()
 
 
-def test_viewer_cannot_use_controls(clock, client, login, viewer, project, pipe, put):
-    [run_id] = put(pipe, 1)
-    response = login(client, viewer).post(
-        f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/pause")
-    assert response.status_code == 403
+def test_viewer_gets_no_controls_and_cannot_post_them(clock, client, login, viewer, project, pipe, put):
+    [run_id] = put(pipe, 1, names=["checkout"])
+    login(client, viewer)
+    assert "card-controls" not in client.get(board_url(project, pipe)).text
+    assert client.post(f"/projects/{project.id}/runs/{run_id}/pause").status_code == 403
     assert fresh(run_id).status == "waiting"
 
 
 def test_editor_sees_controls_with_confirmations(clock, client, login, editor, project, pipe, put):
     put(pipe, 1, names=["waiting_one"])
     put(pipe, 1, "paused", names=["paused_one"], paused_remaining_seconds=60)
-    put(pipe, 1, "halted", names=["halted_one"], last_error="x")
+    [halted] = put(pipe, 1, "halted", names=["halted_one"], last_error="x")
     html = login(client, editor).get(board_url(project, pipe)).text
     assert 'aria-label="Pause waiting_one"' in html and 'aria-label="Advance now waiting_one"' in html
     assert 'aria-label="Resume paused_one"' in html and 'aria-label="Retry halted_one"' in html
     assert 'aria-label="Pause paused_one"' not in html
     assert html.count('hx-confirm="Remove ') == 3 and html.count('hx-confirm="Roll back ') == 3
-    assert 'name="csrf_token"' in html and 'formaction="/projects/' in html
+    assert f'hx-post="/projects/{project.id}/runs/{halted}/retry"' in html
+    # without JavaScript, remove and roll back open the confirmation page first
+    assert (f'formaction="/projects/{project.id}/runs/{halted}/rollback" formmethod="get"') in html
+    assert 'name="csrf_token"' in html
 
 
-def test_pause_then_resume_from_a_card(clock, hx_editor, project, pipe, put):
+def test_pause_from_a_card_refreshes_the_board(clock, hx_editor, project, pipe, put):
     [run_id] = put(pipe, 1, names=["checkout"])
-    url = f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}"
     clock.shift(600)
-    response = hx_editor.post(f"{url}/pause")
-    assert response.status_code == 200
-    assert response.headers["HX-Trigger"] == "board-changed"
-    assert '<div id="board_notice"' in response.text and "checkout paused." in response.text
+    board = hx_editor.get(board_url(project, pipe)).text
+    assert 'hx-swap="none"' in board and "flag-changed from:body" in board
+    response = hx_editor.post(f"/projects/{project.id}/runs/{run_id}/pause")
+    assert response.status_code == 200 and response.headers["HX-Trigger"] == "flag-changed"
     run = fresh(run_id)
     assert run.status == "paused" and run.paused_remaining_seconds == 86400 - 600
-    board = hx_editor.get(board_url(project, pipe)).text
-    assert "Paused (23h 50m left)" in board
-    assert hx_editor.post(f"{url}/resume").status_code == 200
-    assert fresh(run_id).status == "waiting"
+    assert "Paused (23h 50m left)" in hx_editor.get(board_url(project, pipe)).text
     entries = db.session.scalars(select(AuditEntry.event_type).where(AuditEntry.run_id == run_id)).all()
-    assert "RELEASE_PIPELINE_FEATURE_PAUSED" in entries and "RELEASE_PIPELINE_FEATURE_RESUMED" in entries
+    assert "RELEASE_PIPELINE_FEATURE_PAUSED" in entries
 
 
-def test_refused_control_says_why_with_409(clock, hx_editor, project, pipe, put):
-    [run_id] = put(pipe, 1, names=["checkout"])
-    response = hx_editor.post(f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/resume")
-    assert response.status_code == 409
-    assert "This flag is not paused" in response.text and '<div id="board_notice"' in response.text
-
-
-def test_controls_work_without_javascript_and_need_csrf(clock, client, login, editor, project, pipe, put):
-    [run_id] = put(pipe, 1, names=["checkout"])
-    login(client, editor)
-    url = f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/remove"
-    assert client.post(url, csrf=False).status_code == 400
-    response = client.post(url)
-    assert response.status_code == 303 and response.headers["Location"].endswith(board_url(project, pipe))
-    assert fresh(run_id).status == "removed"
-    assert "checkout removed from the pipeline" in client.get(board_url(project, pipe)).text
-
-
-@pytest.mark.parametrize("action, path_run", [("explode", True), ("pause", False)])
-def test_unknown_control_or_run_of_another_pipeline_is_404(clock, hx_editor, project, pipe, make_pipeline,
-                                                           put, action, path_run):
-    other = make_pipeline([{"name": "Only"}], name="Other")
-    [run_id] = put(pipe if path_run else other, 0)
-    response = hx_editor.post(f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run_id}/{action}")
-    assert response.status_code == 404
-
-
-def test_advance_now_moves_the_flag_on(clock, hx_editor, project, pipe, editor, make):
+def test_advance_now_moves_the_flag_to_the_next_column(clock, hx_editor, project, pipe, editor, make):
     flag = make.feature(project, "checkout")
     runs.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
     engine.drain()
     run = db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == flag.id))
     assert run.stage_position == 1
-    response = hx_editor.post(f"/projects/{project.id}/pipelines/{pipe.id}/board/runs/{run.id}/advance")
+    response = hx_editor.post(f"/projects/{project.id}/runs/{run.id}/advance")
     assert response.status_code == 200
     db.session.rollback()
     engine.drain()
     assert fresh(run.id).status == "rolling_out"
-    assert "Rolling out at 10 %" in hx_editor.get(board_url(project, pipe)).text
+    html = hx_editor.get(board_url(project, pipe)).text
+    prod = html[html.index('id="col-s2"'):html.index('id="col-launched"')]
+    assert "checkout" in prod and "Rolling out at 10 %" in prod
 
 
 # --- overview and the launch chart -------------------------------------------------------------------
