@@ -818,7 +818,8 @@ def get_detail(project_id: int, request_id: int) -> Detail:
         select(AuditEntry).where(AuditEntry.project_id == project_id,
                                  AuditEntry.change_request_id == request.id)
         .order_by(AuditEntry.id)))
-    committed_by = db.session.get(User, request.committed_by_id) if request.committed_by_id else None
+    committed_by = (db.session.get(User, request.committed_by_id)
+                    if request.committed_by_id else None)
     return Detail(request, feature, environment, _requesters([request])[request.id], pipeline,
                   stage, run, reviews, _approvals(request),
                   environment.minimum_change_request_approvals, segment_names, committed_by,
@@ -834,8 +835,9 @@ def may_review(detail: Detail, user: User, role: str | None) -> str | None:
     if not access.can(role, "editor"):
         return "Only editors and admins review change requests."
     if request.created_by_id == user.id:
-        return ("You added this flag to the pipeline: someone else has to review it."
-                if request.run_id else "You asked for these changes: someone else has to review them.")
+        if request.run_id:
+            return "You added this flag to the pipeline: someone else has to review it."
+        return "You asked for these changes: someone else has to review them."
     if any(r.user_id == user.id and detail.current(r) for r in detail.reviews):
         return "You already reviewed these changes."
     return None
