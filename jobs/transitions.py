@@ -8,7 +8,7 @@ the runs in the database.
 """
 
 import logging
-from collections import defaultdict
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -39,9 +39,27 @@ def advance_many(pairs: list[tuple[int, int]]) -> dict:
     return _finish(report)
 
 
-def drain() -> dict:
-    """Advance every run that is due now (rung for a due second that several runs share)."""
-    return _finish(engine.Report())
+def drain(until: float | None = None) -> dict:
+    """Advance every run that is due now; rung for a due second that many runs share.
+
+    RQ's scheduler counts whole seconds and may fire up to a second early, so the job keeps
+    draining, waking at each next due time, until the end of its second (`until`, epoch
+    seconds): the lag stays at the processing time instead of a scheduler tick.
+    """
+    report = engine.Report()
+    for _ in range(20):  # bounded: a frozen test clock never reaches `until`
+        left = (until or 0) - now().timestamp()
+        if left <= 0 or left > 2:
+            break
+        upcoming = engine.next_due_at()
+        if upcoming is None or upcoming.timestamp() > until:
+            break
+        time.sleep(max(0.0, min(left, upcoming.timestamp() - now().timestamp())))
+        more = engine.drain(current_app.config.get("ENGINE_DRAIN_LIMIT", 5000))
+        report.moved += more.moved
+        report.failed += more.failed
+        report.bells += more.bells
+    return _finish(report)
 
 
 def _finish(report: Report) -> dict:
@@ -92,12 +110,10 @@ def _ring(bells: list[Bell]) -> None:
             _unique(queue.enqueue_at, _naive_utc(bell.due_at), advance, bell.run_id, bell.version,
                     job_id=job_id(bell), job_timeout=JOB_TIMEOUT)
         return
-    seconds: dict[int, None] = defaultdict(lambda: None)
-    for bell in later:
-        seconds[int(bell.due_at.timestamp()) + 1]
+    seconds = sorted({int(bell.due_at.timestamp()) for bell in later})
     for second in seconds:
         _unique(queue.enqueue_at, datetime.fromtimestamp(second, UTC).replace(tzinfo=None), drain,
-                job_id=f"advance-due-{second}", job_timeout=JOB_TIMEOUT)
+                second + 1, job_id=f"advance-due-{second}", job_timeout=JOB_TIMEOUT)
 
 
 def _naive_utc(moment: datetime) -> datetime:

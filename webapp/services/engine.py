@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.clock import now as clock_now
@@ -538,16 +538,17 @@ class _Member:
 
 
 def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Member],
-                   now: datetime) -> dict[str, Any]:
-    """Runs that finished `stage`: mark it completed, notify, then enter the next stage (or
-    launch). Set-based for batches. Returns the run columns to compare-and-set (the same for
-    every member)."""
-    execution = StageExecution.__table__
-    db.session.execute(
-        execution.update()
-        .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
-        .values(completed_at=now),
-        [{"_run": m.run_id} for m in members])
+                   now: datetime, *, mark_completed: bool = True) -> dict[str, Any]:
+    """Runs that finished `stage`: mark it completed (unless the caller did), notify, then
+    enter the next stage (or launch). Set-based for batches. Returns the run columns to
+    compare-and-set (the same for every member)."""
+    if mark_completed:
+        execution = StageExecution.__table__
+        db.session.execute(
+            execution.update()
+            .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
+            .values(completed_at=now),
+            [{"_run": m.run_id} for m in members])
     notifications.stage_completed([
         {"run_id": m.run_id, "stage_id": stage.id, "feature_id": m.feature_id,
          "recipients": (m.added_by_id, pipeline.created_by_id),
@@ -810,10 +811,10 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     db.session.execute(
         execution.update()
         .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
-        .values(snapshot=bindparam("_snapshot"), applied_at=now),
+        .values(snapshot=bindparam("_snapshot"), applied_at=now, completed_at=now),
         [{"_run": r.id, "_snapshot": snapshots[r.feature_id]} for r in rows])
     members = [_Member(r.id, r.feature_id, r.name, r.added_by_id) for r in rows]
-    values = complete_stage(pipeline, stage, members, now)
+    values = complete_stage(pipeline, stage, members, now, mark_completed=False)
     values.update(attempts=0, last_error=None)
     table = PipelineRun.__table__
     moved = db.session.execute(
@@ -850,6 +851,14 @@ def due_run_ids(limit: int, *, now: datetime | None = None, lease_expired: bool 
     ids = list(db.session.scalars(query.order_by(PipelineRun.due_at).limit(limit)))
     db.session.rollback()
     return ids
+
+
+def next_due_at() -> datetime | None:
+    """When the next waiting or rolling-out run becomes due."""
+    moment = db.session.scalar(select(func.min(PipelineRun.due_at)).where(
+        PipelineRun.status.in_(ADVANCEABLE)))
+    db.session.rollback()
+    return moment
 
 
 def drain(limit: int = 5000, *, now: datetime | None = None, cache: Cache | None = None) -> Report:
