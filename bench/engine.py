@@ -48,7 +48,7 @@ from webapp.models import (  # noqa: E402
     StageAction,
     StageExecution,
 )
-from webapp.services import projects, runs, users  # noqa: E402
+from webapp.services import engine, projects, runs, users  # noqa: E402
 from webapp.services.actors import SYSTEM, Actor  # noqa: E402
 
 
@@ -66,6 +66,7 @@ def pipeline(project_id, user_id, name, envs, stages):
 
 
 def bulk_flags(project_id, env_ids, prefix, count):
+    engine.start_writing()  # the worker writes meanwhile: take the writer lock up front
     moment = now()
     db.session.execute(insert(Feature.__table__), [
         {"project_id": project_id, "name": f"{prefix}_{n}", "description": "",
@@ -189,9 +190,11 @@ def run(app, env, args, redis_url):
 
     # 2. Lag of waiting runs (the worker keeps running, with its scheduler)
     ids = bulk_flags(project.id, env_ids, "w", args.waiting)
-    transitions.ring(runs.add_flags(project, waiting, ids, actor))
+    bells = runs.add_flags(project, waiting, ids, actor)
+    transitions.ring(bells)
     wait_for(lambda: db.session.scalar(select(func.count()).select_from(PipelineRun).where(
         PipelineRun.pipeline_id == waiting, PipelineRun.status == "launched")) == args.waiting, 60)
+    visible = (now() - bells[0].due_at).total_seconds()
     lags = sorted(
         (applied - (entered + timedelta(seconds=5))).total_seconds()
         for entered, applied in db.session.execute(
@@ -200,8 +203,9 @@ def run(app, env, args, redis_url):
             .where(PipelineRun.pipeline_id == waiting)))
     p50 = statistics.median(lags)
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    print(f"lag: {len(lags)} runs waiting 5 s: p50 {p50:.3f} s, p99 {p99:.3f} s, "
-          f"max {lags[-1]:.3f} s  [target p99 <= 1.5 s]")
+    print(f"lag: {len(lags)} runs waiting 5 s, due together: applied (the transaction's clock) "
+          f"p50 {p50:.3f} s, p99 {p99:.3f} s, max {lags[-1]:.3f} s after due; all committed "
+          f"and visible {visible:.2f} s after due (50 ms polling)  [target p99 <= 1.5 s]")
     worker.stop()
     print(f"worker peak resident memory: {worker.peak / 2**20:.0f} MiB (with its scheduler)")
 
@@ -216,7 +220,8 @@ def run(app, env, args, redis_url):
     recovered = time.monotonic() - flushed
     sweeper.stop()
     print(f"recovery: {args.recover} runs whose jobs were flushed applied by the sweeper "
-          f"{recovered:.2f} s after FLUSHALL (sweep every 1 s, lease grace 2 s)  [target <= 10 s]; sweeper peak memory {sweeper.peak / 2**20:.0f} MiB")
+          f"{recovered:.2f} s after FLUSHALL (sweep every 1 s, lease grace 2 s)  [target <= 10 s]; "
+          f"sweeper peak memory {sweeper.peak / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

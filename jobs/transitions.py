@@ -7,6 +7,7 @@ the same version queues one job. Ringing never raises: if Redis is away, the swe
 the runs in the database.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -122,7 +123,5 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 def _unique(method, *args, **kwargs) -> None:
-    try:
+    with contextlib.suppress(DuplicateJobError):  # already rung for this version
         method(*args, unique=True, **kwargs)
-    except DuplicateJobError:
-        pass  # already rung for this version

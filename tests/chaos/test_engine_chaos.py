@@ -7,6 +7,7 @@ entry must exist exactly once, and the final states must be exactly what the pip
 Real processes need real time: the waits here are a few seconds, the whole run well under 3 min.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -38,10 +39,8 @@ def spawn(kind: str, env: dict) -> subprocess.Popen:
 
 
 def kill(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # the worker and its forked scheduler
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -49,7 +48,8 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
                                           database_url, private_redis):
     beta = make.segment(project, "Beta")
     pipeline = make_pipeline([
-        {"env": "Development", "name": "Dev", "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
+        {"env": "Development", "name": "Dev",
+         "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
         {"env": "Staging", "name": "Staging", "trigger": "WAIT_FOR", "wait": 3, "actions": [
             {"type": "TOGGLE_FEATURE", "enabled": True},
             {"type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": True, "segment_id": beta.id}]},
@@ -104,11 +104,11 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
     expected = set()
     for feature_id in ids:
         run = run_ids[feature_id]
-        prefix = lambda n: f"run:{run}:stage:{stage_ids[n]}:action:"  # noqa: E731
-        expected |= {prefix(0) + f"{action[0][0].id}:apply",
-                     prefix(1) + f"{action[1][0].id}:apply", prefix(1) + f"{action[1][1].id}:apply",
-                     prefix(3) + f"{action[3][0].id}:apply", f"run:{run}:launched"}
-        rollout = prefix(2) + f"{action[2][0].id}:"
+        prefix = [f"run:{run}:stage:{stage_id}:action:" for stage_id in stage_ids]
+        expected |= {prefix[0] + f"{action[0][0].id}:apply",
+                     prefix[1] + f"{action[1][0].id}:apply", prefix[1] + f"{action[1][1].id}:apply",
+                     prefix[3] + f"{action[3][0].id}:apply", f"run:{run}:launched"}
+        rollout = prefix[2] + f"{action[2][0].id}:"
         expected |= {rollout + k for k in ("rollout-created", "rollout-50", "rollout-75",
                                            "rollout-100", "apply", "rollout-removed")}
     assert set(keys) == expected
@@ -122,4 +122,5 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
         .where(SegmentOverride.feature_id.in_(ids))).all()
     assert len(overrides) == FLAGS
     assert set(overrides) == {(envs["Staging"].id, beta.id, False)}
-    assert db.session.scalar(select(func.count()).select_from(Segment).where(Segment.is_system)) == 0
+    hidden = select(func.count()).select_from(Segment).where(Segment.is_system)
+    assert db.session.scalar(hidden) == 0

@@ -61,7 +61,8 @@ def make_pipeline(project, editor, envs):
 def two_stage(make_pipeline):
     """Development at once, then Staging after a day."""
     return make_pipeline([
-        {"env": "Development", "name": "Dev", "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
+        {"env": "Development", "name": "Dev",
+         "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
         {"env": "Staging", "name": "Stage", "trigger": "WAIT_FOR", "wait": 86400,
          "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
     ], name="Two step")

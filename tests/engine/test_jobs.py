@@ -44,7 +44,8 @@ def test_a_worker_applies_on_enter_then_the_scheduler_fires_the_wait(clock, make
     assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag)) == 2
 
 
-def test_a_bulk_add_rings_one_job_that_moves_them_all(clock, make, project, editor, two_stage, work):
+def test_a_bulk_add_rings_one_job_that_moves_them_all(clock, make, project, editor, two_stage,
+                                                      work):
     flags = [make.feature(project) for _ in range(60)]
     add(project, two_stage, flags, editor)
     queue = redis_conn.queue()
@@ -77,7 +78,8 @@ def test_duplicate_delivery_writes_one_entry(clock, make, project, editor, envs,
     assert len(entries("RELEASE_PIPELINE_FEATURE_ADDED", flag)) == 1
 
 
-def test_a_job_that_fires_early_reschedules_itself(clock, make, project, editor, envs, two_stage, work):
+def test_a_job_that_fires_early_reschedules_itself(clock, make, project, editor, envs, two_stage,
+                                                   work):
     flag = make.feature(project)
     add(project, two_stage, [flag], editor)
     work()
@@ -116,7 +118,8 @@ def test_the_sweeper_recovers_everything_after_flushall(clock, make, project, ed
     assert len(entries("PHASED_ROLLOUT_STATE_CREATED")) == 20
 
 
-def test_a_failed_enqueue_is_logged_not_raised(clock, make, project, editor, two_stage, app, caplog):
+def test_a_failed_enqueue_is_logged_not_raised(clock, make, project, editor, two_stage, app,
+                                               caplog):
     flag = make.feature(project)
     bells = runs.add_flags(project, two_stage.id, [flag.id], Actor.for_user(editor))
     app.extensions["railyard.redis"] = redis_conn.redis.Redis.from_url(

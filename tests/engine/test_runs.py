@@ -114,7 +114,8 @@ def test_advance_now_skips_the_remaining_wait(clock, make, project, editor, envs
     assert len(entries("RELEASE_PIPELINE_FEATURE_ADVANCED", flag)) == 1
 
 
-def test_a_click_while_the_worker_runs_writes_no_second_entry(clock, make, project, editor, two_stage):
+def test_a_click_while_the_worker_runs_writes_no_second_entry(clock, make, project, editor,
+                                                             two_stage):
     flag, run = added(project, two_stage, make, editor)
     clock.shift(timedelta(days=1))
     scheduled = engine.Bell(run.id, run.version, run.due_at)
@@ -136,7 +137,8 @@ def test_remove_keeps_the_states(clock, make, project, editor, envs, two_stage):
     assert flag_changes.active_run(flag.id) is None
 
 
-def test_remove_during_a_rollout_unhides_its_segment(clock, make, project, editor, envs, make_pipeline):
+def test_remove_during_a_rollout_unhides_its_segment(clock, make, project, editor, envs,
+                                                     make_pipeline):
     flag, run = added(project, rollout_pipeline(make_pipeline), make, editor)
     segment_id = run.rollout_segment_id
     runs.remove(project, run.id, Actor.for_user(editor))
@@ -160,7 +162,8 @@ def test_rollback_restores_every_environment(clock, make, project, editor, envs,
             {"type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "v2", "segment_id": beta.id}]},
         {"env": "Development", "actions": [{"type": "UPDATE_FEATURE_VALUE", "value": "v3"}]},
         {"env": "Production", "actions": [
-            {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 10, "step": 10, "interval": 60}]},
+            {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 10, "step": 10,
+             "interval": 60}]},
     ])
     bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     engine.advance(bell.run_id, bell.version)
@@ -186,7 +189,8 @@ def test_rollback_restores_every_environment(clock, make, project, editor, envs,
     assert len(entries("FEATURE_STATE_ROLLED_BACK", flag)) == 4
 
 
-@pytest.mark.parametrize("action", ["remove", "pause", "resume", "advance_now", "rollback", "retry"])
+@pytest.mark.parametrize("action",
+                         ["remove", "pause", "resume", "advance_now", "rollback", "retry"])
 def test_acting_on_an_ended_run_is_refused(clock, make, project, editor, two_stage, action):
     flag, run = added(project, two_stage, make, editor)
     runs.remove(project, run.id, Actor.for_user(editor))
@@ -252,7 +256,8 @@ def test_stage_completion_notifies_adder_and_creator_once(clock, make, project, 
     assert count(OutboxMessage) == 0  # mail not configured: in-app only
 
 
-def test_one_notification_when_the_adder_created_the_pipeline(clock, make, project, editor, two_stage):
+def test_one_notification_when_the_adder_created_the_pipeline(clock, make, project, editor,
+                                                              two_stage):
     flag, _run = added(project, two_stage, make, editor)
     assert count(Notification) == 1
 

@@ -18,8 +18,8 @@ def flag_url(project, flag, suffix=""):
 
 def test_panel_offers_only_published_live_pipelines(clock, client, hx, login, make, project,
                                                     editor, two_stage, make_pipeline):
-    make_pipeline([{"env": "Development", "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]}],
-                  name="A draft", status="draft")
+    make_pipeline([{"env": "Development", "actions": [
+        {"type": "TOGGLE_FEATURE", "enabled": True}]}], name="A draft", status="draft")
     gone = make_pipeline([{"env": "Development", "actions": [
         {"type": "TOGGLE_FEATURE", "enabled": True}]}], name="Gone")
     gone.deleted_at = clock and gone.created_at
@@ -137,7 +137,7 @@ def test_pipeline_panel_lists_flags_per_stage_and_adds_many(clock, hx, login, ma
     login(hx, editor)
     url = f"/projects/{project.id}/pipelines/{two_stage.id}/flags"
     body = hx.get(url).get_data(as_text=True)
-    assert "busy" in body and 'value="%d"' % busy.id not in body
+    assert "busy" in body and f'value="{busy.id}"' not in body
     response = hx.post(url, data={"feature_ids": [f.id for f in flags[:2]]})
     assert response.status_code == 200
     body = response.get_data(as_text=True)

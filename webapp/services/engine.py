@@ -195,7 +195,7 @@ def rollout_rules(percent: int) -> list[dict[str, Any]]:
         {"property": "", "operator": "PERCENTAGE_SPLIT", "value": str(percent)}]}]
 
 
-# --- One transition ---------------------------------------------------------------------------------
+# --- One transition -------------------------------------------------------------------------------
 
 
 class StageFailed(Exception):
@@ -279,7 +279,8 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
     version = run.version
     try:
         pipeline = cache.pipeline(run.pipeline_id)
-        ctx = _Ctx(run, feature_name, value_type, pipeline, pipeline.stages[run.stage_position], now)
+        stage = pipeline.stages[run.stage_position]
+        ctx = _Ctx(run, feature_name, value_type, pipeline, stage, now)
         values = _step(ctx) if run.status == "rolling_out" else _fire(ctx)
         tail = values.pop("_tail", None)
         values.update(version=version + 1, attempts=0, last_error=None)
@@ -415,11 +416,11 @@ def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
         _start_rollout(ctx, change)
         return
     target = "for everyone" if change["kind"] == "state" else f"for segment #{change['segment_id']}"
-    if change["kind"] == "override" and "enabled" not in change:
-        # A new override that only sets a value inherits the environment's on/off.
-        if flag_changes.read_target(change) is None:
-            state = flag_changes.read_target({**change, "kind": "state"})
-            change = {**change, "enabled": bool(state and state["enabled"])}
+    # A new override that only sets a value inherits the environment's on/off.
+    if (change["kind"] == "override" and "enabled" not in change
+            and flag_changes.read_target(change) is None):
+        state = flag_changes.read_target({**change, "kind": "state"})
+        change = {**change, "enabled": bool(state and state["enabled"])}
     flag_changes.apply_change(
         change, ctx.actor, project_id=ctx.pipeline.project_id, event_type=EVENT_BY_PIPELINE,
         message=f"{ctx.feature_name} {_describe(change)} {target} {ctx.where()}",
@@ -582,7 +583,7 @@ def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str
             "entered_at": now, "due_at": due, "lease_until": due + LEASE_GRACE}
 
 
-# --- Snapshots (for rollback) -----------------------------------------------------------------------
+# --- Snapshots (for rollback) ---------------------------------------------------------------------
 
 
 def take_snapshots(feature_ids: list[int], environment_id: int) -> dict[int, dict[str, Any]]:
@@ -612,7 +613,7 @@ def take_snapshot(feature_id: int, environment_id: int) -> dict[str, Any]:
     return take_snapshots([feature_id], environment_id)[feature_id]
 
 
-# --- Failures -----------------------------------------------------------------------------------------
+# --- Failures -------------------------------------------------------------------------------------
 
 
 def record_failure(run_id: int, version: int, error: str, *, now: datetime) -> Bell | None:
@@ -653,7 +654,7 @@ def record_failure(run_id: int, version: int, error: str, *, now: datetime) -> B
     return _bell(run_id, version + 1, values.get("due_at"))
 
 
-# --- Many runs ---------------------------------------------------------------------------------------
+# --- Many runs ------------------------------------------------------------------------------------
 
 
 @dataclass

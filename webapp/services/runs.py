@@ -57,7 +57,8 @@ def _published_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
     if pipeline.deleted_at is not None:
         raise Conflict(f"The pipeline “{pipeline.name}” was deleted; it takes no flags.")
     if pipeline.status != "published":
-        raise Conflict(f"The pipeline “{pipeline.name}” is a draft: publish it before adding flags.")
+        raise Conflict(f"The pipeline “{pipeline.name}” is a draft: publish it before adding "
+                       "flags.")
     if not pipeline.stages:
         raise Conflict(f"The pipeline “{pipeline.name}” has no stages.")
     return pipeline
@@ -131,7 +132,8 @@ def _audit(actor: Actor, run: PipelineRun, event: str, message: str, **extra: An
 # --- Adding flags ---------------------------------------------------------------------------------
 
 
-def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor: Actor) -> list[Bell]:
+def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor: Actor
+              ) -> list[Bell]:
     """Add flags to a published pipeline; each enters the first stage at once.
 
     Refuses (nothing added): a draft, deleted or foreign pipeline; no flags; a flag of another
@@ -207,7 +209,7 @@ def add_flag(project: Project, pipeline_id: int, feature_id: int, actor: Actor) 
     return add_flags(project, pipeline_id, [feature_id], actor)[0]
 
 
-# --- Controlling a run ------------------------------------------------------------------------------
+# --- Controlling a run ----------------------------------------------------------------------------
 
 
 def remove(project: Project, run_id: int, actor: Actor) -> None:
@@ -242,7 +244,8 @@ def pause(project: Project, run_id: int, actor: Actor) -> None:
     """
     run = _run_for_update(project.id, run_id, actor)
     if run.status not in PAUSABLE:
-        raise Conflict(f"Only a waiting or rolling-out flag can be paused (this one is {run.status}).")
+        raise Conflict("Only a waiting or rolling-out flag can be paused "
+                       f"(this one is {run.status}).")
     now = clock_now()
     remaining = max(0.0, (run.due_at - now).total_seconds()) if run.due_at else 0.0
     _cas(run, status="paused", paused_status=run.status, paused_remaining_seconds=remaining,
@@ -376,7 +379,8 @@ def _restore(run: PipelineRun, environment_id: int, snapshot: dict[str, Any], ac
         if segment_id in existing_segments and now_there != target:
             changes.append({"kind": "override", **base, "segment_id": segment_id, **target})
     for change in changes:
-        what = "state" if change["kind"] == "state" else f"override of segment #{change['segment_id']}"
+        what = ("state" if change["kind"] == "state"
+                else f"override of segment #{change['segment_id']}")
         flag_changes.apply_change(
             change, actor, project_id=run.project_id, event_type="FEATURE_STATE_ROLLED_BACK",
             message=f"{run.feature.name}: {what} restored by rolling back release pipeline "
@@ -398,7 +402,7 @@ def _duration(seconds: float) -> str:
     return " ".join(p for p in parts if p) or "0s"
 
 
-# --- Reading for the panels -------------------------------------------------------------------------
+# --- Reading for the panels -----------------------------------------------------------------------
 
 
 @dataclass

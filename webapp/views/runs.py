@@ -42,7 +42,7 @@ def _pipeline_page_url(project_id: int, pipeline_id: int) -> str:
     return url_for("runs.pipeline_panel", project_id=project_id, pipeline_id=pipeline_id)
 
 
-# --- the flag's panel -------------------------------------------------------------------------------
+# --- the flag's panel -----------------------------------------------------------------------------
 
 
 def _render_flag(project: Project, feature: Feature, *, form=None, status: int = 200,
@@ -102,7 +102,7 @@ def _after_change(project: Project, feature_id: int):
     return trigger(_render_flag(project, feature)[0], "flag-changed")
 
 
-# --- controls -----------------------------------------------------------------------------------------
+# --- controls -------------------------------------------------------------------------------------
 
 
 def _run_or_404(project: Project, run_id: int) -> PipelineRun:
