@@ -118,10 +118,11 @@ def get_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
             ReleasePipeline.deleted_at.is_(None),
         )
         .options(
-            selectinload(ReleasePipeline.stages).selectinload(PipelineStage.environment),
+            selectinload(ReleasePipeline.stages).joinedload(PipelineStage.environment),
             selectinload(ReleasePipeline.stages)
             .selectinload(PipelineStage.actions)
-            .selectinload(StageAction.segment),
+            .joinedload(StageAction.segment)
+            .load_only(Segment.name, Segment.project_id, Segment.is_system),
         )
         .execution_options(populate_existing=True)
     )
@@ -336,7 +337,7 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
     or has a stage without a name, an environment of this project, a valid trigger or a valid
     action; refuses a published or stale pipeline (Conflict). Audited as RELEASE_PIPELINE_PUBLISHED.
     """
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = _open_draft(pipeline, version, whole=True)
     problems = publish_problems(pipeline)
     if problems:
         raise Invalid("This pipeline cannot be published yet.", {"publish": problems})
@@ -769,7 +770,8 @@ def _fits(value_type: str, value: Any) -> bool:
 # Helpers
 
 
-def _open_draft(pipeline: ReleasePipeline, version: Any) -> tuple[ReleasePipeline, int]:
+def _open_draft(pipeline: ReleasePipeline, version: Any, *,
+                whole: bool = False) -> tuple[ReleasePipeline, int]:
     """Start the edit's unit of work and reload the pipeline in it; return it with the version
     the edit was made against, if that is still the current one of a live draft.
 
@@ -780,12 +782,15 @@ def _open_draft(pipeline: ReleasePipeline, version: Any) -> tuple[ReleasePipelin
     project_id, pipeline_id = pipeline.project_id, pipeline.id
     db.session.rollback()  # end the caller's read-only transaction
     begin_immediate()
-    pipeline = db.session.scalar(
-        select(ReleasePipeline)
-        .where(ReleasePipeline.id == pipeline_id, ReleasePipeline.project_id == project_id,
-               ReleasePipeline.deleted_at.is_(None))
-        .options(selectinload(ReleasePipeline.stages).selectinload(PipelineStage.actions))
-    )
+    query = select(ReleasePipeline).where(
+        ReleasePipeline.id == pipeline_id, ReleasePipeline.project_id == project_id,
+        ReleasePipeline.deleted_at.is_(None))
+    if whole:
+        query = query.options(
+            selectinload(ReleasePipeline.stages).selectinload(PipelineStage.actions))
+    # Otherwise stages load on first use, and only the edited stage's actions: most edits
+    # touch one stage, and the builder answers within a tight time budget.
+    pipeline = db.session.scalar(query)
     if pipeline is None:
         raise NotFound("Pipeline not found.")
     if not pipeline.is_draft:
@@ -829,11 +834,15 @@ def _stage_of(pipeline: ReleasePipeline, stage_id: Any) -> PipelineStage:
 
 
 def _action_of(pipeline: ReleasePipeline, action_id: Any) -> tuple[PipelineStage, StageAction]:
-    for stage in pipeline.stages:
-        for action in stage.actions:
-            if str(action.id) == str(action_id):
-                return stage, action
-    raise NotFound("Action not found in this pipeline.")
+    text = str(action_id).strip()
+    action = db.session.scalar(
+        select(StageAction)
+        .join(PipelineStage, PipelineStage.id == StageAction.stage_id)
+        .where(StageAction.id == int(text), PipelineStage.pipeline_id == pipeline.id)
+    ) if text.isdigit() else None
+    if action is None:
+        raise NotFound("Action not found in this pipeline.")
+    return action.stage, action
 
 
 def _environment(project_id: int, raw: Any) -> Environment | None:
