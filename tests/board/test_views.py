@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun
+from webapp.services import board as board_service
 from webapp.services import engine, runs
 from webapp.services.actors import Actor
 
@@ -88,25 +89,30 @@ def test_cards_say_status_what_is_done_next_and_time_left(clock, as_viewer, proj
     assert "Rolling out at 40 % · <span class=\"countdown\">due now</span>" in html
     assert "Next: 70 % in Production." in html
     assert "Awaiting approval" in html and "Applies when approved, then launch" in html
-    assert "In since <time" in html
-    assert ('<span class="st-halted">1 halted</span> · <span class="st-paused">1 paused</span> · '
-            '<span class="st-waiting">1 waiting</span>') in html
+    assert "In since 2030-01-06 09:00 UTC. Done:" in html
+    assert '<p class="by-status">1 halted · 1 paused · 1 waiting</p>' in html
 
 
 # --- fast with many flags: counts, first cards, show more, search -----------------------------------
 
 
 def test_columns_show_counts_and_first_cards_then_more_on_demand(clock, hx, login, viewer, project, pipe, put):
-    put(pipe, 1, n=25, prefix="many")
+    first = board_service.per_column_default(3)
+    assert first == 16 and board_service.per_column_default(30) == 2
+    put(pipe, 1, n=first + board_service.PAGE + 5, prefix="many")
     login(hx, viewer)
     html = hx.get(board_url(project, pipe)).text
-    assert html.count('class="flag-card') == 20
-    assert '<span class="count" title="flags">25</span>' in html
-    assert "Show more" in html and "(5 not shown)" in html
-    assert f'hx-get="{board_url(project, pipe, s1=40)}"' in html
-    more = hx.get(board_url(project, pipe, s1=40)).text
-    assert more.count('class="flag-card') == 25 and "Show more" not in more
-    assert f'hx-get="{board_url(project, pipe, s1=40)}"' in more  # the poll keeps the column open
+    assert html.count('class="flag-card') == first
+    assert '<span class="count" title="flags">41</span>' in html
+    assert "Show more" in html and "(25 not shown)" in html
+    assert "many_1_00000" in html and "many_1_00016" not in html  # oldest first
+    more_url = board_url(project, pipe, s1=first + 20)
+    assert f'<a class="show-more" href="?s1={first + 20}">' in html and 'hx-boost="true"' in html
+    more = hx.get(more_url).text
+    assert more.count('class="flag-card') == 36 and "(5 not shown)" in more
+    assert f'hx-get="{more_url}"' in more  # the poll keeps the column open
+    assert f'href="?s1={first + 40}"' in more
+    assert hx.get(board_url(project, pipe, s1=60)).text.count('class="flag-card') == 41
 
 
 def test_search_filters_cards_and_counts_by_flag_name(clock, hx, login, viewer, project, pipe, put):
@@ -163,24 +169,37 @@ def test_viewer_gets_no_controls_and_cannot_post_them(clock, client, login, view
 
 
 def test_editor_sees_controls_with_confirmations(clock, client, login, editor, project, pipe, put):
-    put(pipe, 1, names=["waiting_one"])
-    put(pipe, 1, "paused", names=["paused_one"], paused_remaining_seconds=60)
+    [waiting_id] = put(pipe, 1, names=["waiting_one"])
+    [paused_id] = put(pipe, 1, "paused", names=["paused_one"], paused_remaining_seconds=60)
     [halted] = put(pipe, 1, "halted", names=["halted_one"], last_error="x")
-    html = login(client, editor).get(board_url(project, pipe)).text
-    assert 'aria-label="Pause waiting_one"' in html and 'aria-label="Advance now waiting_one"' in html
-    assert 'aria-label="Resume paused_one"' in html and 'aria-label="Retry halted_one"' in html
-    assert 'aria-label="Pause paused_one"' not in html
-    assert html.count('hx-confirm="Remove ') == 3 and html.count('hx-confirm="Roll back ') == 3
-    assert f'hx-post="/projects/{project.id}/runs/{halted}/retry"' in html
+    login(client, editor)
+    html = client.get(board_url(project, pipe)).text
+    assert html.count(">Manage</a>") == 3 and "card-controls" not in html
+    assert f'<a class="manage" href="?run={halted}">Manage</a>' in html
+
+    def controls(run_id):
+        page = client.get(board_url(project, pipe, run=run_id)).text
+        assert page.count("card-controls") == 1 and page.count(">Manage</a>") == 2
+        return page
+
+    waiting = controls(waiting_id)
+    assert 'aria-label="Pause waiting_one"' in waiting and 'aria-label="Advance now waiting_one"' in waiting
+    assert 'hx-confirm="Remove waiting_one from the pipeline?' in waiting
+    assert 'hx-confirm="Roll back waiting_one?' in waiting
+    assert 'aria-label="Resume paused_one"' in controls(paused_id)
+    halted_page = controls(halted)
+    assert f'hx-post="/projects/{project.id}/runs/{halted}/retry"' in halted_page
+    assert 'aria-label="Pause halted_one"' not in halted_page
     # without JavaScript, remove and roll back open the confirmation page first
-    assert (f'formaction="/projects/{project.id}/runs/{halted}/rollback" formmethod="get"') in html
-    assert 'name="csrf_token"' in html
+    assert (f'formaction="/projects/{project.id}/runs/{halted}/rollback" formmethod="get"') in halted_page
+    assert 'name="csrf_token"' in halted_page
+    assert f'href="{board_url(project, pipe)}"' in halted_page  # Close
 
 
 def test_pause_from_a_card_refreshes_the_board(clock, hx_editor, project, pipe, put):
     [run_id] = put(pipe, 1, names=["checkout"])
     clock.shift(600)
-    board = hx_editor.get(board_url(project, pipe)).text
+    board = hx_editor.get(board_url(project, pipe, run=run_id)).text
     assert 'hx-swap="none"' in board and "flag-changed from:body" in board
     response = hx_editor.post(f"/projects/{project.id}/runs/{run_id}/pause")
     assert response.status_code == 200 and response.headers["HX-Trigger"] == "flag-changed"

@@ -110,6 +110,11 @@ class PipelineRun(db.Model):
         # The sweeper's scan: runs due or with an expired lease.
         Index("ix_pipeline_run_due", "status", "due_at"),
         Index("ix_pipeline_run_pipeline_stage", "pipeline_id", "stage_position", "status"),
+        # The board (issue 6): each column's first cards in order, read straight off the index,
+        # and the Launched column / launches per day.
+        Index("ix_pipeline_run_board", "pipeline_id", "stage_position", "entered_at", "id",
+              sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
+        Index("ix_pipeline_run_pipeline_status_ended", "pipeline_id", "status", "ended_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

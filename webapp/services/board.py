@@ -7,29 +7,36 @@ board with 10,000 flags in flight costs what a board with 10 costs.
 """
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, func, select, union_all
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
     AuditEntry,
     Environment,
+    RUN_ACTIVE_STATUSES,
     Feature,
     PipelineRun,
     PipelineStage,
     ReleasePipeline,
+    Segment,
+    StageAction,
     StageExecution,
 )
 from webapp.services.errors import NotFound
-from webapp.services.pipelines import describe_action, get_pipeline
+from webapp.services.pipelines import describe_action
 
 LAUNCHED_DAYS = 30
 PAGE = 20  # cards added by one "show more"
 MAX_CARDS = 1000  # per column, whatever the URL asks for
-CARD_BUDGET = 100  # first cards on the whole board: wide pipelines show fewer per column
+# First cards on the whole board: wide pipelines show fewer per column (a 30-stage board's
+# poll stays under 40 KB); "show more" and the search reach the rest.
+CARD_BUDGET = 64
 SEARCH_MAX = 100
 
 STATUS_WORDS = {
@@ -68,17 +75,36 @@ class StageInfo:
         return "at once"
 
 
-def _stages(pipeline: ReleasePipeline) -> list[StageInfo]:
+def load_stages(pipeline_id: int) -> list[StageInfo]:
+    """The pipeline's stages in words, read with two plain selects (no ORM graph to build)."""
+    actions: dict[int, list[Any]] = {}
+    for row in db.session.execute(
+        select(StageAction.stage_id, StageAction.action_type, StageAction.enabled,
+               StageAction.value, StageAction.sets_value, StageAction.rollout_initial,
+               StageAction.rollout_step, StageAction.rollout_interval_seconds,
+               Segment.name.label("segment_name"))
+        .join(PipelineStage, PipelineStage.id == StageAction.stage_id)
+        .outerjoin(Segment, Segment.id == StageAction.segment_id)
+        .where(PipelineStage.pipeline_id == pipeline_id).order_by(StageAction.position)
+    ):
+        segment = SimpleNamespace(name=row.segment_name) if row.segment_name is not None else None
+        actions.setdefault(row.stage_id, []).append(SimpleNamespace(**row._asdict(), segment=segment))
     stages = []
-    for stage in pipeline.stages:
-        rollout = next((a for a in stage.actions if a.action_type == "PHASED_ROLLOUT"), None)
-        env = stage.environment
+    for row in db.session.execute(
+        select(PipelineStage.id, PipelineStage.position, PipelineStage.name,
+               PipelineStage.trigger_type, PipelineStage.wait_seconds,
+               Environment.name.label("environment"),
+               Environment.minimum_change_request_approvals.label("approvals"))
+        .outerjoin(Environment, Environment.id == PipelineStage.environment_id)
+        .where(PipelineStage.pipeline_id == pipeline_id).order_by(PipelineStage.position)
+    ):
+        own = actions.get(row.id, [])
+        rollout = next((a for a in own if a.action_type == "PHASED_ROLLOUT"), None)
         stages.append(StageInfo(
-            id=stage.id, position=stage.position, name=stage.name or f"Stage {stage.position + 1}",
-            environment=env.name if env else "?",
-            approvals=(env.minimum_change_request_approvals or 0) if env else 0,
-            trigger_type=stage.trigger_type, wait_seconds=stage.wait_seconds or 0,
-            actions=tuple(describe_action(a) for a in stage.actions),
+            id=row.id, position=row.position, name=row.name or f"Stage {row.position + 1}",
+            environment=row.environment or "?", approvals=row.approvals or 0,
+            trigger_type=row.trigger_type, wait_seconds=row.wait_seconds or 0,
+            actions=tuple(describe_action(a) for a in own),
             rollout_step=rollout.rollout_step if rollout else None,
             rollout_interval=rollout.rollout_interval_seconds if rollout else None))
     return stages
@@ -198,7 +224,7 @@ class Board:
 
 def per_column_default(stage_count: int) -> int:
     """The first cards per column: up to PAGE, fewer on wide pipelines (the page stays small)."""
-    return max(3, min(PAGE, CARD_BUDGET // (stage_count + 1)))
+    return max(2, min(PAGE, CARD_BUDGET // (stage_count + 1)))
 
 
 def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
@@ -209,8 +235,8 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
 
     Refuses (NotFound) a deleted pipeline or one of another project. Fixed statement count.
     """
-    pipeline = get_pipeline(project_id, pipeline_id)
-    stages = _stages(pipeline)
+    pipeline = published_pipeline(project_id, pipeline_id)
+    stages = load_stages(pipeline.id)
     query = (query or "").strip()[:SEARCH_MAX]
     default = per_column_default(len(stages))
     limits = {k: max(1, min(MAX_CARDS, v)) for k, v in (limits or {}).items()}
@@ -219,7 +245,8 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     counts: dict[int, dict[str, int]] = {}
     for position, status, number in db.session.execute(
         _filtered(select(PipelineRun.stage_position, PipelineRun.status, func.count()), query)
-        .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.ended_at.is_(None))
+        .where(PipelineRun.pipeline_id == pipeline.id,
+               PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
         .group_by(PipelineRun.stage_position, PipelineRun.status)
     ):
         counts.setdefault(position, {})[status] = number
@@ -227,35 +254,28 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     if query:
         in_flight = db.session.scalar(
             select(func.count()).select_from(PipelineRun)
-            .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.ended_at.is_(None))) or 0
+            .where(PipelineRun.pipeline_id == pipeline.id,
+                   PipelineRun.status.in_(RUN_ACTIVE_STATUSES))) or 0
 
     cards: dict[int, list[Card]] = {}
-    if counts:
-        ranked = _filtered(select(
-            PipelineRun.id, PipelineRun.feature_id, PipelineRun.status,
-            PipelineRun.stage_position, PipelineRun.entered_at, PipelineRun.due_at,
-            PipelineRun.rollout_percent, PipelineRun.paused_remaining_seconds,
-            PipelineRun.last_error, PipelineRun.ended_at, Feature.name,
-            func.row_number().over(partition_by=PipelineRun.stage_position,
-                                   order_by=(PipelineRun.entered_at, PipelineRun.id)).label("rn"),
-        ), query, joined=True).where(
-            PipelineRun.pipeline_id == pipeline.id, PipelineRun.ended_at.is_(None)).subquery()
-        wanted = {int(k[1:]): v for k, v in limits.items() if k[1:].isdigit()}
-        cap = (case(wanted, value=ranked.c.stage_position, else_=default) if wanted else default)
-        for row in db.session.execute(
-            select(ranked).where(ranked.c.rn <= cap).order_by(ranked.c.stage_position, ranked.c.rn)
-        ):
+    wanted = {s.position: limits.get(f"s{s.position}", default) for s in stages
+              if counts.get(s.position)}
+    if wanted:
+        params: dict[str, Any] = {"pipeline_id": pipeline.id}
+        if query:
+            params["pattern"] = _pattern(query)
+        for n, (position, limit) in enumerate(wanted.items()):
+            params[f"p{n}"], params[f"l{n}"] = position, limit
+        for row in db.session.execute(_first_cards(len(wanted), bool(query)), params):
             cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
+        for column in cards.values():
+            column.sort(key=lambda c: (c.entered_at, c.run_id))
 
     launches = launched_per_day(pipeline.id, now=now)
     since = launches.since
     launched_limit = limits.get("launched", default)
     launched_rows = db.session.execute(
-        _filtered(select(
-            PipelineRun.id, PipelineRun.feature_id, PipelineRun.status,
-            PipelineRun.stage_position, PipelineRun.entered_at, PipelineRun.due_at,
-            PipelineRun.rollout_percent, PipelineRun.paused_remaining_seconds,
-            PipelineRun.last_error, PipelineRun.ended_at, Feature.name), query, joined=True)
+        _filtered(select(*_CARD_COLUMNS), query, joined=True)
         .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
                PipelineRun.ended_at >= since)
         .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc()).limit(launched_limit)
@@ -278,13 +298,43 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     return Board(pipeline, stages, columns, in_flight, query, limits, default, launches)
 
 
+_CARD_COLUMNS = (
+    PipelineRun.id, PipelineRun.feature_id, PipelineRun.status, PipelineRun.stage_position,
+    PipelineRun.entered_at, PipelineRun.due_at, PipelineRun.rollout_percent,
+    PipelineRun.paused_remaining_seconds, PipelineRun.last_error, PipelineRun.ended_at,
+    Feature.name,
+)
+
+
+@lru_cache(maxsize=256)
+def _first_cards(columns: int, search: bool):
+    """One statement for every column's first cards: per column an ordered, limited read of the
+    board index (a window over every run in flight would sort them all on each poll). Built
+    once per shape with bound parameters, so SQLAlchemy's compiled cache serves every poll."""
+    parts = []
+    for n in range(columns):
+        part = (select(*_CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+                .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                       PipelineRun.stage_position == bindparam(f"p{n}"),
+                       PipelineRun.ended_at.is_(None)))
+        if search:
+            part = part.where(func.lower(Feature.name).like(bindparam("pattern"), escape="\\"))
+        parts.append(select(part.order_by(PipelineRun.entered_at, PipelineRun.id)
+                            .limit(bindparam(f"l{n}")).subquery()))
+    return parts[0] if columns == 1 else union_all(*parts)
+
+
+def _pattern(query: str) -> str:
+    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _filtered(statement, query: str, joined: bool = False):
     """Join the flag's name when a search or the cards need it."""
     if query or joined:
         statement = statement.join(Feature, Feature.id == PipelineRun.feature_id)
     if query:
-        pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        statement = statement.where(func.lower(Feature.name).like(pattern, escape="\\"))
+        statement = statement.where(func.lower(Feature.name).like(_pattern(query), escape="\\"))
     return statement
 
 
@@ -369,7 +419,7 @@ def overview(project_id: int) -> list[PipelineGlance]:
         stages.setdefault(pid, []).append((position, name or f"Stage {position + 1}", env or "?"))
     counts = {(pid, pos): n for pid, pos, n in db.session.execute(
         select(PipelineRun.pipeline_id, PipelineRun.stage_position, func.count())
-        .where(PipelineRun.pipeline_id.in_(ids), PipelineRun.ended_at.is_(None))
+        .where(PipelineRun.pipeline_id.in_(ids), PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
         .group_by(PipelineRun.pipeline_id, PipelineRun.stage_position))}
     since = clock_now() - timedelta(days=LAUNCHED_DAYS)
     launched = dict(db.session.execute(
@@ -428,9 +478,7 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
         return None
     pipeline = db.session.scalar(
         select(ReleasePipeline).where(ReleasePipeline.id == run.pipeline_id))
-    shape = get_pipeline(project_id, run.pipeline_id) if pipeline and pipeline.deleted_at is None \
-        else None
-    stages = _stages(shape) if shape else []
+    stages = load_stages(run.pipeline_id)
     executions = {e.stage_id: e for e in db.session.scalars(
         select(StageExecution).where(StageExecution.run_id == run.id))}
     stops = []

@@ -33,9 +33,11 @@ def overview(project_id: int):
 def pipeline(project_id: int, pipeline_id: int):
     project = project_or_404(project_id)
     state = _board_state()
+    selected = state.pop("selected")
     view = board.pipeline_board(project.id, pipeline_id, **state)
     response = render("board/pipeline.html", "board", project=project, board=view,
-                      can_edit=can("editor"), **_links(project.id, view))
+                      can_edit=can("editor"), selected=selected,
+                      **_links(project.id, view, selected))
     if wants_fragment() and not view.live:
         return stop_polling(response)
     return response
@@ -55,24 +57,41 @@ def _board_state() -> dict:
     for key, value in request.args.items():
         if _COLUMN.match(key) and value.isdigit() and len(value) < 6:
             limits[key] = int(value)
-    return {"query": request.args.get("q", ""), "limits": limits}
+    run = request.args.get("run", "")
+    return {"query": request.args.get("q", ""), "limits": limits,
+            "selected": int(run) if run.isdigit() and len(run) < 12 else None}
 
 
-def _links(project_id: int, view: board.Board) -> dict:
+def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
     """URL builders for the template: the board with its state (for the poll, "show more" in
-    a column, clearing the search) and each card's controls."""
+    a column, the card whose controls are open, clearing the search), flags, card controls."""
     state: dict = dict(view.limits)
     if view.query:
         state["q"] = view.query
+    if selected:
+        state["run"] = selected
     args = {"project_id": project_id, "pipeline_id": view.pipeline.id}
 
-    def board_url(more: board.Column | None = None, reset: bool = False) -> str:
+    def board_url(more: board.Column | None = None, reset: bool = False,
+                  select: int | None = None, relative: bool = False) -> str:
         if reset:
             return url_for("board.pipeline", **args)
         wanted = dict(state)
         if more is not None:
             wanted[more.key] = more.limit + board.PAGE
-        return url_for("board.pipeline", **args, **wanted)
+        if select is not None:
+            wanted.pop("run", None)
+            if select:
+                wanted["run"] = select
+        url = url_for("board.pipeline", **args, **wanted)
+        # Links inside the board are relative to the board page: "?run=12" (a 30-stage board
+        # holds a hundred of them; the poll stays under 40 KB).
+        return url[url.index("?"):] if relative and "?" in url else url
+
+    flags = url_for("flags.detail", project_id=project_id, feature_id=0)[:-len("0")]
+
+    def flag_url(feature_id: int) -> str:
+        return f"{flags}{feature_id}"
 
     # One url_for for the pattern, not one per card and action (boards hold hundreds of cards).
     # The runs endpoints: .../runs/<id>/<pause|resume|advance|retry|remove|rollback>; a GET of
@@ -82,4 +101,4 @@ def _links(project_id: int, view: board.Board) -> dict:
     def control_url(run_id: int, action: str) -> str:
         return f"{pattern}/{run_id}/{action}"
 
-    return {"board_url": board_url, "control_url": control_url}
+    return {"board_url": board_url, "control_url": control_url, "flag_url": flag_url}
