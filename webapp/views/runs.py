@@ -13,7 +13,7 @@ from webapp.extensions import db
 from webapp.forms.runs import AddFlagsForm, AddToPipelineForm, RunActionForm
 from webapp.htmx import location, render, stop_polling, trigger, wants_fragment
 from webapp.models import Feature, PipelineRun, Project
-from webapp.services import runs
+from webapp.services import board, runs
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.views.context import actor, can, project_or_404
 
@@ -60,6 +60,7 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
         pipeline_url=_pipeline_page_url, flag_url=_flag_page_url(project.id, feature.id),
         polling=in_flight,
         rollback_launched=view is not None and not in_flight and runs.can_roll_back(view.run),
+        track=board.flag_track(project.id, feature.id, run_id=view.run.id) if view else None,
     )
     return response, in_flight
 
