@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.clock import now as clock_now
@@ -817,12 +817,12 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     members = [_Member(r.id, r.feature_id, r.name, r.added_by_id) for r in rows]
     values = complete_stage(pipeline, stage, members, now, mark_completed=False)
     values.update(attempts=0, last_error=None)
+    # One compare-and-set for the whole group: (id, version) pairs as read under the lock.
     table = PipelineRun.__table__
     moved = db.session.execute(
         table.update()
-        .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
-        .values(version=bindparam("_next"), **values),
-        [{"_id": r.id, "_version": r.version, "_next": r.version + 1} for r in rows],
+        .where(tuple_(table.c.id, table.c.version).in_([(r.id, r.version) for r in rows]))
+        .values(version=table.c.version + 1, **values)
     ).rowcount
     if moved != len(rows):  # cannot happen while we hold the lock; never write half a batch
         raise ValueError(f"compare-and-set moved {moved} of {len(rows)} runs")
