@@ -30,7 +30,13 @@ from webapp import create_app  # noqa: E402
 from webapp.clock import now  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import (  # noqa: E402
-    Feature, PipelineRun, PipelineStage, ReleasePipeline, StageAction, StageExecution)
+    Feature,
+    PipelineRun,
+    PipelineStage,
+    ReleasePipeline,
+    StageAction,
+    StageExecution,
+)
 from webapp.services import projects, users  # noqa: E402
 from webapp.services.actors import SYSTEM  # noqa: E402
 
@@ -46,18 +52,29 @@ def build(app, flags: int, stage_count: int, launched: int) -> tuple[int, int, d
         projects.add_member(project, user, role, SYSTEM)
         people[role] = user.id
     envs = projects.environments_of(project.id)
-    pipeline = ReleasePipeline(project_id=project.id, name="Big release", status="published",
-                               published_at=now())
+    pipeline = ReleasePipeline(
+        project_id=project.id, name="Big release", status="published", published_at=now()
+    )
     for position in range(stage_count):
         env = envs[position * len(envs) // stage_count]
         rollout = position % 5 == 4
-        stage = PipelineStage(position=position, name=f"Ring {position + 1}", environment_id=env.id,
-                              trigger_type="WAIT_FOR" if position % 2 else "ON_ENTER",
-                              wait_seconds=3600 * (position % 7 + 1) if position % 2 else None)
-        stage.actions.append(StageAction(
-            position=0, action_type="PHASED_ROLLOUT" if rollout else "TOGGLE_FEATURE",
-            enabled=True, rollout_initial=10 if rollout else None,
-            rollout_step=20 if rollout else None, rollout_interval_seconds=1800 if rollout else None))
+        stage = PipelineStage(
+            position=position,
+            name=f"Ring {position + 1}",
+            environment_id=env.id,
+            trigger_type="WAIT_FOR" if position % 2 else "ON_ENTER",
+            wait_seconds=3600 * (position % 7 + 1) if position % 2 else None,
+        )
+        stage.actions.append(
+            StageAction(
+                position=0,
+                action_type="PHASED_ROLLOUT" if rollout else "TOGGLE_FEATURE",
+                enabled=True,
+                rollout_initial=10 if rollout else None,
+                rollout_step=20 if rollout else None,
+                rollout_interval_seconds=1800 if rollout else None,
+            )
+        )
         pipeline.stages.append(stage)
     db.session.add(pipeline)
     db.session.commit()
@@ -65,38 +82,74 @@ def build(app, flags: int, stage_count: int, launched: int) -> tuple[int, int, d
     moment = now()
     rng = random.Random(6)
     total = flags + launched
-    feature_ids = db.session.execute(insert(Feature).returning(Feature.id), [
-        {"project_id": project.id, "name": f"{'feature' if n < flags else 'shipped'}_{n:05d}",
-         "value_type": "none", "created_at": moment} for n in range(total)]).scalars().all()
+    feature_ids = (
+        db.session.execute(
+            insert(Feature).returning(Feature.id),
+            [
+                {
+                    "project_id": project.id,
+                    "name": f"{'feature' if n < flags else 'shipped'}_{n:05d}",
+                    "value_type": "none",
+                    "created_at": moment,
+                }
+                for n in range(total)
+            ],
+        )
+        .scalars()
+        .all()
+    )
     rows, executions = [], []
     for n, feature_id in enumerate(feature_ids):
         in_flight = n < flags
         stage_id, position, wait = stages[rng.randrange(stage_count) if in_flight else -1]
         status = rng.choice(STATUSES) if in_flight else "launched"
         entered = moment - timedelta(seconds=rng.randrange(1, 3600 * 24 * (1 if in_flight else 29)))
-        rows.append({
-            "project_id": project.id, "pipeline_id": pipeline.id, "feature_id": feature_id,
-            "stage_id": stage_id, "stage_position": position, "status": status, "version": 1,
-            "entered_at": entered, "created_at": entered,
-            "due_at": entered + timedelta(seconds=wait) if status in ("waiting", "rolling_out") else None,
-            "rollout_percent": rng.choice([10, 30, 50, 70, 90]) if status == "rolling_out" else None,
-            "paused_remaining_seconds": 1234.0 if status == "paused" else None,
-            "last_error": "The value no longer fits the flag" if status == "halted" else None,
-            "ended_at": entered if not in_flight else None,
-            "end_reason": "launched" if not in_flight else None,
-        })
-    run_ids = db.session.execute(insert(PipelineRun).returning(PipelineRun.id), rows).scalars().all()
+        rows.append(
+            {
+                "project_id": project.id,
+                "pipeline_id": pipeline.id,
+                "feature_id": feature_id,
+                "stage_id": stage_id,
+                "stage_position": position,
+                "status": status,
+                "version": 1,
+                "entered_at": entered,
+                "created_at": entered,
+                "due_at": entered + timedelta(seconds=wait)
+                if status in ("waiting", "rolling_out")
+                else None,
+                "rollout_percent": rng.choice([10, 30, 50, 70, 90])
+                if status == "rolling_out"
+                else None,
+                "paused_remaining_seconds": 1234.0 if status == "paused" else None,
+                "last_error": "The value no longer fits the flag" if status == "halted" else None,
+                "ended_at": entered if not in_flight else None,
+                "end_reason": "launched" if not in_flight else None,
+            }
+        )
+    run_ids = (
+        db.session.execute(insert(PipelineRun).returning(PipelineRun.id), rows).scalars().all()
+    )
     for run_id, row in zip(run_ids, rows, strict=True):
         # The current stage's execution only: the board reads none (the flag page reads one run's).
         stage_id, position, _ = stages[row["stage_position"]]
-        executions.append({"run_id": run_id, "stage_id": stage_id, "position": position,
-                           "entered_at": row["entered_at"], "snapshot": {},
-                           "completed_at": row["ended_at"]})
+        executions.append(
+            {
+                "run_id": run_id,
+                "stage_id": stage_id,
+                "position": position,
+                "entered_at": row["entered_at"],
+                "snapshot": {},
+                "completed_at": row["ended_at"],
+            }
+        )
     for start in range(0, len(executions), 20_000):
-        db.session.execute(insert(StageExecution), executions[start:start + 20_000])
+        db.session.execute(insert(StageExecution), executions[start : start + 20_000])
     db.session.commit()
-    print(f"built {flags:,} flags in flight over {stage_count} stages, {launched:,} launched, "
-          f"{len(executions):,} stage executions in {time.perf_counter() - started:.1f} s")
+    print(
+        f"built {flags:,} flags in flight over {stage_count} stages, {launched:,} launched, "
+        f"{len(executions):,} stage executions in {time.perf_counter() - started:.1f} s"
+    )
     return project.id, pipeline.id, people
 
 
@@ -112,8 +165,13 @@ def timed(client, url: str, runs: int, headers: dict | None = None):
         wall.append((time.perf_counter() - started) * 1000)
         cpu.append((time.thread_time() - started_cpu) * 1000)
     body = response.get_data()
-    return (statistics.median(wall), statistics.median(cpu), len(body), len(gzip.compress(body)),
-            response.status_code)
+    return (
+        statistics.median(wall),
+        statistics.median(cpu),
+        len(body),
+        len(gzip.compress(body)),
+        response.status_code,
+    )
 
 
 def main() -> None:
@@ -127,15 +185,20 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="railyard-board-"))
     try:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'bench.db'}",
-                          "REDIS_URL": "redis://unused", "SECRET_KEY": "bench",
-                          "INSTANCE_PATH": str(folder), "TESTING": True})
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'bench.db'}",
+                "REDIS_URL": "redis://unused",
+                "SECRET_KEY": "bench",
+                "INSTANCE_PATH": str(folder),
+                "TESTING": True,
+            }
+        )
         with app.app_context():
             db.create_all()
             project_id, pipeline_id, people = build(app, args.flags, args.stages, args.launched)
             statements = []
-            event.listen(db.engine, "before_cursor_execute",
-                         lambda *a: statements.append(1))
+            event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(1))
         base = f"/projects/{project_id}/pipelines/{pipeline_id}/board"
         hx = {"HX-Request": "true"}
         if args.dump:
@@ -146,10 +209,14 @@ def main() -> None:
         if args.profile:
             _profile(app, people["editor"], base, hx)
             return
-        print(f"load average before timing: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
-              f"on {os.cpu_count()} CPUs")
-        print(f"{'as':7} {'what':32} {'p50 ms':>7} {'CPU ms':>7} {'bytes':>8} {'gzip':>7} "
-              f"{'status':>6} {'SQL':>4}")
+        print(
+            f"load average before timing: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+            f"on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'as':7} {'what':32} {'p50 ms':>7} {'CPU ms':>7} {'bytes':>8} {'gzip':>7} "
+            f"{'status':>6} {'SQL':>4}"
+        )
         results = {}
         for role in ("viewer", "editor"):
             client = app.test_client()
@@ -168,14 +235,18 @@ def main() -> None:
                 count = len(statements)
                 p50, cpu, size, zipped, status = timed(client, url, args.runs, headers)
                 results[(role, label)] = (p50, size, cpu)
-                print(f"{role:7} {label:32} {p50:7.1f} {cpu:7.1f} {size:8,} {zipped:7,} "
-                      f"{status:6} {count:4}")
+                print(
+                    f"{role:7} {label:32} {p50:7.1f} {cpu:7.1f} {size:8,} {zipped:7,} "
+                    f"{status:6} {count:4}"
+                )
         print()
         for role in ("viewer", "editor"):
             page, fragment = results[(role, "full page")], results[(role, "polling fragment")]
-            print(f"{role}: full page p50 {page[0]:.1f} ms (CPU {page[2]:.1f}; target ≤ 100), "
-                  f"polling fragment p50 {fragment[0]:.1f} ms (CPU {fragment[2]:.1f}; target ≤ 30), "
-                  f"fragment {fragment[1] / 1024:.1f} KB (target ≤ 40)")
+            print(
+                f"{role}: full page p50 {page[0]:.1f} ms (CPU {page[2]:.1f}; target ≤ 100), "
+                f"polling fragment p50 {fragment[0]:.1f} ms (CPU {fragment[2]:.1f}; target ≤ 30), "
+                f"fragment {fragment[1] / 1024:.1f} KB (target ≤ 40)"
+            )
         print("Audit page with 1,000,000 entries: see bench/audit.py.")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,7 +7,14 @@ import pytest
 from sqlalchemy import event, insert
 
 from webapp.extensions import db
-from webapp.models import Feature, PipelineRun, PipelineStage, ReleasePipeline, StageAction, StageExecution
+from webapp.models import (
+    Feature,
+    PipelineRun,
+    PipelineStage,
+    ReleasePipeline,
+    StageAction,
+    StageExecution,
+)
 
 START = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -28,20 +35,36 @@ def make_pipeline(project, editor, envs):
     """make_pipeline([{"env", "name", "trigger", "wait", "actions": [...]}, ...])."""
 
     def _make(stages, *, name="Release", status="published", project=project):
-        pipeline = ReleasePipeline(project_id=project.id, name=name, status=status,
-                                   created_by_id=editor.id,
-                                   published_at=START if status == "published" else None)
+        pipeline = ReleasePipeline(
+            project_id=project.id,
+            name=name,
+            status=status,
+            created_by_id=editor.id,
+            published_at=START if status == "published" else None,
+        )
         for position, spec in enumerate(stages):
-            stage = PipelineStage(position=position, name=spec.get("name", f"Stage {position + 1}"),
-                                  environment_id=envs[spec.get("env", "Development")].id,
-                                  trigger_type=spec.get("trigger", "ON_ENTER"),
-                                  wait_seconds=spec.get("wait"))
-            for index, action in enumerate(spec.get("actions", [{"type": "TOGGLE_FEATURE", "enabled": True}])):
-                stage.actions.append(StageAction(
-                    position=index, action_type=action["type"], enabled=action.get("enabled"),
-                    value=action.get("value"), sets_value="value" in action,
-                    rollout_initial=action.get("initial"), rollout_step=action.get("step"),
-                    rollout_interval_seconds=action.get("interval")))
+            stage = PipelineStage(
+                position=position,
+                name=spec.get("name", f"Stage {position + 1}"),
+                environment_id=envs[spec.get("env", "Development")].id,
+                trigger_type=spec.get("trigger", "ON_ENTER"),
+                wait_seconds=spec.get("wait"),
+            )
+            for index, action in enumerate(
+                spec.get("actions", [{"type": "TOGGLE_FEATURE", "enabled": True}])
+            ):
+                stage.actions.append(
+                    StageAction(
+                        position=index,
+                        action_type=action["type"],
+                        enabled=action.get("enabled"),
+                        value=action.get("value"),
+                        sets_value="value" in action,
+                        rollout_initial=action.get("initial"),
+                        rollout_step=action.get("step"),
+                        rollout_interval_seconds=action.get("interval"),
+                    )
+                )
             pipeline.stages.append(stage)
         db.session.add(pipeline)
         db.session.commit()
@@ -53,12 +76,26 @@ def make_pipeline(project, editor, envs):
 @pytest.fixture
 def pipe(make_pipeline):
     """Dev at once, Staging after a day, Production by phased rollout."""
-    return make_pipeline([
-        {"env": "Development", "name": "Dev"},
-        {"env": "Staging", "name": "QA", "trigger": "WAIT_FOR", "wait": 86400},
-        {"env": "Production", "name": "Prod", "actions": [
-            {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 10, "step": 30, "interval": 3600}]},
-    ], name="Web release")
+    return make_pipeline(
+        [
+            {"env": "Development", "name": "Dev"},
+            {"env": "Staging", "name": "QA", "trigger": "WAIT_FOR", "wait": 86400},
+            {
+                "env": "Production",
+                "name": "Prod",
+                "actions": [
+                    {
+                        "type": "PHASED_ROLLOUT",
+                        "enabled": True,
+                        "initial": 10,
+                        "step": 30,
+                        "interval": 3600,
+                    }
+                ],
+            },
+        ],
+        name="Web release",
+    )
 
 
 @pytest.fixture
@@ -68,24 +105,71 @@ def put(project):
 
     def _put(pipeline, position, status="waiting", *, names=None, n=1, prefix="flag", **columns):
         names = names or [f"{prefix}_{position}_{i:05d}" for i in range(n)]
-        features = db.session.execute(insert(Feature).returning(Feature.id), [
-            {"project_id": project.id, "name": name, "value_type": "none", "created_at": START}
-            for name in names]).scalars().all()
+        features = (
+            db.session.execute(
+                insert(Feature).returning(Feature.id),
+                [
+                    {
+                        "project_id": project.id,
+                        "name": name,
+                        "value_type": "none",
+                        "created_at": START,
+                    }
+                    for name in names
+                ],
+            )
+            .scalars()
+            .all()
+        )
         stage = pipeline.stages[min(position, len(pipeline.stages) - 1)]
         ended = status in ("launched", "removed", "rolled_back")
-        values = {"entered_at": START, "due_at": None if ended or status == "paused" else
-                  START + timedelta(seconds=stage.wait_seconds or 0), **columns}
+        values = {
+            "entered_at": START,
+            "due_at": None
+            if ended or status == "paused"
+            else START + timedelta(seconds=stage.wait_seconds or 0),
+            **columns,
+        }
         if ended:
             values.setdefault("ended_at", START)
             values.setdefault("end_reason", status)
-        run_ids = db.session.execute(insert(PipelineRun).returning(PipelineRun.id), [
-            {"project_id": project.id, "pipeline_id": pipeline.id, "feature_id": fid,
-             "stage_id": stage.id, "stage_position": position, "status": status,
-             "version": 1, "created_at": START, **values} for fid in features]).scalars().all()
-        db.session.execute(insert(StageExecution), [
-            {"run_id": rid, "stage_id": s.id, "position": s.position, "entered_at": START,
-             "completed_at": START if s.position < position or ended else None, "snapshot": {}}
-            for rid in run_ids for s in pipeline.stages if s.position <= position])
+        run_ids = (
+            db.session.execute(
+                insert(PipelineRun).returning(PipelineRun.id),
+                [
+                    {
+                        "project_id": project.id,
+                        "pipeline_id": pipeline.id,
+                        "feature_id": fid,
+                        "stage_id": stage.id,
+                        "stage_position": position,
+                        "status": status,
+                        "version": 1,
+                        "created_at": START,
+                        **values,
+                    }
+                    for fid in features
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        db.session.execute(
+            insert(StageExecution),
+            [
+                {
+                    "run_id": rid,
+                    "stage_id": s.id,
+                    "position": s.position,
+                    "entered_at": START,
+                    "completed_at": START if s.position < position or ended else None,
+                    "snapshot": {},
+                }
+                for rid in run_ids
+                for s in pipeline.stages
+                if s.position <= position
+            ],
+        )
         db.session.commit()
         return run_ids
 

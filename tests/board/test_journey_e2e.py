@@ -14,8 +14,9 @@ from webapp.services.actors import Actor
 pytestmark = pytest.mark.e2e
 
 
-def test_viewer_watches_a_flag_move_to_the_next_column(page, live_server, sign_in, make, project,
-                                                       viewer, editor, pipe):
+def test_viewer_watches_a_flag_move_to_the_next_column(
+    page, live_server, sign_in, make, project, viewer, editor, pipe
+):
     flag = make.feature(project, "new_checkout")
     runs.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
     engine.drain()

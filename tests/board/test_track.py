@@ -24,7 +24,10 @@ def test_track_marks_done_current_and_next_with_times(clock, project, pipe, edit
     clock.shift(3600)
     track = board.flag_track(project.id, flag.id)
     assert [(s.stage.name, s.state) for s in track.stops] == [
-        ("Dev", "done"), ("QA", "current"), ("Prod", "next")]
+        ("Dev", "done"),
+        ("QA", "current"),
+        ("Prod", "next"),
+    ]
     assert track.stops[0].completed_at == START and track.stops[1].entered_at == START
     assert track.card.status_text == "Waiting" and track.card.countdown == "23h"
     history = [item.what for item in track.history]
@@ -32,7 +35,9 @@ def test_track_marks_done_current_and_next_with_times(clock, project, pipe, edit
     assert "Entered QA (Staging)" in history
     assert any("added to release pipeline Web release" in what for what in history)
     assert any(item.kind == "audit" and item.who for item in track.history)
-    assert track.history == sorted(track.history, key=lambda i: (i.at, i.kind != "stage"), reverse=True)
+    assert track.history == sorted(
+        track.history, key=lambda i: (i.at, i.kind != "stage"), reverse=True
+    )
 
 
 def test_track_of_a_launched_flag_ticks_every_stage(clock, project, pipe, editor, make):
@@ -61,11 +66,14 @@ def test_removed_flag_shows_stages_not_reached(clock, project, pipe, editor, mak
     assert board.flag_track(project.id, make.feature(project, "never").id) is None
 
 
-def test_flag_page_panel_shows_the_track_and_history(clock, client, login, viewer, project, pipe, editor, make):
+def test_flag_page_panel_shows_the_track_and_history(
+    clock, client, login, viewer, project, pipe, editor, make
+):
     flag = moved_to_qa(project, pipe, editor, make)
     login(client, viewer)
-    html = client.get(f"/projects/{project.id}/flags/{flag.id}/pipeline",
-                      headers={"HX-Request": "true"}).text
+    html = client.get(
+        f"/projects/{project.id}/flags/{flag.id}/pipeline", headers={"HX-Request": "true"}
+    ).text
     assert '<ol class="track" aria-label="Stages">' in html
     assert 'class="stop done"' in html and 'class="stop current" aria-current="step"' in html
     assert "History in this pipeline" in html and "Entered QA (Staging)" in html

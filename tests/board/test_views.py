@@ -45,9 +45,19 @@ def test_page_shows_stages_in_words_cards_and_launched_column(clock, as_viewer, 
     assert response.status_code == 200
     html = response.text
     assert "<html" in html and "HX-Request" in response.headers["Vary"]
-    for words in ("Dev", "QA", "Prod", "Staging · after 1d", "Development · at once",
-                  "Enable for everyone", "Phased rollout: enable for 10 %, +30 % every 1 hour",
-                  "Launched", "last 30 days", "checkout_v2", "old_flag"):
+    for words in (
+        "Dev",
+        "QA",
+        "Prod",
+        "Staging · after 1d",
+        "Development · at once",
+        "Enable for everyone",
+        "Phased rollout: enable for 10 %, +30 % every 1 hour",
+        "Launched",
+        "last 30 days",
+        "checkout_v2",
+        "old_flag",
+    ):
         assert words in html, words
     assert 'hx-trigger="every 2s' in html
     assert f'href="/projects/{project.id}/flags/' in html
@@ -55,7 +65,9 @@ def test_page_shows_stages_in_words_cards_and_launched_column(clock, as_viewer, 
     assert 'role="img"' in html and "Flags launched per day" in html
 
 
-def test_fragment_is_the_board_alone_and_polls_while_in_flight(clock, hx, login, viewer, project, pipe, put):
+def test_fragment_is_the_board_alone_and_polls_while_in_flight(
+    clock, hx, login, viewer, project, pipe, put
+):
     put(pipe, 1, names=["checkout_v2"])
     response = login(hx, viewer).get(board_url(project, pipe))
     assert response.status_code == 200
@@ -64,7 +76,9 @@ def test_fragment_is_the_board_alone_and_polls_while_in_flight(clock, hx, login,
     assert 'hx-trigger="every 2s, flag-changed from:body"' in response.text
 
 
-def test_nothing_in_flight_answers_286_so_polling_stops(clock, hx, client, login, viewer, project, pipe, put):
+def test_nothing_in_flight_answers_286_so_polling_stops(
+    clock, hx, client, login, viewer, project, pipe, put
+):
     put(pipe, 0, "launched", names=["done_flag"])
     response = login(hx, viewer).get(board_url(project, pipe))
     assert response.status_code == 286
@@ -77,26 +91,34 @@ def test_cards_say_status_what_is_done_next_and_time_left(clock, as_viewer, proj
     put(pipe, 1, names=["waiting_one"])
     put(pipe, 1, "paused", names=["paused_one"], paused_remaining_seconds=7200)
     put(pipe, 1, "halted", names=["halted_one"], last_error="value does not fit")
-    put(pipe, 2, "rolling_out", names=["rolling_one"], rollout_percent=40,
-        due_at=START + timedelta(minutes=30))
+    put(
+        pipe,
+        2,
+        "rolling_out",
+        names=["rolling_one"],
+        rollout_percent=40,
+        due_at=START + timedelta(minutes=30),
+    )
     put(pipe, 2, "awaiting_approval", names=["approval_one"], due_at=None)
     clock.shift(3600)
     html = as_viewer.get(board_url(project, pipe)).text
-    assert "Waiting · <span class=\"countdown\">23h left</span>" in html
+    assert 'Waiting · <span class="countdown">23h left</span>' in html
     assert "Done: 1 of 3 stages. Next: Acts in Staging, then Prod." in html
     assert "Paused (2h left)" in html
     assert "Halted: value does not fit" in html
-    assert "Rolling out at 40 % · <span class=\"countdown\">due now</span>" in html
+    assert 'Rolling out at 40 % · <span class="countdown">due now</span>' in html
     assert "Next: 70 % in Production." in html
     assert "Awaiting approval" in html and "Applies when approved, then launch" in html
     assert "In since 2030-01-06 09:00 UTC. Done:" in html
     assert '<p class="by-status">1 halted · 1 paused · 1 waiting</p>' in html
 
 
-# --- fast with many flags: counts, first cards, show more, search -----------------------------------
+# --- fast with many flags: counts, first cards, show more, search ---------------------------------
 
 
-def test_columns_show_counts_and_first_cards_then_more_on_demand(clock, hx, login, viewer, project, pipe, put):
+def test_columns_show_counts_and_first_cards_then_more_on_demand(
+    clock, hx, login, viewer, project, pipe, put
+):
     first = board_service.per_column_default(3)
     assert first == 16 and board_service.per_column_default(30) == 2
     put(pipe, 1, n=first + board_service.PAGE + 5, prefix="many")
@@ -122,12 +144,14 @@ def test_search_filters_cards_and_counts_by_flag_name(clock, hx, login, viewer, 
     assert "checkout_alpha" in html and "ALPHA_banner" in html
     assert "checkout_beta" not in html and "search_box" not in html
     assert "<strong>4</strong> in flight" in html  # the whole pipeline still counts
-    assert 'matching “alpha”' in html and "q=alpha" in html
+    assert "matching “alpha”" in html and "q=alpha" in html
     nothing = hx.get(board_url(project, pipe, q="100%_")).text
     assert "No matching flags." in nothing and "checkout" not in nothing
 
 
-def test_query_count_does_not_grow_with_flags(clock, hx, login, viewer, project, pipe, put, statements):
+def test_query_count_does_not_grow_with_flags(
+    clock, hx, login, viewer, project, pipe, put, statements
+):
     login(hx, viewer)
 
     def measure():
@@ -146,10 +170,12 @@ def test_query_count_does_not_grow_with_flags(clock, hx, login, viewer, project,
     assert small <= 15
 
 
-# --- roles and controls -----------------------------------------------------------------------------
+# --- roles and controls ---------------------------------------------------------------------------
 
 
-def test_non_members_get_404_and_deleted_or_foreign_pipelines_too(clock, client, login, make, project, pipe):
+def test_non_members_get_404_and_deleted_or_foreign_pipelines_too(
+    clock, client, login, make, project, pipe
+):
     stranger = make.user()
     login(client, stranger)
     assert client.get(board_url(project, pipe)).status_code == 404
@@ -160,7 +186,9 @@ def test_non_members_get_404_and_deleted_or_foreign_pipelines_too(clock, client,
     db.session.commit()
 
 
-def test_viewer_gets_no_controls_and_cannot_post_them(clock, client, login, viewer, project, pipe, put):
+def test_viewer_gets_no_controls_and_cannot_post_them(
+    clock, client, login, viewer, project, pipe, put
+):
     [run_id] = put(pipe, 1, names=["checkout"])
     login(client, viewer)
     assert "card-controls" not in client.get(board_url(project, pipe)).text
@@ -183,7 +211,10 @@ def test_editor_sees_controls_with_confirmations(clock, client, login, editor, p
         return page
 
     waiting = controls(waiting_id)
-    assert 'aria-label="Pause waiting_one"' in waiting and 'aria-label="Advance now waiting_one"' in waiting
+    assert (
+        'aria-label="Pause waiting_one"' in waiting
+        and 'aria-label="Advance now waiting_one"' in waiting
+    )
     assert 'hx-confirm="Remove waiting_one from the pipeline?' in waiting
     assert 'hx-confirm="Roll back waiting_one?' in waiting
     assert 'aria-label="Resume paused_one"' in controls(paused_id)
@@ -191,7 +222,9 @@ def test_editor_sees_controls_with_confirmations(clock, client, login, editor, p
     assert f'hx-post="/projects/{project.id}/runs/{halted}/retry"' in halted_page
     assert 'aria-label="Pause halted_one"' not in halted_page
     # without JavaScript, remove and roll back open the confirmation page first
-    assert (f'formaction="/projects/{project.id}/runs/{halted}/rollback" formmethod="get"') in halted_page
+    assert (
+        f'formaction="/projects/{project.id}/runs/{halted}/rollback" formmethod="get"'
+    ) in halted_page
     assert 'name="csrf_token"' in halted_page
     assert f'href="{board_url(project, pipe)}"' in halted_page  # Close
 
@@ -206,11 +239,15 @@ def test_pause_from_a_card_refreshes_the_board(clock, hx_editor, project, pipe, 
     run = fresh(run_id)
     assert run.status == "paused" and run.paused_remaining_seconds == 86400 - 600
     assert "Paused (23h 50m left)" in hx_editor.get(board_url(project, pipe)).text
-    entries = db.session.scalars(select(AuditEntry.event_type).where(AuditEntry.run_id == run_id)).all()
+    entries = db.session.scalars(
+        select(AuditEntry.event_type).where(AuditEntry.run_id == run_id)
+    ).all()
     assert "RELEASE_PIPELINE_FEATURE_PAUSED" in entries
 
 
-def test_advance_now_moves_the_flag_to_the_next_column(clock, hx_editor, project, pipe, editor, make):
+def test_advance_now_moves_the_flag_to_the_next_column(
+    clock, hx_editor, project, pipe, editor, make
+):
     flag = make.feature(project, "checkout")
     runs.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
     engine.drain()
@@ -222,15 +259,16 @@ def test_advance_now_moves_the_flag_to_the_next_column(clock, hx_editor, project
     engine.drain()
     assert fresh(run.id).status == "rolling_out"
     html = hx_editor.get(board_url(project, pipe)).text
-    prod = html[html.index('id="col-s2"'):html.index('id="col-launched"')]
+    prod = html[html.index('id="col-s2"') : html.index('id="col-launched"')]
     assert "checkout" in prod and "Rolling out at 10 %" in prod
 
 
-# --- overview and the launch chart -------------------------------------------------------------------
+# --- overview and the launch chart ----------------------------------------------------------------
 
 
-def test_overview_lists_published_pipelines_with_bars_in_flight_and_launched(clock, client, login, viewer,
-                                                                            project, pipe, make_pipeline, put):
+def test_overview_lists_published_pipelines_with_bars_in_flight_and_launched(
+    clock, client, login, viewer, project, pipe, make_pipeline, put
+):
     make_pipeline([{"name": "Draft stage"}], name="Draft one", status="draft")
     put(pipe, 1, n=3)
     put(pipe, 2, n=1)
@@ -242,7 +280,9 @@ def test_overview_lists_published_pipelines_with_bars_in_flight_and_launched(clo
     assert 'aria-label="Flags per stage: Dev 0, QA 3, Prod 1"' in html
     assert '<td class="num">4</td>' in html and '<td class="num">2</td>' in html
     assert f'href="{board_url(project, pipe)}"' in html
-    fragment = login(client, viewer).get(f"/projects/{project.id}/board", headers={"HX-Request": "true"})
+    fragment = login(client, viewer).get(
+        f"/projects/{project.id}/board", headers={"HX-Request": "true"}
+    )
     assert "<html" not in fragment.text and 'id="overview"' in fragment.text
 
 
@@ -251,8 +291,9 @@ def test_launch_chart_counts_launches_per_day(clock, client, login, viewer, proj
     put(pipe, 0, "launched", n=1, prefix="today", ended_at=START - timedelta(hours=1))
     put(pipe, 0, "launched", n=4, prefix="old", ended_at=START - timedelta(days=31))
     login(client, viewer)
-    response = client.get(f"/projects/{project.id}/pipelines/{pipe.id}/launches",
-                          headers={"HX-Request": "true"})
+    response = client.get(
+        f"/projects/{project.id}/pipelines/{pipe.id}/launches", headers={"HX-Request": "true"}
+    )
     html = response.text
     assert response.status_code == 200 and "<html" not in html and 'id="launch_chart"' in html
     assert "2030-01-05: 3 launched" in html and "2030-01-06: 1 launched" in html

@@ -7,9 +7,9 @@ board with 10,000 flags in flight costs what a board with 10 costs.
 """
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from functools import lru_cache
 from datetime import date, datetime, timedelta
+from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, union_all
@@ -17,9 +17,9 @@ from sqlalchemy import bindparam, func, select, union_all
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
+    RUN_ACTIVE_STATUSES,
     AuditEntry,
     Environment,
-    RUN_ACTIVE_STATUSES,
     Feature,
     PipelineRun,
     PipelineStage,
@@ -88,7 +88,8 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
         .where(PipelineStage.pipeline_id == pipeline_id).order_by(StageAction.position)
     ):
         segment = SimpleNamespace(name=row.segment_name) if row.segment_name is not None else None
-        actions.setdefault(row.stage_id, []).append(SimpleNamespace(**row._asdict(), segment=segment))
+        action = SimpleNamespace(**row._asdict(), segment=segment)
+        actions.setdefault(row.stage_id, []).append(action)
     stages = []
     for row in db.session.execute(
         select(PipelineStage.id, PipelineStage.position, PipelineStage.name,
@@ -277,7 +278,7 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     launched_rows = db.session.execute(
         _filtered(select(*_CARD_COLUMNS), query, joined=True)
         .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
-               PipelineRun.ended_at >= since)
+               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
         .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc()).limit(launched_limit)
     ).all()
     launched_count = launches.total
@@ -285,7 +286,7 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
         launched_count = db.session.scalar(
             _filtered(select(func.count()).select_from(PipelineRun), query)
             .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
-                   PipelineRun.ended_at >= since)) or 0
+                   PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)) or 0
 
     columns = [
         Column(f"s{s.position}", s, sum(counts.get(s.position, {}).values()),
@@ -346,7 +347,7 @@ def published_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
     return pipeline
 
 
-# --- Launches per day -------------------------------------------------------------------------------
+# --- Launches per day -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -366,16 +367,17 @@ class Launches:
 def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
                      now: datetime | None = None) -> Launches:
     """Flags launched per UTC day over the last `days` days (today included), zeros kept."""
-    today = (now or clock_now()).date()
+    now = now or clock_now()
+    today = now.date()
     first = today - timedelta(days=days - 1)
-    since = (now or clock_now()).replace(year=first.year, month=first.month, day=first.day,
+    since = now.replace(year=first.year, month=first.month, day=first.day,
                                          hour=0, minute=0, second=0, microsecond=0)
     day = func.date(PipelineRun.ended_at)
     found: dict[str, int] = {}
     for value, number in db.session.execute(
         select(day, func.count())
         .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched",
-               PipelineRun.ended_at >= since)
+               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
         .group_by(day)
     ):
         found[str(value)[:10]] = number
@@ -383,7 +385,7 @@ def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
     return Launches(since, [(d, found.get(d.isoformat(), 0)) for d, _ in series])
 
 
-# --- The project's pipelines at a glance -----------------------------------------------------------
+# --- The project's pipelines at a glance ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -421,21 +423,23 @@ def overview(project_id: int) -> list[PipelineGlance]:
         select(PipelineRun.pipeline_id, PipelineRun.stage_position, func.count())
         .where(PipelineRun.pipeline_id.in_(ids), PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
         .group_by(PipelineRun.pipeline_id, PipelineRun.stage_position))}
-    since = clock_now() - timedelta(days=LAUNCHED_DAYS)
+    now = clock_now()
+    since = now - timedelta(days=LAUNCHED_DAYS)
     launched = dict(db.session.execute(
         select(PipelineRun.pipeline_id, func.count())
         .where(PipelineRun.pipeline_id.in_(ids), PipelineRun.status == "launched",
-               PipelineRun.ended_at >= since)
+               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
         .group_by(PipelineRun.pipeline_id)).all())
     glances = []
     for p in pipelines:
-        per_stage = [(name, env, counts.get((p.id, pos), 0)) for pos, name, env in stages.get(p.id, [])]
+        per_stage = [(name, env, counts.get((p.id, pos), 0))
+                     for pos, name, env in stages.get(p.id, [])]
         glances.append(PipelineGlance(p, per_stage, sum(n for _, _, n in per_stage),
                                       launched.get(p.id, 0)))
     return glances
 
 
-# --- A flag's track through its pipeline ---------------------------------------------------------------
+# --- A flag's track through its pipeline ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -503,7 +507,8 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
     names = {s.id: s for s in stages}
     for execution in executions.values():
         stage = names.get(execution.stage_id)
-        label = f"{stage.name} ({stage.environment})" if stage else f"stage {execution.position + 1}"
+        label = (f"{stage.name} ({stage.environment})" if stage
+                 else f"stage {execution.position + 1}")
         history.append(HistoryItem(execution.entered_at, "", f"Entered {label}", "stage"))
         if execution.completed_at is not None:
             history.append(HistoryItem(execution.completed_at, "", f"Completed {label}", "stage"))
