@@ -1,6 +1,7 @@
 """The transition engine's figures, on a SQLite file database and an embedded Redis.
 
     .venv/bin/python bench/engine.py [--flags 10000] [--waiting 1000] [--recover 2000] [--keep DIR]
+    .venv/bin/python bench/engine.py --chaos 2000    # the chaos test with 2,000 flags instead
 
 1. Throughput: FLAGS flags are added to a published pipeline whose first stage (Development,
    ON_ENTER) enables them; one worker (`flask worker`, RQ SimpleWorker with its scheduler, a
@@ -137,7 +138,18 @@ def main() -> None:
     parser.add_argument("--waiting", type=int, default=1_000)
     parser.add_argument("--recover", type=int, default=2_000)
     parser.add_argument("--keep", help="keep the database and Redis in this folder")
+    parser.add_argument("--chaos", type=int, metavar="FLAGS",
+                        help="run tests/chaos with this many flags (SIGKILLs and FLUSHALLs)")
     args = parser.parse_args()
+    if args.chaos:
+        env = {**os.environ, "CHAOS_FLAGS": str(args.chaos),
+               "CHAOS_DEADLINE": str(max(150, args.chaos // 2))}
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-m", "chaos",
+                                "tests/chaos"], cwd=ROOT, env=env)
+        print(f"chaos with {args.chaos} flags: {'passed' if code == 0 else 'FAILED'} in "
+              f"{time.monotonic() - started:.0f} s")
+        raise SystemExit(code)
     folder = Path(args.keep or tempfile.mkdtemp(prefix="railyard-bench-engine-"))
     folder.mkdir(parents=True, exist_ok=True)
     server = redis_conn.start_embedded(folder)
