@@ -181,9 +181,15 @@ def test_non_members_get_404_and_deleted_or_foreign_pipelines_too(
     assert client.get(board_url(project, pipe)).status_code == 404
     assert client.get(f"/projects/{project.id}/board").status_code == 404
     other = make.project("Other")
-    make.user(project=other, role="admin", email="boss@example.com")
+    boss = make.user(project=other, role="admin", email="boss@example.com")
+    login(client, boss)  # a member elsewhere: this project's pipeline under theirs is not found
+    assert client.get(f"/projects/{other.id}/pipelines/{pipe.id}/board").status_code == 404
+    member = make.user(project=project, role="viewer", email="lead@example.com")
     pipe.deleted_at = START
     db.session.commit()
+    login(client, member)
+    assert client.get(board_url(project, pipe)).status_code == 404
+    assert client.get(f"/projects/{project.id}/pipelines/{pipe.id}/launches").status_code == 404
 
 
 def test_viewer_gets_no_controls_and_cannot_post_them(
