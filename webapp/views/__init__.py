@@ -7,6 +7,7 @@ PROJECT_NAV = [
     ("Flags", "flags.index"),
     ("Segments", "segments.index"),
     ("Pipelines", "pipelines.index"),
+    ("Boards", "board.overview"),
     ("Change requests", "change_requests.index"),
     ("Audit log", "audit.index"),
     ("Settings", "projects.settings"),
