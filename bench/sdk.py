@@ -1,9 +1,11 @@
 """SDK API throughput under gunicorn (2 workers) on a SQLite file database.
 
-    .venv/bin/python bench/sdk.py [--duration 10] [--connections 32] [--keep DIR]
+    .venv/bin/python bench/sdk.py [--duration 10] [--connections 16] [--worker-class gthread]
+                                  [--threads 2] [--keep DIR]
 
 Builds a project with 100 flags and 50 segments (each overriding two flags in Development)
-through the services, starts gunicorn with 2 workers (gthread, keep-alive) on a loopback port,
+through the services, starts gunicorn with 2 workers (gthread, 2 threads each, keep-alive: more threads only
+queue behind the GIL and lengthen the tail) on a loopback port,
 and drives load from a second process: `wrk` when it is installed (apt-get install wrk), else a
 small Python load generator in a subprocess (threads, keep-alive). Prints requests per second
 and latency percentiles for `GET /api/v1/flags/` and `POST /api/v1/identities/` (a pool of
@@ -119,12 +121,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(url: str, folder: Path, port: int) -> subprocess.Popen:
+def start_gunicorn(url: str, folder: Path, port: int, worker_class: str,
+                   threads: int) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench",
            "REDIS_URL": "redis://127.0.0.1:1/0"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
-         "--threads", "8", "--keep-alive", "30", "--bind", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", worker_class,
+         "--threads", str(threads), "--keep-alive", "30", "--bind", f"127.0.0.1:{port}",
          "--log-level", "warning", "wsgi:app"],
         cwd=ROOT, env=env, start_new_session=True,
     )
@@ -149,8 +152,8 @@ def run_wrk(url: str, key: str, seconds: int, connections: int, script: str | No
     if "Requests/sec" not in output or "99%" not in output:
         raise SystemExit(f"unexpected wrk output:\n{output}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    p99 = _wrk_ms(re.search(r"99%\s+(\S+)", output).group(1))
-    p50 = _wrk_ms(re.search(r"50%\s+(\S+)", output).group(1))
+    p99 = _wrk_ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))
+    p50 = _wrk_ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {"rate": rate, "p50": p50, "p99": p99, "errors": int(errors.group(1)) if errors else 0}
 
@@ -173,17 +176,19 @@ def run_python(port: int, path: str, method: str, key: str, seconds: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", help="build the database in this folder and keep it")
     args = parser.parse_args()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="railyard-sdk-"))
     folder.mkdir(parents=True, exist_ok=True)
     url, key = build(folder)
     port = free_port()
-    server = start_gunicorn(url, folder, port)
+    server = start_gunicorn(url, folder, port, args.worker_class, args.threads)
     wrk = shutil.which("wrk")
     tool = "wrk (2 threads)" if wrk else "Python load generator (threads, keep-alive)"
-    print(f"gunicorn: 2 workers (gthread, 8 threads), SQLite file database; load: {tool}, "
+    print(f"gunicorn: 2 workers ({args.worker_class}, {args.threads} threads), SQLite file database; load: {tool}, "
           f"{args.connections} connections, {args.duration} s per endpoint; {os.cpu_count()} CPUs")
     try:
         base = f"http://127.0.0.1:{port}/api/v1"

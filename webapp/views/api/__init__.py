@@ -23,11 +23,14 @@ def _register_profile(state) -> None:
 
 
 from webapp.views.api import (  # noqa: E402,F401
+    audit,
+    change_requests,
     environments,
     features,
     featurestates,
     openapi,
     projects,
+    release_pipelines,
     sdk,  # noqa: E402,F401  (routes register on bp)
     segments,
 )

@@ -1,0 +1,1 @@
+"""Admin API: audit (being written)."""

@@ -1,0 +1,1 @@
+"""Admin API: change_requests (being written)."""

@@ -1,0 +1,1 @@
+"""Admin API: release_pipelines (being written)."""
