@@ -24,10 +24,14 @@ def render(template: str, block: str, status: int = 200, **context: Any) -> Resp
 
 
 def location(url: str) -> Response:
-    """Navigate: HX-Location for htmx (never a bare 302), a 303 redirect otherwise."""
+    """Navigate to another page: HX-Redirect for htmx (never a bare 302), a 303 otherwise.
+
+    Not HX-Location: htmx fetches that URL as an htmx request and swaps it into <body>, so the
+    page would answer with its fragment and lose the layout around it.
+    """
     if wants_fragment():
         response = make_response("", 200)
-        response.headers["HX-Location"] = url
+        response.headers["HX-Redirect"] = url
         return response
     response = make_response("", 303)
     response.headers["Location"] = url

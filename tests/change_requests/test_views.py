@@ -185,14 +185,14 @@ def test_a_toggle_in_production_creates_a_change_request(client, hx, login, cloc
     answer = hx.post(f"/projects/{project.id}/flags/{flag.id}/environments/{prod.id}/toggle",
                      data={"enabled": "true"})
     request = request_of(flag)
-    assert answer.headers["HX-Location"] == url(project, request)
+    assert answer.headers["HX-Redirect"] == url(project, request)
     assert state(flag, prod) == (False, None)
     login(client, editor)
     detail = client.get(f"/projects/{project.id}/flags/{flag.id}").get_data(as_text=True)
     assert "Create change request" in detail  # the value form in Production
     answer = hx.post(f"/projects/{project.id}/flags/{flag.id}/environments/{prod.id}/value",
                      data={"value": "hello"})
-    assert answer.headers["HX-Location"] == url(project, request_of(flag))
+    assert answer.headers["HX-Redirect"] == url(project, request_of(flag))
     assert request_of(flag).changes[0]["after"] == {"enabled": False, "value": "hello"}
     # Staging needs no approvals: it changes at once.
     staging = envs["Staging"]

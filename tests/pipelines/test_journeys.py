@@ -17,6 +17,8 @@ def test_build_publish_and_clone_a_three_stage_pipeline(
     page.get_by_label("Pipeline name").fill("Web release")
     page.get_by_role("button", name="Create pipeline").click()
     expect(page.get_by_role("heading", name=re.compile("Web release"))).to_be_visible()
+    # The new page comes whole, with the project's navigation around the builder.
+    expect(page.get_by_role("navigation", name="Project")).to_be_visible()
 
     for n, env in enumerate(("Development", "Staging", "Production"), start=1):
         page.get_by_label("New stage name").fill(env)

@@ -67,7 +67,7 @@ def test_create_goes_to_the_builder(client, hx, login, project, editor):
     assert response.headers["Location"].endswith(base(project, pipeline))
     login(hx, editor)
     response = hx.post(base(project), data={"name": "Another"})
-    assert response.status_code == 200 and "HX-Location" in response.headers
+    assert response.status_code == 200 and "HX-Redirect" in response.headers
 
 
 @pytest.mark.parametrize(
@@ -465,7 +465,7 @@ def test_publish_confirmation_lists_the_stages_then_publishes(
     login(hx, editor)
     response = hx.post(f"{base(project, pipeline)}/publish", data={"version": pipeline.version})
     assert response.status_code == 200
-    assert response.headers["HX-Location"].endswith(base(project, pipeline))
+    assert response.headers["HX-Redirect"].endswith(base(project, pipeline))
     assert state(pipeline.id)[1] == "published"
 
 
@@ -518,7 +518,7 @@ def test_unpublish_clone_and_delete(client, hx, login, project, editor, build):
     ).get_data(as_text=True)
     login(hx, editor)
     response = hx.post(f"{base(project, pipeline)}/unpublish")
-    assert response.status_code == 200 and "HX-Location" in response.headers
+    assert response.status_code == 200 and "HX-Redirect" in response.headers
     assert state(pipeline.id)[1] == "draft"
 
     clone_form = client.get(f"{base(project, pipeline)}/clone").get_data(as_text=True)
@@ -529,10 +529,10 @@ def test_unpublish_clone_and_delete(client, hx, login, project, editor, build):
     )
     response = hx.post(f"{base(project, pipeline)}/clone", data={"name": "Web v2"})
     copy = db.session.scalar(select(ReleasePipeline).where(ReleasePipeline.name == "Web v2"))
-    assert response.headers["HX-Location"].endswith(base(project, copy))
+    assert response.headers["HX-Redirect"].endswith(base(project, copy))
     assert len(copy.stages) == 3 and copy.status == "draft"
 
     response = hx.post(f"{base(project, pipeline)}/delete")
-    assert response.headers["HX-Location"].endswith(base(project))
+    assert response.headers["HX-Redirect"].endswith(base(project))
     assert client.get(base(project, pipeline)).status_code == 404
     assert "Web v2" in client.get(base(project)).get_data(as_text=True)

@@ -121,7 +121,7 @@ def test_create_flag_then_its_name_shows_escaped(hx, client, login, editor, proj
     response = hx.post(f"/projects/{project.id}/flags",
                        data={"name": "<b>bold</b>", "value_type": "string", "default_value": "<i>hi</i>",
                              "default_enabled": "y"})
-    assert response.status_code == 200 and "HX-Location" in response.headers
+    assert response.status_code == 200 and "HX-Redirect" in response.headers
     feature = scalar(select(Feature))
     assert feature.default_enabled is True and feature.default_value == "<i>hi</i>"
     login(client, editor)

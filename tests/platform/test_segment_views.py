@@ -79,7 +79,7 @@ def test_create_saves_the_tree_and_audits(hx, login, editor, project):
     response = hx.post(f"/projects/{project.id}/segments/new", data=FORM)
     assert response.status_code == 200
     segment = scalar(select(Segment))
-    assert response.headers["HX-Location"] == f"/projects/{project.id}/segments/{segment.id}"
+    assert response.headers["HX-Redirect"] == f"/projects/{project.id}/segments/{segment.id}"
     assert segment.rules == rules_from_form(FORM)
     assert scalar(select(AuditEntry.event_type).where(AuditEntry.object_type == "segment")) == "SEGMENT_CREATED"
 
