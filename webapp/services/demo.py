@@ -5,8 +5,8 @@ import secrets
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Project, User
-from webapp.services import flags, projects, segments, users
+from webapp.models import Environment, Feature, Project, Segment, User
+from webapp.services import flags, pipelines, projects, runs, segments, users
 from webapp.services.actors import SYSTEM
 
 DEMO_FLAGS = [
@@ -33,6 +33,20 @@ DEMO_SEGMENTS = [
 ]
 
 
+# A published pipeline with two flags in flight, so the boards and the audit log have something
+# to show from the first minute: (stage name = environment, wait in minutes, actions).
+DEMO_PIPELINE = "Standard rollout"
+DEMO_STAGES = [
+    ("Development", 0, [{"action_type": "TOGGLE_FEATURE", "enabled": "true"}]),
+    ("Staging", 2, [{"action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true",
+                     "segment": "Beta testers"},
+                    {"action_type": "TOGGLE_FEATURE", "enabled": "true"}]),
+    ("Production", 5, [{"action_type": "PHASED_ROLLOUT", "rollout_initial": "10",
+                        "rollout_step": "30", "rollout_every": "2", "rollout_unit": "minutes"}]),
+]
+DEMO_PIPELINE_FLAGS = ["search_v2", "onboarding_tour"]
+
+
 def seed_if_empty(admin_email: str | None, admin_password: str | None) -> str | None:
     """Create the demo project and an admin on an empty database.
 
@@ -55,6 +69,35 @@ def seed_if_empty(admin_email: str | None, admin_password: str | None) -> str | 
     for name, rules in DEMO_SEGMENTS:
         segments.create_segment(project, name, rules, SYSTEM, commit=False)
     db.session.commit()
+    _seed_pipeline(project)
     if generated:
         return f"Sign in as {email} with password {password} (shown once)."
     return f"Sign in as {email} with the password from ADMIN_PASSWORD."
+
+
+def _seed_pipeline(project: Project) -> None:
+    """The demo pipeline, published, with DEMO_PIPELINE_FLAGS added: the sweeper drives them."""
+    environments = dict(db.session.execute(
+        select(Environment.name, Environment.id).where(Environment.project_id == project.id)).all())
+    segment_ids = dict(db.session.execute(
+        select(Segment.name, Segment.id).where(Segment.project_id == project.id)).all())
+    pipeline = pipelines.create_pipeline(
+        project, DEMO_PIPELINE, SYSTEM,
+        description="Development at once; Staging for beta testers, then everyone; "
+                    "Production in a phased rollout.")
+    for name, wait_minutes, actions in DEMO_STAGES:
+        stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=name,
+                                    environment_id=environments[name])
+        if wait_minutes:
+            pipelines.update_stage(pipeline, pipeline.version, stage.id, {
+                "trigger_type": "WAIT_FOR", "wait_amount": str(wait_minutes),
+                "wait_unit": "minutes"}, SYSTEM)
+        for action in actions:
+            data = dict(action)
+            if "segment" in data:
+                data["segment_id"] = str(segment_ids[data.pop("segment")])
+            pipelines.add_action(pipeline, pipeline.version, stage.id, data, SYSTEM)
+    pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+    feature_ids = list(db.session.scalars(select(Feature.id).where(
+        Feature.project_id == project.id, Feature.name.in_(DEMO_PIPELINE_FLAGS))))
+    runs.add_flags(project, pipeline.id, feature_ids, SYSTEM)

@@ -1,0 +1,24 @@
+"""The demo `make run` seeds on an empty database: an admin, flags, segments, and a published
+pipeline with flags already in flight."""
+
+from sqlalchemy import func, select
+
+from webapp.extensions import db
+from webapp.models import Feature, PipelineRun, ReleasePipeline, User
+from webapp.services import demo
+
+
+def test_seeds_an_empty_database_once(app):
+    message = demo.seed_if_empty("boss@example.com", None)
+    assert message.startswith("Sign in as boss@example.com with password ")
+    assert db.session.scalar(select(func.count()).select_from(Feature)) == len(demo.DEMO_FLAGS)
+
+    pipeline = db.session.scalar(select(ReleasePipeline))
+    assert pipeline.name == demo.DEMO_PIPELINE and pipeline.published_at is not None
+    in_flight = db.session.scalars(
+        select(Feature.name).join(PipelineRun, PipelineRun.feature_id == Feature.id)
+        .where(PipelineRun.pipeline_id == pipeline.id))
+    assert sorted(in_flight) == sorted(demo.DEMO_PIPELINE_FLAGS)
+
+    assert demo.seed_if_empty("other@example.com", "secret-password") is None
+    assert db.session.scalar(select(func.count()).select_from(User)) == 1
