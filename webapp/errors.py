@@ -38,4 +38,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        return _answer(error.code or 500, error.description or error.name)
+        response = app.make_response(_answer(error.code or 500, error.description or error.name))
+        # Keep what the exception says about itself, e.g. `Allow` on a 405.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
