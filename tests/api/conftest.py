@@ -70,3 +70,36 @@ def org_key(project):
     """An organisation API key (the secret) for the project's organisation."""
     _row, secret = api_keys.create_organisation_key(project.organisation, "CI", SYSTEM)
     return secret
+
+
+# --- Calling the admin API as someone (shared by the governance tests) ---
+
+
+def api(client, method, path, key=None, token=None, **kwargs):
+    """Call /api/v1/<path> with an organisation key or a personal token."""
+    headers = dict(kwargs.pop("headers", None) or {})
+    if key:
+        headers["Authorization"] = f"Api-Key {key}"
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    response = client.open(f"/api/v1/{path}", method=method, headers=headers, **kwargs)
+    db.session.rollback()  # end the test's SQLite read snapshot: see (and write after) the request
+    return response
+
+
+def token_for(user):
+    """A new personal token (the secret) of `user`."""
+    return api_keys.create_user_token(user, "laptop", SYSTEM)[1]
+
+
+@pytest.fixture
+def foreign_org_key(make):
+    """A key of another organisation, which owns project "Elsewhere"."""
+    from webapp.models import Organisation
+    from webapp.services import projects
+
+    organisation = Organisation(name="Other Org")
+    db.session.add(organisation)
+    db.session.commit()
+    projects.create_project("Elsewhere", SYSTEM, organisation=organisation)
+    return api_keys.create_organisation_key(organisation, "Other", SYSTEM)[1]

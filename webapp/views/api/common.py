@@ -34,6 +34,8 @@ class Operation:
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth: str = "admin"  # admin | environment | none
     errors: tuple[int, ...] = ERROR_STATUSES
+    # Other success answers, e.g. {202: ChangeRequestOpenedSchema} where approvals are needed.
+    also: dict[int, type[Schema]] = field(default_factory=dict)
 
 
 OPERATIONS: dict[str, Operation] = {}

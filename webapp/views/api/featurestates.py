@@ -1,14 +1,28 @@
 """Admin API: a flag's state per environment (`/api/v1/environments/<key>/featurestates/`)
 and its segment overrides (`/api/v1/environments/<key>/segment-overrides/`). Changes are
-refused with 409 while the flag is in a release pipeline."""
+refused with 409 while the flag is in a release pipeline.
+
+In an environment that needs approvals a change is not applied: it opens a change request
+(202, with the request), which a person asks for, so organisation API keys are refused there.
+"""
 
 from sqlalchemy import select
 
+from jobs import outbox
 from webapp.extensions import db
-from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import api_auth, flags
-from webapp.services.errors import NotFound
+from webapp.models import (
+    ChangeRequest,
+    Environment,
+    Feature,
+    FeatureState,
+    Segment,
+    SegmentOverride,
+)
+from webapp.services import api_auth, change_requests
+from webapp.services.api_auth import Principal
+from webapp.services.errors import Forbidden, NotFound
 from webapp.views.api import bp
+from webapp.views.api import change_requests as change_request_api
 from webapp.views.api.common import (
     MAX_ID,
     body,
@@ -19,6 +33,7 @@ from webapp.views.api.common import (
     principal,
     wire_errors,
 )
+from webapp.views.api.governance_schemas import ChangeRequestOpenedSchema
 from webapp.views.api.schemas import (
     FeatureStateSchema,
     FeatureStateUpdateSchema,
@@ -66,6 +81,25 @@ def _override_of(environment_id: int, feature_id: int, segment_id: int) -> Segme
 
 
 FEATURE_FILTER = {"feature": {"type": "integer", "required": False}}
+GATED = {202: ChangeRequestOpenedSchema}
+
+
+def _editor_in(who: Principal, api_key: str) -> Environment:
+    """The environment for a change; where changes need approvals, a person must ask."""
+    env = api_auth.environment_for(who, api_key, needs="editor")
+    if who.actor.user_id is None and change_requests.approvals_needed(env.id) > 0:
+        raise Forbidden(f"{env.name} needs approvals: a change there opens a change request, "
+                        "which a person asks for. Use a personal token (Authorization: Token "
+                        "<token>).")
+    return env
+
+
+def _opened(cr: ChangeRequest):
+    """The 202 answer: nothing changed yet, the change request holds the change."""
+    outbox.ring()
+    return {"detail": f"{cr.title}: change request #{cr.id} opened; nothing changes until it is "
+                      "approved and committed.",
+            "change_request": change_request_api.read(cr.project_id, cr.id)}, 202
 
 
 @bp.get("/environments/<api_key>/featurestates/")
@@ -91,18 +125,22 @@ def get_featurestate(api_key: str, state_id: int):
 
 @bp.patch("/environments/<api_key>/featurestates/<int:state_id>/")
 @operation("Turn a flag on/off or set its value in an environment (editors; 409 while the "
-           "flag is in a release pipeline)", "feature states", body=FeatureStateUpdateSchema,
-           response=FeatureStateSchema)
+           "flag is in a release pipeline; 202 with a change request where the environment "
+           "needs approvals)", "feature states", body=FeatureStateUpdateSchema,
+           response=FeatureStateSchema, also=GATED)
 def update_featurestate(api_key: str, state_id: int):
     who = principal()
-    env = api_auth.environment_for(who, api_key, needs="editor")
+    env = _editor_in(who, api_key)
     state = _state_in(env, state_id)
     data = body(FeatureStateUpdateSchema)
     changes = {}
     if "feature_state_value" in data:
         changes["raw_value"] = data["feature_state_value"]
     with wire_errors(VALUE_FIELDS):
-        flags.set_state(state.feature, env.id, who.actor, enabled=data.get("enabled"), **changes)
+        opened = change_requests.set_state(state.feature, env.id, who.actor,
+                                           enabled=data.get("enabled"), **changes)
+    if opened is not None:
+        return _opened(opened)
     db.session.refresh(state)
     return serialize_state(state)
 
@@ -123,46 +161,58 @@ def list_segment_overrides(api_key: str):
 
 @bp.post("/environments/<api_key>/segment-overrides/")
 @operation("Override a flag for a segment in an environment (editors; 409 while the flag is "
-           "in a release pipeline; 422 when the override exists)", "segment overrides",
-           body=SegmentOverrideCreateSchema, response=SegmentOverrideSchema, status=201)
+           "in a release pipeline; 422 when the override exists; 202 with a change request "
+           "where the environment needs approvals)", "segment overrides",
+           body=SegmentOverrideCreateSchema, response=SegmentOverrideSchema, status=201,
+           also=GATED)
 def create_segment_override(api_key: str):
     who = principal()
-    env = api_auth.environment_for(who, api_key, needs="editor")
+    env = _editor_in(who, api_key)
     data = body(SegmentOverrideCreateSchema)
     feature = db.session.get(Feature, data["feature"])
     if feature is None or feature.project_id != env.project_id:
         raise NotFound("Feature not found in this project.")
     with wire_errors(VALUE_FIELDS):
-        flags.save_override(feature, env.id, data["segment"], who.actor,
-                            enabled=data["enabled"], raw_value=data["feature_state_value"],
-                            priority=data["priority"])
+        opened = change_requests.save_override(
+            feature, env.id, data["segment"], who.actor, enabled=data["enabled"],
+            raw_value=data["feature_state_value"], priority=data["priority"])
+    if opened is not None:
+        return _opened(opened)
     return serialize_override(_override_of(env.id, feature.id, data["segment"])), 201
 
 
 @bp.patch("/environments/<api_key>/segment-overrides/<int:override_id>/")
-@operation("Change a segment override (editors; 409 while the flag is in a release pipeline)",
-           "segment overrides", body=SegmentOverrideUpdateSchema, response=SegmentOverrideSchema)
+@operation("Change a segment override (editors; 409 while the flag is in a release pipeline; "
+           "202 with a change request where the environment needs approvals)",
+           "segment overrides", body=SegmentOverrideUpdateSchema, response=SegmentOverrideSchema,
+           also=GATED)
 def update_segment_override(api_key: str, override_id: int):
     who = principal()
-    env = api_auth.environment_for(who, api_key, needs="editor")
+    env = _editor_in(who, api_key)
     override = _override_in(env, override_id)
     data = body(SegmentOverrideUpdateSchema)
     with wire_errors(VALUE_FIELDS):
-        flags.save_override(
+        opened = change_requests.save_override(
             override.feature, env.id, override.segment_id, who.actor, must_exist=True,
             enabled=data.get("enabled", override.enabled),
             raw_value=data.get("feature_state_value", override.value),
             priority=data.get("priority", override.priority))
+    if opened is not None:
+        return _opened(opened)
     db.session.refresh(override)
     return serialize_override(override)
 
 
 @bp.delete("/environments/<api_key>/segment-overrides/<int:override_id>/")
-@operation("Remove a segment override (editors; 409 while the flag is in a release pipeline)",
-           "segment overrides", status=204)
+@operation("Remove a segment override (editors; 409 while the flag is in a release pipeline; "
+           "202 with a change request where the environment needs approvals)",
+           "segment overrides", status=204, also=GATED)
 def delete_segment_override(api_key: str, override_id: int):
     who = principal()
-    env = api_auth.environment_for(who, api_key, needs="editor")
+    env = _editor_in(who, api_key)
     override = _override_in(env, override_id)
-    flags.remove_override(override.feature, env.id, override.segment_id, who.actor)
+    opened = change_requests.remove_override(override.feature, env.id, override.segment_id,
+                                             who.actor)
+    if opened is not None:
+        return _opened(opened)
     return "", 204

@@ -12,7 +12,8 @@ from flask import Flask, current_app, jsonify, render_template
 from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, MAX_PAGE_SIZE, OPERATIONS, ErrorSchema, Operation
 
-_REASONS = {200: "OK", 201: "Created", 204: "Deleted", 304: "Not modified (ETag matched)",
+_REASONS = {200: "OK", 201: "Created", 202: "Accepted: a change request holds the change",
+            204: "Deleted", 304: "Not modified (ETag matched)",
             400: "Malformed request", 401: "Missing or invalid key", 403: "Not allowed",
             404: "Not found (or out of reach)", 409: "Refused in the object's state",
             422: "Invalid input (per-field messages)"}
@@ -69,6 +70,9 @@ def _operation(rule, described: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}}}
     else:
         responses[str(described.status)] = {"description": _REASONS[described.status]}
+    for status, schema in described.also.items():
+        responses[str(status)] = {"description": _REASONS[status],
+                                  "content": {"application/json": {"schema": schema}}}
     if described.auth == "environment" and rule.methods & {"GET"}:
         responses["304"] = {"description": _REASONS[304]}
     for status in described.errors:
