@@ -1,6 +1,7 @@
 """Database engine tuning: SQLite in WAL mode with a busy timeout; writers that read first
 take the write lock up front (`begin_immediate`)."""
 
+from flask import has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -38,5 +39,12 @@ def tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        immediate = connection.get_execution_options().get(_IMMEDIATE)
+        immediate = connection.get_execution_options().get(_IMMEDIATE) or _in_writing_request()
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _in_writing_request() -> bool:
+    """A POST/PUT/PATCH/DELETE reads (who is signed in, their role) before it writes: each of its
+    transactions takes the write lock at BEGIN, where busy_timeout waits its turn, rather than
+    at the first write, where SQLite gives up at once if another writer came in between."""
+    return has_request_context() and request.method not in ("GET", "HEAD", "OPTIONS")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from webapp.clock import now
 from webapp.extensions import db
@@ -64,8 +65,12 @@ def _note_use(row: ApiKey) -> None:
         last = last.replace(tzinfo=moment.tzinfo)
     if last is not None and moment - last < LAST_USED_RESOLUTION:
         return
-    db.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=moment))
-    db.session.commit()
+    try:
+        db.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=moment))
+        db.session.commit()
+    except OperationalError:
+        # Best effort: a busy database (SQLite's write lock) must not fail the read itself.
+        db.session.rollback()
 
 
 def role_in(principal: Principal, project: Project) -> str | None:
