@@ -74,7 +74,7 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
     as RELEASE_PIPELINE_UPDATED with the definition before and after; no entry when nothing
     changes.
     """
-    pipeline, expected = pipelines._open_draft(pipeline, version, whole=True)
+    pipeline, expected = pipelines.open_draft(pipeline, version, whole=True)
     errors: dict[str, list[str]] = {}
     name = _attempt(errors, "", lambda: pipelines.check_name(name))
     parsed = _parse_stages(pipeline.project_id, stages, errors)
@@ -92,7 +92,7 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
     if _have_history([stage.id for stage in surplus]):
         raise Conflict("A stage this would remove has release history (flags went through it); "
                        "keep it, or clone the pipeline and change the copy.")
-    pipelines._claim(pipeline, expected)
+    pipelines.claim_version(pipeline, expected)
     pipeline.name, pipeline.description = name, description
     for stage, new in zip(pipeline.stages, wanted, strict=False):
         for column in ("name", "environment_id", "trigger_type", "wait_seconds"):
@@ -123,7 +123,7 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
             "name": _attempt(errors, where, lambda spec=spec: pipelines.check_name(
                 spec.get("name"))),
         }
-        environment = _attempt(errors, where, lambda spec=spec: pipelines._environment(
+        environment = _attempt(errors, where, lambda spec=spec: pipelines.environment_of(
             project_id, spec.get("environment_id")))
         columns["environment_id"] = environment.id if environment else None
         columns["trigger_type"], columns["wait_seconds"] = _attempt(
@@ -132,7 +132,7 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
         rollouts = 0
         for number, data in enumerate(spec.get("actions") or []):
             here = f"{where}actions[{number}]."
-            fields = _attempt(errors, here, lambda data=data: pipelines._action_fields(
+            fields = _attempt(errors, here, lambda data=data: pipelines.action_fields(
                 project_id, data))
             if fields is None:
                 continue
@@ -197,7 +197,7 @@ def _have_history(stage_ids: list[int]) -> bool:
 
 def _definition(name: str, description: str, stages: list[PipelineStage]) -> dict[str, Any]:
     return {"name": name, "description": description,
-            "stages": [pipelines._stage_snapshot(stage) for stage in stages]}
+            "stages": [pipelines.stage_snapshot(stage) for stage in stages]}
 
 
 def _audit(actor: Actor, pipeline: ReleasePipeline, event: str, message: str, *,

@@ -337,17 +337,17 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
     or has a stage without a name, an environment of this project, a valid trigger or a valid
     action; refuses a published or stale pipeline (Conflict). Audited as RELEASE_PIPELINE_PUBLISHED.
     """
-    pipeline, expected = _open_draft(pipeline, version, whole=True)
+    pipeline, expected = open_draft(pipeline, version, whole=True)
     problems = publish_problems(pipeline)
     if problems:
         raise Invalid("This pipeline cannot be published yet.", {"publish": problems})
-    _claim(pipeline, expected, status="published", published_at=now(),
+    claim_version(pipeline, expected, status="published", published_at=now(),
            published_by_id=actor.user_id)
     _audit(actor, pipeline, "RELEASE_PIPELINE_PUBLISHED",
            f"Release pipeline {pipeline.name} published",
            before={"status": "draft"},
            after={"status": "published",
-                  "stages": [_stage_snapshot(stage) for stage in pipeline.stages]})
+                  "stages": [stage_snapshot(stage) for stage in pipeline.stages]})
     db.session.commit()
 
 
@@ -426,14 +426,14 @@ def update_details(pipeline: ReleasePipeline, version: Any, actor: Actor, *, nam
                    description: str = "") -> None:
     """Rename a draft or change its description. Refuses an empty or over-long name, a published
     or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     name = check_name(name)
     description = (description or "").strip()
     before = {"name": pipeline.name, "description": pipeline.description}
     after = {"name": name, "description": description}
     if before == after:
         return
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     pipeline.name, pipeline.description = name, description
     _updated(actor, pipeline, f"renamed to {name}" if before["name"] != name
              else "description changed", before, after)
@@ -444,21 +444,21 @@ def add_stage(pipeline: ReleasePipeline, version: Any, actor: Actor, *, name: st
     """Append a stage (ON_ENTER, no actions yet). Its name defaults to its environment's name or
     "Stage N". Refuses a 31st stage, a bad name, an environment not of this project, a published
     or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     if len(pipeline.stages) >= MAX_STAGES:
         raise Invalid("Too many stages.",
                       {"stage": [f"A pipeline has at most {MAX_STAGES} stages."]})
-    environment = _environment(pipeline.project_id, environment_id)
+    environment = environment_of(pipeline.project_id, environment_id)
     if not (name or "").strip():
         name = environment.name if environment else f"Stage {len(pipeline.stages) + 1}"
     name = check_name(name)
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     stage = PipelineStage(position=len(pipeline.stages), name=name,
                           environment_id=environment.id if environment else None)
     pipeline.stages.append(stage)
     db.session.flush()
     _updated(actor, pipeline, f"stage {stage.position + 1} ({name}) added", None,
-             _stage_snapshot(stage))
+             stage_snapshot(stage))
     return stage
 
 
@@ -469,7 +469,7 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
     (minutes | hours | days). Refuses a bad name, an environment not of this project, an unknown
     trigger, a wait that is not a whole number above 0 and at most 365 days, a published or stale
     pipeline. Audited as RELEASE_PIPELINE_UPDATED with the fields that changed."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     errors: dict[str, list[str]] = {}
     changes: dict[str, Any] = {}
@@ -480,7 +480,7 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
             errors.update(error.field_errors)
     if "environment_id" in data:
         try:
-            environment = _environment(pipeline.project_id, data["environment_id"])
+            environment = environment_of(pipeline.project_id, data["environment_id"])
             changes["environment_id"] = environment.id if environment else None
         except Invalid as error:
             errors.update(error.field_errors)
@@ -502,7 +502,7 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
     changed = {key: value for key, value in changes.items() if before[key] != value}
     if not changed:
         return
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     for key, value in changed.items():
         setattr(stage, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}) changed: "
@@ -512,10 +512,10 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
 def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: Actor) -> None:
     """Remove a stage and its actions; later stages move up (positions stay 0..n-1). Refuses a
     published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
-    _claim(pipeline, expected)
-    snapshot = _stage_snapshot(stage)
+    claim_version(pipeline, expected)
+    snapshot = stage_snapshot(stage)
     pipeline.stages.remove(stage)
     db.session.flush()
     for position, other in enumerate(pipeline.stages):
@@ -529,7 +529,7 @@ def move_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, direction
     """Swap a stage with its neighbour ("up" or "down"). Refuses an unknown direction, moving the
     first stage up or the last down, a published or stale pipeline. Audited as
     RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     if direction not in ("up", "down"):
         raise Invalid("Unknown direction.", {"direction": ["Move up or down."]})
@@ -538,7 +538,7 @@ def move_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, direction
         end = "first" if target < 0 else "last"
         raise Invalid("Cannot move further.", {"direction": [f"This stage is already the {end}."]})
     other = pipeline.stages[target]
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     before = stage.position
     stage.position, other.position = other.position, stage.position
     _updated(actor, pipeline, f"stage {stage.name} moved {direction}",
@@ -553,11 +553,11 @@ def add_action(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: dic
     `rollout_every` and `rollout_unit`. Refuses an unknown type, a missing or foreign segment,
     rollout percentages outside (0, 100], a bad interval, a second phased rollout in the stage, a
     published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
-    fields = _action_fields(pipeline.project_id, data)
+    fields = action_fields(pipeline.project_id, data)
     _refuse_second_rollout(stage, fields["action_type"], None)
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     action = StageAction(position=len(stage.actions), **fields)
     stage.actions.append(action)
     db.session.flush()
@@ -571,14 +571,14 @@ def update_action(pipeline: ReleasePipeline, version: Any, action_id: Any, data:
                   actor: Actor) -> None:
     """Replace an action's settings with those in `data` (same fields and refusals as
     `add_action`). Audited as RELEASE_PIPELINE_UPDATED with before and after."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage, action = _action_of(pipeline, action_id)
-    fields = _action_fields(pipeline.project_id, data)
+    fields = action_fields(pipeline.project_id, data)
     _refuse_second_rollout(stage, fields["action_type"], action)
     before = _action_snapshot(action)
     if all(getattr(action, key) == value for key, value in fields.items()):
         return
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     for key, value in fields.items():
         setattr(action, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): action "
@@ -588,9 +588,9 @@ def update_action(pipeline: ReleasePipeline, version: Any, action_id: Any, data:
 def remove_action(pipeline: ReleasePipeline, version: Any, action_id: Any, actor: Actor) -> None:
     """Remove an action; later actions move up. Refuses a published or stale pipeline.
     Audited as RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage, action = _action_of(pipeline, action_id)
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     snapshot = _action_snapshot(action)
     stage.actions.remove(action)
     db.session.flush()
@@ -604,7 +604,7 @@ def move_action(pipeline: ReleasePipeline, version: Any, action_id: Any, directi
                 actor: Actor) -> None:
     """Swap an action with its neighbour in the stage ("up" or "down"). Refuses moving past the
     ends, a published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
-    pipeline, expected = _open_draft(pipeline, version)
+    pipeline, expected = open_draft(pipeline, version)
     stage, action = _action_of(pipeline, action_id)
     if direction not in ("up", "down"):
         raise Invalid("Unknown direction.", {"direction": ["Move up or down."]})
@@ -612,7 +612,7 @@ def move_action(pipeline: ReleasePipeline, version: Any, action_id: Any, directi
     if not 0 <= target < len(stage.actions):
         raise Invalid("Cannot move further.", {"direction": ["The action cannot move further."]})
     other = stage.actions[target]
-    _claim(pipeline, expected)
+    claim_version(pipeline, expected)
     before = action.position
     action.position, other.position = other.position, action.position
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): action "
@@ -690,7 +690,7 @@ def _parse_percent(raw: Any, field: str, what: str) -> int:
     return number
 
 
-def _action_fields(project_id: int, data: dict[str, Any]) -> dict[str, Any]:
+def action_fields(project_id: int, data: dict[str, Any]) -> dict[str, Any]:
     """The action's columns from form text; Invalid lists every bad field at once."""
     kind = data.get("action_type")
     if kind not in ACTION_TYPES:
@@ -770,7 +770,7 @@ def _fits(value_type: str, value: Any) -> bool:
 # Helpers
 
 
-def _open_draft(pipeline: ReleasePipeline, version: Any, *,
+def open_draft(pipeline: ReleasePipeline, version: Any, *,
                 whole: bool = False) -> tuple[ReleasePipeline, int]:
     """Start the edit's unit of work and reload the pipeline in it; return it with the version
     the edit was made against, if that is still the current one of a live draft.
@@ -804,7 +804,7 @@ def _open_draft(pipeline: ReleasePipeline, version: Any, *,
     return pipeline, expected
 
 
-def _claim(pipeline: ReleasePipeline, expected: int, **values: Any) -> None:
+def claim_version(pipeline: ReleasePipeline, expected: int, **values: Any) -> None:
     """Compare-and-set: bump the version only if nobody else did since `expected`, and only
     while the pipeline is a live draft. Another writer in between means Conflict, nothing saved."""
     result = db.session.execute(
@@ -845,7 +845,7 @@ def _action_of(pipeline: ReleasePipeline, action_id: Any) -> tuple[PipelineStage
     return action.stage, action
 
 
-def _environment(project_id: int, raw: Any) -> Environment | None:
+def environment_of(project_id: int, raw: Any) -> Environment | None:
     if raw is None or str(raw).strip() == "":
         return None
     environment = None
@@ -884,7 +884,7 @@ def _project_ids(model, project_id: int, visible_only: bool = False) -> set[int]
     return set(db.session.scalars(query))
 
 
-def _stage_snapshot(stage: PipelineStage) -> dict[str, Any]:
+def stage_snapshot(stage: PipelineStage) -> dict[str, Any]:
     return {
         "position": stage.position, "name": stage.name, "environment_id": stage.environment_id,
         "trigger_type": stage.trigger_type, "wait_seconds": stage.wait_seconds,
