@@ -200,16 +200,44 @@ def test_an_organisation_key_cannot_change_a_gated_environment(
     assert db.session.scalar(select(func.count()).select_from(ChangeRequest)) == 0
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"feature_state_value": "lots"}, "feature_state_value"),  # upload_limit is an integer
-    ({}, "form"),  # nothing would change
+@pytest.mark.parametrize("flag, payload, field, says", [
+    ("limit", {"feature_state_value": "lots"}, "feature_state_value", "whole number"),
+    ("limit", {}, "form", "already like this"),  # nothing would change
+    ("banner", {"feature_state_value": "a\x00b"}, "feature_state_value", "NUL"),
+    ("limit", {"enabled": "maybe"}, "enabled", "Not a valid boolean."),
 ])
-def test_bad_changes_in_a_gated_environment_open_nothing(payload, field, client, platform,
-                                                         gated, tokens):
+def test_bad_changes_in_a_gated_environment_open_nothing(flag, payload, field, says, client,
+                                                         platform, gated, tokens):
+    feature = getattr(platform, flag)
+    before = (audit_count(), state_of(feature, gated))
     answer = api(client, "PATCH", f"environments/{gated.client_key}/featurestates/"
-                 f"{state_id(platform.limit, gated)}/", token=tokens["requester"], json=payload)
-    assert answer.status_code == 422 and answer.get_json()[field]
+                 f"{state_id(feature, gated)}/", token=tokens["requester"], json=payload)
+    assert answer.status_code == 422 and says in answer.get_json()[field][0]
     assert db.session.scalar(select(func.count()).select_from(ChangeRequest)) == 0
+    assert (audit_count(), state_of(feature, gated)) == before
+
+
+@pytest.mark.parametrize("path, payload", [
+    ("featurestates/{state}/", {"feature_state_value": "a\x00b"}),
+    ("segment-overrides/", {"feature": "{banner}", "segment": "{pro}",
+                            "feature_state_value": "\x00"}),
+    ("segment-overrides/{override}/", {"feature_state_value": "x\x00"}),
+])
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_nul_characters_in_values_are_refused_everywhere(path, payload, environment, client,
+                                                         platform, gated, tokens):
+    env = getattr(platform, environment)
+    names = {"state": state_id(platform.banner, env), "banner": platform.banner.id,
+             "pro": platform.pro.id, "override": override_of(platform.limit, env, platform.pro).id}
+    body = {k: int(v.format(**names)) if k in ("feature", "segment") else v
+            for k, v in payload.items()}
+    before = audit_count()
+    answer = api(client, "PATCH" if "{" in path else "POST",
+                 f"environments/{env.client_key}/{path.format(**names)}",
+                 token=tokens["requester"], json=body)
+    assert answer.status_code == 422
+    assert "NUL" in answer.get_json()["feature_state_value"][0]
+    assert audit_count() == before
 
 
 # --- Listing and reading --------------------------------------------------------------------------
@@ -402,6 +430,7 @@ def test_refused_actions_say_why_and_change_nothing(who, action, setup, status, 
     ({"json": {"comment": 5}}, 422, "comment", "Not a valid string."),
     ({"json": {"comment": "x" * 2001}}, 422, "comment", "2000"),
     ({"json": {"changes_hash": 12}}, 422, "changes_hash", "Not a valid string."),
+    ({"json": {"comment": "fine\x00"}}, 422, "comment", "NUL"),
     ({"json": {"changes_hash": "0" * 64}}, 409, "detail", "review them again"),
 ])
 @pytest.mark.parametrize("action", ["approve", "reject"])
