@@ -765,6 +765,19 @@ def test_unpublish_and_delete_wait_until_no_flag_is_in_flight(project, make, bui
     assert audits(pipeline.id)[-1].object_label == pipeline.name
 
 
+def test_a_stage_flags_went_through_stays_after_unpublish(project, make, build):
+    pipeline = build.three_stages(project, publish=True)
+    _run(project, pipeline, make, status="launched", ended_at=now(), end_reason="launched")
+    pipelines.unpublish_pipeline(fresh(project, pipeline), SYSTEM)
+    pipeline = fresh(project, pipeline)
+    with pytest.raises(Conflict, match=r"Stage 1 \(Development\) has release history"):
+        pipelines.remove_stage(pipeline, pipeline.version, pipeline.stages[0].id, SYSTEM)
+    pipeline = fresh(project, pipeline)
+    assert [stage.name for stage in pipeline.stages] == ["Development", "Staging", "Production"]
+    pipelines.remove_stage(pipeline, pipeline.version, pipeline.stages[2].id, SYSTEM)
+    assert [stage.name for stage in fresh(project, pipeline).stages] == ["Development", "Staging"]
+
+
 def test_unpublish_a_draft_is_refused(project):
     pipeline = pipelines.create_pipeline(project, "P", SYSTEM)
     with pytest.raises(Conflict, match="already a draft"):

@@ -13,19 +13,14 @@ A stage is given as `update_stage` takes one (`name`, `environment_id`, `trigger
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import (
     TRIGGER_TYPES,
-    ChangeRequest,
-    PipelineRun,
     PipelineStage,
     Project,
     ReleasePipeline,
     StageAction,
-    StageExecution,
 )
 from webapp.services import audit, pipelines
 from webapp.services.actors import Actor
@@ -89,7 +84,7 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
         db.session.rollback()
         return
     surplus = pipeline.stages[len(wanted):]
-    if _have_history([stage.id for stage in surplus]):
+    if pipelines.stages_have_history([stage.id for stage in surplus]):
         raise Conflict("A stage this would remove has release history (flags went through it); "
                        "keep it, or clone the pipeline and change the copy.")
     pipelines.claim_version(pipeline, expected)
@@ -185,14 +180,6 @@ def _action_columns(action: StageAction) -> dict[str, Any]:
     return {column: getattr(action, column) for column in (
         "action_type", "enabled", "value", "sets_value", "segment_id", "rollout_initial",
         "rollout_step", "rollout_interval_seconds")}
-
-
-def _have_history(stage_ids: list[int]) -> bool:
-    if not stage_ids:
-        return False
-    return any(
-        db.session.scalar(select(column).where(column.in_(stage_ids)).limit(1)) is not None
-        for column in (PipelineRun.stage_id, StageExecution.stage_id, ChangeRequest.stage_id))
 
 
 def _definition(name: str, description: str, stages: list[PipelineStage]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from webapp.extensions import db
 from webapp.models import (
     ACTION_TYPES,
     TRIGGER_TYPES,
+    ChangeRequest,
     Environment,
     Feature,
     PipelineRun,
@@ -27,6 +28,7 @@ from webapp.models import (
     ReleasePipeline,
     Segment,
     StageAction,
+    StageExecution,
 )
 from webapp.services import audit
 from webapp.services.actors import Actor
@@ -514,6 +516,9 @@ def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: 
     published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
     pipeline, expected = open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
+    if stages_have_history([stage.id]):
+        raise Conflict(f"Stage {stage.position + 1} ({stage.name}) has release history: flags "
+                       "went through it. Keep it, or clone the pipeline and change the copy.")
     claim_version(pipeline, expected)
     snapshot = stage_snapshot(stage)
     pipeline.stages.remove(stage)
@@ -522,6 +527,16 @@ def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: 
         other.position = position
     _updated(actor, pipeline, f"stage {snapshot['position'] + 1} ({stage.name}) removed",
              snapshot, None)
+
+
+def stages_have_history(stage_ids: list[int]) -> bool:
+    """Whether runs, stage executions or change requests point at any of these stages (a
+    pipeline that was published and then unpublished): such a stage must stay."""
+    if not stage_ids:
+        return False
+    return any(
+        db.session.scalar(select(column).where(column.in_(stage_ids)).limit(1)) is not None
+        for column in (PipelineRun.stage_id, StageExecution.stage_id, ChangeRequest.stage_id))
 
 
 def move_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, direction: str,
