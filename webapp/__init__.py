@@ -18,11 +18,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, errors, templating
+    from webapp import cli, errors, input_guard, templating
     from webapp.views import register_blueprints
 
     register_blueprints(app)
     errors.register(app)
+    input_guard.register(app)
     templating.register(app)
     cli.register(app)
     return app
