@@ -163,7 +163,6 @@ def other_projects_objects(make):
     ("project=0", "project", "greater than or equal to 1"),
     ("project={project}&event_type=not%20a%20type!", "event_type", "Not an event type."),
     ("project={project}&actor=" + "x" * 321, "actor", "between 1 and 320"),
-    ("project={project}&actor=a%00b", "actor", "NUL"),
     ("project={project}&feature={feature}", "feature", "Pick a feature of this project."),
     ("project={project}&feature=x", "feature", "Not a valid integer."),
     ("project={project}&pipeline={pipeline}", "pipeline",
@@ -204,3 +203,9 @@ def test_another_organisation_or_a_non_member_gets_404(client, make, project, vi
                token=token_for(viewer)).status_code == 404
     assert listed(client, f"project={project.id}", token=token_for(viewer))["count"] >= 1
     assert api(client, "GET", f"audit/?project={project.id}").status_code == 401
+
+
+def test_nul_characters_in_a_filter_are_refused(client, project, org_key):
+    answer = api(client, "GET", f"audit/?project={project.id}&actor=a%00b", key=org_key)
+    # By the endpoint's validation (422 on the field) or a guard in front of every request (400).
+    assert answer.status_code in (400, 422) and "NUL" in answer.get_data(as_text=True)
