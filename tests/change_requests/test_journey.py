@@ -62,7 +62,9 @@ def test_a_second_editor_approves_and_commits_the_production_change(
     other.get_by_role("link", name="new_checkout").first.click()
     expect(other.get_by_role("switch", name="new_checkout in Production")).to_have_attribute(
         "aria-checked", "true")
-    expect(other.get_by_text(re.compile("new_checkout launched")).first).to_be_visible()
+    # In the flag's history (the collapsed pipeline panel may say it too, hidden).
+    expect(other.locator("#flag_history").get_by_text(
+        re.compile("new_checkout launched")).first).to_be_visible()
     other.screenshot(path="/tmp/cr_flag_after.png", full_page=True)
     context.close()
     assert run_of(flag).status == "launched"
