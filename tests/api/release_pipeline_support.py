@@ -1,25 +1,10 @@
 """Helpers of the release-pipeline API tests: calling the admin API as someone, and pipeline
 bodies in the wire format."""
 
-from webapp.extensions import db
-from webapp.services import api_keys
-from webapp.services.actors import SYSTEM
+from .conftest import api as call
+from .conftest import token_for
 
-
-def call(client, method, path, key=None, token=None, **kwargs):
-    """/api/v1/<path> with an organisation key or a personal token."""
-    headers = {}
-    if key:
-        headers["Authorization"] = f"Api-Key {key}"
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    response = client.open(f"/api/v1/{path}", method=method, headers=headers, **kwargs)
-    db.session.rollback()  # end the test's SQLite read snapshot: see what the request did
-    return response
-
-
-def token_for(user):
-    return api_keys.create_user_token(user, "laptop", SYSTEM)[1]
+__all__ = ["call", "token_for"]
 
 
 def toggle(enabled=True):

@@ -20,7 +20,7 @@ from webapp.models import (
 )
 from webapp.services import api_auth, change_requests
 from webapp.services.api_auth import Principal
-from webapp.services.errors import Forbidden, Invalid, NotFound
+from webapp.services.errors import Forbidden, NotFound
 from webapp.views.api import bp
 from webapp.views.api import change_requests as change_request_api
 from webapp.views.api.common import (
@@ -33,7 +33,7 @@ from webapp.views.api.common import (
     principal,
     wire_errors,
 )
-from webapp.views.api.governance_schemas import NO_NUL, ChangeRequestOpenedSchema
+from webapp.views.api.governance_schemas import ChangeRequestOpenedSchema
 from webapp.views.api.schemas import (
     FeatureStateSchema,
     FeatureStateUpdateSchema,
@@ -94,16 +94,6 @@ def _editor_in(who: Principal, api_key: str) -> Environment:
     return env
 
 
-def _value_of(schema) -> dict:
-    """The body loaded by `schema`; a value with NUL characters is refused (422), as
-    PostgreSQL cannot store it."""
-    data = body(schema)
-    value = data.get("feature_state_value")
-    if isinstance(value, str) and "\x00" in value:
-        raise Invalid("Invalid input.", {"feature_state_value": [NO_NUL.error]})
-    return data
-
-
 def _opened(cr: ChangeRequest):
     """The 202 answer: nothing changed yet, the change request holds the change."""
     outbox.ring()
@@ -142,7 +132,7 @@ def update_featurestate(api_key: str, state_id: int):
     who = principal()
     env = _editor_in(who, api_key)
     state = _state_in(env, state_id)
-    data = _value_of(FeatureStateUpdateSchema)
+    data = body(FeatureStateUpdateSchema)
     changes = {}
     if "feature_state_value" in data:
         changes["raw_value"] = data["feature_state_value"]
@@ -178,7 +168,7 @@ def list_segment_overrides(api_key: str):
 def create_segment_override(api_key: str):
     who = principal()
     env = _editor_in(who, api_key)
-    data = _value_of(SegmentOverrideCreateSchema)
+    data = body(SegmentOverrideCreateSchema)
     feature = db.session.get(Feature, data["feature"])
     if feature is None or feature.project_id != env.project_id:
         raise NotFound("Feature not found in this project.")
@@ -200,7 +190,7 @@ def update_segment_override(api_key: str, override_id: int):
     who = principal()
     env = _editor_in(who, api_key)
     override = _override_in(env, override_id)
-    data = _value_of(SegmentOverrideUpdateSchema)
+    data = body(SegmentOverrideUpdateSchema)
     with wire_errors(VALUE_FIELDS):
         opened = change_requests.save_override(
             override.feature, env.id, override.segment_id, who.actor, must_exist=True,

@@ -10,9 +10,6 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from webapp.services.change_requests import MAX_COMMENT, STATUSES
 from webapp.views.api.common import MAX_ID, MAX_PAGE_SIZE, Shape
 
-# PostgreSQL text cannot hold NUL characters: refuse them as bad input, never store them.
-NO_NUL = validate.Regexp(r"^[^\x00]*$", error="Text cannot contain NUL (\\x00) characters.")
-
 # --- change requests ---
 
 class ChangeRequestUserSchema(Shape):
@@ -110,9 +107,9 @@ class ChangeRequestSchema(ChangeRequestSummarySchema):
 
 class ChangeRequestReviewBodySchema(Shape):
     comment = fields.String(load_default="",
-                            validate=[validate.Length(max=MAX_COMMENT), NO_NUL])
+                            validate=[validate.Length(max=MAX_COMMENT)])
     changes_hash = fields.String(load_default=None, allow_none=True,
-                                 validate=[validate.Length(min=1, max=64), NO_NUL])
+                                 validate=[validate.Length(min=1, max=64)])
 
 
 class ChangeRequestOpenedSchema(Shape):
@@ -184,7 +181,7 @@ class AuditQuerySchema(Shape):
     project = QueryId(required=True)
     event_type = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$",
                                                         error="Not an event type."))
-    actor = fields.String(validate=[validate.Length(min=1, max=320), NO_NUL])
+    actor = fields.String(validate=[validate.Length(min=1, max=320)])
     feature = QueryId()
     pipeline = QueryId()
     environment = QueryId()
