@@ -14,23 +14,64 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
 
-def test_api_conforms_to_its_openapi_document(app, platform, org_key):
+def _real_objects(platform, make):
+    """One real object for every id a path can name, so that handlers run past their 404s:
+    a draft pipeline, an open change request (Production needs an approval), a feature state
+    and a segment override."""
+    from sqlalchemy import select
+
+    from webapp.extensions import db
+    from webapp.models import FeatureState, SegmentOverride
+    from webapp.services import change_requests, pipelines
+    from webapp.services.actors import SYSTEM, Actor
+
+    pipeline = pipelines.create_pipeline(platform.project, "Fuzzed", SYSTEM)
+    pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name="Dev",
+                        environment_id=platform.development.id)
+    platform.production.minimum_change_request_approvals = 1
+    db.session.commit()
+    editor = make.user(project=platform.project, role="editor")
+    request = change_requests.set_state(platform.banner, platform.production.id,
+                                        Actor.for_user(editor), enabled=False)
+    state = db.session.scalar(select(FeatureState.id).where(
+        FeatureState.environment_id == platform.development.id))
+    override = db.session.scalar(select(SegmentOverride.id).where(
+        SegmentOverride.environment_id == platform.development.id))
+    return {"api_key": platform.development.client_key, "project_id": platform.project.id,
+            "pipeline_id": pipeline.id, "request_id": request.id,
+            "feature_id": platform.checkout.id, "segment_id": platform.pro.id,
+            "state_id": state, "override_id": override,
+            # The same objects as query parameters and body fields name them.
+            "project": platform.project.id, "feature": platform.checkout.id,
+            "segment": platform.pro.id}
+
+
+def _aim(values, real):
+    """Point the ids a generated case names (path, query or body) at real objects."""
+    if isinstance(values, dict):
+        for name in values:
+            if name in real:
+                values[name] = real[name]
+
+
+def test_api_conforms_to_its_openapi_document(app, platform, org_key, make):
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     headers = {"Authorization": f"Api-Key {org_key}",
                "X-Environment-Key": platform.development.server_key}
+    real = _real_objects(platform, make)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 20
+    assert len(operations) >= 40
+    # Deletions last, so that every other operation still finds the objects.
+    operations.sort(key=lambda operation: operation.method.upper() == "DELETE")
 
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=5, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
-            # Aim cases at objects that exist, so that handlers run past their 404s.
-            if "api_key" in (case.path_parameters or {}):
-                case.path_parameters["api_key"] = platform.development.client_key
-            if "project_id" in (case.path_parameters or {}):
-                case.path_parameters["project_id"] = platform.project.id
+            _aim(case.path_parameters, real)
+            _aim(case.query, real)
+            _aim(case.body, real)
             case.call_and_validate(headers=headers, checks=CHECKS)
 
         check()
