@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import ApiKey, AuditEntry, Organisation, PipelineRun, ReleasePipeline
-from webapp.services import api_keys, projects
+from webapp.models import ApiKey, AuditEntry, PipelineRun, ReleasePipeline
+from webapp.services import api_keys
 from webapp.services.actors import SYSTEM
 
 
@@ -18,16 +18,6 @@ def api(client, method, path, key=None, token=None, **kwargs):
     response = client.open(f"/api/v1/{path}", method=method, headers=headers, **kwargs)
     db.session.rollback()  # end the test's SQLite read snapshot: see (and write after) the request
     return response
-
-
-@pytest.fixture
-def other_org_key(make):
-    """A key of another organisation, which owns project "Elsewhere"."""
-    organisation = Organisation(name="Other Org")
-    db.session.add(organisation)
-    db.session.commit()
-    projects.create_project("Elsewhere", SYSTEM, organisation=organisation)
-    return api_keys.create_organisation_key(organisation, "Other", SYSTEM)[1]
 
 
 def token_for(user):
@@ -54,10 +44,10 @@ def test_last_used_at_is_noted(client, project, org_key):
     assert db.session.scalar(select(ApiKey.last_used_at)) is not None
 
 
-def test_org_key_sees_only_its_organisation(client, project, platform, org_key, other_org_key):
+def test_org_key_sees_only_its_organisation(client, project, platform, org_key, foreign_org_key):
     names = [p["name"] for p in api(client, "GET", "projects/", key=org_key).get_json()["results"]]
     assert names == ["Acme"]
-    elsewhere = api(client, "GET", "projects/", key=other_org_key).get_json()["results"]
+    elsewhere = api(client, "GET", "projects/", key=foreign_org_key).get_json()["results"]
     assert [p["name"] for p in elsewhere] == ["Elsewhere"]
     paths = [f"projects/{project.id}/", f"projects/{project.id}/features/",
              f"projects/{project.id}/segments/", f"environments/?project={project.id}",
@@ -68,9 +58,9 @@ def test_org_key_sees_only_its_organisation(client, project, platform, org_key, 
              f"projects/{project.id}/segments/{platform.pro.id}/"]
     for path in paths:
         assert api(client, "GET", path, key=org_key).status_code == 200, path
-        assert api(client, "GET", path, key=other_org_key).status_code == 404, path
+        assert api(client, "GET", path, key=foreign_org_key).status_code == 404, path
     patch = api(client, "PATCH", f"environments/{platform.development.client_key}/",
-                key=other_org_key, json={"name": "Hijacked"})
+                key=foreign_org_key, json={"name": "Hijacked"})
     assert patch.status_code == 404
 
 
