@@ -4,12 +4,12 @@
                                   [--threads 2] [--keep DIR]
 
 Builds a project with 100 flags and 50 segments (each overriding two flags in Development)
-through the services, starts gunicorn with 2 workers (gthread, 2 threads each, keep-alive: more threads only
-queue behind the GIL and lengthen the tail) on a loopback port,
-and drives load from a second process: `wrk` when it is installed (apt-get install wrk), else a
-small Python load generator in a subprocess (threads, keep-alive). Prints requests per second
-and latency percentiles for `GET /api/v1/flags/` and `POST /api/v1/identities/` (a pool of
-1,000 identities with traits, so segment rules are evaluated on every request).
+through the services, starts gunicorn with 2 workers (gthread, 2 threads each, keep-alive: more
+threads only queue behind the GIL and lengthen the tail) on a loopback port, and drives load
+from a second process: `wrk` when it is installed (apt-get install wrk), else a small Python
+load generator in a subprocess (threads, keep-alive). Prints requests per second and latency
+percentiles for `GET /api/v1/flags/` and `POST /api/v1/identities/` (a pool of 1,000
+identities with traits, so segment rules are evaluated on every request).
 """
 
 import argparse
@@ -188,8 +188,9 @@ def main() -> None:
     server = start_gunicorn(url, folder, port, args.worker_class, args.threads)
     wrk = shutil.which("wrk")
     tool = "wrk (2 threads)" if wrk else "Python load generator (threads, keep-alive)"
-    print(f"gunicorn: 2 workers ({args.worker_class}, {args.threads} threads), SQLite file database; load: {tool}, "
-          f"{args.connections} connections, {args.duration} s per endpoint; {os.cpu_count()} CPUs")
+    print(f"gunicorn: 2 workers ({args.worker_class}, {args.threads} threads), SQLite file "
+          f"database; load: {tool}, {args.connections} connections, {args.duration} s per "
+          f"endpoint; {os.cpu_count()} CPUs")
     try:
         base = f"http://127.0.0.1:{port}/api/v1"
         post_script = folder / "post.lua"

@@ -13,7 +13,7 @@ def wants_fragment() -> bool:
 
 
 def render(template: str, block: str, status: int = 200, **context: Any) -> Response:
-    """Render the page, or only its `block` for an htmx request. The block name is the id it fills."""
+    """The page, or only its `block` for an htmx request (the block's name is the id it fills)."""
     if wants_fragment():
         body = render_block(template, block, **context)
     else:
@@ -24,7 +24,7 @@ def render(template: str, block: str, status: int = 200, **context: Any) -> Resp
 
 
 def location(url: str) -> Response:
-    """Navigate to another page: HX-Redirect for htmx (never a bare 302), a 303 otherwise.
+    """Navigate to another page: HX-Redirect for htmx (never a bare 302), else a 303.
 
     Not HX-Location: htmx fetches that URL as an htmx request and swaps it into <body>, so the
     page would answer with its fragment and lose the layout around it.

@@ -8,20 +8,7 @@ from webapp.models import ApiKey, AuditEntry, PipelineRun, ReleasePipeline
 from webapp.services import api_keys
 from webapp.services.actors import SYSTEM
 
-
-def api(client, method, path, key=None, token=None, **kwargs):
-    headers = {}
-    if key:
-        headers["Authorization"] = f"Api-Key {key}"
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    response = client.open(f"/api/v1/{path}", method=method, headers=headers, **kwargs)
-    db.session.rollback()  # end the test's SQLite read snapshot: see (and write after) the request
-    return response
-
-
-def token_for(user):
-    return api_keys.create_user_token(user, "laptop", SYSTEM)[1]
+from .conftest import api, token_for
 
 
 @pytest.mark.parametrize("header", [None, "Api-Key nope", "Token nope", "Bearer x", "Api-Key "])

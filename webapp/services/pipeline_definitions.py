@@ -22,7 +22,7 @@ from webapp.models import (
     ReleasePipeline,
     StageAction,
 )
-from webapp.services import audit, pipelines
+from webapp.services import pipelines
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid
 
@@ -53,8 +53,10 @@ def create_pipeline(project: Project, actor: Actor, *, name: str, description: s
                        for position, (columns, actions) in enumerate(parsed)]
     db.session.add(pipeline)
     db.session.flush()
-    _audit(actor, pipeline, "RELEASE_PIPELINE_CREATED", f"Release pipeline {name} created",
-           after=_definition(pipeline.name, pipeline.description, pipeline.stages))
+    pipelines.audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_CREATED",
+                             f"Release pipeline {name} created",
+                             after=_definition(pipeline.name, pipeline.description,
+                                               pipeline.stages))
     db.session.commit()
     return pipeline
 
@@ -98,9 +100,9 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
         pipeline.stages.remove(stage)
     pipeline.stages.extend(wanted[len(pipeline.stages):])
     db.session.flush()
-    _audit(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
-           f"Release pipeline {name}: stages replaced ({len(wanted)} stage(s))",
-           before=before, after=after)
+    pipelines.audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
+                             f"Release pipeline {name}: stages replaced ({len(wanted)} stage(s))",
+                             before=before, after=after)
     db.session.commit()
 
 
@@ -185,11 +187,3 @@ def _action_columns(action: StageAction) -> dict[str, Any]:
 def _definition(name: str, description: str, stages: list[PipelineStage]) -> dict[str, Any]:
     return {"name": name, "description": description,
             "stages": [pipelines.stage_snapshot(stage) for stage in stages]}
-
-
-def _audit(actor: Actor, pipeline: ReleasePipeline, event: str, message: str, *,
-           before: Any = None, after: Any = None) -> None:
-    audit.record(actor, event, message, project_id=pipeline.project_id,
-                 object_type="release_pipeline", object_id=pipeline.id,
-                 object_label=pipeline.name, before=before, after=after,
-                 pipeline_id=pipeline.id)

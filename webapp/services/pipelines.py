@@ -258,8 +258,8 @@ def create_pipeline(
                                created_by_id=actor.user_id)
     db.session.add(pipeline)
     db.session.flush()
-    _audit(actor, pipeline, "RELEASE_PIPELINE_CREATED", f"Release pipeline {name} created",
-           after={"name": name, "description": pipeline.description})
+    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_CREATED", f"Release pipeline {name} created",
+                   after={"name": name, "description": pipeline.description})
     db.session.commit()
     return pipeline
 
@@ -288,10 +288,10 @@ def clone_pipeline(
         copy.stages.append(new_stage)
     db.session.add(copy)
     db.session.flush()
-    _audit(actor, copy, "RELEASE_PIPELINE_CLONED",
-           f"Release pipeline {name} cloned from {pipeline.name}",
-           before={"source_id": pipeline.id, "source_name": pipeline.name},
-           after={"name": name, "stages": len(copy.stages)})
+    audit_pipeline(actor, copy, "RELEASE_PIPELINE_CLONED",
+                   f"Release pipeline {name} cloned from {pipeline.name}",
+                   before={"source_id": pipeline.id, "source_name": pipeline.name},
+                   after={"name": name, "stages": len(copy.stages)})
     db.session.commit()
     return copy
 
@@ -345,10 +345,10 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
         raise Invalid("This pipeline cannot be published yet.", {"publish": problems})
     claim_version(pipeline, expected, status="published", published_at=now(),
            published_by_id=actor.user_id)
-    _audit(actor, pipeline, "RELEASE_PIPELINE_PUBLISHED",
-           f"Release pipeline {pipeline.name} published",
-           before={"status": "draft"},
-           after={"status": "published",
+    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_PUBLISHED",
+                   f"Release pipeline {pipeline.name} published",
+                   before={"status": "draft"},
+                   after={"status": "published",
                   "stages": [stage_snapshot(stage) for stage in pipeline.stages]})
     db.session.commit()
 
@@ -359,9 +359,9 @@ def unpublish_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
     pipeline = _lock(pipeline, status="draft")
     if pipeline is None:
         raise Conflict("This pipeline is already a draft.")
-    _audit(actor, pipeline, "RELEASE_PIPELINE_UNPUBLISHED",
-           f"Release pipeline {pipeline.name} turned back into a draft",
-           before={"status": "published"}, after={"status": "draft"})
+    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UNPUBLISHED",
+                   f"Release pipeline {pipeline.name} turned back into a draft",
+                   before={"status": "published"}, after={"status": "draft"})
     db.session.commit()
 
 
@@ -372,8 +372,9 @@ def delete_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
     pipeline = _lock(pipeline, deleted_at=now())
     if pipeline is None:
         raise NotFound("Pipeline not found.")
-    _audit(actor, pipeline, "RELEASE_PIPELINE_DELETED", f"Release pipeline {pipeline.name} deleted",
-           before={"name": pipeline.name, "status": status})
+    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_DELETED",
+                   f"Release pipeline {pipeline.name} deleted",
+                   before={"name": pipeline.name, "status": status})
     db.session.commit()
 
 
@@ -918,7 +919,7 @@ def _action_snapshot(action: StageAction) -> dict[str, Any]:
     return snapshot
 
 
-def _audit(actor: Actor, pipeline: ReleasePipeline, event: str, message: str, *,
+def audit_pipeline(actor: Actor, pipeline: ReleasePipeline, event: str, message: str, *,
            before: Any = None, after: Any = None) -> None:
     audit.record(actor, event, message, project_id=pipeline.project_id,
                  object_type="release_pipeline", object_id=pipeline.id,
@@ -927,6 +928,6 @@ def _audit(actor: Actor, pipeline: ReleasePipeline, event: str, message: str, *,
 
 
 def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any) -> None:
-    _audit(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
-           f"Release pipeline {pipeline.name}: {what}", before=before, after=after)
+    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
+                   f"Release pipeline {pipeline.name}: {what}", before=before, after=after)
     db.session.commit()
