@@ -1,6 +1,8 @@
 """The change request pages: list with tabs and filters, detail with the diff, and the actions
 answering the request's block (200, or 403/409/422 with why, nothing changed)."""
 
+import re
+
 import pytest
 from sqlalchemy import select
 
@@ -199,3 +201,15 @@ def test_a_toggle_in_production_creates_a_change_request(client, hx, login, cloc
     hx.post(f"/projects/{project.id}/flags/{flag.id}/environments/{staging.id}/toggle",
             data={"enabled": "true", "from": "detail"})
     assert state(flag, staging) == (True, None)
+
+
+def test_switches_in_an_environment_that_needs_approvals_say_so(client, login, make, project,
+                                                                editor, envs):
+    flag = make.feature(project, "banner")
+    login(client, editor)
+    switch = re.compile(r'class="switch[^"]*?( gated)?"[^>]*?aria-label="banner in (\w+)"')
+    for page in (f"/projects/{project.id}/flags", f"/projects/{project.id}/flags/{flag.id}"):
+        html = client.get(page).get_data(as_text=True)
+        gated = {environment: bool(mark) for mark, environment in switch.findall(html)}
+        assert gated == {"Development": False, "Staging": False, "Production": True}, page
+        assert "Opens a change request: 1 approval needed" in html
