@@ -37,7 +37,9 @@ class Membership(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=now)
 
@@ -110,7 +112,8 @@ class ChangeRequest(db.Model):
     feature_id: Mapped[int] = mapped_column(ForeignKey("feature.id"))
     title: Mapped[str] = mapped_column(String(500))
     description: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open|committed|rejected|closed
+    # open|committed|rejected|closed
+    status: Mapped[str] = mapped_column(String(16), default="open")
     # [{"target": "state"|"override", "segment_id", "before": {...}, "after": {...}, ...}]
     changes: Mapped[list[Any]] = mapped_column(default=list)
     # Approvals are bound to this: a change of `changes` makes earlier approvals void.

@@ -20,7 +20,9 @@ ACTION_TYPES = (
 )
 
 # Run statuses. A run is "in flight" until it reaches one of the ended statuses.
-RUN_ACTIVE_STATUSES = ("waiting", "applying", "awaiting_approval", "rolling_out", "paused", "halted")
+RUN_ACTIVE_STATUSES = (
+    "waiting", "applying", "awaiting_approval", "rolling_out", "paused", "halted"
+)
 RUN_ENDED_STATUSES = ("launched", "removed", "rolled_back")
 
 
@@ -96,7 +98,10 @@ class StageAction(db.Model):
 
 
 class PipelineRun(db.Model):
-    """One flag's journey through one pipeline. Every transition is a compare-and-set on `version`."""
+    """One flag's journey through one pipeline.
+
+    Every transition is a compare-and-set on `version`.
+    """
 
     __table_args__ = (
         # At most one run in flight per flag.
@@ -151,7 +156,8 @@ class PipelineRun(db.Model):
 
 
 class StageExecution(db.Model):
-    """What happened to a run in one stage: when it entered, applied, completed, and what it changed.
+    """What happened to a run in one stage: when it entered, applied, completed, and what it
+    changed.
 
     `snapshot` holds the flag's states and segment overrides as they were before this stage
     changed them, so a rollback can restore them exactly.

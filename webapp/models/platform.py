@@ -1,4 +1,6 @@
-"""The flag platform: organisations, projects, environments, features, states, segments, identities."""
+"""The flag platform: organisations, projects, environments, features, states, segments,
+identities.
+"""
 
 from datetime import datetime
 from typing import Any
@@ -107,7 +109,9 @@ class Segment(db.Model):
 
 
 class SegmentOverride(db.Model):
-    """A feature's enabled/value for members of a segment in one environment (lower priority wins)."""
+    """A feature's enabled/value for members of a segment in one environment (lower priority
+    wins).
+    """
 
     __table_args__ = (UniqueConstraint("feature_id", "environment_id", "segment_id"),)
 
