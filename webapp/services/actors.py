@@ -1,4 +1,7 @@
-"""Who does a thing: a user, an API key, a release pipeline, or the system. Audit entries name them."""
+"""Who does a thing: a user, an API key, a release pipeline, or the system.
+
+Audit entries name them.
+"""
 
 from dataclasses import dataclass
 

@@ -10,7 +10,9 @@ from webapp.services.actors import Actor
 from webapp.services.projects import check_name
 
 
-def create_organisation_key(organisation: Organisation, name: str, actor: Actor) -> tuple[ApiKey, str]:
+def create_organisation_key(
+    organisation: Organisation, name: str, actor: Actor
+) -> tuple[ApiKey, str]:
     """Create an organisation API key; returns the row and the key (never stored). Audited."""
     return _create("organisation", name, actor, organisation_id=organisation.id)
 
@@ -26,9 +28,11 @@ def _create(kind: str, name: str, actor: Actor, **owner) -> tuple[ApiKey, str]:
     row = ApiKey(kind=kind, name=name, prefix=secret[:8], key_hash=keys.hash_key(secret), **owner)
     db.session.add(row)
     db.session.flush()
-    audit.record(actor, "API_KEY_CREATED", f"{'API key' if kind == 'organisation' else 'Token'} {name} created",
+    audit.record(actor, "API_KEY_CREATED",
+                 f"{'API key' if kind == 'organisation' else 'Token'} {name} created",
                  project_id=None, object_type="api_key", object_id=row.id, object_label=name,
-                 organisation_id=owner.get("organisation_id"), after={"name": name, "prefix": row.prefix})
+                 organisation_id=owner.get("organisation_id"),
+                 after={"name": name, "prefix": row.prefix})
     db.session.commit()
     return row, secret
 

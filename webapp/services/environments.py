@@ -35,7 +35,9 @@ def parse_approvals(raw: object) -> int:
     return number
 
 
-def update_environment(env: Environment, actor: Actor, *, name: str, approvals: object) -> Environment:
+def update_environment(
+    env: Environment, actor: Actor, *, name: str, approvals: object
+) -> Environment:
     """Rename the environment and set how many approvals its changes need (0: none).
 
     Refuses an empty, over-long or taken name and an approvals count that is not a whole
@@ -59,7 +61,10 @@ def update_environment(env: Environment, actor: Actor, *, name: str, approvals: 
         errors.update(error.field_errors)
     if errors:
         raise Invalid("Check the environment.", errors)
-    before = {"name": env.name, "minimum_change_request_approvals": env.minimum_change_request_approvals}
+    before = {
+        "name": env.name,
+        "minimum_change_request_approvals": env.minimum_change_request_approvals,
+    }
     after = {"name": new_name, "minimum_change_request_approvals": count}
     if before == after:
         return env

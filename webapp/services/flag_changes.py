@@ -93,7 +93,9 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
                 feature_id=feature_id,
                 environment_id=environment_id,
                 segment_id=change["segment_id"],
-                priority=_next_priority(feature_id, environment_id) if priority is None else priority,
+                priority=(
+                    _next_priority(feature_id, environment_id) if priority is None else priority
+                ),
                 enabled=False,
                 value=None,
             )

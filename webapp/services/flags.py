@@ -51,20 +51,23 @@ def create_feature(
         raise Invalid("Unknown type.", {"value_type": ["Choose a flag type."]})
     description = (description or "").strip()
     if len(description) > MAX_DESCRIPTION:
-        raise Invalid("Description too long.", {"description": [f"At most {MAX_DESCRIPTION} characters."]})
+        raise Invalid("Description too long.",
+                      {"description": [f"At most {MAX_DESCRIPTION} characters."]})
     default_value = values.parse(value_type, default_value, "default_value")
     taken = db.session.scalar(
         select(Feature.id).where(Feature.project_id == project.id, Feature.name == name)
     )
     if taken:
-        raise Invalid("Name taken.", {"name": ["A flag with this name already exists in this project."]})
+        raise Invalid("Name taken.",
+                      {"name": ["A flag with this name already exists in this project."]})
     feature = Feature(
         project_id=project.id, name=name, description=description, value_type=value_type,
         default_enabled=default_enabled, default_value=default_value,
     )
     db.session.add(feature)
     db.session.flush()
-    for env_id in db.session.scalars(select(Environment.id).where(Environment.project_id == project.id)):
+    for env_id in db.session.scalars(
+            select(Environment.id).where(Environment.project_id == project.id)):
         db.session.add(FeatureState(feature_id=feature.id, environment_id=env_id,
                                     enabled=default_enabled, value=default_value))
         bump_revision(env_id)
@@ -145,7 +148,8 @@ def _environment_of(project_id: int, environment_id: int) -> Environment:
 def _segment_of(project_id: int, segment_id: int | None) -> Segment:
     segment = db.session.get(Segment, segment_id) if segment_id is not None else None
     if segment is None or segment.project_id != project_id or segment.is_system:
-        raise Invalid("Unknown segment.", {"segment_id": ["Choose one of this project's segments."]})
+        raise Invalid("Unknown segment.",
+                      {"segment_id": ["Choose one of this project's segments."]})
     return segment
 
 
@@ -257,7 +261,9 @@ def _priority(raw: Any, errors: dict[str, list[str]]) -> int | None:
 
 
 def parse_tags(raw: str | list[str] | None) -> list[str]:
-    """Comma-separated tags, trimmed, without duplicates; Invalid on `tags` when too many or long."""
+    """Comma-separated tags, trimmed, without duplicates; Invalid on `tags` when too many or
+    long.
+    """
     items = raw if isinstance(raw, list) else (raw or "").split(",")
     tags: list[str] = []
     for item in items:
@@ -271,7 +277,9 @@ def parse_tags(raw: str | list[str] | None) -> list[str]:
     return tags
 
 
-def update_details(feature: Feature, actor: Actor, *, description: str, tags: str | list[str]) -> None:
+def update_details(
+    feature: Feature, actor: Actor, *, description: str, tags: str | list[str]
+) -> None:
     """Edit the feature's description and tags (allowed while in a pipeline).
 
     Refuses a description over 2000 characters or bad tags (Invalid). Audited as
@@ -279,7 +287,8 @@ def update_details(feature: Feature, actor: Actor, *, description: str, tags: st
     """
     description = (description or "").strip()
     if len(description) > MAX_DESCRIPTION:
-        raise Invalid("Description too long.", {"description": [f"At most {MAX_DESCRIPTION} characters."]})
+        raise Invalid("Description too long.",
+                      {"description": [f"At most {MAX_DESCRIPTION} characters."]})
     new_tags = parse_tags(tags)
     before = {"description": feature.description, "tags": list(feature.tags or [])}
     feature.description, feature.tags = description, new_tags
@@ -297,7 +306,8 @@ def delete_refusal(feature: Feature) -> str | None:
         return (f"This flag is in the release pipeline “{run.pipeline.name}”: remove it from the "
                 "pipeline before deleting it.")
     pipeline_names = list(db.session.scalars(
-        select(ReleasePipeline.name).join(PipelineRun, PipelineRun.pipeline_id == ReleasePipeline.id)
+        select(ReleasePipeline.name)
+        .join(PipelineRun, PipelineRun.pipeline_id == ReleasePipeline.id)
         .where(PipelineRun.feature_id == feature.id).distinct()))
     has_requests = db.session.scalar(
         select(ChangeRequest.id).where(ChangeRequest.feature_id == feature.id).limit(1))
@@ -330,7 +340,8 @@ def delete_feature(feature: Feature, actor: Actor) -> None:
     audit.record(actor, "FEATURE_DELETED", f"Flag {name} deleted", project_id=project_id,
                  object_type="feature", object_id=feature.id, object_label=name, before=before)
     db.session.delete(feature)
-    for env_id in db.session.scalars(select(Environment.id).where(Environment.project_id == project_id)):
+    for env_id in db.session.scalars(
+            select(Environment.id).where(Environment.project_id == project_id)):
         bump_revision(env_id)
     db.session.commit()
 

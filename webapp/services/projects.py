@@ -3,7 +3,15 @@
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Environment, Feature, FeatureState, Membership, Organisation, Project, User
+from webapp.models import (
+    Environment,
+    Feature,
+    FeatureState,
+    Membership,
+    Organisation,
+    Project,
+    User,
+)
 from webapp.services import audit, keys
 from webapp.services.actors import Actor
 from webapp.services.errors import Invalid
@@ -57,7 +65,8 @@ def add_environment(
         select(Environment.id).where(Environment.project_id == project.id, Environment.name == name)
     )
     if exists:
-        raise Invalid("Name taken.", {"name": ["This project already has an environment with this name."]})
+        raise Invalid("Name taken.",
+                      {"name": ["This project already has an environment with this name."]})
     if position is None:
         position = (db.session.scalar(
             select(db.func.max(Environment.position)).where(Environment.project_id == project.id)
@@ -79,7 +88,9 @@ def add_environment(
     return env
 
 
-def add_member(project: Project, user: User, role: str, actor: Actor, *, commit: bool = True) -> Membership:
+def add_member(
+    project: Project, user: User, role: str, actor: Actor, *, commit: bool = True
+) -> Membership:
     """Add a member with a role, or change the role of an existing member. Audited."""
     if role not in ("admin", "editor", "viewer"):
         raise Invalid("Unknown role.", {"role": ["Choose admin, editor or viewer."]})

@@ -43,7 +43,8 @@ MAX_DESCRIPTION = 2000
 
 
 def bump_project_revisions(project_id: int) -> None:
-    for env_id in db.session.scalars(select(Environment.id).where(Environment.project_id == project_id)):
+    for env_id in db.session.scalars(
+            select(Environment.id).where(Environment.project_id == project_id)):
         bump_revision(env_id)
 
 
@@ -89,7 +90,8 @@ def _rule(rule: Any, path: str, depth: int, errors: dict[str, list[str]],
         errors.setdefault(path, []).append("This rule is empty: add a condition or remove it.")
     clean_conditions = [_condition(c, f"{path}.c{i}", errors) for i, c in enumerate(conditions)]
     counter["conditions"] += len(conditions)
-    clean_nested = [_rule(r, f"{path}.r{i}", depth + 1, errors, counter) for i, r in enumerate(nested)]
+    clean_nested = [_rule(r, f"{path}.r{i}", depth + 1, errors, counter)
+                    for i, r in enumerate(nested)]
     return {"type": rule_type, "conditions": clean_conditions, "rules": clean_nested}
 
 
@@ -104,7 +106,8 @@ def _condition(condition: Any, path: str, errors: dict[str, list[str]]) -> dict[
     text = "" if value is None else (",".join(map(str, value)) if isinstance(value, list)
                                      else str(value).strip())
     if operator not in OPERATORS:
-        errors[f"{path}.operator"] = [f"Unknown operator “{operator or ''}”: choose one from the list."]
+        errors[f"{path}.operator"] = [
+            f"Unknown operator “{operator or ''}”: choose one from the list."]
         return {"property": prop, "operator": operator, "value": value}
     if not prop and operator != "PERCENTAGE_SPLIT":
         errors[f"{path}.property"] = ["A trait name is required."]
@@ -152,16 +155,16 @@ def _value_problem(operator: str, text: str) -> str | None:
             return "Enter divisor|remainder, like 4|0."
         if numbers[0] == 0:
             return "The divisor cannot be 0."
-    elif operator == "IN":
-        if not [item for item in text.split(",") if item.strip()]:
-            return "Enter a comma-separated list, like gb,fr,de."
+    elif operator == "IN" and not [item for item in text.split(",") if item.strip()]:
+        return "Enter a comma-separated list, like gb,fr,de."
     return None
 
 
 def _check_description(description: str) -> str:
     description = (description or "").strip()
     if len(description) > MAX_DESCRIPTION:
-        raise Invalid("Description too long.", {"description": [f"At most {MAX_DESCRIPTION} characters."]})
+        raise Invalid("Description too long.",
+                      {"description": [f"At most {MAX_DESCRIPTION} characters."]})
     return description
 
 
@@ -212,7 +215,8 @@ def pipelines_using(segment_id: int) -> list[ReleasePipeline]:
 
 def override_count(segment_id: int) -> int:
     return db.session.scalar(
-        select(db.func.count(SegmentOverride.id)).where(SegmentOverride.segment_id == segment_id)) or 0
+        select(db.func.count(SegmentOverride.id))
+        .where(SegmentOverride.segment_id == segment_id)) or 0
 
 
 # --- changes ------------------------------------------------------------------------------------
@@ -263,7 +267,8 @@ def delete_refusal(segment: Segment) -> str | None:
     if not names:
         return None
     listed = ", ".join(f"“{name}”" for name in names)
-    return (f"Segment {segment.name} is used by the release pipeline{'s' if len(names) > 1 else ''} "
+    return (f"Segment {segment.name} is used by the release "
+            f"pipeline{'s' if len(names) > 1 else ''} "
             f"{listed}: change or delete {'them' if len(names) > 1 else 'it'} first.")
 
 
@@ -279,7 +284,8 @@ def delete_segment(segment: Segment, actor: Actor) -> None:
     if refusal:
         raise Conflict(refusal)
     overrides = list(db.session.execute(
-        select(SegmentOverride.feature_id, SegmentOverride.environment_id).where(SegmentOverride.segment_id == segment.id)))
+        select(SegmentOverride.feature_id, SegmentOverride.environment_id)
+        .where(SegmentOverride.segment_id == segment.id)))
     names: dict[int, str] = {
         feature_id: name for feature_id, name in db.session.execute(
             select(Feature.id, Feature.name).where(

@@ -8,14 +8,16 @@ MAX_STRING_VALUE = 20_000
 
 
 def parse(value_type: str, raw: Any, field: str = "value") -> Any:
-    """Turn user input (text or JSON) into a value of `value_type`; raise Invalid when it does not fit.
+    """Turn user input (text or JSON) into a value of `value_type`; raise Invalid when it does
+    not fit.
 
     An empty input means "no value" (None) for every type.
     """
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return None
     if value_type == "none":
-        raise Invalid("This flag is on/off only; it takes no value.", {field: ["This flag takes no value."]})
+        raise Invalid("This flag is on/off only; it takes no value.",
+                      {field: ["This flag takes no value."]})
     if value_type == "string":
         text = raw if isinstance(raw, str) else str(raw)
         if len(text) > MAX_STRING_VALUE:
@@ -29,7 +31,8 @@ def parse(value_type: str, raw: Any, field: str = "value") -> Any:
         try:
             return int(str(raw).strip())
         except ValueError:
-            raise Invalid("Not a whole number.", {field: ["Enter a whole number, like 42."]}) from None
+            raise Invalid("Not a whole number.",
+                          {field: ["Enter a whole number, like 42."]}) from None
     if value_type == "boolean":
         if isinstance(raw, bool):
             return raw
