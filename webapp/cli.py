@@ -1,4 +1,6 @@
-"""Flask CLI commands: users, API keys, demo data, worker, and `run-all` (the README's run command)."""
+"""Flask CLI commands: users, API keys, demo data, worker, and `run-all` (the README's run
+command).
+"""
 
 import os
 import signal
@@ -115,7 +117,9 @@ def register(app: Flask) -> None:
     @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
     @click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), type=int)
     def run_all(host: str, port: int) -> None:
-        """Migrate, seed the demo, and run web + worker + sweeper (+ embedded Redis) until Ctrl-C."""
+        """Migrate, seed the demo, and run web + worker + sweeper (+ embedded Redis) until
+        Ctrl-C.
+        """
         from webapp import redis_conn
 
         embedded = None

@@ -9,5 +9,7 @@ class UserForm(FlaskForm):
     # The rules (email shape, uniqueness, password length) live in webapp.services.users.
     email = StringField("Email", validators=[Optional()])
     name = StringField("Name", validators=[Optional()])
-    password = PasswordField("Password", validators=[Optional()], description="At least 8 characters.")
+    password = PasswordField(
+        "Password", validators=[Optional()], description="At least 8 characters."
+    )
     site_admin = BooleanField("Site administrator")

@@ -48,7 +48,9 @@ def rules_from_form(form: Mapping[str, str]) -> list[dict[str, Any]]:
         if is_type:
             rule["type"] = form[key]
         else:
-            slot = rule["conditions"].setdefault(int(condition), {"property": "", "operator": "", "value": ""})
+            slot = rule["conditions"].setdefault(
+                int(condition), {"property": "", "operator": "", "value": ""}
+            )
             slot[attribute] = form[key]
     return _ordered(tree)
 

@@ -4,7 +4,6 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, StringField
 from wtforms.validators import Optional
 
-
 ROLE_CHOICES = [("admin", "Admin"), ("editor", "Editor (product manager)"),
                 ("viewer", "Viewer (team lead)")]
 

@@ -24,7 +24,8 @@ def register_blueprints(app: Flask) -> None:
 
     @app.context_processor
     def _navigation():
-        return {"project_nav": [(label, ep) for label, ep in PROJECT_NAV if ep in app.view_functions]}
+        return {"project_nav": [(label, ep) for label, ep in PROJECT_NAV
+                                if ep in app.view_functions]}
 
 
 def _optional_modules():

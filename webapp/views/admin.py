@@ -33,8 +33,9 @@ def create_user():
     _site_admin_only()
     form = UserForm()
     try:
-        accounts.create_user(form.email.data or "", form.password.data or "", name=form.name.data or "",
-                          site_admin=bool(form.site_admin.data), actor=actor())
+        accounts.create_user(form.email.data or "", form.password.data or "",
+                             name=form.name.data or "",
+                             site_admin=bool(form.site_admin.data), actor=actor())
     except Invalid as error:
         for field, messages in error.field_errors.items():
             getattr(form, field).errors = list(messages)

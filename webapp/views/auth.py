@@ -13,7 +13,8 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    if target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//"):
+    if (target and not urlsplit(target).netloc
+            and target.startswith("/") and not target.startswith("//")):
         return target
     return url_for("projects.index")
 

@@ -9,7 +9,8 @@ from webapp.services.actors import Actor
 
 
 def project_or_404(project_id: int, needs: str = "viewer") -> Project:
-    """The project if the signed-in user holds `needs` there; 404 for non-members, 403 for low roles.
+    """The project if the signed-in user holds `needs` there; 404 for non-members, 403 for low
+    roles.
 
     Sets g.project and g.role for templates (navigation, which controls to show).
     """

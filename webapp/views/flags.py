@@ -11,7 +11,14 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, request, url_for
 from flask_login import login_required
 
-from webapp.forms.flags import ConfirmForm, DetailsForm, FeatureForm, OverrideForm, ToggleForm, ValueForm
+from webapp.forms.flags import (
+    ConfirmForm,
+    DetailsForm,
+    FeatureForm,
+    OverrideForm,
+    ToggleForm,
+    ValueForm,
+)
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import ChangeRequest, Feature, Project
 from webapp.services import change_requests, flag_changes, flags, projects, segments
@@ -57,11 +64,14 @@ def create(project_id: int):
         except Invalid as error:
             _attach(form, error)
         else:
-            return location(url_for("flags.index", project_id=project.id, _anchor=f"flag-{feature.id}"))
+            return location(url_for("flags.index", project_id=project.id,
+                                    _anchor=f"flag-{feature.id}"))
     return _render_index(project, form, block="flag_form", status=422)
 
 
-def _render_index(project: Project, form: FeatureForm, block: str = "flag_table", status: int = 200):
+def _render_index(
+    project: Project, form: FeatureForm, block: str = "flag_table", status: int = 200
+):
     environments = projects.environments_of(project.id)
     return render("flags/index.html", block, status=status, project=project, form=form,
                   environments=environments, rows=flags.flag_rows(project.id, environments),
@@ -90,7 +100,8 @@ def toggle(project_id: int, feature_id: int, environment_id: int):
     if opened is not None:  # the environment needs approvals: show the new change request
         return _to_change_request(opened)
     if not wants_fragment():
-        return redirect(url_for("flags.index", project_id=project.id, _anchor=f"flag-{feature.id}"), 303)
+        return redirect(
+            url_for("flags.index", project_id=project.id, _anchor=f"flag-{feature.id}"), 303)
     environments = projects.environments_of(project.id)
     row = flags.flag_rows(project.id, environments, feature_ids=[feature.id])[0]
     return render("flags/_row.html", "flag_row", project=project, environments=environments,
@@ -208,7 +219,8 @@ def _detail_change(project: Project, feature: Feature, change, key: str | None =
                               errors={key or "form": error.field_errors},
                               submitted={key or "form": request.form.to_dict()})
     except Conflict as error:
-        return _render_detail(project, feature, block="flag_states", status=409, notice=error.message)
+        return _render_detail(project, feature, block="flag_states", status=409,
+                              notice=error.message)
     if isinstance(opened, ChangeRequest):  # the environment needs approvals
         return _to_change_request(opened)
     if not wants_fragment():

@@ -22,4 +22,5 @@ def healthz():
     except Exception as error:  # noqa: BLE001
         checks["redis"] = f"down: {type(error).__name__}"
     healthy = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ok" if healthy else "unavailable", **checks}), 200 if healthy else 503
+    return (jsonify({"status": "ok" if healthy else "unavailable", **checks}),
+            200 if healthy else 503)

@@ -79,8 +79,9 @@ def settings(project_id: int):
 def add_environment(project_id: int):
     project = project_or_404(project_id, "admin")
     form = NewEnvironmentForm()
-    return _settings_change(project, "environment_list", "env-new", lambda: projects.add_environment(
-        project, form.name.data or "", actor()))
+    return _settings_change(
+        project, "environment_list", "env-new",
+        lambda: projects.add_environment(project, form.name.data or "", actor()))
 
 
 @bp.post(f"{SETTINGS}/environments/<int:environment_id>")
@@ -110,8 +111,10 @@ def rotate_key(project_id: int, environment_id: int):
 def add_member(project_id: int):
     project = project_or_404(project_id, "admin")
     form = MemberForm()
-    return _settings_change(project, "member_list", "member-new", lambda: members.add_member_by_email(
-        project, form.email.data or "", form.role.data or "", actor()))
+    return _settings_change(
+        project, "member_list", "member-new",
+        lambda: members.add_member_by_email(
+            project, form.email.data or "", form.role.data or "", actor()))
 
 
 @bp.post(f"{SETTINGS}/members/<int:membership_id>")

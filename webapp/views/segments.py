@@ -19,7 +19,9 @@ from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("segments", __name__)
 PREFIX = "/projects/<int:project_id>/segments"
-RULE_LABELS = {"ALL": "All of these match", "ANY": "Any of these matches", "NONE": "None of these matches"}
+RULE_LABELS = {
+    "ALL": "All of these match", "ANY": "Any of these matches", "NONE": "None of these matches"
+}
 
 
 @bp.get(PREFIX)
