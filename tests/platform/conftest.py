@@ -62,7 +62,8 @@ def pipeline_with(project):
         db.session.add(stage)
         db.session.flush()
         db.session.add(StageAction(stage_id=stage.id, position=0,
-                                   action_type="TOGGLE_FEATURE_FOR_SEGMENT" if segment else "TOGGLE_FEATURE",
+                                   action_type=("TOGGLE_FEATURE_FOR_SEGMENT" if segment
+                                                else "TOGGLE_FEATURE"),
                                    enabled=True, segment_id=segment.id if segment else None))
         if flag is not None:
             db.session.add(PipelineRun(project_id=project.id, pipeline_id=pipeline.id,

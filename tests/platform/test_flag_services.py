@@ -15,9 +15,12 @@ from webapp.services.errors import Conflict, Invalid, NotFound
     ({"name": "   "}, "name", "A name is required."),
     ({"name": "x" * 256}, "name", "At most 255 characters."),
     ({"name": "ok", "value_type": "float"}, "value_type", "Choose a flag type."),
-    ({"name": "ok", "value_type": "integer", "default_value": "12a"}, "default_value", "Enter a whole number, like 42."),
-    ({"name": "ok", "value_type": "boolean", "default_value": "yes"}, "default_value", "Enter true or false."),
-    ({"name": "ok", "value_type": "none", "default_value": "x"}, "default_value", "This flag takes no value."),
+    ({"name": "ok", "value_type": "integer", "default_value": "12a"}, "default_value",
+     "Enter a whole number, like 42."),
+    ({"name": "ok", "value_type": "boolean", "default_value": "yes"}, "default_value",
+     "Enter true or false."),
+    ({"name": "ok", "value_type": "none", "default_value": "x"}, "default_value",
+     "This flag takes no value."),
     ({"name": "ok", "description": "d" * 2001}, "description", "At most 2000 characters."),
 ])
 def test_create_feature_refuses_bad_input(project, kwargs, field, message):
@@ -31,14 +34,16 @@ def test_create_feature_refuses_bad_input(project, kwargs, field, message):
 def test_duplicate_name_in_a_project_is_refused_but_not_across_projects(make, project, flag):
     with pytest.raises(Invalid) as caught:
         flags.create_feature(project, "checkout", SYSTEM)
-    assert caught.value.field_errors["name"] == ["A flag with this name already exists in this project."]
+    assert caught.value.field_errors["name"] == [
+        "A flag with this name already exists in this project."]
     flags.create_feature(make.project("Other"), "checkout", SYSTEM)
 
 
 def test_create_feature_gives_every_environment_its_default_state(project, envs):
     feature = flags.create_feature(project, "limit", SYSTEM, value_type="integer",
                                    default_enabled=True, default_value="7")
-    states = db.session.scalars(select(FeatureState).where(FeatureState.feature_id == feature.id)).all()
+    states = db.session.scalars(
+        select(FeatureState).where(FeatureState.feature_id == feature.id)).all()
     assert {(s.environment_id, s.enabled, s.value) for s in states} == {
         (env.id, True, 7) for env in envs.values()}
 
@@ -50,7 +55,8 @@ def test_set_state_changes_one_environment_bumps_revision_and_audits(flag, envs,
     assert [s.enabled for s in rows[0].states] == [False, True, False]
     db.session.expire_all()
     assert db.session.get(Environment, staging.id).revision == revisions[staging.id] + 1
-    assert db.session.get(Environment, envs["Production"].id).revision == revisions[envs["Production"].id]
+    production = envs["Production"]
+    assert db.session.get(Environment, production.id).revision == revisions[production.id]
     entry = flags.history(flag.id)[0]
     assert entry.event_type == "FEATURE_STATE_UPDATED"
     assert entry.message == "Flag checkout enabled in Staging"
@@ -78,7 +84,8 @@ def test_set_state_parses_the_value(number_flag, staging):
     state = db.session.scalar(select(FeatureState).where(
         FeatureState.feature_id == number_flag.id, FeatureState.environment_id == staging.id))
     assert state.value == 42
-    assert flags.history(number_flag.id)[0].message == "Flag max_upload value set to “42” in Staging"
+    assert (flags.history(number_flag.id)[0].message
+            == "Flag max_upload value set to “42” in Staging")
 
 
 def test_environment_of_another_project_is_not_found(make, flag):
@@ -87,7 +94,9 @@ def test_environment_of_another_project_is_not_found(make, flag):
         flags.set_state(flag, other_env.id, SYSTEM, enabled=True)
 
 
-def test_manual_changes_are_refused_while_a_pipeline_owns_the_flag(flag, staging, segment, pipeline_with):
+def test_manual_changes_are_refused_while_a_pipeline_owns_the_flag(
+    flag, staging, segment, pipeline_with
+):
     pipeline_with("Checkout rollout", flag=flag)
     with pytest.raises(Conflict, match="Checkout rollout"):
         flags.set_state(flag, staging.id, SYSTEM, enabled=True)
@@ -104,7 +113,8 @@ def test_manual_changes_are_refused_while_a_pipeline_owns_the_flag(flag, staging
 def test_overrides_create_edit_remove_audited_in_priority_order(make, project, text_flag, staging):
     pro, beta = make.segment(project, "Pro"), make.segment(project, "Beta")
     flags.save_override(text_flag, staging.id, pro.id, SYSTEM, enabled=True, raw_value="Hi pro")
-    flags.save_override(text_flag, staging.id, beta.id, SYSTEM, enabled=False, raw_value="", priority="0")
+    flags.save_override(text_flag, staging.id, beta.id, SYSTEM, enabled=False, raw_value="",
+                        priority="0")
     flags.save_override(text_flag, staging.id, pro.id, SYSTEM, enabled=True, raw_value="Hey",
                         priority="5", must_exist=True)
     rows = flags.overrides_of(text_flag.id)[staging.id]
@@ -128,13 +138,16 @@ def test_override_input_is_checked(text_flag, staging, segment, kwargs, field, m
     assert db.session.scalar(select(SegmentOverride.id)) is None
 
 
-def test_override_refuses_segments_of_other_projects_hidden_ones_and_duplicates(make, flag, staging, segment):
+def test_override_refuses_segments_of_other_projects_hidden_ones_and_duplicates(
+    make, flag, staging, segment
+):
     foreign = make.segment(make.project("Other"), "Foreign")
     hidden = make.segment(flag.project, "Rollout 20%", is_system=True)
     for segment_id in (foreign.id, hidden.id, None):
         with pytest.raises(Invalid) as caught:
             flags.save_override(flag, staging.id, segment_id, SYSTEM, enabled=True)
-        assert caught.value.field_errors == {"segment_id": ["Choose one of this project's segments."]}
+        assert caught.value.field_errors == {
+            "segment_id": ["Choose one of this project's segments."]}
     flags.save_override(flag, staging.id, segment.id, SYSTEM, enabled=True)
     with pytest.raises(Invalid, match="Override exists"):
         flags.save_override(flag, staging.id, segment.id, SYSTEM, enabled=False)
@@ -166,11 +179,13 @@ def test_delete_removes_states_and_overrides_and_keeps_the_history(flag, staging
     flag_id = flag.id
     flags.delete_feature(flag, SYSTEM)
     assert db.session.get(Feature, flag_id) is None
-    assert db.session.scalar(select(FeatureState.id).where(FeatureState.feature_id == flag_id)) is None
+    assert db.session.scalar(
+        select(FeatureState.id).where(FeatureState.feature_id == flag_id)) is None
     assert db.session.scalar(select(SegmentOverride.id)) is None
     entries = db.session.scalars(select(AuditEntry).where(
         AuditEntry.object_label == "checkout").order_by(AuditEntry.id)).all()
-    assert [e.event_type for e in entries] == ["FEATURE_CREATED", "SEGMENT_OVERRIDE_CREATED", "FEATURE_DELETED"]
+    assert [e.event_type for e in entries] == [
+        "FEATURE_CREATED", "SEGMENT_OVERRIDE_CREATED", "FEATURE_DELETED"]
     assert entries[-1].before["name"] == "checkout"
 
 

@@ -6,7 +6,9 @@ from playwright.sync_api import expect
 
 
 @pytest.mark.e2e
-def test_toggle_in_staging_then_see_it_in_the_history(page, live_server, sign_in, editor, project, flag, envs):
+def test_toggle_in_staging_then_see_it_in_the_history(
+    page, live_server, sign_in, editor, project, flag, envs
+):
     sign_in(editor.email)
     page.goto(f"{live_server}/projects/{project.id}/flags")
     expect(page.get_by_role("heading", name="Flags")).to_be_visible()
@@ -15,8 +17,10 @@ def test_toggle_in_staging_then_see_it_in_the_history(page, live_server, sign_in
     expect(switch).to_have_attribute("aria-checked", "false")
     switch.click()
     # htmx swapped the row in place: same page, the switch is on, the neighbours are not
-    expect(page.get_by_role("switch", name="checkout in Staging")).to_have_attribute("aria-checked", "true")
-    expect(page.get_by_role("switch", name="checkout in Production")).to_have_attribute("aria-checked", "false")
+    expect(page.get_by_role("switch", name="checkout in Staging")).to_have_attribute(
+        "aria-checked", "true")
+    expect(page.get_by_role("switch", name="checkout in Production")).to_have_attribute(
+        "aria-checked", "false")
     assert page.url.endswith(f"/projects/{project.id}/flags")
 
     page.get_by_role("link", name="checkout", exact=True).click()
