@@ -11,7 +11,8 @@ from webapp.services.errors import Conflict, Invalid, NotFound
 
 
 def tree(operator="EQUAL", value="pro", prop="plan", rule_type="ALL"):
-    return [{"type": rule_type, "conditions": [{"property": prop, "operator": operator, "value": value}],
+    return [{"type": rule_type,
+             "conditions": [{"property": prop, "operator": operator, "value": value}],
              "rules": []}]
 
 
@@ -19,22 +20,29 @@ def tree(operator="EQUAL", value="pro", prop="plan", rule_type="ALL"):
     (tree(operator="LIKE"), "r0.c0.operator", "Unknown operator “LIKE”: choose one from the list."),
     (tree(operator="REGEX", value="(unclosed"), "r0.c0.value",
      "Not a valid regular expression: missing ), unterminated subpattern at position 0."),
-    (tree(operator="PERCENTAGE_SPLIT", value="101", prop=""), "r0.c0.value", "Enter a percentage between 0 and 100."),
-    (tree(operator="PERCENTAGE_SPLIT", value="half", prop=""), "r0.c0.value", "Enter a percentage between 0 and 100."),
-    (tree(operator="PERCENTAGE_SPLIT", value="-1", prop=""), "r0.c0.value", "Enter a percentage between 0 and 100."),
+    (tree(operator="PERCENTAGE_SPLIT", value="101", prop=""), "r0.c0.value",
+     "Enter a percentage between 0 and 100."),
+    (tree(operator="PERCENTAGE_SPLIT", value="half", prop=""), "r0.c0.value",
+     "Enter a percentage between 0 and 100."),
+    (tree(operator="PERCENTAGE_SPLIT", value="-1", prop=""), "r0.c0.value",
+     "Enter a percentage between 0 and 100."),
     (tree(operator="MODULO", value="4"), "r0.c0.value", "Enter divisor|remainder, like 4|0."),
     (tree(operator="MODULO", value="a|1"), "r0.c0.value", "Enter divisor|remainder, like 4|0."),
     (tree(operator="MODULO", value="0|1"), "r0.c0.value", "The divisor cannot be 0."),
-    (tree(operator="IN", value=" , ,"), "r0.c0.value", "Enter a comma-separated list, like gb,fr,de."),
-    (tree(operator="IS_SET", value="x"), "r0.c0.value", "This operator takes no value; leave it empty."),
-    (tree(operator="IS_NOT_SET", value="x"), "r0.c0.value", "This operator takes no value; leave it empty."),
+    (tree(operator="IN", value=" , ,"), "r0.c0.value",
+     "Enter a comma-separated list, like gb,fr,de."),
+    (tree(operator="IS_SET", value="x"), "r0.c0.value",
+     "This operator takes no value; leave it empty."),
+    (tree(operator="IS_NOT_SET", value="x"), "r0.c0.value",
+     "This operator takes no value; leave it empty."),
     (tree(value=""), "r0.c0.value", "A value is required."),
     (tree(value="v" * 1001), "r0.c0.value", "At most 1000 characters."),
     (tree(prop=""), "r0.c0.property", "A trait name is required."),
     (tree(prop="p" * 1001), "r0.c0.property", "At most 1000 characters."),
     (tree(rule_type="SOME"), "r0.type", "Choose ALL, ANY or NONE."),
     ([], "rules", "Add at least one condition."),
-    ([{"type": "ALL", "conditions": [], "rules": []}], "r0", "This rule is empty: add a condition or remove it."),
+    ([{"type": "ALL", "conditions": [], "rules": []}], "r0",
+     "This rule is empty: add a condition or remove it."),
     ([{"type": "ALL", "conditions": [], "rules": [{"type": "ANY", "conditions": [
         {"property": "a", "operator": "NOPE", "value": "1"}], "rules": []}]}],
      "r0.r0.c0.operator", "Unknown operator “NOPE”: choose one from the list."),
@@ -65,7 +73,9 @@ def test_each_operator_accepts_good_values(operator, value, prop):
 
 
 def test_nesting_is_limited():
-    rule = {"type": "ALL", "conditions": [{"property": "a", "operator": "EQUAL", "value": "1"}], "rules": []}
+    rule = {"type": "ALL",
+            "conditions": [{"property": "a", "operator": "EQUAL", "value": "1"}],
+            "rules": []}
     for _ in range(4):
         rule = {"type": "ANY", "conditions": [], "rules": [rule]}
     with pytest.raises(Invalid) as caught:
@@ -89,7 +99,8 @@ def test_create_and_update_bump_revisions_and_audit_before_after(project, envs):
     assert db.session.get(Environment, envs["Staging"].id).revision == revision + 2
     entry = db.session.scalar(select(AuditEntry).where(AuditEntry.event_type == "SEGMENT_UPDATED"))
     assert entry.before["name"] == "Pro" and entry.after["name"] == "Pro plus"
-    assert entry.after["rules"][0]["conditions"][0] == {"property": "plan", "operator": "IN", "value": "pro,plus"}
+    assert entry.after["rules"][0]["conditions"][0] == {
+        "property": "plan", "operator": "IN", "value": "pro,plus"}
     assert entry.object_id == segment.id
 
 
@@ -111,13 +122,17 @@ def test_delete_is_refused_while_a_live_pipeline_uses_it(segment, pipeline_with)
     assert db.session.get(Segment, segment.id) is not None
 
 
-def test_delete_removes_its_overrides_audited_and_frees_deleted_pipelines(flag, staging, segment, pipeline_with):
+def test_delete_removes_its_overrides_audited_and_frees_deleted_pipelines(
+    flag, staging, segment, pipeline_with
+):
     flags.save_override(flag, staging.id, segment.id, SYSTEM, enabled=True)
     pipeline_with("Old", segment=segment, deleted=True)
     segment_id = segment.id
     segments.delete_segment(segment, SYSTEM)
     assert db.session.get(Segment, segment_id) is None
     assert db.session.scalar(select(SegmentOverride.id)) is None
-    assert db.session.scalar(select(StageAction.segment_id).where(StageAction.segment_id.is_not(None))) is None
-    events = db.session.scalars(select(AuditEntry.event_type).order_by(AuditEntry.id.desc()).limit(2)).all()
+    assert db.session.scalar(
+        select(StageAction.segment_id).where(StageAction.segment_id.is_not(None))) is None
+    events = db.session.scalars(
+        select(AuditEntry.event_type).order_by(AuditEntry.id.desc()).limit(2)).all()
     assert events == ["SEGMENT_DELETED", "SEGMENT_OVERRIDE_DELETED"]

@@ -3,10 +3,10 @@
 import pytest
 from sqlalchemy import select
 
-from webapp.extensions import db
-from webapp.models import AuditEntry, Segment
-from webapp.forms.segments import apply_builder_op, rules_from_form
 from tests.platform.conftest import fresh
+from webapp.extensions import db
+from webapp.forms.segments import apply_builder_op, rules_from_form
+from webapp.models import AuditEntry, Segment
 
 
 def scalar(statement):
@@ -39,7 +39,8 @@ def test_form_fields_rebuild_the_tree_in_index_order():
     ("add_nested:r0.r0", lambda t: len(t[0]["rules"][0]["rules"]) == 1),
     ("remove_rule:r0.r0", lambda t: t[0]["rules"] == []),
     ("remove_rule:r0", lambda t: t == []),
-    ("remove_condition:r0.c0", lambda t: [c["property"] for c in t[0]["conditions"]] == ["country"]),
+    ("remove_condition:r0.c0",
+     lambda t: [c["property"] for c in t[0]["conditions"]] == ["country"]),
     ("remove_condition:r7.c0", lambda t: len(t[0]["conditions"]) == 2),  # stale: no change
     ("explode", lambda t: len(t) == 1),
 ])
@@ -58,7 +59,8 @@ def test_list_hides_system_segments_and_escapes(client, login, viewer, make, pro
 
 def test_builder_answers_the_builder_only_with_htmx(hx, login, editor, project):
     login(hx, editor)
-    response = hx.post(f"/projects/{project.id}/segments/new/builder", data={**FORM, "op": "add_condition:r0.r0"})
+    response = hx.post(f"/projects/{project.id}/segments/new/builder",
+                       data={**FORM, "op": "add_condition:r0.r0"})
     body = response.get_data(as_text=True)
     assert response.status_code == 200 and "HX-Request" in response.headers["Vary"]
     assert body.strip().startswith('<div id="rule_builder"') and "<html" not in body
@@ -68,7 +70,8 @@ def test_builder_answers_the_builder_only_with_htmx(hx, login, editor, project):
 
 def test_builder_without_javascript_answers_the_page(client, login, editor, project):
     login(client, editor)
-    response = client.post(f"/projects/{project.id}/segments/new/builder", data={**FORM, "op": "add_rule"})
+    response = client.post(f"/projects/{project.id}/segments/new/builder",
+                           data={**FORM, "op": "add_rule"})
     body = response.get_data(as_text=True)
     assert response.status_code == 200 and "<html" in body and 'name="r1.c0.property"' in body
     assert 'value="Pro in GB"' in body
@@ -81,20 +84,28 @@ def test_create_saves_the_tree_and_audits(hx, login, editor, project):
     segment = scalar(select(Segment))
     assert response.headers["HX-Redirect"] == f"/projects/{project.id}/segments/{segment.id}"
     assert segment.rules == rules_from_form(FORM)
-    assert scalar(select(AuditEntry.event_type).where(AuditEntry.object_type == "segment")) == "SEGMENT_CREATED"
+    assert scalar(select(AuditEntry.event_type).where(
+        AuditEntry.object_type == "segment")) == "SEGMENT_CREATED"
 
 
 @pytest.mark.parametrize(("changes", "field_id", "message"), [
     ({"name": ""}, "name-error", "A name is required."),
     ({"name": "n" * 256}, "name-error", "At most 255 characters."),
-    ({"r0.c0.operator": "LIKE"}, "r0-c0-operator-error", "Unknown operator “LIKE”: choose one from the list."),
-    ({"r0.c0.operator": "REGEX", "r0.c0.value": "[a-"}, "r0-c0-value-error", "Not a valid regular expression"),
-    ({"r0.c1.operator": "PERCENTAGE_SPLIT", "r0.c1.value": "150"}, "r0-c1-value-error", "Enter a percentage between 0 and 100."),
-    ({"r0.r0.c0.operator": "MODULO", "r0.r0.c0.value": "3"}, "r0-r0-c0-value-error", "Enter divisor|remainder, like 4|0."),
-    ({"r0.c0.operator": "IS_SET"}, "r0-c0-value-error", "This operator takes no value; leave it empty."),
+    ({"r0.c0.operator": "LIKE"}, "r0-c0-operator-error",
+     "Unknown operator “LIKE”: choose one from the list."),
+    ({"r0.c0.operator": "REGEX", "r0.c0.value": "[a-"}, "r0-c0-value-error",
+     "Not a valid regular expression"),
+    ({"r0.c1.operator": "PERCENTAGE_SPLIT", "r0.c1.value": "150"}, "r0-c1-value-error",
+     "Enter a percentage between 0 and 100."),
+    ({"r0.r0.c0.operator": "MODULO", "r0.r0.c0.value": "3"}, "r0-r0-c0-value-error",
+     "Enter divisor|remainder, like 4|0."),
+    ({"r0.c0.operator": "IS_SET"}, "r0-c0-value-error",
+     "This operator takes no value; leave it empty."),
     ({"r0.c0.property": ""}, "r0-c0-property-error", "A trait name is required."),
 ])
-def test_bad_segment_shows_the_message_beside_the_field(hx, login, editor, project, changes, field_id, message):
+def test_bad_segment_shows_the_message_beside_the_field(
+    hx, login, editor, project, changes, field_id, message
+):
     login(hx, editor)
     response = hx.post(f"/projects/{project.id}/segments/new", data={**FORM, **changes})
     assert response.status_code == 422
@@ -108,7 +119,8 @@ def test_edit_page_and_update(client, hx, login, editor, viewer, project, segmen
     login(client, viewer)
     page = client.get(f"/projects/{project.id}/segments/{segment.id}").get_data(as_text=True)
     assert "Pro users" in page and "segment_form" not in page and "EQUAL" in page
-    assert client.post(f"/projects/{project.id}/segments/{segment.id}", data=FORM).status_code == 403
+    response = client.post(f"/projects/{project.id}/segments/{segment.id}", data=FORM)
+    assert response.status_code == 403
     login(hx, editor)
     response = hx.post(f"/projects/{project.id}/segments/{segment.id}", data=FORM)
     assert response.status_code == 200 and "Segment saved." in response.get_data(as_text=True)
@@ -121,17 +133,21 @@ def test_segment_of_another_project_is_404(client, login, make, editor, project)
     foreign = make.segment(make.project("Other"), "Foreign")
     login(client, editor)
     assert client.get(f"/projects/{project.id}/segments/{foreign.id}").status_code == 404
-    assert client.post(f"/projects/{project.id}/segments/{foreign.id}", data=FORM).status_code == 404
+    response = client.post(f"/projects/{project.id}/segments/{foreign.id}", data=FORM)
+    assert response.status_code == 404
     assert client.post(f"/projects/{project.id}/segments/{foreign.id}/delete").status_code == 404
 
 
 def test_missing_csrf_is_400(client, login, editor, project):
     login(client, editor)
-    assert client.post(f"/projects/{project.id}/segments/new", data=FORM, csrf=False).status_code == 400
+    response = client.post(f"/projects/{project.id}/segments/new", data=FORM, csrf=False)
+    assert response.status_code == 400
     assert scalar(select(Segment.id)) is None
 
 
-def test_delete_refused_while_a_pipeline_uses_it_and_the_page_lists_them(client, login, editor, project, segment, pipeline_with):
+def test_delete_refused_while_a_pipeline_uses_it_and_the_page_lists_them(
+    client, login, editor, project, segment, pipeline_with
+):
     pipeline_with("Beta <first>", segment=segment)
     login(client, editor)
     page = client.get(f"/projects/{project.id}/segments/{segment.id}").get_data(as_text=True)

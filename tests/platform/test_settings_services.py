@@ -30,7 +30,8 @@ def test_update_environment_refuses_bad_input(staging, name, approvals, field, m
 def test_update_environment_renames_and_sets_approvals_audited(staging):
     environments.update_environment(staging, SYSTEM, name="Pre-prod", approvals=" 2 ")
     assert (staging.name, staging.minimum_change_request_approvals) == ("Pre-prod", 2)
-    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.event_type == "ENVIRONMENT_UPDATED"))
+    entry = db.session.scalar(
+        select(AuditEntry).where(AuditEntry.event_type == "ENVIRONMENT_UPDATED"))
     assert entry.before == {"name": "Staging", "minimum_change_request_approvals": 0}
     assert entry.after == {"name": "Pre-prod", "minimum_change_request_approvals": 2}
 
@@ -62,8 +63,10 @@ def test_add_environment_appends_it_with_every_flag(project, flag, envs):
 
 @pytest.mark.parametrize(("email", "role", "field", "message"), [
     ("", "editor", "email", "Enter the email of an existing user."),
-    ("nobody@example.com", "editor", "email", "No user has this email. A site admin creates accounts."),
-    ("editor@example.com", "viewer", "email", "editor@example.com is already a member; change their role below."),
+    ("nobody@example.com", "editor", "email",
+     "No user has this email. A site admin creates accounts."),
+    ("editor@example.com", "viewer", "email",
+     "editor@example.com is already a member; change their role below."),
     ("new@example.com", "owner", "role", "Choose admin, editor or viewer."),
 ])
 def test_add_member_refuses_bad_input(make, project, editor, email, role, field, message):
