@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from itsdangerous import URLSafeTimedSerializer
 from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import create_engine, text
 
 from webapp import create_app
@@ -45,7 +45,9 @@ def redis_url(tmp_path_factory, request):
 
 @pytest.fixture(scope="session")
 def database_template(tmp_path_factory, request):
-    """A database with the schema, built once per test run: ('sqlite', path) or ('postgresql', url)."""
+    """A database with the schema, built once per test run:
+    ('sqlite', path) or ('postgresql', url).
+    """
     server = os.environ.get("RAILYARD_TEST_POSTGRES")
     if server:
         name = f"railyard_test_{os.getpid()}_{_worker_index(request.config)}"
@@ -93,7 +95,8 @@ def database_url(database_template, tmp_path):
     engine = create_engine(where)
     with engine.begin() as conn:
         tables = [t.name for t in db.metadata.sorted_tables]
-        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                          + " RESTART IDENTITY CASCADE"))
     engine.dispose()
     return where
 

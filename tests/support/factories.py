@@ -12,7 +12,8 @@ _counter = itertools.count(1)
 
 
 class Make:
-    def user(self, *, project=None, role="editor", site_admin=False, email=None, password="password123"):
+    def user(self, *, project=None, role="editor", site_admin=False, email=None,
+             password="password123"):
         user = users.create_user(email or f"user{next(_counter)}@example.com", password,
                                  site_admin=site_admin)
         if project is not None:
@@ -27,10 +28,12 @@ class Make:
 
     def segment(self, project, name=None, rules=None, **kwargs):
         rules = rules if rules is not None else [
-            {"type": "ALL", "conditions": [{"property": "plan", "operator": "EQUAL", "value": "pro"}],
+            {"type": "ALL",
+             "conditions": [{"property": "plan", "operator": "EQUAL", "value": "pro"}],
              "rules": []}
         ]
-        return segments.create_segment(project, name or f"Segment {next(_counter)}", rules, SYSTEM, **kwargs)
+        return segments.create_segment(project, name or f"Segment {next(_counter)}", rules, SYSTEM,
+                                       **kwargs)
 
     def environments(self, project):
         return projects.environments_of(project.id)

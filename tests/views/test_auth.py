@@ -8,7 +8,8 @@ def test_login_page_renders(client):
 
 
 def test_sign_in_and_out(client, editor, project):
-    response = client.post("/login", data={"email": "editor@example.com", "password": "password123"})
+    response = client.post("/login",
+                           data={"email": "editor@example.com", "password": "password123"})
     assert response.status_code == 303
     assert client.get("/").status_code == 200
     assert b"Acme" in client.get("/").data
@@ -32,14 +33,16 @@ def test_bad_sign_in_is_refused_with_a_message(client, editor, email, password, 
 
 
 def test_login_without_csrf_is_refused(client, editor):
-    response = client.post("/login", data={"email": "editor@example.com", "password": "password123"},
+    response = client.post("/login",
+                           data={"email": "editor@example.com", "password": "password123"},
                            csrf=False)
     assert response.status_code == 400
     assert client.get("/").status_code == 302
 
 
 def test_session_cookie_is_httponly_and_samesite(client, editor):
-    response = client.post("/login", data={"email": "editor@example.com", "password": "password123"})
+    response = client.post("/login",
+                           data={"email": "editor@example.com", "password": "password123"})
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
