@@ -1,4 +1,7 @@
-"""The whole test suite: SQLite first, then PostgreSQL when a server answers.
+"""The whole test suite: the lint first, then SQLite, then PostgreSQL when a server answers.
+
+The lint is `ruff check` over the code and the tests, with the ruff installed next to this
+Python; any finding stops the run before a test starts.
 
 PostgreSQL is taken from DATABASE_URL when it names one, else 127.0.0.1:5432 (user postgres);
 the tests create and drop a database of their own there. Without a server the PostgreSQL pass
@@ -10,6 +13,8 @@ import subprocess
 import sys
 
 import psycopg
+
+LINTED = ["webapp", "jobs", "tests", "bench"]
 
 
 def _postgres_server() -> tuple[str | None, str]:
@@ -24,6 +29,12 @@ def _postgres_server() -> tuple[str | None, str]:
     return plain.replace("postgresql://", "postgresql+psycopg://"), ""
 
 
+def _lint() -> int:
+    print("=== ruff check ===", flush=True)
+    ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
+    return subprocess.call([ruff, "check", *LINTED])
+
+
 def _pytest(label: str, extra_env: dict[str, str], args: list[str]) -> int:
     print(f"\n=== {label} ===", flush=True)
     env = {**os.environ, **extra_env}
@@ -33,6 +44,9 @@ def _pytest(label: str, extra_env: dict[str, str], args: list[str]) -> int:
 
 def main() -> int:
     args = sys.argv[1:]
+    lint_status = _lint()
+    if lint_status:
+        return lint_status
     status = _pytest("SQLite (all tests, browser journeys included)", {}, args)
     server, reason = _postgres_server()
     if server is None:
