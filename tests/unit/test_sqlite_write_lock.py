@@ -23,13 +23,14 @@ def _other_writer_can_start(path: str) -> bool:
         other.close()
 
 
+pytestmark = pytest.mark.sqlite_only
+
+
 @pytest.mark.parametrize(("method", "holds_lock"), [
     ("POST", True), ("PATCH", True), ("DELETE", True), ("GET", False), ("HEAD", False),
 ])
 def test_request_transactions_and_the_write_lock(app, method, holds_lock):
     url = app.config["SQLALCHEMY_DATABASE_URI"]
-    if not url.startswith("sqlite:///"):
-        pytest.skip("SQLite's locking only")
     with app.test_request_context("/", method=method):
         db.session.execute(select(User.id).limit(1))  # the first read begins the transaction
         assert _other_writer_can_start(url.removeprefix("sqlite:///")) is not holds_lock
