@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import selectinload
 
 from webapp.clock import now as clock_now
@@ -714,21 +714,38 @@ class Row:
     needed: int
 
 
-def list_requests(project_id: int, *, status: str = "open", environment_id: int | None = None,
-                  feature_id: int | None = None, limit: int = 200) -> list[Row]:
-    """The project's requests with one status ("rejected" also lists closed ones), newest
-    first, optionally of one environment and/or flag, with counts: a fixed number of queries."""
+def _with_status(query: Select, project_id: int, status: str, environment_id: int | None,
+                 feature_id: int | None) -> Select:
+    """`query` narrowed to the project's requests with one status ("rejected" also lists
+    closed ones), optionally of one environment and/or flag."""
     statuses = ("rejected", "closed") if status == "rejected" else (status,)
-    query = (select(ChangeRequest, Feature.name, Environment.name,
-                    Environment.minimum_change_request_approvals)
-             .join(Feature, Feature.id == ChangeRequest.feature_id)
-             .join(Environment, Environment.id == ChangeRequest.environment_id)
-             .where(ChangeRequest.project_id == project_id, ChangeRequest.status.in_(statuses))
-             .order_by(ChangeRequest.id.desc()).limit(limit))
+    query = query.where(ChangeRequest.project_id == project_id,
+                        ChangeRequest.status.in_(statuses))
     if environment_id is not None:
         query = query.where(ChangeRequest.environment_id == environment_id)
     if feature_id is not None:
         query = query.where(ChangeRequest.feature_id == feature_id)
+    return query
+
+
+def count_requests(project_id: int, *, status: str = "open", environment_id: int | None = None,
+                   feature_id: int | None = None) -> int:
+    """How many requests `list_requests` would list with the same filters and no limit."""
+    query = select(func.count()).select_from(ChangeRequest)
+    return db.session.scalar(
+        _with_status(query, project_id, status, environment_id, feature_id)) or 0
+
+
+def list_requests(project_id: int, *, status: str = "open", environment_id: int | None = None,
+                  feature_id: int | None = None, limit: int = 200, offset: int = 0) -> list[Row]:
+    """The project's requests with one status ("rejected" also lists closed ones), newest
+    first, optionally of one environment and/or flag, with counts: a fixed number of queries."""
+    query = (select(ChangeRequest, Feature.name, Environment.name,
+                    Environment.minimum_change_request_approvals)
+             .join(Feature, Feature.id == ChangeRequest.feature_id)
+             .join(Environment, Environment.id == ChangeRequest.environment_id))
+    query = (_with_status(query, project_id, status, environment_id, feature_id)
+             .order_by(ChangeRequest.id.desc()).limit(limit).offset(offset))
     rows = db.session.execute(query).all()
     ids = [r[0].id for r in rows]
     counts: dict[int, int] = {}

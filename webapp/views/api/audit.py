@@ -14,7 +14,13 @@ from webapp.models import Environment, Feature, ReleasePipeline
 from webapp.services import api_auth, audit_log
 from webapp.services.errors import Invalid
 from webapp.views.api import bp
-from webapp.views.api.common import DEFAULT_PAGE_SIZE, iso, operation, principal
+from webapp.views.api.common import (
+    DEFAULT_PAGE_SIZE,
+    field_messages,
+    iso,
+    operation,
+    principal,
+)
 from webapp.views.api.governance_schemas import AuditEntrySchema, AuditQuerySchema
 from webapp.views.api.schemas import page_schema
 
@@ -70,9 +76,7 @@ def _query() -> dict[str, Any]:
     try:
         return AuditQuerySchema().load(given)
     except ValidationError as error:
-        messages = {key: value if isinstance(value, list) else [str(value)]
-                    for key, value in error.normalized_messages().items()}
-        raise Invalid("Invalid filter.", messages) from None
+        raise Invalid("Invalid filter.", field_messages(error)) from None
 
 
 def _refuse_foreign_objects(project_id: int, query: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ API key is refused with 403, a personal token acts as its user.
 from typing import Any
 
 from flask import request
-from sqlalchemy import func, select
 
 from jobs import outbox, transitions
 from webapp.extensions import db
@@ -134,23 +133,11 @@ def list_change_requests(api_key: str):
     feature_id = int_arg("feature")
     page = int_arg("page", 1)
     size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-    count = _count(env, status, feature_id)
-    rows = []
-    if (page - 1) * size < count:
-        rows = change_requests.list_requests(env.project_id, status=status,
-                                             environment_id=env.id, feature_id=feature_id,
-                                             limit=page * size)[(page - 1) * size:]
+    filters = {"status": status, "environment_id": env.id, "feature_id": feature_id}
+    count = change_requests.count_requests(env.project_id, **filters)
+    rows = change_requests.list_requests(env.project_id, **filters, limit=size,
+                                         offset=(page - 1) * size)
     return page_of(rows, count, page, size, lambda row: serialize_row(row, env), api_key=api_key)
-
-
-def _count(env: Environment, status: str, feature_id: int | None) -> int:
-    # The statuses each filter lists, as change_requests.list_requests reads them.
-    statuses = ("rejected", "closed") if status == "rejected" else (status,)
-    query = select(func.count()).select_from(ChangeRequest).where(
-        ChangeRequest.environment_id == env.id, ChangeRequest.status.in_(statuses))
-    if feature_id is not None:
-        query = query.where(ChangeRequest.feature_id == feature_id)
-    return db.session.scalar(query) or 0
 
 
 @bp.get(ONE)
@@ -196,7 +183,7 @@ def _review_as(use_case, act: str, request_id: int):
     who = principal()
     cr = _reachable(who, request_id)
     _refuse_organisation_keys(who, act)
-    data = _optional_body(ChangeRequestReviewBodySchema)
+    data = body(ChangeRequestReviewBodySchema, optional=True)
     use_case(cr.project_id, cr.id, who.actor, seen_hash=data["changes_hash"],
              comment=data["comment"])
     outbox.ring()
@@ -216,9 +203,3 @@ def _refuse_organisation_keys(who: Principal, act: str) -> None:
     if who.actor.user_id is None:
         raise Forbidden(PERSONAL_TOKEN_ONLY.format(act=act))
 
-
-def _optional_body(schema) -> dict[str, Any]:
-    """The body loaded by `schema`, or its defaults when the request has no body at all."""
-    if not request.get_data(cache=True):
-        return schema().load({})
-    return body(schema)

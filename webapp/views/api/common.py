@@ -56,17 +56,30 @@ def principal() -> Principal:
     return g.api_principal
 
 
-def body(schema: type[Schema], *, partial: bool = False) -> dict[str, Any]:
-    """The JSON body loaded by `schema`: 400 when it is not a JSON object, 422 per field."""
+def body(schema: type[Schema], *, partial: bool = False,
+         optional: bool = False) -> dict[str, Any]:
+    """The JSON body loaded by `schema`: 400 when it is not a JSON object, 422 per field.
+    With `optional`, a request without a body loads as `{}` (the schema's defaults)."""
+    try:
+        return schema().load(json_object(optional=optional), partial=partial)
+    except ValidationError as error:
+        raise Invalid("Invalid input.", field_messages(error)) from None
+
+
+def json_object(*, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object body (400 otherwise); `{}` for no body when `optional`."""
+    if optional and not request.get_data(cache=True):
+        return {}
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         abort(400, "Send a JSON object body (Content-Type: application/json).")
-    try:
-        return schema().load(payload, partial=partial)
-    except ValidationError as error:
-        messages = {key: value if isinstance(value, list) else [str(value)]
-                    for key, value in error.normalized_messages().items()}
-        raise Invalid("Invalid input.", messages) from None
+    return payload
+
+
+def field_messages(error: ValidationError) -> dict[str, list[str]]:
+    """marshmallow's messages as {field: [message, ...]}."""
+    return {key: value if isinstance(value, list) else [str(value)]
+            for key, value in error.normalized_messages().items()}
 
 
 def wire_errors(renames: dict[str, str]):

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import abort, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy import select
 
@@ -23,7 +22,14 @@ from webapp.services import api_auth, pipeline_definitions, pipelines, runs
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.views.api import bp
-from webapp.views.api.common import iso, operation, paginate_list, principal, wire_errors
+from webapp.views.api.common import (
+    iso,
+    json_object,
+    operation,
+    paginate_list,
+    principal,
+    wire_errors,
+)
 from webapp.views.api.pipeline_schemas import (
     PipelineCloneSchema,
     PipelineCreateSchema,
@@ -100,11 +106,8 @@ def _run_answer(run_id: int) -> dict:
 def _load(schema: type[Schema], *, optional: bool = False) -> dict[str, Any]:
     """The JSON body loaded by `schema` (an empty body is `{}` when `optional`): 400 when it is
     not a JSON object, 422 with messages keyed by path."""
-    payload = {} if optional and not request.get_data() else request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        abort(400, "Send a JSON object body (Content-Type: application/json).")
     try:
-        return schema().load(payload)
+        return schema().load(json_object(optional=optional))
     except ValidationError as error:
         raise Invalid("Invalid input; nothing was saved.", _paths(error.messages)) from None
 
