@@ -16,7 +16,6 @@ from typing import Any
 from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import (
-    TRIGGER_TYPES,
     PipelineStage,
     Project,
     ReleasePipeline,
@@ -124,7 +123,7 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
             project_id, spec.get("environment_id")))
         columns["environment_id"] = environment.id if environment else None
         columns["trigger_type"], columns["wait_seconds"] = _attempt(
-            errors, where, lambda spec=spec: _trigger(spec)) or ("ON_ENTER", None)
+            errors, where, lambda spec=spec: pipelines.parse_trigger(spec)) or ("ON_ENTER", None)
         actions = []
         rollouts = 0
         for number, data in enumerate(spec.get("actions") or []):
@@ -140,16 +139,6 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
             actions.append(fields)
         parsed.append((columns, actions))
     return parsed
-
-
-def _trigger(spec: dict[str, Any]) -> tuple[str, int | None]:
-    kind = spec.get("trigger_type") or "ON_ENTER"
-    if kind not in TRIGGER_TYPES:
-        raise Invalid("Unknown trigger.", {"trigger_type": ["Choose ON_ENTER or WAIT_FOR."]})
-    if kind == "ON_ENTER":
-        return kind, None
-    return kind, pipelines.parse_duration(spec.get("wait_amount"), spec.get("wait_unit"),
-                                          "wait_amount", "wait")
 
 
 def _attempt(errors: dict[str, list[str]], prefix: str, parse: Callable[[], Any]) -> Any:

@@ -488,17 +488,10 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
         except Invalid as error:
             errors.update(error.field_errors)
     if "trigger_type" in data:
-        trigger = data["trigger_type"]
-        if trigger not in TRIGGER_TYPES:
-            errors["trigger_type"] = ["Choose “When the flag enters this stage” or “Wait”."]
-        elif trigger == "ON_ENTER":
-            changes.update(trigger_type=trigger, wait_seconds=None)
-        else:
-            try:
-                changes.update(trigger_type=trigger, wait_seconds=parse_duration(
-                    data.get("wait_amount"), data.get("wait_unit"), "wait_amount", "wait"))
-            except Invalid as error:
-                errors.update(error.field_errors)
+        try:
+            changes["trigger_type"], changes["wait_seconds"] = parse_trigger(data)
+        except Invalid as error:
+            errors.update(error.field_errors)
     if errors:
         raise Invalid("The stage was not saved.", errors)
     before = {key: getattr(stage, key) for key in changes}
@@ -510,6 +503,19 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
         setattr(stage, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}) changed: "
              + ", ".join(sorted(changed)), {k: before[k] for k in changed}, changed)
+
+
+def parse_trigger(data: dict[str, Any]) -> tuple[str, int | None]:
+    """(trigger_type, wait_seconds) from `trigger_type` (ON_ENTER, the default, or WAIT_FOR with
+    `wait_amount` and `wait_unit`). Refuses an unknown trigger and a bad wait (Invalid)."""
+    trigger = data.get("trigger_type", "ON_ENTER")
+    if trigger not in TRIGGER_TYPES:
+        raise Invalid("Unknown trigger.", {"trigger_type": [
+            "Choose “When the flag enters this stage” or “Wait”."]})
+    if trigger == "ON_ENTER":
+        return trigger, None
+    return trigger, parse_duration(data.get("wait_amount"), data.get("wait_unit"),
+                                   "wait_amount", "wait")
 
 
 def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: Actor) -> None:
