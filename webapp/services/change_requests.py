@@ -57,6 +57,10 @@ REOPENED = "CHANGE_REQUEST_REOPENED"
 UPDATED = "CHANGE_REQUEST_UPDATED"
 EVENT_TYPES = (OPENED, APPROVED, REJECTED, COMMITTED, CLOSED, REOPENED, UPDATED)
 STATUSES = ("open", "committed", "rejected", "closed")
+# An organisation API key acts for no one: change requests name the people who asked,
+# reviewed and committed.
+NOT_A_PERSON = ("Change requests are a person's act and an organisation API key is not a "
+                "person: {act} with a personal token (Authorization: Token <token>).")
 MAX_COMMENT = 2000
 _UNSET: Any = object()
 # Keys a stored change carries for display only; the applied change is the rest.
@@ -259,7 +263,7 @@ def open_manual(feature: Feature, environment: Environment, changes: list[dict[s
     user (Forbidden). Audits CHANGE_REQUEST_OPENED; notifies reviewers.
     """
     if actor.user_id is None:
-        raise Forbidden("Change requests are opened by people.")
+        raise Forbidden(NOT_A_PERSON.format(act="ask for changes"))
     if environment.project_id != feature.project_id or any(
             c["feature_id"] != feature.id or c["environment_id"] != environment.id
             for c in changes):
@@ -538,7 +542,7 @@ def _locked(project_id: int, request_id: int) -> ChangeRequest:
 def _member(actor: Actor, project_id: int, needs: str, refusal: str) -> User:
     user = db.session.get(User, actor.user_id) if actor.user_id is not None else None
     if user is None:
-        raise Forbidden("Change requests are reviewed by people.")
+        raise Forbidden(NOT_A_PERSON.format(act="review or commit"))
     role = access.role_in(user, project_id)
     if role is None:
         raise NotFound("Project not found.")

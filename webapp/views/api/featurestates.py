@@ -19,8 +19,7 @@ from webapp.models import (
     SegmentOverride,
 )
 from webapp.services import api_auth, change_requests
-from webapp.services.api_auth import Principal
-from webapp.services.errors import Forbidden, NotFound
+from webapp.services.errors import NotFound
 from webapp.views.api import bp
 from webapp.views.api import change_requests as change_request_api
 from webapp.views.api.common import (
@@ -84,16 +83,6 @@ FEATURE_FILTER = {"feature": {"type": "integer", "required": False}}
 GATED = {202: ChangeRequestOpenedSchema}
 
 
-def _editor_in(who: Principal, api_key: str) -> Environment:
-    """The environment for a change; where changes need approvals, a person must ask."""
-    env = api_auth.environment_for(who, api_key, needs="editor")
-    if who.actor.user_id is None and change_requests.approvals_needed(env.id) > 0:
-        raise Forbidden(f"{env.name} needs approvals: a change there opens a change request, "
-                        "which a person asks for. Use a personal token (Authorization: Token "
-                        "<token>).")
-    return env
-
-
 def _opened(cr: ChangeRequest):
     """The 202 answer: nothing changed yet, the change request holds the change."""
     outbox.ring()
@@ -130,7 +119,7 @@ def get_featurestate(api_key: str, state_id: int):
            response=FeatureStateSchema, also=GATED)
 def update_featurestate(api_key: str, state_id: int):
     who = principal()
-    env = _editor_in(who, api_key)
+    env = api_auth.environment_for(who, api_key, needs="editor")
     state = _state_in(env, state_id)
     data = body(FeatureStateUpdateSchema)
     changes = {}
@@ -167,7 +156,7 @@ def list_segment_overrides(api_key: str):
            also=GATED)
 def create_segment_override(api_key: str):
     who = principal()
-    env = _editor_in(who, api_key)
+    env = api_auth.environment_for(who, api_key, needs="editor")
     data = body(SegmentOverrideCreateSchema)
     feature = db.session.get(Feature, data["feature"])
     if feature is None or feature.project_id != env.project_id:
@@ -188,7 +177,7 @@ def create_segment_override(api_key: str):
            also=GATED)
 def update_segment_override(api_key: str, override_id: int):
     who = principal()
-    env = _editor_in(who, api_key)
+    env = api_auth.environment_for(who, api_key, needs="editor")
     override = _override_in(env, override_id)
     data = body(SegmentOverrideUpdateSchema)
     with wire_errors(VALUE_FIELDS):
@@ -209,7 +198,7 @@ def update_segment_override(api_key: str, override_id: int):
            "segment overrides", status=204, also=GATED)
 def delete_segment_override(api_key: str, override_id: int):
     who = principal()
-    env = _editor_in(who, api_key)
+    env = api_auth.environment_for(who, api_key, needs="editor")
     override = _override_in(env, override_id)
     opened = change_requests.remove_override(override.feature, env.id, override.segment_id,
                                              who.actor)
