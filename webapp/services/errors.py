@@ -10,6 +10,12 @@ class DomainError(Exception):
         self.field_errors = field_errors or {}
 
 
+class BadRequest(DomainError):
+    """Malformed input answered with 400 (the SDK API's identities and traits, as Flagsmith)."""
+
+    status_code = 400
+
+
 class NotFound(DomainError):
     status_code = 404
 

@@ -5,13 +5,34 @@ The mapping from document to engine context mirrors the official Python SDK's
 (`flagsmith.mappers.map_environment_document_to_context`): segment keys are segment ids (the
 percentage split hashes on them), and the identity key is `<client key>_<identifier>`, which
 the engine derives from the environment key.
+
+REGEX conditions are matched with RE2, in time linear in the trait value (see
+`webapp.services.regexes`): the engine looks each operator up in its `MATCHERS_BY_OPERATOR`
+table when it evaluates a condition, and Railyard registers its own REGEX entry there, with the
+engine's contract (the condition's value as pattern, the trait's context value as text, a
+match at the start). Everything else (which value a property reads, JSONPath, flags that
+segments read) stays the engine's.
 """
 
 from typing import Any
 
 from flag_engine.engine import get_evaluation_result
+from flag_engine.segments import constants as engine_operators
+from flag_engine.segments import evaluator as engine_evaluator
+
+from webapp.services import regexes
 
 TRAIT_VALUE_TYPES = (str, int, float, bool)
+
+
+def _match_regex(segment_value: str | None, context_value: Any) -> bool:
+    return context_value is not None and regexes.matches(str(segment_value), str(context_value))
+
+
+if engine_operators.REGEX not in engine_evaluator.MATCHERS_BY_OPERATOR:  # pragma: no cover
+    raise ImportError("flagsmith-flag-engine no longer matches REGEX through "
+                      "MATCHERS_BY_OPERATOR: route REGEX through RE2 another way.")
+engine_evaluator.MATCHERS_BY_OPERATOR[engine_operators.REGEX] = _match_regex
 
 
 def _rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,10 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import Identity
-from webapp.services.errors import Invalid
+from webapp.services.errors import BadRequest
 from webapp.services.evaluation import TRAIT_VALUE_TYPES
 from webapp.services.sdk_documents import fetch_one
 
+# Flagsmith's bounds: identifiers and trait values up to 2000 characters, trait keys up to 200.
+# They also bound what a segment condition is evaluated on.
 MAX_IDENTIFIER = 2000
 MAX_TRAIT_KEY = 200
 MAX_TRAIT_STRING = 2000
@@ -20,34 +22,39 @@ MAX_TRAIT_STRING = 2000
 
 def check_identifier(identifier: Any) -> str:
     if not isinstance(identifier, str) or not identifier.strip():
-        raise Invalid("An identifier is required.",
+        raise BadRequest("An identifier is required.",
                       {"identifier": ["A non-empty string is required."]})
     if len(identifier) > MAX_IDENTIFIER:
-        raise Invalid("Identifier too long.",
+        raise BadRequest("Identifier too long.",
                       {"identifier": [f"At most {MAX_IDENTIFIER} characters."]})
     return identifier
 
 
 def check_traits(traits: Any) -> list[tuple[str, Any, bool]]:
-    """[(key, value, transient)] from the wire's [{trait_key, trait_value, transient?}]."""
+    """[(key, value, transient)] from the wire's [{trait_key, trait_value, transient?}].
+
+    Refuses (400, BadRequest) a non-list, a trait without a key of 1-200 characters, a value
+    that is not a string, number or boolean, and a string value over 2000 characters."""
     if traits is None:
         return []
     if not isinstance(traits, list):
-        raise Invalid("Traits must be a list.", {"traits": ["A list of {trait_key, trait_value}."]})
+        raise BadRequest("Traits must be a list.",
+                         {"traits": ["A list of {trait_key, trait_value}."]})
     checked = []
     for trait in traits:
-        if not isinstance(trait, dict) or not isinstance(trait.get("trait_key"), str) \
-                or not trait["trait_key"] or len(trait["trait_key"]) > MAX_TRAIT_KEY:
-            raise Invalid("Bad trait.",
-                          {"traits": ["Each trait needs a trait_key (1-200 characters)."]})
+        key = trait.get("trait_key") if isinstance(trait, dict) else None
+        if not isinstance(key, str) or not key or len(key) > MAX_TRAIT_KEY:
+            raise BadRequest(f"Each trait needs a trait_key of 1-{MAX_TRAIT_KEY} characters.",
+                             {"traits": [f"A trait_key of 1-{MAX_TRAIT_KEY} characters."]})
         value = trait.get("trait_value")
         if value is not None and not isinstance(value, TRAIT_VALUE_TYPES):
-            raise Invalid("Bad trait value.",
-                          {"traits": [f"{trait['trait_key']}: a string, number or boolean."]})
+            raise BadRequest(f"Trait {key}: the value must be a string, number or boolean.",
+                             {"traits": [f"{key}: a string, number or boolean."]})
         if isinstance(value, str) and len(value) > MAX_TRAIT_STRING:
-            raise Invalid("Trait value too long.",
-                          {"traits": [f"{trait['trait_key']}: at most {MAX_TRAIT_STRING} chars."]})
-        checked.append((trait["trait_key"], value, bool(trait.get("transient"))))
+            raise BadRequest(f"Trait {key}: the value is longer than {MAX_TRAIT_STRING} "
+                             "characters.",
+                             {"traits": [f"{key}: at most {MAX_TRAIT_STRING} characters."]})
+        checked.append((key, value, bool(trait.get("transient"))))
     return checked
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import evaluation
+from webapp.services import evaluation, regexes
 
 SERVER_KEY_PREFIX = "ser."
 CACHE_SIZE = 256
@@ -266,6 +266,10 @@ def _build(ref: EnvironmentRef) -> Documents:
 
     segment_documents = []
     for segment in segments:
+        if regexes.refused_in(segment.rules):
+            # Saved before Railyard refused its pattern: an SDK evaluating locally would run it
+            # with a backtracking engine. Left out, it matches no one, here and in every SDK.
+            continue
         moments.append(segment.updated_at)
         segment_states = []
         for override in overrides.get(segment.id, []):

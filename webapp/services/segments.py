@@ -6,7 +6,6 @@ condition of the first rule. The rule builder's form uses the same paths as inpu
 """
 
 import math
-import re
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,7 +21,7 @@ from webapp.models import (
     SegmentOverride,
     StageAction,
 )
-from webapp.services import audit, flag_changes
+from webapp.services import audit, flag_changes, regexes
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.flag_changes import bump_revision
@@ -55,7 +54,8 @@ def validate_rules(rules: Any) -> list[dict[str, Any]]:
     """The rule tree in the flag engine's shape, or Invalid with errors by path (see module doc).
 
     Refuses an unknown rule type or operator, a missing property (except PERCENTAGE_SPLIT), a
-    missing value (except IS_SET / IS_NOT_SET, which take none), a malformed REGEX, a
+    missing value (except IS_SET / IS_NOT_SET, which take none), a REGEX pattern Railyard
+    does not take (`regexes.refusal`: malformed, beyond RE2, or exponential in SDKs), a
     PERCENTAGE_SPLIT outside 0–100, a MODULO not "divisor|remainder", an empty IN list, rules
     holding nothing, nesting deeper than 4 levels, and a tree without any condition.
     """
@@ -140,10 +140,7 @@ def _value_problem(operator: str, text: str) -> str | None:
     if len(text) > MAX_VALUE:
         return f"At most {MAX_VALUE} characters."
     if operator == "REGEX":
-        try:
-            re.compile(text)
-        except re.error as error:
-            return f"Not a valid regular expression: {error}."
+        return regexes.refusal(text)
     elif operator == "PERCENTAGE_SPLIT":
         number = _number(text)
         if number is None or not 0 <= number <= 100:
