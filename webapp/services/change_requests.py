@@ -89,7 +89,6 @@ def with_diff(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The changes, each with `before` and `after` as they would be if applied now, in order
     (a later change to the same target starts from the earlier one's result)."""
     current: dict[tuple, dict[str, Any] | None] = {}
-    state_enabled: dict[tuple, bool] = {}
     out = []
     for change in map(bare, changes):
         kind = change["kind"]
@@ -108,15 +107,13 @@ def with_diff(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "remove_override":
             after = None
         else:
-            after = dict(before) if before else {"enabled": False, "value": None}
-            if kind == "override" and before is None and "enabled" not in change:
-                # A new override that only sets a value inherits the environment's on/off.
-                skey = ("state", change["feature_id"], change["environment_id"], None)
-                if skey not in state_enabled:
-                    state = current.get(skey) or flag_changes.read_target(
-                        {**change, "kind": "state"})
-                    state_enabled[skey] = bool(state and state["enabled"])
-                after["enabled"] = state_enabled[skey]
+            if before is not None:
+                after = dict(before)
+            else:  # a new override starts from the flag's state at that point (flag_changes)
+                state = current.get(("state", change["feature_id"], change["environment_id"],
+                                     None)) or flag_changes.state_now(change["feature_id"],
+                                                                      change["environment_id"])
+                after = {"enabled": state["enabled"], "value": state["value"]}
             if kind == "override" and change.get("priority") is not None:
                 after["priority"] = change["priority"]
             if "enabled" in change:

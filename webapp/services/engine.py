@@ -148,6 +148,14 @@ class Cache:
 def plan_stage_changes(run: Any, stage: StageInfo) -> list[dict[str, Any]]:
     """The changes a stage's actions make to the run's flag, in order, as flag_changes change dicts.
 
+    They are applied in this order, each seeing what the earlier ones did (`flag_changes`): a
+    segment override created by a toggle action (TOGGLE_FEATURE_FOR_SEGMENT, or the hidden
+    segment of a PHASED_ROLLOUT without a value) carries the flag's value in the stage's
+    environment at that moment, one created by a value action (UPDATE_FEATURE_VALUE_FOR_SEGMENT)
+    carries the flag's enabled state there at that moment; so `[TOGGLE_FEATURE on,
+    UPDATE_FEATURE_VALUE_FOR_SEGMENT "beta"]` gives the segment (on, "beta"), never `null` or
+    the state from before the stage.
+
     Each dict also carries `action_id` and `action_type`. A phased rollout is one change of kind
     "rollout" (the hidden segment does not exist yet) with its initial `percent`.
     """
@@ -416,11 +424,6 @@ def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
         _start_rollout(ctx, change)
         return
     target = "for everyone" if change["kind"] == "state" else f"for segment #{change['segment_id']}"
-    # A new override that only sets a value inherits the environment's on/off.
-    if (change["kind"] == "override" and "enabled" not in change
-            and flag_changes.read_target(change) is None):
-        state = flag_changes.read_target({**change, "kind": "state"})
-        change = {**change, "enabled": bool(state and state["enabled"])}
     flag_changes.apply_change(
         change, ctx.actor, project_id=ctx.pipeline.project_id, event_type=EVENT_BY_PIPELINE,
         message=f"{ctx.feature_name} {_describe(change)} {target} {ctx.where()}",
@@ -794,9 +797,7 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     where = f"(pipeline {pipeline.name}, stage {stage.name}, {stage.environment_name})"
     items = []
     for row in rows:
-        snapshot = snapshots[row.feature_id]
         for change in plan_stage_changes(row, stage):
-            change = _inherit_enabled(change, snapshot)
             target = ("for everyone" if change["kind"] == "state"
                       else f"for segment #{change['segment_id']}")
             items.append((change, {
@@ -828,15 +829,6 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
         raise ValueError(f"compare-and-set moved {moved} of {len(rows)} runs")
     due = values.get("due_at")
     return [(r.id, r.version + 1, due) for r in rows]
-
-
-def _inherit_enabled(change: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A new override that only sets a value inherits the environment's on/off."""
-    if change["kind"] != "override" or "enabled" in change:
-        return change
-    if any(o["segment_id"] == change["segment_id"] for o in snapshot["overrides"]):
-        return change
-    return {**change, "enabled": bool(snapshot["state"] and snapshot["state"]["enabled"])}
 
 
 def due_run_ids(limit: int, *, now: datetime | None = None, lease_expired: bool = False

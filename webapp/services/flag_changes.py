@@ -8,7 +8,11 @@ A change is a plain dict (it is also stored in change requests and stage snapsho
   {"kind": "override", "environment_id", "feature_id", "segment_id", "enabled"?, "value"?,
    "priority"?}
   {"kind": "remove_override", "environment_id", "feature_id", "segment_id"}
-Keys left out ("enabled", "value") are left as they are.
+Keys left out ("enabled", "value") are left as they are; an override that does not exist yet
+starts from the flag's state in its environment at that moment (see `state_now`), so a change
+that only toggles it carries the flag's value there, one that only sets its value carries the
+flag's on/off there, never a `null` nobody chose. Several changes apply in order, each seeing
+the result of the ones before it (a release stage's actions rely on this).
 """
 
 from typing import Any
@@ -16,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from webapp.extensions import db
-from webapp.models import Environment, FeatureState, PipelineRun, SegmentOverride
+from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
 from webapp.services import audit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
@@ -49,6 +53,23 @@ def _override_row(feature_id: int, environment_id: int, segment_id: int) -> Segm
     )
 
 
+def _default_state(feature_id: int) -> dict[str, Any]:
+    """A flag's state in an environment that has no row for it: the flag's defaults."""
+    feature = db.session.get(Feature, feature_id)
+    if feature is None:
+        return {"enabled": False, "value": None}
+    return {"enabled": bool(feature.default_enabled), "value": feature.default_value}
+
+
+def state_now(feature_id: int, environment_id: int) -> dict[str, Any]:
+    """The flag's {"enabled", "value"} in the environment as of now, in this transaction (so
+    after the changes applied before in it): what a new segment override starts from."""
+    row = _state_row(feature_id, environment_id)
+    if row is None:
+        return _default_state(feature_id)
+    return {"enabled": row.enabled, "value": row.value}
+
+
 def read_target(change: dict[str, Any]) -> dict[str, Any] | None:
     """What the change's target looks like now: {"enabled", "value"[, "priority"]}, or None
     when it is an override that does not exist."""
@@ -79,7 +100,8 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
     if kind == "state":
         row = _state_row(feature_id, environment_id)
         if row is None:
-            row = FeatureState(feature_id=feature_id, environment_id=environment_id)
+            row = FeatureState(feature_id=feature_id, environment_id=environment_id,
+                               **_default_state(feature_id))
             db.session.add(row)
         if "enabled" in change:
             row.enabled = bool(change["enabled"])
@@ -96,8 +118,7 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
                 priority=(
                     _next_priority(feature_id, environment_id) if priority is None else priority
                 ),
-                enabled=False,
-                value=None,
+                **state_now(feature_id, environment_id),
             )
             db.session.add(row)
         elif change.get("priority") is not None:
@@ -230,6 +251,16 @@ def apply_changes(
                 "enabled": row.enabled, "value": row.value, "priority": row.priority}
         return key
 
+    def state_at_this_point(feature_id: int, environment_id: int) -> dict[str, Any]:
+        """`state_now` within the batch: after the batch's earlier changes."""
+        key = ("state", feature_id, environment_id)
+        if current.get(key) is not None:
+            return {"enabled": current[key]["enabled"], "value": current[key]["value"]}
+        row = states.get((feature_id, environment_id))
+        if row is None:
+            return _default_state(feature_id)
+        return {"enabled": row.enabled, "value": row.value}
+
     results = []
     for change, _entry in items:
         key = target(change)
@@ -237,7 +268,8 @@ def apply_changes(
         if change["kind"] == "remove_override":
             after = None
         else:
-            after = dict(before) if before else {"enabled": False, "value": None}
+            after = dict(before) if before else state_at_this_point(
+                change["feature_id"], change["environment_id"])
             if change["kind"] == "override":
                 if before is None:
                     pair = (change["feature_id"], change["environment_id"])
