@@ -21,6 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp import cli, errors, input_guard, templating
     from webapp.views import register_blueprints
 
+    input_guard.install_converters(app)
     register_blueprints(app)
     errors.register(app)
     input_guard.register(app)

@@ -12,8 +12,16 @@ from flask_wtf import FlaskForm
 from wtforms import StringField, TextAreaField
 from wtforms.validators import Optional
 
-_FIELD = re.compile(r"^(r\d+(?:\.r\d+)*)\.(?:(type)|c(\d+)\.(property|operator|value))$")
-_STEP = re.compile(r"r(\d+)")
+from webapp.parsing import ascii_int
+from webapp.services.segments import MAX_DEPTH
+
+# A rule one level deeper than segments allow is still read (so that its 422 says so); fields
+# below it, and indexes beyond MAX_INDEX, are ignored: no form can build a tree too deep or too
+# sparse to render again.
+MAX_INDEX = 10_000
+_FIELD = re.compile(rf"^(r\d{{1,4}}(?:\.r\d{{1,4}}){{0,{MAX_DEPTH}}})\."
+                    r"(?:(type)|c(\d{1,4})\.(property|operator|value))$", re.ASCII)
+_STEP = re.compile(r"r(\d+)", re.ASCII)
 
 
 class SegmentForm(FlaskForm):
@@ -90,13 +98,15 @@ def apply_builder_op(rules: list[dict[str, Any]], op: str) -> list[dict[str, Any
     elif action == "remove_rule" and path:
         parent_path, _, last = path.rpartition(".")
         parent = _node(rules, parent_path) if parent_path else {"rules": rules}
-        index = int(last[1:]) if last[1:].isdigit() else -1
+        index = ascii_int(last[1:], below=MAX_INDEX)
+        index = -1 if index is None else index
         if parent is not None and 0 <= index < len(parent.get("rules") or []):
             parent["rules"].pop(index)
     elif action == "remove_condition" and path:
         rule_path, _, last = path.rpartition(".")
         node = _node(rules, rule_path)
-        index = int(last[1:]) if last[1:].isdigit() else -1
+        index = ascii_int(last[1:], below=MAX_INDEX)
+        index = -1 if index is None else index
         if node is not None and 0 <= index < len(node.get("conditions") or []):
             node["conditions"].pop(index)
     return rules

@@ -30,6 +30,7 @@ from webapp.models import (
     StageAction,
     StageExecution,
 )
+from webapp.parsing import ascii_int
 from webapp.services import audit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
@@ -856,12 +857,12 @@ def _stage_of(pipeline: ReleasePipeline, stage_id: Any) -> PipelineStage:
 
 
 def _action_of(pipeline: ReleasePipeline, action_id: Any) -> tuple[PipelineStage, StageAction]:
-    text = str(action_id).strip()
+    number = ascii_int(action_id)
     action = db.session.scalar(
         select(StageAction)
         .join(PipelineStage, PipelineStage.id == StageAction.stage_id)
-        .where(StageAction.id == int(text), PipelineStage.pipeline_id == pipeline.id)
-    ) if text.isdigit() else None
+        .where(StageAction.id == number, PipelineStage.pipeline_id == pipeline.id)
+    ) if number is not None else None
     if action is None:
         raise NotFound("Action not found in this pipeline.")
     return action.stage, action
@@ -871,8 +872,8 @@ def environment_of(project_id: int, raw: Any) -> Environment | None:
     if raw is None or str(raw).strip() == "":
         return None
     environment = None
-    if str(raw).strip().isdigit():
-        environment = db.session.get(Environment, int(raw))
+    if (number := ascii_int(raw)) is not None:
+        environment = db.session.get(Environment, number)
     if environment is None or environment.project_id != project_id:
         raise Invalid("Unknown environment.",
                       {"environment_id": ["Choose one of this project's environments."]})
@@ -883,7 +884,8 @@ def _segment(project_id: int, raw: Any) -> int:
     text = str(raw if raw is not None else "").strip()
     if not text:
         raise Invalid("Segment required.", {"segment_id": ["Choose a segment."]})
-    segment = db.session.get(Segment, int(text)) if text.isdigit() else None
+    number = ascii_int(text)
+    segment = db.session.get(Segment, number) if number is not None else None
     if segment is None or segment.project_id != project_id or segment.is_system:
         raise Invalid("Unknown segment.",
                       {"segment_id": ["Choose one of this project's segments."]})

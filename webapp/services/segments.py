@@ -82,12 +82,13 @@ def _rule(rule: Any, path: str, depth: int, errors: dict[str, list[str]],
     rule_type = rule.get("type")
     if rule_type not in RULE_TYPES:
         errors[f"{path}.type"] = ["Choose ALL, ANY or NONE."]
-    if depth > MAX_DEPTH:
-        errors[path] = [f"Rules nest at most {MAX_DEPTH} levels deep."]
     conditions = rule.get("conditions") or []
     nested = rule.get("rules") or []
     if not conditions and not nested:
         errors.setdefault(path, []).append("This rule is empty: add a condition or remove it.")
+    if depth > MAX_DEPTH:
+        errors[path] = [f"Rules nest at most {MAX_DEPTH} levels deep."]
+        nested = []  # refused at this level: what hangs below it is not looked at
     clean_conditions = [_condition(c, f"{path}.c{i}", errors) for i, c in enumerate(conditions)]
     counter["conditions"] += len(conditions)
     clean_nested = [_rule(r, f"{path}.r{i}", depth + 1, errors, counter)

@@ -5,6 +5,7 @@ from flask_login import login_required
 
 from webapp.forms.audit import AuditFilterForm
 from webapp.htmx import render
+from webapp.parsing import ascii_int
 from webapp.services import audit_log
 from webapp.views.context import can, project_or_404
 
@@ -61,8 +62,7 @@ def export(project_id: int):
 
 def _cursor(name: str) -> int | None:
     """A keyset cursor from the query string; anything but a positive id is ignored."""
-    value = request.args.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return ascii_int(request.args.get(name))
 
 
 def _object_linker(project_id: int):

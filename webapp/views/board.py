@@ -9,16 +9,17 @@ their answer triggers `flag-changed`, on which the board asks for itself again.
 
 import re
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, abort, request, url_for
 from flask_login import login_required
 
 from webapp.htmx import render, stop_polling, wants_fragment
+from webapp.parsing import ascii_int
 from webapp.services import board
 from webapp.views.context import can, project_or_404
 
 bp = Blueprint("board", __name__)
 PIPELINE = "/projects/<int:project_id>/pipelines/<int:pipeline_id>"
-_COLUMN = re.compile(r"^(s\d{1,3}|launched)$")
+_COLUMN = re.compile(r"^(s\d{1,3}|launched)$", re.ASCII)
 
 @bp.get("/projects/<int:project_id>/board")
 @login_required
@@ -53,13 +54,19 @@ def launches(project_id: int, pipeline_id: int):
 
 
 def _board_state() -> dict:
-    limits = {}
-    for key, value in request.args.items():
-        if _COLUMN.match(key) and value.isdigit() and len(value) < 6:
-            limits[key] = int(value)
-    run = request.args.get("run", "")
+    """The board's query string: ?q=, ?run=<id>, and per-column limits ?s0=, ?launched=."""
+    limits = {key: _whole(key, value, below=100_000)
+              for key, value in request.args.items() if _COLUMN.match(key) and value}
+    run = request.args.get("run")
     return {"query": request.args.get("q", ""), "limits": limits,
-            "selected": int(run) if run.isdigit() and len(run) < 12 else None}
+            "selected": _whole("run", run) if run else None}
+
+
+def _whole(name: str, value: str, *, below: int | None = None) -> int:
+    number = ascii_int(value, below=below)
+    if number is None:
+        abort(400, f"?{name}= takes a whole number in digits 0-9.")
+    return number
 
 
 def _links(project_id: int, view: board.Board, selected: int | None) -> dict:

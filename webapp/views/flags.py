@@ -21,6 +21,7 @@ from webapp.forms.flags import (
 )
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import ChangeRequest, Feature, Project
+from webapp.parsing import ascii_int
 from webapp.services import change_requests, flag_changes, flags, projects, segments
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.values import show
@@ -206,7 +207,7 @@ def _to_change_request(opened: ChangeRequest):
 
 
 def _int(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.strip().isdigit() else None
+    return ascii_int(raw)
 
 
 def _detail_change(project: Project, feature: Feature, change, key: str | None = None):

@@ -2,10 +2,12 @@
 where it has one. Requests are loaded (validated) with them; the OpenAPI document is built
 from them."""
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, fields, pre_load, validate
 
 from webapp.models import VALUE_TYPES
-from webapp.services.segments import OPERATORS, RULE_TYPES
+from webapp.services.segments import MAX_DEPTH, OPERATORS, RULE_TYPES
 from webapp.views.api.common import Id, PageSchema, Shape
 
 NAME = validate.Length(min=1, max=255)
@@ -90,6 +92,25 @@ class RuleSchema(Shape):
     conditions = fields.List(fields.Nested(ConditionSchema), load_default=list)
 
 
+def _cut_too_deep(rules: Any, depth: int = 1) -> Any:
+    """The rule tree with nothing below the first level deeper than segments allow: the service
+    refuses that level (422, by path), and loading 200 levels of nested schemas would run
+    marshmallow out of stack first."""
+    if not isinstance(rules, list):
+        return rules
+    return [{**rule, "rules": [] if depth > MAX_DEPTH else _cut_too_deep(rule["rules"], depth + 1)}
+            if isinstance(rule, dict) and "rules" in rule else rule
+            for rule in rules]
+
+
+class _BoundedRules:
+    @pre_load
+    def _bound_depth(self, data: Any, **_kwargs: Any) -> Any:
+        if isinstance(data, dict) and "rules" in data:
+            return {**data, "rules": _cut_too_deep(data["rules"])}
+        return data
+
+
 class SegmentSchema(Shape):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
@@ -98,13 +119,13 @@ class SegmentSchema(Shape):
     rules = fields.List(fields.Nested(RuleSchema), required=True)
 
 
-class SegmentUpdateSchema(Shape):
+class SegmentUpdateSchema(_BoundedRules, Shape):
     name = fields.String(validate=NAME)
     description = fields.String(validate=validate.Length(max=20_000))
     rules = fields.List(fields.Nested(RuleSchema), validate=validate.Length(min=1, max=50))
 
 
-class SegmentCreateSchema(Shape):
+class SegmentCreateSchema(_BoundedRules, Shape):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="", validate=validate.Length(max=20_000))
     rules = fields.List(fields.Nested(RuleSchema), required=True,
