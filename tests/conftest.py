@@ -168,7 +168,7 @@ def login(app):
 
     def _login(client, user):
         with client.session_transaction() as session:
-            session["_user_id"] = str(user.id)
+            session["_user_id"] = user.get_id()
             session["_fresh"] = True
         return client
 

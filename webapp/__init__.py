@@ -18,7 +18,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, database, errors, input_guard, templating
+    from webapp import cli, database, errors, input_guard, security, templating
     from webapp.views import register_blueprints
 
     register_blueprints(app)
@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     input_guard.register(app)
     templating.register(app)
+    security.register(app)
     cli.register(app)
     return app
 

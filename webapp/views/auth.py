@@ -37,5 +37,6 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    users.sign_out(current_user._get_current_object())
     logout_user()
     return redirect(url_for("auth.login"), 303)
