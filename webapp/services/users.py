@@ -1,5 +1,8 @@
 """Accounts: creating users, signing in, loading the session's user."""
 
+import functools
+import secrets
+
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -89,8 +92,18 @@ def create_user(
     return user
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A password hash of nothing anyone can type, made with the same method and cost as real
+    ones: checking against it makes an unknown email cost the time of a wrong password."""
+    return generate_password_hash(secrets.token_hex(32))
+
+
 def authenticate(email: str, password: str) -> User | None:
+    """The active user with this email and password, or None. Always computes one password
+    hash, so the answer's timing does not tell which accounts exist."""
     user = find_by_email(email)
-    if user and user.is_active and check_password_hash(user.password_hash, password):
+    matches = check_password_hash(user.password_hash if user else _dummy_hash(), password)
+    if user and user.is_active and matches:
         return user
     return None
