@@ -18,14 +18,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, errors, input_guard, templating
+    from webapp import cli, database, errors, input_guard, security, templating
     from webapp.views import register_blueprints
 
     input_guard.install_converters(app)
     register_blueprints(app)
+    database.retry_views(app)
     errors.register(app)
     input_guard.register(app)
     templating.register(app)
+    security.register(app)
     cli.register(app)
     return app
 
@@ -43,7 +45,7 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
 
 
 def _init_extensions(app: Flask) -> None:
-    from webapp.database import tune_sqlite
+    from webapp.database import install_session_hooks, tune_sqlite
     from webapp.extensions import csrf, db, htmx, login, migrate
 
     db.init_app(app)
@@ -55,6 +57,8 @@ def _init_extensions(app: Flask) -> None:
     login.login_message = "Please sign in to continue."
 
     import webapp.models  # noqa: F401  (registers the tables)
+
+    install_session_hooks()
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":

@@ -40,4 +40,15 @@ def from_environment(instance_path: Path) -> dict:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
+        # Failed sign-ins allowed per window before every attempt is refused until it ends
+        # (webapp/throttle.py): per account, and per client address (offices share one).
+        "THROTTLE_SIGN_IN_PER_ACCOUNT": int(os.environ.get("THROTTLE_SIGN_IN_PER_ACCOUNT", "10")),
+        "THROTTLE_SIGN_IN_PER_ADDRESS": int(os.environ.get("THROTTLE_SIGN_IN_PER_ADDRESS", "50")),
+        "THROTTLE_SIGN_IN_WINDOW": int(os.environ.get("THROTTLE_SIGN_IN_WINDOW", "900")),
+        # Failed API key / token authentications allowed per client address and window.
+        "THROTTLE_API_AUTH_PER_ADDRESS": int(os.environ.get("THROTTLE_API_AUTH_PER_ADDRESS",
+                                                            "30")),
+        "THROTTLE_API_AUTH_WINDOW": int(os.environ.get("THROTTLE_API_AUTH_WINDOW", "300")),
+        # Proxies in front that set X-Forwarded-* (0: none; the request is taken as it comes).
+        "PROXY_FIX_HOPS": int(os.environ.get("PROXY_FIX_HOPS", "0")),
     }

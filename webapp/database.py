@@ -1,13 +1,22 @@
 """Database engine tuning: SQLite in WAL mode with a busy timeout; writers that read first
-take the write lock up front (`begin_immediate`)."""
+take the write lock up front (`begin_immediate`). On PostgreSQL: row locks in one order and a
+unit of work retried once when the database aborts it (deadlock, serialization failure)."""
 
-from flask import has_request_context, request
-from sqlalchemy import event
+import functools
+from collections.abc import Callable, Hashable
+from typing import ParamSpec, TypeVar
+
+from flask import Flask, has_request_context, request
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from webapp.extensions import db
 
 _IMMEDIATE = "railyard_begin_immediate"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def begin_immediate() -> None:
@@ -48,3 +57,95 @@ def _in_writing_request() -> bool:
     transactions takes the write lock at BEGIN, where busy_timeout waits its turn, rather than
     at the first write, where SQLite gives up at once if another writer came in between."""
     return has_request_context() and request.method not in ("GET", "HEAD", "OPTIONS")
+
+
+# --- Units of work on PostgreSQL: one lock order, one retry -------------------------------------
+#
+# Row locks are taken in one order by every unit of work, so two of them never wait on each
+# other in a cycle: pipeline runs, then change requests, then environments (their revision
+# bumps, written last, at commit), each kind by ascending id. A unit of work that still loses a
+# deadlock or a serialization race (PostgreSQL aborts it) is run again once from the start.
+
+# SQLSTATEs PostgreSQL answers when it aborted a transaction that may succeed if run again.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_BEFORE_COMMIT = "railyard.before_commit"
+_COMMITS = "railyard.commits"
+
+
+def install_session_hooks() -> None:
+    """Wire the session events behind `before_commit` and `retry_once` (once per process)."""
+    if not event.contains(db.session, "before_commit", _run_before_commit):
+        event.listen(db.session, "before_commit", _run_before_commit)
+        event.listen(db.session, "after_commit", _count_commit)
+        event.listen(db.session, "after_soft_rollback", _drop_before_commit)
+
+
+def before_commit(name: str, callback: Callable[[Session, set], None], item: Hashable) -> None:
+    """Run `callback(session, items)` just before the current transaction commits, after every
+    other write of the unit of work, with every `item` noted under `name` in this transaction;
+    dropped if it rolls back.
+
+    The environment revision bumps use it: taken last and in id order, their row locks cannot
+    close a cycle with the locks taken earlier in the unit of work."""
+    pending = db.session.info.setdefault(_BEFORE_COMMIT, {})
+    pending.setdefault(name, (callback, set()))[1].add(item)
+
+
+def _run_before_commit(session: Session) -> None:
+    for callback, items in session.info.pop(_BEFORE_COMMIT, {}).values():
+        callback(session, items)
+
+
+def _drop_before_commit(session: Session, _previous) -> None:
+    session.info.pop(_BEFORE_COMMIT, None)
+
+
+def _count_commit(session: Session) -> None:
+    session.info[_COMMITS] = session.info.get(_COMMITS, 0) + 1
+
+
+def commit_repeatable() -> None:
+    """Commit bookkeeping that a unit of work may harmlessly write again when it is retried
+    (when an API key was last used): unlike other commits, it does not rule out the retry."""
+    commits = db.session.info.get(_COMMITS, 0)
+    db.session.commit()
+    db.session.info[_COMMITS] = commits
+
+
+def lock_rows(session: Session, model, ids) -> None:
+    """Take the rows' write locks in ascending id order (PostgreSQL; SQLite has one write lock).
+    FOR NO KEY UPDATE: inserts that only reference these rows (foreign keys) are not blocked."""
+    if session.get_bind().dialect.name != "postgresql" or not ids:
+        return
+    session.execute(select(model.id).where(model.id.in_(sorted(ids))).order_by(model.id)
+                    .with_for_update(key_share=True))
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether the database aborted the transaction for a deadlock or a serialization failure."""
+    return (isinstance(error, DBAPIError)
+            and getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES)
+
+
+def retry_once(unit_of_work: Callable[P, R]) -> Callable[P, R]:
+    """Run `unit_of_work` again, once, from a rolled-back session when the database aborted it
+    (deadlock, serialization failure) before anything of it was committed."""
+
+    @functools.wraps(unit_of_work)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        commits = db.session.info.get(_COMMITS, 0)
+        try:
+            return unit_of_work(*args, **kwargs)
+        except DBAPIError as error:
+            if not is_retryable(error) or db.session.info.get(_COMMITS, 0) != commits:
+                raise
+            db.session.rollback()
+            return unit_of_work(*args, **kwargs)
+
+    return run
+
+
+def retry_views(app: Flask) -> None:
+    """Every request is a unit of work: a view the database aborted runs again once."""
+    for endpoint, view in list(app.view_functions.items()):
+        app.view_functions[endpoint] = retry_once(view)

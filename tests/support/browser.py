@@ -39,12 +39,23 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def csp_violations():
+    """What the browser refused under the Content-Security-Policy during the test (its console
+    messages). Every browser test fails on one; a test that provokes one on purpose clears it."""
+    return []
+
+
+@pytest.fixture
+def page(browser, csp_violations):
     context = browser.new_context()
     context.set_default_timeout(10_000)
     page = context.new_page()
+    page.on("console", lambda message: csp_violations.append(f"{message.location.get('url')}: {message.text}")
+            if "Content Security Policy" in message.text else None)
     yield page
     context.close()
+    if csp_violations:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(csp_violations))
 
 
 @pytest.fixture

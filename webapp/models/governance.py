@@ -22,10 +22,16 @@ class User(UserMixin, db.Model):
     is_site_admin: Mapped[bool] = mapped_column(default=False)
     is_active_user: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=now)
+    # Moves on sign-out, a password change or removal: every session cookie carries the epoch
+    # it was signed in at (see get_id), and one of an earlier epoch no longer loads the user.
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
 
     @property
     def is_active(self) -> bool:  # Flask-Login
         return self.is_active_user
+
+    def get_id(self) -> str:  # Flask-Login: what the session cookie holds
+        return f"{self.id}:{self.session_epoch}"
 
     @property
     def display_name(self) -> str:

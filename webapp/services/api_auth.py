@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import ApiKey, Environment, Project, User
@@ -67,7 +68,7 @@ def _note_use(row: ApiKey) -> None:
         return
     try:
         db.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=moment))
-        db.session.commit()
+        database.commit_repeatable()
     except OperationalError:
         # Best effort: a busy database (SQLite's write lock) must not fail the read itself.
         db.session.rollback()

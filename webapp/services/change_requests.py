@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import selectinload
 
+from webapp import database
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -508,7 +509,8 @@ def close_for_run(run_id: int, actor: Actor, reason: str = "the flag left the pi
     """Close the run's open change requests in the caller's transaction (the flag was removed
     from its pipeline or rolled back). Returns how many. Audits CHANGE_REQUEST_CLOSED each."""
     requests = db.session.scalars(select(ChangeRequest).where(
-        ChangeRequest.run_id == run_id, ChangeRequest.status == "open")).all()
+        ChangeRequest.run_id == run_id, ChangeRequest.status == "open")
+        .order_by(ChangeRequest.id)).all()
     for request in requests:
         _close(request, actor, reason)
     return len(requests)
@@ -525,10 +527,14 @@ def _close(request: ChangeRequest, actor: Actor, reason: str) -> None:
 
 
 def _locked(project_id: int, request_id: int) -> ChangeRequest:
-    """The project's request, read under the writer lock (its row lock on PostgreSQL)."""
+    """The project's request, read under the writer lock (its row lock on PostgreSQL, taken
+    after its run's: runs before change requests, the order every unit of work keeps)."""
     engine.start_writing()
     query = select(ChangeRequest).where(ChangeRequest.id == request_id)
     if db.engine.dialect.name == "postgresql":
+        run_id = db.session.scalar(select(ChangeRequest.run_id)
+                                   .where(ChangeRequest.id == request_id))
+        database.lock_rows(db.session(), PipelineRun, [run_id] if run_id else [])
         query = query.with_for_update(of=ChangeRequest)
     request = db.session.scalar(query.execution_options(populate_existing=True))
     if request is None or request.project_id != project_id:

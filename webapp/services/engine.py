@@ -737,6 +737,7 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
                PipelineRun.feature_id, PipelineRun.added_by_id, Feature.name, Feature.value_type)
         .join(Feature, Feature.id == PipelineRun.feature_id)
         .where(PipelineRun.id.in_(list(expected)))
+        .order_by(PipelineRun.id)  # the runs' locks in id order (webapp/database.py)
     )
     if _is_postgres():
         query = query.with_for_update(of=PipelineRun, skip_locked=True)

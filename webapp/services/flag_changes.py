@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from webapp import database
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
 from webapp.services import audit
@@ -27,12 +28,17 @@ from webapp.services.errors import Conflict
 
 
 def bump_revision(environment_id: int) -> None:
-    """Mark the environment's SDK documents stale (same transaction as the change)."""
-    db.session.execute(
-        update(Environment)
-        .where(Environment.id == environment_id)
-        .values(revision=Environment.revision + 1)
-    )
+    """Mark the environment's SDK documents stale: its revision moves when the unit of work
+    commits (same transaction), with every other environment it touched, in one ordered write."""
+    database.before_commit("environment revisions", _write_revisions, environment_id)
+
+
+def _write_revisions(session, environment_ids: set[int]) -> None:
+    """Lock the stale environments by ascending id, then move each revision by one. Last in the
+    transaction and in one order, so concurrent writers queue here instead of deadlocking."""
+    database.lock_rows(session, Environment, environment_ids)
+    session.execute(update(Environment).where(Environment.id.in_(sorted(environment_ids)))
+                    .values(revision=Environment.revision + 1))
 
 
 def _state_row(feature_id: int, environment_id: int) -> FeatureState | None:

@@ -9,7 +9,7 @@ from webapp.forms.admin import UserForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import User
 from webapp.services import users as accounts
-from webapp.services.errors import Invalid
+from webapp.services.errors import Conflict, Invalid
 from webapp.views.context import actor
 
 bp = Blueprint("admin", __name__)
@@ -43,6 +43,20 @@ def create_user():
     if not wants_fragment():
         return redirect(url_for("admin.users"), 303)
     return _render(UserForm(formdata=None), created=form.email.data.strip().lower())
+
+
+@bp.post("/admin/users/<int:user_id>/remove")
+@login_required
+def remove_user(user_id: int):
+    _site_admin_only()
+    person = db.get_or_404(User, user_id)
+    try:
+        accounts.remove_user(person, actor())
+    except Conflict as error:
+        abort(409, str(error))
+    if not wants_fragment():
+        return redirect(url_for("admin.users"), 303)
+    return _render(UserForm(formdata=None))
 
 
 def _render(form: UserForm, status: int = 200, created: str | None = None):

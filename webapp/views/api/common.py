@@ -9,7 +9,9 @@ from typing import Any
 from flask import abort, g, request, url_for
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
 from sqlalchemy import Select, func, select
+from werkzeug.exceptions import TooManyRequests
 
+from webapp import throttle
 from webapp.extensions import db
 from webapp.services import api_auth
 from webapp.services.api_auth import Principal
@@ -52,7 +54,17 @@ def operation(summary: str, tag: str, **kwargs: Any) -> Callable:
 def principal() -> Principal:
     """The request's principal from `Authorization` (401 JSON without a valid key)."""
     if "api_principal" not in g:
-        g.api_principal = api_auth.authenticate(request.headers.get("Authorization"))
+        check = (throttle.API_AUTH_ADDRESS, request.remote_addr or "")
+        wait = throttle.retry_after(check)
+        if wait:
+            raise TooManyRequests(
+                "Too many failed authentications from this address: try again in "
+                f"{throttle.in_words(wait)}.", retry_after=wait)
+        try:
+            g.api_principal = api_auth.authenticate(request.headers.get("Authorization"))
+        except api_auth.Unauthenticated:
+            throttle.note_failure(check)
+            raise
     return g.api_principal
 
 
