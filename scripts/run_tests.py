@@ -59,32 +59,30 @@ class Pass:
         self.label = label
         env = {**os.environ, **extra_env}
         env.pop("DATABASE_URL", None)  # the tests build their own databases
-        self.output = tempfile.TemporaryFile(mode="w+")
+        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
         self.started = time.monotonic()
         self.process = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env,
                                         stdout=self.output, stderr=subprocess.STDOUT, text=True)
         print(f"=== {label}: started ===", flush=True)
 
     def finish(self) -> int:
+        """Wait for the pass; print its output under a line with its result and wall time."""
         status = self.process.wait()
         seconds = time.monotonic() - self.started
         self.output.seek(0)
         text = self.output.read()
         self.output.close()
-        print(f"\n=== {label_line(self.label, status, seconds)} ===", flush=True)
+        verdict = "passed" if status == 0 else f"FAILED (pytest exit {status})"
+        print(f"\n=== {self.label}: {verdict} in {_minutes(seconds)} ===", flush=True)
         print(text.rstrip(), flush=True)
-        self.summary = f"{self.label}: {_last_line(text)} — {seconds:.0f} s wall"
+        lines = [line.strip("= ") for line in text.splitlines() if line.strip()]
+        self.summary = f"{self.label}: {lines[-1] if lines else 'no output'} " \
+                       f"({_minutes(seconds)} wall)"
         return status
 
 
-def label_line(label: str, status: int, seconds: float) -> str:
-    return f"{label}: {'passed' if status == 0 else f'FAILED (pytest exit {status})'}, " \
-           f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip("= ") for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 def main() -> int:
@@ -112,7 +110,7 @@ def main() -> int:
         print(one.summary)
     if server is None:
         print(f"PostgreSQL pass skipped: no server answered ({reason})")
-    print(f"make test: {time.monotonic() - started:.0f} s in all", flush=True)
+    print(f"make test: {_minutes(time.monotonic() - started)} in all", flush=True)
     return next((status for status in statuses if status), 0)
 
 

@@ -25,7 +25,7 @@ from webapp import redis_conn
 
 # Ctrl-C to "Stopped.": children get SIGTERM, and SIGKILL when this runs out (the sweeper
 # re-drives whatever a killed worker had in hand, from the database).
-STOP_SECONDS = 2.0
+STOP_SECONDS = 1.5
 # gunicorn lets its workers finish their requests for this long (default 30 s).
 WEB_GRACEFUL_SECONDS = 1
 # How long the web server may take to answer its first request before the start counts as
