@@ -47,7 +47,7 @@ def redis_server_binary() -> str | None:
 class EmbeddedRedis:
     """A private redis-server process on a Unix socket (no TCP port, nothing saved)."""
 
-    def __init__(self, folder: str | Path, name: str = "redis") -> None:
+    def __init__(self, folder: str | Path, name: str = "redis", preexec_fn=None) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RedisUnavailable(
@@ -70,6 +70,7 @@ class EmbeddedRedis:
             # Its own session: a Ctrl-C in the terminal reaches `run-all`, which stops the
             # processes that use Redis first and Redis last.
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
         self._finalizer = weakref.finalize(self, _stop, self.process, self.socket_file,
                                            self._private_dir)
@@ -122,10 +123,11 @@ def _stop(process: subprocess.Popen, socket_file: str, private_dir: str | None) 
         shutil.rmtree(private_dir, ignore_errors=True)
 
 
-def start_embedded(instance_path: str | Path, name: str = "redis") -> EmbeddedRedis:
+def start_embedded(instance_path: str | Path, name: str = "redis",
+                   preexec_fn=None) -> EmbeddedRedis:
     """Start an embedded redis-server on instance_path/<name>.sock; the caller calls
     shutdown() on it (or it stops when the object is collected or the interpreter exits)."""
-    return EmbeddedRedis(instance_path, name)
+    return EmbeddedRedis(instance_path, name, preexec_fn)
 
 
 def redis_url_of(server: EmbeddedRedis) -> str:

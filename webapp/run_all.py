@@ -37,6 +37,19 @@ CONNECT_SECONDS = 3
 _MAKE_STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
 
 
+def _die_with_us():
+    """A preexec_fn: the child gets SIGTERM when run-all dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so nothing is left running without it. run-all starts its children
+    from its one thread, where a preexec_fn is safe. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # the only user; Linux only
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+
 class CannotStart(click.ClickException):
     """One line saying which dependency is missing and why; exit status 1."""
 
@@ -157,7 +170,8 @@ class Supervisor:
         self.stop_reason = self.stop_reason or "signal"
 
     def start(self, name: str, command: list[str]) -> None:
-        self.children.append((name, subprocess.Popen(command, start_new_session=True)))
+        self.children.append((name, subprocess.Popen(command, start_new_session=True,
+                                                     preexec_fn=_die_with_us())))
 
     def check(self) -> None:
         """Record why to stop: a child that exited, or our make (or parent) told to stop."""
@@ -205,7 +219,8 @@ def run(app: Flask, host: str, port: int, upgrade, seed) -> int:
             raise CannotStart(problem)
     else:
         try:
-            embedded = redis_conn.start_embedded(app.instance_path, name=f"redis-{port}")
+            embedded = redis_conn.start_embedded(app.instance_path, name=f"redis-{port}",
+                                                 preexec_fn=_die_with_us())
         except redis_conn.RedisUnavailable as error:
             raise CannotStart(f"embedded Redis: {error}") from None
         app.config["REDIS_URL"] = redis_conn.redis_url_of(embedded)
