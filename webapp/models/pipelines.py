@@ -145,6 +145,10 @@ class PipelineRun(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=now)
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(24))
+    # The pipeline's stages as they were when the flag entered (names, environments, triggers,
+    # actions in words): its track and history are drawn from these, never from today's
+    # pipeline. NULL for runs started before this was kept.
+    stages: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
     pipeline: Mapped[ReleasePipeline] = relationship()
     feature: Mapped[Feature] = relationship()

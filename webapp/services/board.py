@@ -6,7 +6,7 @@ come from one GROUP BY, the first cards of every column from one window-function
 board with 10,000 flags in flight costs what a board with 10 costs.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -109,6 +109,19 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
             rollout_step=rollout.rollout_step if rollout else None,
             rollout_interval=rollout.rollout_interval_seconds if rollout else None))
     return stages
+
+
+def stage_snapshot(pipeline_id: int) -> list[dict[str, Any]]:
+    """The pipeline's stages in words, as JSON to keep in a run that starts now."""
+    return [{**asdict(stage), "actions": list(stage.actions)} for stage in load_stages(pipeline_id)]
+
+
+def _stages_of(run: PipelineRun) -> list[StageInfo]:
+    """The stages the run went through as they were when it started (today's pipeline only for
+    runs started before runs kept them)."""
+    if run.stages is None:
+        return load_stages(run.pipeline_id)
+    return [StageInfo(**{**stage, "actions": tuple(stage["actions"])}) for stage in run.stages]
 
 
 def short_duration(seconds: float | None) -> str:
@@ -482,7 +495,7 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
         return None
     pipeline = db.session.scalar(
         select(ReleasePipeline).where(ReleasePipeline.id == run.pipeline_id))
-    stages = load_stages(run.pipeline_id)
+    stages = _stages_of(run)
     executions = {e.stage_id: e for e in db.session.scalars(
         select(StageExecution).where(StageExecution.run_id == run.id))}
     stops = []
