@@ -245,7 +245,8 @@ def test_pause_from_a_card_refreshes_the_board(clock, hx_editor, project, pipe, 
     board = hx_editor.get(board_url(project, pipe, run=run_id)).text
     assert 'hx-swap="none"' in board and "project-changed from:body" in board
     # flag-changed makes the page's watcher check at once; it answers project-changed.
-    page = hx_editor.get(board_url(project, pipe), headers={"HX-History-Restore-Request": "true"}).text
+    page = hx_editor.get(board_url(project, pipe),
+                         headers={"HX-History-Restore-Request": "true"}).text
     assert "flag-changed from:body" in page.split('id="change_watch"')[1].split(">")[0]
     response = hx_editor.post(f"/projects/{project.id}/runs/{run_id}/pause")
     assert response.status_code == 200 and response.headers["HX-Trigger"] == "flag-changed"
