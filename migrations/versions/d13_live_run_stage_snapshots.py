@@ -1,4 +1,4 @@
-"""runs keep the stages they went through (issue 13)
+"""runs keep the stages they went through; an index for the change token (issue 13)
 
 Revision ID: d13_live
 Revises: e65d2b5e022c
@@ -20,8 +20,10 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('pipeline_run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('stages', sa.JSON(), nullable=True))
+        batch_op.create_index('ix_pipeline_run_project_live', ['project_id', 'ended_at', 'status', 'version'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('pipeline_run', schema=None) as batch_op:
+        batch_op.drop_index('ix_pipeline_run_project_live')
         batch_op.drop_column('stages')

@@ -119,13 +119,14 @@ def inbox_count(user_id: int) -> int:
     return reviews + halted + unread
 
 
-def inbox_token(user_id: int) -> str:
-    """Changes when the inbox count or the notifications change (two indexed reads)."""
+def inbox_token(user_id: int) -> tuple[str, int]:
+    """(token, inbox count): the token changes when the count or the notifications change."""
     top, unread = db.session.execute(
         select(func.coalesce(func.max(Notification.id), 0),
                func.count().filter(Notification.read_at.is_(None)))
         .where(Notification.user_id == user_id)).one()
-    return f"{top}.{unread}.{inbox_count(user_id)}"
+    count = inbox_count(user_id)
+    return f"{top}.{unread}.{count}", count
 
 
 def inbox(user_id: int, *, page: int = 1) -> Inbox:

@@ -33,7 +33,7 @@ def watch_state() -> dict:
     project_token = g.get("live_token")
     if project_token is None and g.get("project") is not None:
         project_token = live.project_token(g.project.id)
-    since = live.inbox_token(user_id)
+    since, count = live.inbox_token(user_id)
     moving = False
     if project_token is not None:
         since = f"{project_token.value}~{since}"
@@ -41,7 +41,7 @@ def watch_state() -> dict:
     interval = live.LIVE_SECONDS if moving else idle_seconds()
     return {"since": since, "interval": f"{interval:g}",
             "project_id": g.project.id if g.get("project") is not None else None,
-            "inbox": live.inbox_count(user_id)}
+            "inbox": count}
 
 
 def idle_seconds() -> float:
