@@ -266,9 +266,13 @@ def main() -> None:
             db.create_all()
             started = time.perf_counter()
             world = build(app, args.flags, args.audit)
+            if args.database:  # what autovacuum does in steady state: statistics, visibility
+                with db.engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT") as conn:
+                    conn.execute(text("VACUUM ANALYZE"))
             print(f"{kind}: {args.flags} flags waiting for people on a 10-stage board, "
                   f"{args.audit} audit entries (built in {time.perf_counter() - started:.0f} s);"
-                  f" {os.cpu_count()} CPUs")
+                  f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
             db.engine.dispose()
         in_process(app, world, args.checks)
         port = free_port()
