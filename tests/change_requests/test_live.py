@@ -98,10 +98,12 @@ def test_the_change_check_refuses_bad_and_foreign_projects(client, login, viewer
     assert response.status_code == status
 
 
-def test_the_change_check_needs_a_signed_in_person(client, project):
-    response = client.get(f"/changes?project={project.id}&since=x")
-    assert response.status_code in (302, 401)
-    assert "HX-Trigger" not in response.headers
+def test_the_change_check_sends_a_signed_out_page_to_the_sign_in_page(client, project):
+    url = f"/changes?project={project.id}&since=x"
+    response = client.get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response.headers["HX-Redirect"] == "/login"
+    assert "HX-Trigger" not in response.headers and response.data == b""
+    assert client.get(url).status_code == 303
 
 
 @pytest.mark.parametrize("path", ["/projects/{p}/flags", "/projects/{p}/board",

@@ -49,9 +49,12 @@ def idle_seconds() -> float:
 
 
 @bp.get("/changes")
-@login_required
 def changes():
-    """204 while the page is current; 200 with a new watcher and `project-changed` otherwise."""
+    """204 while the page is current; 200 with a new watcher and `project-changed` otherwise.
+    A person signed out meanwhile (or whose session was revoked) is sent to the sign-in page,
+    instead of the sign-in form being swapped into the watcher."""
+    if not current_user.is_authenticated:
+        return location(url_for("auth.login"))
     project_id = request.args.get("project", "")
     if project_id:
         if not project_id.isdigit() or len(project_id) > 12:
