@@ -32,6 +32,8 @@ def from_environment(instance_path: Path) -> dict:
         # Empty means "start an embedded redis-server" (see webapp/redis_conn.py).
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
         "SWEEP_INTERVAL_SECONDS": float(os.environ.get("SWEEP_INTERVAL_SECONDS", "2")),
+        # How often an open page checks for changes while nothing moves by itself (issue 13).
+        "LIVE_IDLE_SECONDS": float(os.environ.get("LIVE_IDLE_SECONDS", "10")),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
         "MAIL_PORT": int(os.environ.get("MAIL_PORT", "25")),
         "MAIL_SENDER": os.environ.get("MAIL_SENDER", "railyard@localhost"),

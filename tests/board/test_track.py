@@ -80,3 +80,45 @@ def test_flag_page_panel_shows_the_track_and_history(
     assert "2030-01-06 09:00 UTC" in html
     clock.shift(timedelta(days=1).total_seconds())
     assert "here since" in client.get(f"/projects/{project.id}/flags/{flag.id}/pipeline").text
+
+
+def test_history_keeps_the_stages_as_they_were_when_the_flag_went_through(
+    clock, client, login, viewer, project, editor, make, make_pipeline, envs
+):
+    """Issue 13: a pipeline changed after a flag ran through it (unpublished, a stage renamed,
+    two stages added) leaves the flag's track and history exactly as they were."""
+    from webapp.services import pipelines
+
+    who = Actor.for_user(editor)
+    pipeline = make_pipeline([{"env": "Development", "name": "Dev"},
+                              {"env": "Staging", "name": "QA"}], name="CR test")
+    flag = make.feature(project, "recommendations")
+    runs.add_flag(project, pipeline.id, flag.id, who)
+    engine.drain()
+    before = board.flag_track(project.id, flag.id)
+    assert before.run.status == "launched"
+    shown = [(s.stage.name, s.stage.environment, s.state) for s in before.stops]
+    assert shown == [("Dev", "Development", "done"), ("QA", "Staging", "done")]
+    history = [(item.at, item.what) for item in before.history]
+    page_before = login(client, viewer).get(f"/projects/{project.id}/flags/{flag.id}/pipeline")
+    assert "QA" in page_before.text
+
+    pipelines.unpublish_pipeline(pipeline, who)
+    pipeline = db.session.get(type(pipeline), pipeline.id)
+    qa = pipeline.stages[1]
+    pipelines.update_stage(pipeline, pipeline.version, qa.id, {"name": "Quality gate"}, who)
+    for name in ("Canary", "Soak"):
+        pipeline = db.session.get(type(pipeline), pipeline.id)
+        pipelines.add_stage(pipeline, pipeline.version, who, name=name,
+                            environment_id=envs["Production"].id)
+    db.session.expire_all()
+    assert [s.name for s in db.session.get(type(pipeline), pipeline.id).stages] == [
+        "Dev", "Quality gate", "Canary", "Soak"]
+
+    after = board.flag_track(project.id, flag.id)
+    assert [(s.stage.name, s.stage.environment, s.state) for s in after.stops] == shown
+    assert [(item.at, item.what) for item in after.history] == history
+    page = client.get(f"/projects/{project.id}/flags/{flag.id}/pipeline").text
+    assert "QA" in page
+    for later in ("Canary", "Soak", "Quality gate", "not reached", ">?<"):
+        assert later not in page, later

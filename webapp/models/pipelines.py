@@ -120,6 +120,10 @@ class PipelineRun(db.Model):
         Index("ix_pipeline_run_board", "pipeline_id", "stage_position", "entered_at", "id",
               sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
         Index("ix_pipeline_run_pipeline_status_ended", "pipeline_id", "status", "ended_at"),
+        # The change token of open pages (issue 13): the project's runs in flight, read from
+        # the index alone (count, sum of versions, how many can move). Not partial: SQLite only
+        # reads a partial index alone when its condition's column is in it.
+        Index("ix_pipeline_run_project_live", "project_id", "ended_at", "status", "version"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -145,6 +149,10 @@ class PipelineRun(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=now)
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(24))
+    # The pipeline's stages as they were when the flag entered (names, environments, triggers,
+    # actions in words): its track and history are drawn from these, never from today's
+    # pipeline. NULL for runs started before this was kept.
+    stages: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
     pipeline: Mapped[ReleasePipeline] = relationship()
     feature: Mapped[Feature] = relationship()

@@ -6,7 +6,7 @@ come from one GROUP BY, the first cards of every column from one window-function
 board with 10,000 flags in flight costs what a board with 10 costs.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -19,6 +19,7 @@ from webapp.extensions import db
 from webapp.models import (
     RUN_ACTIVE_STATUSES,
     AuditEntry,
+    ChangeRequest,
     Environment,
     Feature,
     PipelineRun,
@@ -111,6 +112,19 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
     return stages
 
 
+def stage_snapshot(pipeline_id: int) -> list[dict[str, Any]]:
+    """The pipeline's stages in words, as JSON to keep in a run that starts now."""
+    return [{**asdict(stage), "actions": list(stage.actions)} for stage in load_stages(pipeline_id)]
+
+
+def _stages_of(run: PipelineRun) -> list[StageInfo]:
+    """The stages the run went through as they were when it started (today's pipeline only for
+    runs started before runs kept them)."""
+    if run.stages is None:
+        return load_stages(run.pipeline_id)
+    return [StageInfo(**{**stage, "actions": tuple(stage["actions"])}) for stage in run.stages]
+
+
 def short_duration(seconds: float | None) -> str:
     """2d 3h, 5h 10m, 4m 30s, 12s (the two largest units)."""
     seconds = max(0, int(round(seconds or 0)))
@@ -138,6 +152,7 @@ class Card:
     done: str
     next: str
     ended_at: datetime | None = None
+    change_request_id: int | None = None  # the open request an awaiting card waits for
 
     @property
     def countdown(self) -> str:
@@ -269,8 +284,9 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
             params[f"p{n}"], params[f"l{n}"] = position, limit
         for row in db.session.execute(_first_cards(len(wanted), bool(query)), params):
             cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
-        for column in cards.values():
+        for position, column in cards.items():
             column.sort(key=lambda c: (c.entered_at, c.run_id))
+            cards[position] = _with_requests(column)
 
     launches = launched_per_day(pipeline.id, now=now)
     since = launches.since
@@ -323,6 +339,19 @@ def _first_cards(columns: int, search: bool):
         parts.append(select(part.order_by(PipelineRun.entered_at, PipelineRun.id)
                             .limit(bindparam(f"l{n}")).subquery()))
     return parts[0] if columns == 1 else union_all(*parts)
+
+
+def _with_requests(cards: list[Card]) -> list[Card]:
+    """Cards awaiting approval, with the open change request each waits for (one query)."""
+    waiting = [c.run_id for c in cards if c.status == "awaiting_approval"]
+    if not waiting:
+        return cards
+    found = dict(db.session.execute(
+        select(ChangeRequest.run_id, func.max(ChangeRequest.id))
+        .where(ChangeRequest.run_id.in_(waiting), ChangeRequest.status == "open")
+        .group_by(ChangeRequest.run_id)).all())
+    return [replace(c, change_request_id=found.get(c.run_id)) if c.run_id in found else c
+            for c in cards]
 
 
 def _pattern(query: str) -> str:
@@ -482,7 +511,7 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
         return None
     pipeline = db.session.scalar(
         select(ReleasePipeline).where(ReleasePipeline.id == run.pipeline_id))
-    stages = load_stages(run.pipeline_id)
+    stages = _stages_of(run)
     executions = {e.stage_id: e for e in db.session.scalars(
         select(StageExecution).where(StageExecution.run_id == run.id))}
     stops = []
@@ -516,7 +545,7 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
     card = None
     if stages and (run.ended_at is None or run.status == "launched"):
         row = _RunRow(run, run.feature.name)
-        card = _card(row, stages, clock_now())
+        card = _with_requests([_card(row, stages, clock_now())])[0]
     return Track(run, pipeline, card, stops, history)
 
 

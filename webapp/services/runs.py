@@ -27,7 +27,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
-from webapp.services import access, audit, change_requests, engine, flag_changes
+from webapp.services import access, audit, board, change_requests, engine, flag_changes
 from webapp.services.actors import Actor
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
@@ -173,13 +173,14 @@ def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor:
 
     now = clock_now()
     first = pipeline.stages[0]
+    stages = board.stage_snapshot(pipeline.id)  # the track shows these, whatever comes later
     due = now + (timedelta(seconds=first.wait_seconds or 0)
                  if first.trigger_type == "WAIT_FOR" else timedelta(0))
     runs = [
         PipelineRun(project_id=project_id, pipeline_id=pipeline.id, feature_id=fid,
                     stage_id=first.id, stage_position=0, status="waiting", entered_at=now,
                     due_at=due, lease_until=due + engine.LEASE_GRACE, version=1,
-                    added_by_id=actor.user_id, created_at=now)
+                    added_by_id=actor.user_id, created_at=now, stages=stages)
         for fid in feature_ids
     ]
     db.session.add_all(runs)

@@ -22,6 +22,14 @@ def register_blueprints(app: Flask) -> None:
     for module in _optional_modules():
         app.register_blueprint(module.bp)
 
+    @app.after_request
+    def _no_store(response):
+        """Dashboard HTML is never kept by the browser: Back / Forward ask the server again, so
+        an old builder (and its stale version number) never comes back from the history cache."""
+        if response.mimetype == "text/html" and "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
     @app.context_processor
     def _navigation():
         return {"project_nav": [(label, ep) for label, ep in PROJECT_NAV

@@ -12,7 +12,7 @@ import re
 from flask import Blueprint, abort, request, url_for
 from flask_login import login_required
 
-from webapp.htmx import render, stop_polling, wants_fragment
+from webapp.htmx import render
 from webapp.parsing import ascii_int
 from webapp.services import board
 from webapp.views.context import can, project_or_404
@@ -36,12 +36,8 @@ def pipeline(project_id: int, pipeline_id: int):
     state = _board_state()
     selected = state.pop("selected")
     view = board.pipeline_board(project.id, pipeline_id, **state)
-    response = render("board/pipeline.html", "board", project=project, board=view,
-                      can_edit=can("editor"), selected=selected,
-                      **_links(project.id, view, selected))
-    if wants_fragment() and not view.live:
-        return stop_polling(response)
-    return response
+    return render("board/pipeline.html", "board", project=project, board=view,
+                  can_edit=can("editor"), selected=selected, **_links(project.id, view, selected))
 
 
 @bp.get(f"{PIPELINE}/launches")

@@ -11,10 +11,11 @@ from flask import Blueprint, current_app, g, redirect, request, url_for
 from flask_login import current_user, login_required
 
 from jobs import outbox, transitions
+from webapp.extensions import db
 from webapp.forms.change_requests import TABS, ActionForm, FilterForm, ReviewForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project
-from webapp.services import change_requests, projects
+from webapp.services import change_requests, live, projects
 from webapp.services.errors import DomainError, Invalid
 from webapp.services.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -146,3 +147,46 @@ def _render_detail(project: Project, request_id: int, *, status: int = 200,
                   refusal=change_requests.may_review(detail, current_user, g.get("role")),
                   can_edit=can("editor"), notice=notice, done=done, show=show,
                   pipeline_link="pipelines.detail" in current_app.view_functions)
+
+
+# --- Several requests of one stage ----------------------------------------------------------------
+
+
+@bp.route(f"{PREFIX}/stage/<int:stage_id>", methods=["GET", "POST"])
+@login_required
+def batch(project_id: int, stage_id: int):
+    """Approve several open requests of one pipeline stage at once: each checked request is
+    approved through the same use case as its own page, bound to the changes (hash) shown."""
+    project = project_or_404(project_id)
+    results: list[tuple[int, str, bool]] = []
+    status = 200
+    if request.method == "POST":
+        project_or_404(project_id, "editor")
+        ActionForm()
+        for raw in request.form.getlist("request"):
+            request_id, _, seen = raw.partition(":")
+            if not request_id.isdigit() or len(request_id) > 12 or not seen:
+                return _render_batch(project, stage_id, results, status=400,
+                                     notice="Unreadable selection.")
+            try:
+                change_requests.approve(project.id, int(request_id), actor(), seen_hash=seen)
+            except DomainError as error:
+                db.session.rollback()
+                results.append((int(request_id), error.message, False))
+                status = 409
+            else:
+                results.append((int(request_id), "approved", True))
+        if not results:
+            return _render_batch(project, stage_id, results, status=422,
+                                 notice="Choose at least one change request to approve.")
+        outbox.ring()
+    return _render_batch(project, stage_id, results, status=status)
+
+
+def _render_batch(project: Project, stage_id: int, results, *, status: int = 200,
+                  notice: str | None = None):
+    rows = live.stage_requests(project.id, stage_id)
+    return render("change_requests/batch.html", "stage_requests", status=status,
+                  project=project, stage_id=stage_id, rows=rows, results=results,
+                  notice=notice, can_edit=can("editor"), user_id=current_user.id,
+                  action_form=ActionForm())

@@ -1,10 +1,11 @@
 """Helpers every dashboard view uses: the current actor and the project it acts on."""
 
-from flask import g
+from flask import g, request
 from flask_login import current_user
 
+from webapp.htmx import wants_fragment
 from webapp.models import Project
-from webapp.services import access
+from webapp.services import access, live
 from webapp.services.actors import Actor
 
 
@@ -16,6 +17,10 @@ def project_or_404(project_id: int, needs: str = "viewer") -> Project:
     """
     project, role = access.project_for(current_user, project_id, needs)
     g.project, g.role = project, role
+    if request.method == "GET" and not wants_fragment():
+        # The page's change token, read before the page's data: a change committed while the
+        # page is drawn shows on its first check (views/notifications.py).
+        g.live_token = live.project_token(project.id)
     return project
 
 

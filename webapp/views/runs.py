@@ -11,7 +11,7 @@ from flask_login import login_required
 from jobs import transitions
 from webapp.extensions import db
 from webapp.forms.runs import AddFlagsForm, AddToPipelineForm, RunActionForm
-from webapp.htmx import location, render, stop_polling, trigger, wants_fragment
+from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import Feature, PipelineRun, Project
 from webapp.services import board, runs
 from webapp.services.errors import Conflict, Invalid, NotFound
@@ -58,7 +58,6 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
         in_flight=in_flight, pipelines=pipelines, form=form, action_form=RunActionForm(),
         can_edit=can("editor"), confirm=confirm, time_left=runs.time_left,
         pipeline_url=_pipeline_page_url, flag_url=_flag_page_url(project.id, feature.id),
-        polling=in_flight,
         rollback_launched=view is not None and not in_flight and runs.can_roll_back(view.run),
         track=board.flag_track(project.id, feature.id, run_id=view.run.id) if view else None,
     )
@@ -70,11 +69,7 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
 def flag_panel(project_id: int, feature_id: int):
     project = project_or_404(project_id)
     feature = _feature_or_404(project, feature_id)
-    response, in_flight = _render_flag(project, feature)
-    if wants_fragment() and not in_flight:
-        # Nothing can change by itself: answer 286 so a polling panel stops.
-        return stop_polling(response)
-    return response
+    return _render_flag(project, feature)[0]
 
 
 @bp.post(FLAG)
@@ -180,13 +175,11 @@ def _render_pipeline(project: Project, pipeline_id: int, *, form=None, status: i
     if form is None:
         form = AddFlagsForm(formdata=None)
     form.feature_ids.choices = [(f.id, f.name) for f in idle]
-    in_flight = any(count for _stage, _items, count in data.by_stage)
     return render(
         "runs/pipeline.html", "pipeline_runs", status=status, project=project, data=data,
         form=form, can_edit=can("editor"), time_left=runs.time_left, idle=idle,
         flag_url=_flag_page_url, pipeline_url=_pipeline_page_url(project.id, pipeline_id),
-        polling=in_flight, addable=data.pipeline.status == "published"
-        and data.pipeline.deleted_at is None,
+        addable=data.pipeline.status == "published" and data.pipeline.deleted_at is None,
     )
 
 
