@@ -17,7 +17,9 @@ def deliver() -> int:
 
 def ring() -> None:
     """Ask a worker to deliver the outbox soon (the sweeper delivers it anyway, and re-drives
-    retries that come due)."""
+    retries that come due). Nothing to send, nothing rung."""
+    if not (notifications.mail_configured() or webhook_delivery.events_waiting()):
+        return
     try:
         redis_conn.queue().enqueue(deliver, job_id="outbox-deliver", unique=True, result_ttl=0)
     except DuplicateJobError:

@@ -72,6 +72,13 @@ def deliver_due(limit: int = BATCH) -> int:
     return send_due(limit)
 
 
+def events_waiting() -> bool:
+    """Whether some outbox event still waits to be expanded (one indexed read)."""
+    return db.session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.sent_at.is_(None),
+                                       OutboxMessage.kind == "event").limit(1)) is not None
+
+
 # --- Expansion -------------------------------------------------------------------------------
 
 

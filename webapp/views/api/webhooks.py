@@ -63,7 +63,7 @@ def _hook(project_id: int, webhook_id: int) -> Webhook:
            response=page_schema(WebhookSchema), paginated=True)
 def list_webhooks(project_id: int):
     project = api_auth.project_for(principal(), project_id, needs="admin")
-    return paginate_list(webhooks.list_webhooks(project.id), serialize)
+    return paginate_list(webhooks.list_webhooks(project.id), serialize, project_id=project.id)
 
 
 @bp.post("/projects/<int:project_id>/webhooks/")
