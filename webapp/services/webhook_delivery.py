@@ -53,6 +53,8 @@ BACKOFF_CAP_SECONDS = 3600
 RETRY_SECONDS = 6 * 3600  # how long a failing receiver is retried before it is disabled
 EXCERPT = 500  # characters of a response kept in the log
 BATCH = 100
+# Deliveries claimed at once: a worker killed mid-batch leaves at most these to its lease.
+CLAIM = 10
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -83,33 +85,34 @@ def events_waiting() -> bool:
 
 
 def expand(limit: int = BATCH) -> int:
-    """Turn pending outbox events into one delivery per enabled receiver that wants them."""
+    """Turn pending outbox events into one delivery per enabled receiver that wants them, in
+    one transaction: each event is claimed by a compare-and-set on `sent_at`, so two expanders
+    never both expand it (and the unique key per (event, receiver) would refuse it anyway)."""
     pending = list(db.session.scalars(
         select(OutboxMessage.id).where(OutboxMessage.kind == "event",
                                        OutboxMessage.sent_at.is_(None))
         .order_by(OutboxMessage.id).limit(limit)))
     db.session.rollback()
-    expanded = 0
+    if not pending:
+        return 0
+    moment = now()
+    rows, expanded = [], 0
     for message_id in pending:
-        moment = now()
         claimed = db.session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None))
             .values(sent_at=moment, attempts=OutboxMessage.attempts + 1)
             .execution_options(synchronize_session=False)).rowcount
-        if not claimed:
-            db.session.rollback()
-            continue
-        message = db.session.get(OutboxMessage, message_id)
-        rows = _deliveries(message, moment)
-        try:
-            if rows:
-                db.session.execute(insert(WebhookDelivery.__table__), rows)
-            db.session.commit()
-        except IntegrityError:  # expanded by someone else meanwhile: theirs stand
-            db.session.rollback()
-            continue
-        expanded += 1
+        if claimed:
+            rows += _deliveries(db.session.get(OutboxMessage, message_id), moment)
+            expanded += 1
+    try:
+        if rows:
+            db.session.execute(insert(WebhookDelivery.__table__), rows)
+        db.session.commit()
+    except IntegrityError:  # expanded by someone else meanwhile: theirs stand
+        db.session.rollback()
+        return 0
     return expanded
 
 
@@ -140,8 +143,19 @@ def _deliveries(message: OutboxMessage, moment) -> list[dict[str, Any]]:
 
 
 def send_due(limit: int = BATCH) -> int:
-    """Claim due deliveries of enabled receivers (one commit), then send each and record its
-    attempt (a commit each, so a killed worker loses at most the one in hand)."""
+    """Send up to `limit` due deliveries of enabled receivers, CLAIM at a time."""
+    sent = 0
+    while sent < limit:
+        batch = _send_batch(min(CLAIM, limit - sent))
+        if not batch:
+            break
+        sent += batch
+    return sent
+
+
+def _send_batch(limit: int) -> int:
+    """Claim due deliveries (one commit), then send each and record its attempt (a commit
+    each, so a killed worker leaves at most the one in hand unrecorded)."""
     moment = now()
     due = db.session.execute(
         select(WebhookDelivery.id, WebhookDelivery.attempts)
