@@ -305,3 +305,16 @@ def test_flag_updated_body_is_flagsmiths_shape(clock, project, editor, envs, rec
     assert (state["enabled"], state["feature_state_value"]) == (True, "hello")
     assert data["previous_state"]["enabled"] is False
     assert data["timestamp"] == "2030-01-06T09:00:00Z"
+
+
+def test_a_webhook_for_stage_entries_hears_the_first_stage_too(clock, make, project, editor,
+                                                               envs, pipeline, receiver):
+    webhooks.create_webhook(project, SYSTEM, url=receiver.url, events=["pipeline.stage_entered"])
+    flag = make.feature(project, "first")
+    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    engine.drain()
+    deliver_all()
+    entered = [r.json()["stage"]["name"] for r in receiver.received]
+    assert entered == ["Dev", "Soak"]
+    assert {r.headers["X-Railyard-Event"] for r in receiver.received} == {
+        "pipeline.stage_entered"}

@@ -179,7 +179,8 @@ def from_audit(actor: Actor, entries: list[dict[str, Any]]) -> None:
         by_project.setdefault(entry["project_id"], []).append((entry, event_type))
     for project_id, group in by_project.items():
         want = wanted(project_id)
-        group = [(e, t) for e, t in group if t in want]
+        group = [(e, t) for e, t in group if t in want or (
+            t == "pipeline.flag_added" and "pipeline.stage_entered" in want)]
         if not group:
             continue
         project = db.session.get(Project, project_id)
@@ -206,10 +207,12 @@ def from_audit(actor: Actor, entries: list[dict[str, Any]]) -> None:
             run = runs.get(entry.get("run_id"))
             if run is None:
                 continue
-            body = _pipeline_body(event_type, project, actor, entry["message"], run, run["stage"])
-            rows.append(_row(project_id, event_type, body,
-                             _slack(event_type, entry["message"], body["links"]["board"],
-                                    "Open the board"), key))
+            if event_type in want:
+                body = _pipeline_body(event_type, project, actor, entry["message"], run,
+                                      run["stage"])
+                rows.append(_row(project_id, event_type, body,
+                                 _slack(event_type, entry["message"], body["links"]["board"],
+                                        "Open the board"), key))
             if event_type == "pipeline.flag_added" and run["stage"] \
                     and "pipeline.stage_entered" in want:  # a flag enters the first stage at once
                 stage = run["stage"]
