@@ -2,7 +2,9 @@
 
 Every SWEEP_INTERVAL_SECONDS it re-drives runs whose bell should have rung but did not (Redis
 flushed or restarted, a worker SIGKILLed mid-stage, a scheduled job lost or fired early) and
-delivers the outbox. It works from the database alone; several copies may run at once.
+delivers the outbox: emails, new webhook events, and webhook retries that came due (their
+backoff lives in the database, so a lost job loses nothing). It works from the database alone;
+several copies may run at once.
 """
 
 import logging
@@ -13,7 +15,7 @@ from flask import current_app
 
 from jobs import transitions
 from webapp.extensions import db
-from webapp.services import engine, notifications
+from webapp.services import engine, notifications, webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ def sweep_once() -> dict:
     """One pass: advance overdue runs inline, ring their follow-ups, deliver the outbox."""
     report = engine.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
     transitions.ring(report.bells)
-    delivered = notifications.deliver_outbox()
+    delivered = notifications.deliver_outbox() + webhook_delivery.deliver_due()
     return {"moved": report.moved, "failed": report.failed, "delivered": delivered}
 
 

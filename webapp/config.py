@@ -37,6 +37,13 @@ def from_environment(instance_path: Path) -> dict:
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
         "MAIL_PORT": int(os.environ.get("MAIL_PORT", "25")),
         "MAIL_SENDER": os.environ.get("MAIL_SENDER", "railyard@localhost"),
+        # Absolute links in webhook and Slack messages (else the host of the changing request).
+        "BASE_URL": os.environ.get("BASE_URL", ""),
+        # Let webhooks call private, loopback and link-local addresses (closed networks, tests).
+        "WEBHOOKS_ALLOW_PRIVATE": os.environ.get("WEBHOOKS_ALLOW_PRIVATE", "").lower()
+        in ("1", "true", "yes"),
+        "WEBHOOK_TIMEOUT_SECONDS": float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
+        "WEBHOOK_RETRY_SECONDS": float(os.environ.get("WEBHOOK_RETRY_SECONDS", str(6 * 3600))),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,

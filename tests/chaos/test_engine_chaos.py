@@ -4,6 +4,9 @@ Three real worker processes (RQ SimpleWorker with its scheduler) and two sweeper
 the test's file database and a private Redis. Every second one random worker is killed with
 SIGKILL (and restarted); Redis is FLUSHALLed twice. Every flag must launch, every action's audit
 entry must exist exactly once, and the final states must be exactly what the pipeline says.
+A webhook receiver (a real HTTP server in this process) counts deliveries: each flag's
+"added" and "launched" event arrives, none twice except where a killed worker's attempt was
+recorded as interrupted (at least once; receivers dedupe on X-Railyard-Delivery).
 Real processes need real time: the waits here are a few seconds, the whole run well under 3 min.
 """
 
@@ -21,10 +24,19 @@ import redis
 from sqlalchemy import func, select
 
 from jobs import transitions
+from tests.support import receiver as receivers
 from webapp.extensions import db
-from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment, SegmentOverride
-from webapp.services import runs
-from webapp.services.actors import Actor
+from webapp.models import (
+    AuditEntry,
+    FeatureState,
+    PipelineRun,
+    Segment,
+    SegmentOverride,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from webapp.services import runs, webhooks
+from webapp.services.actors import SYSTEM, Actor
 
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +74,13 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
     flags = [make.feature(project, f"chaos_{n}", commit=False) for n in range(FLAGS)]
     db.session.commit()
     ids = [f.id for f in flags]
+    receiver = receivers.start()
+    app.config["WEBHOOKS_ALLOW_PRIVATE"] = True
+    webhooks.create_webhook(project, SYSTEM, url=receiver.url, secret="chaos",
+                            events=["pipeline.flag_added", "pipeline.flag_launched"])
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis,
-           "SECRET_KEY": "chaos", "SWEEP_INTERVAL_SECONDS": "1"}
+           "SECRET_KEY": "chaos", "SWEEP_INTERVAL_SECONDS": "1",
+           "WEBHOOKS_ALLOW_PRIVATE": "1", "WEBHOOK_TIMEOUT_SECONDS": "2"}
     workers = [spawn("worker", env) for _ in range(3)]
     sweepers = [spawn("sweeper", env) for _ in range(2)]
     conn = redis.Redis.from_url(private_redis)
@@ -84,11 +101,16 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
             db.session.rollback()
             launched = db.session.scalar(select(func.count()).select_from(PipelineRun).where(
                 PipelineRun.status == "launched"))
-            if (launched == FLAGS and all(flushes.values())) or elapsed > DEADLINE:
+            delivered = db.session.scalar(select(func.count()).select_from(WebhookDelivery)
+                                          .where(WebhookDelivery.status == "delivered"))
+            if (launched == FLAGS and delivered == 2 * FLAGS and all(flushes.values())) \
+                    or elapsed > DEADLINE:
                 break
     finally:
         for process in workers + sweepers:
             kill(process)
+        receiver.server.shutdown()
+        receiver.server.server_close()
 
     db.session.rollback()
     statuses = dict(db.session.execute(
@@ -125,3 +147,19 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
     assert set(overrides) == {(envs["Staging"].id, beta.id, False)}
     hidden = select(func.count()).select_from(Segment).where(Segment.is_system)
     assert db.session.scalar(hidden) == 0
+
+    # Deliveries: one row per (event, receiver), each delivered; each event received, and a
+    # second copy only where a worker died mid-attempt (recorded as interrupted).
+    rows = db.session.execute(select(WebhookDelivery.idempotency_key, WebhookDelivery.status)
+                              ).all()
+    outcomes = db.session.execute(select(WebhookAttempt.outcome, WebhookAttempt.error, func.count())
+                                  .group_by(WebhookAttempt.outcome, WebhookAttempt.error)).all()
+    assert len(rows) == 2 * FLAGS and {status for _key, status in rows} == {"delivered"}, outcomes
+    keys = [r.headers["X-Railyard-Delivery"] for r in receiver.received]
+    assert set(keys) == {key for key, _status in rows}
+    interrupted = db.session.scalar(select(func.count()).select_from(WebhookAttempt)
+                                    .where(WebhookAttempt.outcome == "interrupted"))
+    assert len(keys) - len(set(keys)) <= interrupted
+    launched_names = sorted(r.json()["feature"]["name"]
+                            for r in receiver.of_type("pipeline.flag_launched"))
+    assert sorted(set(launched_names)) == sorted(f"chaos_{n}" for n in range(FLAGS))

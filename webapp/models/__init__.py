@@ -11,6 +11,13 @@ from webapp.models.governance import (
     OutboxMessage,
     User,
 )
+from webapp.models.integrations import (
+    DELIVERY_STATUSES,
+    RECEIVER_KINDS,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from webapp.models.pipelines import (
     ACTION_TYPES,
     RUN_ACTIVE_STATUSES,
@@ -35,9 +42,11 @@ from webapp.models.platform import (
 )
 
 __all__ = [
-    "ACTION_TYPES", "ROLES", "RUN_ACTIVE_STATUSES", "RUN_ENDED_STATUSES", "TRIGGER_TYPES",
+    "ACTION_TYPES", "DELIVERY_STATUSES", "RECEIVER_KINDS", "ROLES", "RUN_ACTIVE_STATUSES",
+    "RUN_ENDED_STATUSES", "TRIGGER_TYPES",
     "VALUE_TYPES", "ApiKey", "AuditEntry", "ChangeRequest", "ChangeRequestReview",
     "Environment", "Feature", "FeatureState", "Identity", "Membership", "Notification",
     "Organisation", "OutboxMessage", "PipelineRun", "PipelineStage", "Project",
     "ReleasePipeline", "Segment", "SegmentOverride", "StageAction", "StageExecution", "User",
+    "Webhook", "WebhookAttempt", "WebhookDelivery",
 ]

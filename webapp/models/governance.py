@@ -169,12 +169,13 @@ class Notification(db.Model):
 
 
 class OutboxMessage(db.Model):
-    """Work to do after commit (emails), written in the same transaction as the change."""
+    """Work to do after commit (emails, webhook events), written in the same transaction as
+    the change."""
 
     __table_args__ = (Index("ix_outbox_message_pending", "sent_at", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # email
+    kind: Mapped[str] = mapped_column(String(32))  # email | event
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=now)

@@ -1,9 +1,13 @@
-"""The append-only audit log. `record` adds an entry to the caller's unit of work."""
+"""The append-only audit log. `record` adds an entry to the caller's unit of work.
+
+Entries that are pipeline or change request events are also announced to the project's
+webhooks (webhook_events.from_audit), in the same unit of work."""
 
 from typing import Any
 
 from webapp.extensions import db
 from webapp.models import AuditEntry
+from webapp.services import webhook_events
 from webapp.services.actors import Actor
 
 
@@ -49,6 +53,10 @@ def record(
         idempotency_key=idempotency_key,
     )
     db.session.add(entry)
+    webhook_events.from_audit(actor, [{
+        "event_type": event_type, "message": message, "project_id": project_id,
+        "run_id": run_id, "change_request_id": change_request_id,
+        "idempotency_key": idempotency_key}])
     return entry
 
 
@@ -81,3 +89,4 @@ def record_many(actor: Actor, entries: list[dict[str, Any]]) -> None:
             "idempotency_key": entry.get("idempotency_key"),
         })
     db.session.execute(insert(AuditEntry.__table__), rows)
+    webhook_events.from_audit(actor, rows)

@@ -32,7 +32,7 @@ from webapp.models import (
     StageAction,
     StageExecution,
 )
-from webapp.services import audit, flag_changes, notifications
+from webapp.services import audit, flag_changes, notifications, webhook_events
 from webapp.services.actors import Actor
 
 log = logging.getLogger(__name__)
@@ -459,6 +459,8 @@ def _start_rollout(ctx: _Ctx, change: dict[str, Any]) -> None:
         change_request_id=ctx.change_request_id,
         idempotency_key=ctx.key(change["action_id"], "rollout-created"),
     )
+    webhook_events.flag_changed(ctx.actor, ctx.pipeline.project_id, [
+        (override, before, after, ctx.key(change["action_id"], "rollout-created"))])
 
 
 def _step(ctx: _Ctx) -> dict[str, Any]:
@@ -560,6 +562,7 @@ def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Memb
                     f"of pipeline {pipeline.name}."}
         for m in members], project_id=pipeline.project_id)
     cleared = {"rollout_percent": None, "rollout_segment_id": None}
+    _announce_stage(pipeline, stage, members)
     if stage.position + 1 >= len(pipeline.stages):
         audit.record_many(Actor.for_pipeline(pipeline.name), [
             {"event_type": "RELEASE_PIPELINE_FEATURE_LAUNCHED",
@@ -574,6 +577,19 @@ def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Memb
                 "lease_until": None, **cleared}
     return {**enter_stage([m.run_id for m in members], pipeline.stages[stage.position + 1], now),
             **cleared}
+
+
+def _announce_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Member]) -> None:
+    """Webhooks hear that `stage` completed and, unless it was the last, the next was entered."""
+    actor = Actor.for_pipeline(pipeline.name)
+    webhook_events.stage_event("pipeline.stage_completed", actor, pipeline.project_id, stage.id, [
+        (m.run_id, f"{m.feature_name} completed stage {stage.name} ({stage.environment_name}) "
+                   f"of pipeline {pipeline.name}") for m in members])
+    if stage.position + 1 < len(pipeline.stages):
+        after = pipeline.stages[stage.position + 1]
+        webhook_events.stage_event("pipeline.stage_entered", actor, pipeline.project_id, after.id, [
+            (m.run_id, f"{m.feature_name} entered stage {after.name} ({after.environment_name}) "
+                       f"of pipeline {pipeline.name}") for m in members])
 
 
 def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The one code path that changes a flag's states and segment overrides.
 
 Manual toggles, pipeline stages, change requests and rollbacks all apply changes through
-`apply_change`, so each bumps the environment's revision and writes the same audit entry shape.
+`apply_change`, so each bumps the environment's revision, writes the same audit entry shape and
+announces the change to the project's webhooks (FLAG_UPDATED).
 
 A change is a plain dict (it is also stored in change requests and stage snapshots):
   {"kind": "state", "environment_id", "feature_id", "enabled"?, "value"?}
@@ -22,7 +23,7 @@ from sqlalchemy import select, update
 from webapp import database
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
-from webapp.services import audit
+from webapp.services import audit, webhook_events
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 
@@ -176,6 +177,7 @@ def apply_change(
         change_request_id=change_request_id,
         idempotency_key=idempotency_key,
     )
+    webhook_events.flag_changed(actor, project_id, [(change, before, after, idempotency_key)])
     return before, after
 
 
@@ -306,6 +308,9 @@ def apply_changes(
          "idempotency_key": entry.get("idempotency_key")}
         for (change, entry), (before, after) in zip(items, results, strict=True)
     ])
+    webhook_events.flag_changed(actor, project_id, [
+        (change, before, after, entry.get("idempotency_key"))
+        for (change, entry), (before, after) in zip(items, results, strict=True)])
     return results
 
 

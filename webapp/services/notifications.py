@@ -60,7 +60,8 @@ def unread(user_id: int, limit: int = 20) -> list[Notification]:
 
 
 def deliver_outbox(limit: int = 100) -> int:
-    """Send pending outbox messages; returns how many were handled.
+    """Send pending outbox emails; returns how many were handled (events are
+    webhook_delivery's).
 
     Each message is claimed by a compare-and-set on `attempts` (several sweepers do not both
     send it), sent, then marked sent. A crash between send and mark sends it again: at least
@@ -68,7 +69,8 @@ def deliver_outbox(limit: int = 100) -> int:
     """
     pending = db.session.execute(
         select(OutboxMessage.id, OutboxMessage.attempts)
-        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_SEND_ATTEMPTS)
+        .where(OutboxMessage.kind == "email", OutboxMessage.sent_at.is_(None),
+               OutboxMessage.attempts < MAX_SEND_ATTEMPTS)
         .order_by(OutboxMessage.id).limit(limit)
     ).all()
     db.session.rollback()

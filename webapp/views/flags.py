@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, request, url_for
 from flask_login import login_required
 
+from jobs import outbox
 from webapp.forms.flags import (
     ConfirmForm,
     DetailsForm,
@@ -98,6 +99,7 @@ def toggle(project_id: int, feature_id: int, environment_id: int):
         return _detail_change(project, feature, lambda: change_requests.set_state(
             feature, environment_id, actor(), enabled=form.wanted))
     opened = change_requests.set_state(feature, environment_id, actor(), enabled=form.wanted)
+    outbox.ring()
     if opened is not None:  # the environment needs approvals: show the new change request
         return _to_change_request(opened)
     if not wants_fragment():
@@ -222,6 +224,7 @@ def _detail_change(project: Project, feature: Feature, change, key: str | None =
     except Conflict as error:
         return _render_detail(project, feature, block="flag_states", status=409,
                               notice=error.message)
+    outbox.ring()  # webhooks hear of the change (or of the change request it opened)
     if isinstance(opened, ChangeRequest):  # the environment needs approvals
         return _to_change_request(opened)
     if not wants_fragment():

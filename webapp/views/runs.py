@@ -8,7 +8,7 @@ logged by the jobs layer and the sweeper picks the run up.
 from flask import Blueprint, current_app, url_for
 from flask_login import login_required
 
-from jobs import transitions
+from jobs import outbox, transitions
 from webapp.extensions import db
 from webapp.forms.runs import AddFlagsForm, AddToPipelineForm, RunActionForm
 from webapp.htmx import location, render, trigger, wants_fragment
@@ -87,6 +87,7 @@ def add_from_flag(project_id: int, feature_id: int):
             form.pipeline_id.errors = list(form.pipeline_id.errors) + [error.message]
         else:
             transitions.ring([bell])
+            outbox.ring()
             return _after_change(project, feature.id)
     return _render_flag(project, feature, form=form, status=422)[0]
 
@@ -116,6 +117,7 @@ def _control(project_id: int, run_id: int, use_case):
     bell = use_case(project, run_id, actor())
     if bell is not None:
         transitions.ring([bell])
+    outbox.ring()  # webhooks hear of holds, removals, rollbacks
     if form.panel.data == "pipeline":
         if not wants_fragment():
             return location(_pipeline_page_url(project.id, pipeline_id))
@@ -204,6 +206,7 @@ def add_from_pipeline(project_id: int, pipeline_id: int):
             form.feature_ids.errors = list(form.feature_ids.errors) + [error.message]
         else:
             transitions.ring(bells)
+            outbox.ring()
             if not wants_fragment():
                 return location(_pipeline_page_url(project.id, pipeline_id))
             return trigger(_render_pipeline(project, pipeline_id), "flag-changed")

@@ -33,4 +33,5 @@ from webapp.views.api import (  # noqa: E402,F401
     release_pipelines,
     sdk,  # noqa: E402,F401  (routes register on bp)
     segments,
+    webhooks,
 )
