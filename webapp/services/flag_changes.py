@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from webapp.extensions import db
 from webapp.models import Environment, FeatureState, PipelineRun, SegmentOverride
-from webapp.services import audit
+from webapp.services import audit, revisions
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 
@@ -29,6 +29,7 @@ def bump_revision(environment_id: int) -> None:
         .where(Environment.id == environment_id)
         .values(revision=Environment.revision + 1)
     )
+    revisions.notify_bumped(db.session())
 
 
 def _state_row(feature_id: int, environment_id: int) -> FeatureState | None:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import evaluation
+from webapp.services import evaluation, revisions
 
 SERVER_KEY_PREFIX = "ser."
 CACHE_SIZE = 256
@@ -51,9 +51,18 @@ class Documents:
 
 
 def find_environment(key: str) -> EnvironmentRef | None:
-    """The environment opened by a client key or a server key (`ser.` prefix), or None."""
+    """The environment opened by a client key or a server key (`ser.` prefix), or None.
+
+    On PostgreSQL the answer comes from this process's key cache while nothing changed
+    (webapp/services/revisions.py says how a change reaches it); otherwise one indexed read.
+    """
     if not key:
         return None
+    cache = revisions.key_cache(db.engine)
+    return _read_environment(key) if cache is None else cache.get(key, _read_environment)
+
+
+def _read_environment(key: str) -> EnvironmentRef | None:
     server = key.startswith(SERVER_KEY_PREFIX)
     row = fetch_one(
         "SELECT id, revision, client_key FROM environment WHERE "
@@ -70,16 +79,34 @@ def fetch_one(sql: str, params: tuple) -> tuple | None:
     The hot path of every SDK request: the ORM session costs ~0.3-0.5 ms per query against
     ~15 µs here, and a single SELECT needs no session, unit of work or explicit transaction.
     """
-    placeholder = "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
+    return _one_statement(sql, params, lambda cursor: cursor.fetchone())
+
+
+def execute_one(sql: str, params: tuple) -> int:
+    """One statement that is its own transaction (autocommit), `{}` as placeholders; the
+    number of rows it wrote."""
+    return _one_statement(sql, params, lambda cursor: cursor.rowcount)
+
+
+def _one_statement(sql: str, params: tuple, result):
+    # Autocommit: on PostgreSQL one round trip, where a transaction would add a BEGIN before
+    # the statement and a COMMIT or ROLLBACK after it. SQLite's connections are in autocommit
+    # already (database.tune_sqlite), so a write takes the lock for this statement only.
+    postgresql = db.engine.dialect.name == "postgresql"
+    placeholder = "%s" if postgresql else "?"
     connection = db.engine.raw_connection()
     try:
+        if postgresql:
+            connection.driver_connection.autocommit = True
         cursor = connection.cursor()
         cursor.execute(sql.format(*([placeholder] * len(params))), params)
-        row = cursor.fetchone()
+        answer = result(cursor)
         cursor.close()
-        return row
+        return answer
     finally:
-        connection.close()  # back to the pool, which rolls back whatever the read opened
+        if postgresql:
+            connection.driver_connection.autocommit = False
+        connection.close()  # back to the pool
 
 
 class _Cache:
