@@ -44,10 +44,9 @@ def redis_url(tmp_path_factory, request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """On PostgreSQL, tests of SQLite's own behaviour are deselected (not skipped)."""
-    if not os.environ.get("RAILYARD_TEST_POSTGRES"):
-        return
-    kept = [item for item in items if item.get_closest_marker("sqlite_only") is None]
+    """Tests of one database's own behaviour are deselected (not skipped) on the other."""
+    other = "sqlite_only" if os.environ.get("RAILYARD_TEST_POSTGRES") else "postgresql_only"
+    kept = [item for item in items if item.get_closest_marker(other) is None]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

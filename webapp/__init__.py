@@ -44,7 +44,9 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
 def _init_extensions(app: Flask) -> None:
     from webapp.database import tune_sqlite
     from webapp.extensions import csrf, db, htmx, login, migrate
+    from webapp.sessions import SessionInterface
 
+    app.session_interface = SessionInterface()
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)

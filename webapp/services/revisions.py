@@ -43,6 +43,8 @@ LIVENESS_SECONDS = 1.0
 TCP_TIMEOUT_MS = 2000
 # How long the listener waits before reconnecting after a failure.
 RECONNECT_SECONDS = 0.5
+# The listener's connection, as pg_stat_activity shows it.
+LISTENER_NAME = "railyard-revision-listener"
 _BUMPED = "railyard_revision_bumped"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 
@@ -97,7 +99,8 @@ class KeyCache:
                 with psycopg.connect(self._dsn, autocommit=True, keepalives=1,
                                      keepalives_idle=5, keepalives_interval=1,
                                      keepalives_count=3, tcp_user_timeout=TCP_TIMEOUT_MS,
-                                     connect_timeout=5) as connection:
+                                     connect_timeout=5,
+                                     application_name=LISTENER_NAME) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     self.invalidate()
                     self.listening = True

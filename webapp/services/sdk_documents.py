@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from werkzeug.http import http_date
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
@@ -42,6 +43,7 @@ class Documents:
 
     revision: int
     etag: str
+    last_modified: str  # HTTP date of the newest change the documents show
     flags: list[dict[str, Any]]  # the /flags/ items, in feature order
     flags_json: bytes
     flag_json_by_name: dict[str, bytes]
@@ -343,6 +345,7 @@ def _build(ref: EnvironmentRef) -> Documents:
     return Documents(
         revision=ref.revision,
         etag=etag_for(ref),
+        last_modified=http_date(max(m for m in moments if m is not None)),
         flags=flags,
         flags_json=_dumps(flags),
         flag_json_by_name={flag["feature"]["name"]: _dumps(flag) for flag in flags},
