@@ -74,11 +74,18 @@ def tree_memory(pid: int) -> list[tuple[int, str, dict[str, float]]]:
     rows = []
     for process in [root, *root.children(recursive=True)]:
         try:
-            rows.append((process.pid, "parent" if process.pid == pid else "child",
-                         memory(process.pid)))
+            rows.append((process.pid, _role(process), memory(process.pid)))
         except psutil.Error:
             continue
     return rows
+
+
+def _role(process: psutil.Process) -> str:
+    words = [w for w in process.cmdline() if not w.startswith("-")]
+    if len(words) >= 3 and words[1] == "flask":
+        words = words[3:]  # python -m flask --app wsgi <command>
+    name = " ".join(Path(w).name for w in words[-2:])
+    return f"{name}, child of {process.ppid()}"
 
 
 def format_memory(rows) -> str:
