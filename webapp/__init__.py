@@ -18,13 +18,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, errors, input_guard, templating
+    from webapp import cli, compression, errors, input_guard, templating
     from webapp.views import register_blueprints
 
     register_blueprints(app)
     errors.register(app)
     input_guard.register(app)
     templating.register(app)
+    compression.register(app)
     cli.register(app)
     return app
 
