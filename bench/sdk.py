@@ -18,7 +18,9 @@ the other, so each ratio compares runs taken under the same machine load).
   Committed work is counted from another connection after each run: the identities whose
   stored `seen` changed.
 
-Load average is printed with every figure; memory (RSS and PSS) per gunicorn process at the end.
+Server CPU per request (gunicorn master and workers, user + system; PostgreSQL's own CPU not
+included) holds still on a loaded machine where rates do not. Load average is printed with
+every figure; memory (RSS and PSS) per gunicorn process at the end.
 PostgreSQL: a database `railyard_bench_sdk` is created and dropped at BENCH_POSTGRES's server
 (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
 """
@@ -155,7 +157,7 @@ def main() -> None:
             servers["bare"] = gunicorn(args.port, bodies, "bare_wsgi:app", ROOT / "bench")
             print(f"servers: gunicorn -w 2 -k sync; load: wrk -t1 -c16 -d{args.duration}s; "
                   f"{args.rounds} interleaved rounds; {support.load()}")
-            results = _rounds(args, kinds, ports, keys, urls, folder)
+            results = _rounds(args, kinds, ports, keys, urls, folder, servers)
             _summary(results, kinds)
             for name, server in servers.items():
                 print(f"memory {name}: {support.format_memory(support.tree_memory(server.pid))}")
@@ -180,7 +182,7 @@ def _sample_bodies(port: int, key: str, folder: Path) -> dict[str, str]:
             "BARE_IDENTITY": str(folder / "identity.json")}
 
 
-def _rounds(args, kinds, ports, keys, urls, folder) -> list[tuple[int, str, str, dict]]:
+def _rounds(args, kinds, ports, keys, urls, folder, servers) -> list[tuple[int, str, str, dict]]:
     post_script = folder / "post.lua"
     post_script.write_text(WRK_POST % {"identities": IDENTITIES})
     plan = [(server, endpoint) for endpoint in ("flags", "identities")
@@ -195,7 +197,10 @@ def _rounds(args, kinds, ports, keys, urls, folder) -> list[tuple[int, str, str,
             if round_ == 1:
                 support.wrk(url, 2, headers=headers, script=script)  # warm-up, not counted
             before = seen_snapshot(urls[server]) if server != "bare" and script else None
+            cpu = support.tree_cpu(servers[server].pid)
             result = support.wrk(url, args.duration, headers=headers, script=script)
+            result["cpu_ms"] = (support.tree_cpu(servers[server].pid) - cpu) * 1000 \
+                / max(1, result["requests"])
             extra = ""
             if before is not None:
                 after = seen_snapshot(urls[server])
@@ -204,6 +209,7 @@ def _rounds(args, kinds, ports, keys, urls, folder) -> list[tuple[int, str, str,
                          "changed (read from another connection)")
             print(f"round {round_} {server:<10} {endpoint:<10} {result['rate']:>7.0f} req/s  "
                   f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
+                  f"server CPU {result['cpu_ms']:.2f} ms/request  "
                   f"non-2xx {result['non2xx']}  socket errors {result['socket_errors']}  "
                   f"[{result['load']}]{extra}", flush=True)
             results.append((round_, server, endpoint, result))
@@ -223,8 +229,10 @@ def _summary(results, kinds) -> None:
             rows = by[(server, endpoint)]
             rates = [r["rate"] for _round, r in rows]
             p99s = [r["p99"] for _round, r in rows]
+            cpus = [r["cpu_ms"] for _round, r in rows]
             line = (f"{endpoint:<10} {server:<10} {statistics.median(rates):>7.0f} req/s "
-                    f"[{max(rates):.0f}]  p99 median {statistics.median(p99s):.2f} ms")
+                    f"[{max(rates):.0f}]  p99 median {statistics.median(p99s):.2f} ms  "
+                    f"server CPU median {statistics.median(cpus):.2f} ms/request")
             if server != "bare":
                 ratios = [r["rate"] / bare[round_]["rate"] for round_, r in rows]
                 line += (f"  ratio to bare {statistics.median(ratios):.0%} "

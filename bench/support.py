@@ -88,6 +88,20 @@ def _role(process: psutil.Process) -> str:
     return f"{name}, child of {process.ppid()}"
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants: requests per
+    CPU second hold still on a loaded machine where requests per second do not."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def format_memory(rows) -> str:
     parts = [f"pid {pid} ({role}) RSS {m['rss']:.0f} MiB PSS {m['pss']:.0f} MiB"
              for pid, role, m in rows]
