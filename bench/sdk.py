@@ -4,6 +4,11 @@ bare WSGI app that answers the same bytes under the same server set-up.
     .venv/bin/python bench/sdk.py [--rounds 3] [--duration 5] [--port 5107]
                                   [--databases sqlite,postgresql]
 
+Why sync workers (the README's command): with keep-alive (gthread), each of a few long-lived
+connections stays with the worker process that accepted it, and that accept race often hands
+most of them to one process, so half the CPUs idle from one run to the next. Sync workers take
+one request per connection, so every request goes to a free worker.
+
 Data: one project with 100 flags, 50 segments (two conditions each), 20 segment overrides in
 Development, 1,000 identities with traits. Servers: `gunicorn -w 2 -k sync` (the README's
 command for SDK traffic) for Railyard on each database and for `bench/bare_wsgi.py`, which
