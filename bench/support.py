@@ -44,11 +44,12 @@ def postgres_available() -> bool:
 
 @contextmanager
 def database(kind: str, folder: Path, name: str):
-    """A fresh database URL: a SQLite file in `folder`, or a PostgreSQL database `name` that is
-    created here and dropped on exit."""
+    """A fresh database URL: a SQLite file in `folder`, or a PostgreSQL database `name`_<pid>
+    that is created here and dropped on exit."""
     if kind == "sqlite":
         yield f"sqlite:///{folder / (name + '.db')}"
         return
+    name = f"{name}_{os.getpid()}"  # two benches at once never drop each other's database
     admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

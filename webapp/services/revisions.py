@@ -115,7 +115,7 @@ class KeyCache:
             time.sleep(RECONNECT_SECONDS)
 
 
-_caches: dict[tuple[int, str], KeyCache] = {}
+_caches: dict[tuple[int, Any], KeyCache] = {}
 _caches_lock = threading.Lock()
 
 
@@ -123,8 +123,9 @@ def key_cache(engine: Engine) -> KeyCache | None:
     """This process's cache for the engine's database (PostgreSQL only), started on first use."""
     if engine.dialect.name != "postgresql":
         return None
-    # Per process: a forked web worker starts its own listener.
-    index = (os.getpid(), engine.url.render_as_string(hide_password=False))
+    # Per process (a forked web worker starts its own listener) and database (engines come and
+    # go with apps; the URL stays).
+    index = (os.getpid(), engine.url)
     cache = _caches.get(index)
     if cache is None:
         with _caches_lock:
