@@ -50,6 +50,7 @@ class Documents:
     environment_document: dict[str, Any]
     environment_document_json: bytes
     context: dict[str, Any]  # the flag engine's evaluation context (no identity)
+    flags_context: dict[str, Any]  # the same, only the segments that override a flag
 
 
 def find_environment(key: str) -> EnvironmentRef | None:
@@ -159,7 +160,7 @@ def identity_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> b
 
     Flags no segment override decides are the environment's, already serialized.
     """
-    decided = evaluation.identity_flags(docs.context, identifier, traits)
+    decided = evaluation.identity_flags(docs.flags_context, identifier, traits)
     parts = []
     for flag in docs.flags:
         name = flag["feature"]["name"]
@@ -342,6 +343,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         "use_identity_overrides_in_local_eval": False,
         "updated_at": _iso(max(m for m in moments if m is not None)),
     }
+    context = evaluation.context_from_document(document)
     return Documents(
         revision=ref.revision,
         etag=etag_for(ref),
@@ -351,5 +353,6 @@ def _build(ref: EnvironmentRef) -> Documents:
         flag_json_by_name={flag["feature"]["name"]: _dumps(flag) for flag in flags},
         environment_document=document,
         environment_document_json=_dumps(document),
-        context=evaluation.context_from_document(document),
+        context=context,
+        flags_context=evaluation.deciding(context),
     )
