@@ -54,7 +54,7 @@ def redis_url(tmp_path_factory, request):
 def pytest_collection_modifyitems(config, items):
     """Tests of one database's own behaviour (SQLite's locking, PostgreSQL's deadlocks) are
     deselected (not skipped) on the other."""
-    other = "sqlite_only" if os.environ.get("RAILYARD_TEST_POSTGRES") else "postgres_only"
+    other = "sqlite_only" if os.environ.get("RAILYARD_TEST_POSTGRES") else "postgresql_only"
     kept = [item for item in items if item.get_closest_marker(other) is None]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])

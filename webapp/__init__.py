@@ -19,7 +19,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, database, errors, input_guard, security, templating
+    from webapp import cli, compression, database, errors, input_guard, security, templating
     from webapp.views import register_blueprints
 
     input_guard.install_converters(app)
@@ -29,6 +29,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     input_guard.register(app)
     templating.register(app)
     security.register(app)
+    compression.register(app)
     cli.register(app)
     return app
 
@@ -51,7 +52,9 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
 def _init_extensions(app: Flask) -> None:
     from webapp.database import install_session_hooks, tune_sqlite
     from webapp.extensions import csrf, db, htmx, login, migrate
+    from webapp.sessions import SessionInterface
 
+    app.session_interface = SessionInterface()
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)

@@ -61,7 +61,7 @@ def test_flags_created_from_many_threads_all_land(live_server, make, org_key):
     ) == revisions_before + CREATES * environments
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgresql_only
 def test_a_request_that_loses_a_deadlock_is_run_again_once(live_server, make, org_key,
                                                            database_url):
     """Another writer holds the second environment and then asks for the first, which the

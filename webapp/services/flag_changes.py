@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from webapp import database
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
-from webapp.services import audit, webhook_events
+from webapp.services import audit, revisions, webhook_events
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 
@@ -40,6 +40,7 @@ def _write_revisions(session, environment_ids: set[int]) -> None:
     database.lock_rows(session, Environment, environment_ids)
     session.execute(update(Environment).where(Environment.id.in_(sorted(environment_ids)))
                     .values(revision=Environment.revision + 1))
+    revisions.notify_bumped(session)
 
 
 def _state_row(feature_id: int, environment_id: int) -> FeatureState | None:

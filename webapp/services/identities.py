@@ -1,17 +1,19 @@
 """Identities the SDKs identify: their persisted traits, merged with the traits a request sends."""
 
 import json
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from webapp.clock import now
 from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import Identity
 from webapp.services.errors import BadRequest
 from webapp.services.evaluation import TRAIT_VALUE_TYPES
-from webapp.services.sdk_documents import fetch_one
+from webapp.services.sdk_documents import execute_one, fetch_one
 
 # Flagsmith's bounds: identifiers and trait values up to 2000 characters, trait keys up to 200.
 # They also bound what a segment condition is evaluated on.
@@ -63,13 +65,13 @@ def persisted_traits(environment_id: int, identifier: str) -> dict[str, Any]:
     return _stored(environment_id, identifier)[1]
 
 
-def _stored(environment_id: int, identifier: str) -> tuple[bool, dict[str, Any]]:
-    row = fetch_one("SELECT traits FROM identity WHERE environment_id = {} AND identifier = {}",
-                    (environment_id, identifier))
+def _stored(environment_id: int, identifier: str) -> tuple[str | None, dict[str, Any]]:
+    """(the stored traits as text, or None for an identity never seen; the traits)."""
+    row = fetch_one("SELECT CAST(traits AS TEXT) FROM identity "
+                    "WHERE environment_id = {} AND identifier = {}", (environment_id, identifier))
     if row is None:
-        return False, {}
-    traits = json.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
-    return True, dict(traits or {})
+        return None, {}
+    return row[0], dict(json.loads(row[0]) or {})
 
 
 def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, bool]],
@@ -79,10 +81,40 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
     Unless the identity (or a trait) is transient, the identity and its changed traits are
     stored; an unchanged identity costs no write. Not audited (SDK traffic, like Flagsmith).
     """
-    exists, stored = _stored(environment_id, identifier)
+    text, stored = _stored(environment_id, identifier)
     effective, to_store = _merge(stored, traits)
-    if transient or (exists and to_store == stored):
+    if transient or (text is not None and to_store == stored):
         return effective
+    # One statement in autocommit when nobody wrote the identity since we read it: an insert
+    # that yields to a concurrent one, or an update only if the stored text is still what we
+    # read (compare-and-set). Anyone else's write in between: merge again under the lock.
+    # The session's transaction ends first: in a POST it holds SQLite's write lock.
+    db.session.rollback()
+    if text is None:
+        written = execute_one(
+            "INSERT INTO identity (environment_id, identifier, traits, created_at) "
+            "VALUES ({}, {}, {}, {}) ON CONFLICT (environment_id, identifier) DO NOTHING",
+            (environment_id, identifier, json.dumps(to_store), _timestamp()))
+    else:
+        written = execute_one(
+            "UPDATE identity SET traits = {} WHERE environment_id = {} AND identifier = {} "
+            "AND CAST(traits AS TEXT) = {}",
+            (json.dumps(to_store), environment_id, identifier, text))
+    if written == 1:
+        return effective
+    return _identify_locked(environment_id, identifier, traits)
+
+
+def _timestamp() -> Any:
+    # As the ORM stores a UTCDateTime column: naive UTC, as text on SQLite.
+    moment = now().astimezone(UTC).replace(tzinfo=None)
+    if db.engine.dialect.name == "sqlite":
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment
+
+
+def _identify_locked(environment_id: int, identifier: str,
+                     traits: list[tuple[str, Any, bool]]) -> dict[str, Any]:
     # Write under SQLite's write lock, re-reading first: a deferred read that turns into a
     # write fails at once if another writer committed in between, and merging must start from
     # the latest stored traits so that concurrent identifies do not lose each other's traits.

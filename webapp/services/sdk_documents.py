@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from werkzeug.http import http_date
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import evaluation, regexes
+from webapp.services import evaluation, regexes, revisions
 
 SERVER_KEY_PREFIX = "ser."
 CACHE_SIZE = 256
@@ -42,18 +43,29 @@ class Documents:
 
     revision: int
     etag: str
+    last_modified: str  # HTTP date of the newest change the documents show
     flags: list[dict[str, Any]]  # the /flags/ items, in feature order
     flags_json: bytes
     flag_json_by_name: dict[str, bytes]
     environment_document: dict[str, Any]
     environment_document_json: bytes
     context: dict[str, Any]  # the flag engine's evaluation context (no identity)
+    flags_context: dict[str, Any]  # the same, only the segments that override a flag
 
 
 def find_environment(key: str) -> EnvironmentRef | None:
-    """The environment opened by a client key or a server key (`ser.` prefix), or None."""
+    """The environment opened by a client key or a server key (`ser.` prefix), or None.
+
+    On PostgreSQL the answer comes from this process's key cache while nothing changed
+    (webapp/services/revisions.py says how a change reaches it); otherwise one indexed read.
+    """
     if not key:
         return None
+    cache = revisions.key_cache(db.engine)
+    return _read_environment(key) if cache is None else cache.get(key, _read_environment)
+
+
+def _read_environment(key: str) -> EnvironmentRef | None:
     server = key.startswith(SERVER_KEY_PREFIX)
     row = fetch_one(
         "SELECT id, revision, client_key FROM environment WHERE "
@@ -70,16 +82,34 @@ def fetch_one(sql: str, params: tuple) -> tuple | None:
     The hot path of every SDK request: the ORM session costs ~0.3-0.5 ms per query against
     ~15 µs here, and a single SELECT needs no session, unit of work or explicit transaction.
     """
-    placeholder = "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
+    return _one_statement(sql, params, lambda cursor: cursor.fetchone())
+
+
+def execute_one(sql: str, params: tuple) -> int:
+    """One statement that is its own transaction (autocommit), `{}` as placeholders; the
+    number of rows it wrote."""
+    return _one_statement(sql, params, lambda cursor: cursor.rowcount)
+
+
+def _one_statement(sql: str, params: tuple, result):
+    # Autocommit: on PostgreSQL one round trip, where a transaction would add a BEGIN before
+    # the statement and a COMMIT or ROLLBACK after it. SQLite's connections are in autocommit
+    # already (database.tune_sqlite), so a write takes the lock for this statement only.
+    postgresql = db.engine.dialect.name == "postgresql"
+    placeholder = "%s" if postgresql else "?"
     connection = db.engine.raw_connection()
     try:
+        if postgresql:
+            connection.driver_connection.autocommit = True
         cursor = connection.cursor()
         cursor.execute(sql.format(*([placeholder] * len(params))), params)
-        row = cursor.fetchone()
+        answer = result(cursor)
         cursor.close()
-        return row
+        return answer
     finally:
-        connection.close()  # back to the pool, which rolls back whatever the read opened
+        if postgresql:
+            connection.driver_connection.autocommit = False
+        connection.close()  # back to the pool
 
 
 class _Cache:
@@ -130,7 +160,7 @@ def identity_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> b
 
     Flags no segment override decides are the environment's, already serialized.
     """
-    decided = evaluation.identity_flags(docs.context, identifier, traits)
+    decided = evaluation.identity_flags(docs.flags_context, identifier, traits)
     parts = []
     for flag in docs.flags:
         name = flag["feature"]["name"]
@@ -317,13 +347,16 @@ def _build(ref: EnvironmentRef) -> Documents:
         "use_identity_overrides_in_local_eval": False,
         "updated_at": _iso(max(m for m in moments if m is not None)),
     }
+    context = evaluation.context_from_document(document)
     return Documents(
         revision=ref.revision,
         etag=etag_for(ref),
+        last_modified=http_date(max(m for m in moments if m is not None)),
         flags=flags,
         flags_json=_dumps(flags),
         flag_json_by_name={flag["feature"]["name"]: _dumps(flag) for flag in flags},
         environment_document=document,
         environment_document_json=_dumps(document),
-        context=evaluation.context_from_document(document),
+        context=context,
+        flags_context=evaluation.deciding(context),
     )
