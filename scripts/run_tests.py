@@ -13,9 +13,10 @@ own there. The random order's seed is printed; extra arguments go to pytest (e.g
 
 import os
 import random
+import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 
 import psycopg
@@ -53,31 +54,43 @@ def _lint() -> int:
 
 
 class Pass:
-    """One pytest run in the background, its output kept until it ends."""
+    """One pytest run in the background. Its output is shown as it comes (live) or kept and
+    shown when it ends, so two passes at once do not mix their lines."""
 
-    def __init__(self, label: str, extra_env: dict[str, str], args: list[str]) -> None:
+    def __init__(self, label: str, extra_env: dict[str, str], args: list[str],
+                 live: bool = False) -> None:
         self.label = label
+        self.live = live
+        self.lines: list[str] = []
         env = {**os.environ, **extra_env}
         env.pop("DATABASE_URL", None)  # the tests build their own databases
-        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
+        print(f"=== {label}: started{'' if live else ', shown when it ends'} ===", flush=True)
         self.started = time.monotonic()
         self.process = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env,
-                                        stdout=self.output, stderr=subprocess.STDOUT, text=True)
-        print(f"=== {label}: started ===", flush=True)
+                                        text=True, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if self.live:
+                sys.stdout.write(line)
+                sys.stdout.flush()
 
     def finish(self) -> int:
-        """Wait for the pass; print its output under a line with its result and wall time."""
+        """Wait for the pass; print a line with its result and wall time (and its output)."""
         status = self.process.wait()
+        self.reader.join()
         seconds = time.monotonic() - self.started
-        self.output.seek(0)
-        text = self.output.read()
-        self.output.close()
         verdict = "passed" if status == 0 else f"FAILED (pytest exit {status})"
         print(f"\n=== {self.label}: {verdict} in {_minutes(seconds)} ===", flush=True)
-        print(text.rstrip(), flush=True)
-        lines = [line.strip("= ") for line in text.splitlines() if line.strip()]
-        self.summary = f"{self.label}: {lines[-1] if lines else 'no output'} " \
-                       f"({_minutes(seconds)} wall)"
+        if not self.live:
+            print("".join(self.lines).rstrip(), flush=True)
+        last = next((line.strip("= \n") for line in reversed(self.lines) if line.strip()),
+                    "no output")
+        self.summary = f"{self.label}: {last} ({_minutes(seconds)} wall)"
         return status
 
 
@@ -100,11 +113,16 @@ def main() -> int:
         print(f"\nDATABASE_URL names a PostgreSQL server that cannot be reached ({reason}).\n"
               "Start it, fix DATABASE_URL, or unset it to test on SQLite only.", flush=True)
         return 1
-    passes = [Pass("SQLite (all tests, browser journeys included)", {}, args)]
+    passes = [Pass("SQLite (all tests, browser journeys included)", {}, args, live=True)]
     if server is not None:
         passes.append(Pass("PostgreSQL (all but browser journeys)",
                            {"RAILYARD_TEST_POSTGRES": server}, [*args, "-m", "not e2e"]))
-    statuses = [one.finish() for one in passes]
+    try:
+        statuses = [one.finish() for one in passes]
+    finally:  # Ctrl-C or SIGTERM: the passes stop with us
+        for one in passes:
+            if one.process.poll() is None:
+                one.process.terminate()
     print()
     for one in passes:
         print(one.summary)
@@ -115,4 +133,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

@@ -30,7 +30,7 @@ STOP_SECONDS = 1.5
 WEB_GRACEFUL_SECONDS = 1
 # How long the web server may take to answer its first request before the start counts as
 # failed (a busy machine imports the app slowly).
-WEB_START_SECONDS = 60
+WEB_START_SECONDS = 120
 # A server that does not answer within this is "cannot be reached".
 CONNECT_SECONDS = 3
 # Signals that make (GNU make) catches and does not pass on to its child: it waits for it.
@@ -240,7 +240,7 @@ def run(app: Flask, host: str, port: int, upgrade, seed) -> int:
         while not supervisor.stop_reason and not _serves(host, port):
             supervisor.check()
             if time.monotonic() > deadline:
-                supervisor.stop_reason = f"web did not listen on {host}:{port} within " \
+                supervisor.stop_reason = f"web did not answer on {host}:{port} within " \
                                          f"{WEB_START_SECONDS} s"
                 supervisor.failed = True
             time.sleep(0.1)

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_SECONDS = 3
-START_SECONDS = 120  # migrations and gunicorn's boot on a busy 2-core machine
+START_SECONDS = 180  # migrations and gunicorn's boot on a busy 2-core machine
 
 
 def free_port() -> int:
