@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, SegmentOverride
-from webapp.services import change_requests, pipelines
+from webapp.services import change_requests, pipelines, webhooks
 from webapp.services.actors import SYSTEM, Actor
 
 from .conftest import api, token_for
@@ -33,7 +33,10 @@ def objects(platform, make):
     editor = make.user(project=platform.project, role="editor")
     request = change_requests.set_state(platform.banner, platform.production.id,
                                         Actor.for_user(editor), enabled=False)
+    hook = webhooks.create_webhook(platform.project, SYSTEM, url="https://93.184.215.14/hook",
+                                   events=["FLAG_UPDATED"])
     return {
+        "webhook_id": hook.id,
         "project_id": platform.project.id, "api_key": platform.development.client_key,
         "pipeline_id": pipeline.id, "request_id": request.id,
         "feature_id": platform.checkout.id, "segment_id": platform.pro.id,
