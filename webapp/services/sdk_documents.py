@@ -48,6 +48,7 @@ class Documents:
     environment_document: dict[str, Any]
     environment_document_json: bytes
     context: dict[str, Any]  # the flag engine's evaluation context (no identity)
+    updated_at: float  # the document's updated_at in epoch seconds (the realtime SDKs compare)
 
 
 def find_environment(key: str) -> EnvironmentRef | None:
@@ -157,12 +158,14 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
+    return _aware(moment).isoformat()
 
 
 def _feature_document(feature: Feature) -> dict[str, Any]:
@@ -285,6 +288,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         })
 
     organisation = project.organisation
+    updated_at = max(_aware(m) for m in moments if m is not None)
     document = {
         "id": env.id,
         "api_key": env.client_key,
@@ -311,7 +315,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         "hide_disabled_flags": None,
         "use_identity_composite_key_for_hashing": True,
         "use_identity_overrides_in_local_eval": False,
-        "updated_at": _iso(max(m for m in moments if m is not None)),
+        "updated_at": _iso(updated_at),
     }
     return Documents(
         revision=ref.revision,
@@ -322,4 +326,5 @@ def _build(ref: EnvironmentRef) -> Documents:
         environment_document=document,
         environment_document_json=_dumps(document),
         context=evaluation.context_from_document(document),
+        updated_at=updated_at.timestamp(),
     )

@@ -18,6 +18,12 @@ from webapp.views.api.schemas import (
 SDK = {"auth": "environment", "errors": (400, 401, 403, 404, 422)}
 
 JSON = "application/json"
+# The JS SDK keeps this as its timestamp and ignores realtime events that are not newer.
+UPDATED_AT = "X-Flagsmith-Document-Updated-At"
+
+
+def _epoch(docs: Documents) -> str:
+    return f"{docs.updated_at:.6f}"
 
 
 def _environment(server_only: bool = False) -> EnvironmentRef:
@@ -39,6 +45,7 @@ def _cached(docs: Documents, body: bytes) -> Response:
         response = Response(body, mimetype=JSON)
     response.set_etag(docs.etag)
     response.headers["Cache-Control"] = "no-cache"
+    response.headers[UPDATED_AT] = _epoch(docs)
     response.vary.add("X-Environment-Key")
     return response
 
@@ -98,4 +105,6 @@ def identity():
 
 
 def _identity_response(docs: Documents, identifier: str, traits: dict[str, Any]) -> Response:
-    return Response(sdk_documents.identity_json(docs, identifier, traits), mimetype=JSON)
+    response = Response(sdk_documents.identity_json(docs, identifier, traits), mimetype=JSON)
+    response.headers[UPDATED_AT] = _epoch(docs)
+    return response
