@@ -190,7 +190,8 @@ class TraitSchema(Shape):
 
 
 class IdentityRequestSchema(Shape):
-    identifier = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    # Missing or blank: a transient identity (evaluated on the traits sent, never stored).
+    identifier = fields.String(validate=validate.Length(max=2000), allow_none=True)
     traits = fields.List(fields.Nested(TraitSchema))
     transient = fields.Boolean()
 

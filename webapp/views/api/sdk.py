@@ -80,14 +80,17 @@ def environment_document():
 @operation("Identify: the identity's flags, evaluated on its traits", "SDK",
            body=IdentityRequestSchema, response=IdentityResponseSchema, **SDK)
 def identify():
-    """An identity's flags, evaluated on its persisted traits merged with those sent."""
+    """An identity's flags, evaluated on its persisted traits merged with those sent.
+
+    A missing or blank identifier, or `"transient": true`, is a transient identity: evaluated on
+    the traits sent and never stored (flagsmith-cli identifies so)."""
     ref = _environment()
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         abort(400, "Send a JSON object: {identifier, traits: [{trait_key, trait_value}]}.")
-    identifier = identities.check_identifier(payload.get("identifier"))
     traits = identities.check_traits(payload.get("traits"))
-    transient = payload.get("transient") is True
+    identifier, transient = identities.resolve_identifier(
+        payload.get("identifier"), traits, transient=payload.get("transient") is True)
     docs = sdk_documents.documents_for(ref)
     effective = identities.identify(ref.id, identifier, traits, transient=transient)
     return _identity_response(docs, identifier, effective)
