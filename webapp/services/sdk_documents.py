@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import evaluation
+from webapp.services import evaluation, keys
 
 SERVER_KEY_PREFIX = "ser."
 CACHE_SIZE = 256
@@ -56,10 +56,18 @@ def find_environment(key: str) -> EnvironmentRef | None:
     if not key:
         return None
     server = key.startswith(SERVER_KEY_PREFIX)
-    row = fetch_one(
-        "SELECT id, revision, client_key FROM environment WHERE "
-        + ("server_key" if server else "client_key") + " = {}", (key,),
-    )
+    if server:
+        # The environment's own server key, or one of its named keys (stored hashed): still one
+        # round trip, both sides on a unique index.
+        row = fetch_one(
+            "SELECT id, revision, client_key FROM environment WHERE server_key = {} UNION ALL "
+            "SELECT e.id, e.revision, e.client_key FROM server_key k "
+            "JOIN environment e ON e.id = k.environment_id WHERE k.key_hash = {}",
+            (key, keys.hash_key(key)),
+        )
+    else:
+        row = fetch_one("SELECT id, revision, client_key FROM environment WHERE client_key = {}",
+                        (key,))
     if row is None:
         return None
     return EnvironmentRef(id=row[0], revision=row[1], client_key=row[2], server_key_used=server)

@@ -40,6 +40,23 @@ class EnvironmentCreateSchema(Shape):
     project = Id(required=True)
 
 
+class ServerKeySchema(Shape):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    prefix = fields.String(required=True)
+    active = fields.Boolean(required=True)
+    created_at = fields.String(required=True)
+    expires_at = fields.String(allow_none=True)
+
+
+class ServerKeyCreatedSchema(ServerKeySchema):
+    key = fields.String(required=True, metadata={"description": "Shown once: store it now."})
+
+
+class ServerKeyCreateSchema(Shape):
+    name = fields.String(required=True, validate=NAME)
+
+
 class EnvironmentUpdateSchema(Shape):
     name = fields.String(validate=NAME)
     minimum_change_request_approvals = fields.Integer(
