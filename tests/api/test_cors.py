@@ -38,7 +38,8 @@ def test_sdk_answers_and_errors_carry_the_cors_header(client, platform):
     assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == "*"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/projects/", "/api/v1/organisations/"])
+@pytest.mark.parametrize("path", ["/api/v1/projects/", "/api/v1/auth/login/",
+                                  "/api/v1/organisations/"])
 def test_admin_api_stays_closed_to_other_origins(client, path):
     response = _preflight(client, path, headers="authorization")
     assert "Access-Control-Allow-Origin" not in response.headers

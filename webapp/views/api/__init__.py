@@ -28,6 +28,7 @@ def _register_profile(state) -> None:
 
 from webapp.views.api import (  # noqa: E402,F401
     audit,
+    auth,
     change_requests,
     environments,
     features,

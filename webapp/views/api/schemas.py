@@ -57,6 +57,16 @@ class ServerKeyCreateSchema(Shape):
     name = fields.String(required=True, validate=NAME)
 
 
+class LoginSchema(Shape):
+    email = fields.String(required=True, validate=validate.Length(min=1, max=320))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class LoginTokenSchema(Shape):
+    key = fields.String(required=True, metadata={"description": "Send as `Authorization: Token "
+                                                                "<key>`."})
+
+
 class EnvironmentUpdateSchema(Shape):
     name = fields.String(validate=NAME)
     minimum_change_request_approvals = fields.Integer(
