@@ -4,7 +4,7 @@ from typing import Any
 
 from flask import Response, abort, request
 
-from webapp.services import identities, sdk_documents
+from webapp.services import analytics, identities, sdk_documents
 from webapp.services.sdk_documents import Documents, EnvironmentRef
 from webapp.views.api import bp
 from webapp.views.api.common import operation
@@ -111,3 +111,13 @@ def _identity_response(docs: Documents, identifier: str, traits: dict[str, Any])
     response = Response(sdk_documents.identity_json(docs, identifier, traits), mimetype=JSON)
     response.headers[UPDATED_AT] = _epoch(docs)
     return response
+
+
+@bp.post("/analytics/flags/")
+@operation("Flag analytics: how often the SDK evaluated each flag ({\"<flag name>\": count})",
+           "SDK", **SDK)
+def analytics_flags():
+    """Count the evaluations an SDK reports (buffered; shown on the flag page and the board)."""
+    ref = _environment()
+    analytics.record(ref.id, analytics.check_counts(request.get_json(silent=True)))
+    return Response(b"{}", mimetype=JSON)
