@@ -75,12 +75,16 @@ def _worker(burst: bool = False) -> None:
     worker.work(with_scheduler=True, burst=burst)
 
 
-def _process_specs(app: Flask, host: str, port: int) -> list[tuple[str, list[str]]]:
+def _process_specs(app: Flask, host: str, port: int,
+                   realtime_port: int | None = None) -> list[tuple[str, list[str]]]:
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     specs = [
         ("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
                  "--bind", f"{host}:{port}", "--access-logfile", "-", "wsgi:app"]),
         ("worker", [*flask, "worker"]),
+        # SDK streams in a process of their own, so that open streams never hold web workers.
+        ("realtime", [*flask, "realtime", "--host", host,
+                      "--port", str(realtime_port or port + 1)]),
     ]
     if "sweeper" in app.cli.list_commands(click.Context(app.cli)):
         specs.append(("sweeper", [*flask, "sweeper"]))
@@ -113,10 +117,24 @@ def register(app: Flask) -> None:
         else:
             schedule.run_forever()
 
+    @app.cli.command("realtime")
+    @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
+    @click.option("--port", default=lambda: int(os.environ.get("REALTIME_PORT", "5001")),
+                  type=int)
+    def realtime(host: str, port: int) -> None:
+        """Serve the SDKs' realtime streams (GET /sse/environments/<key>/stream)."""
+        from webapp import streams
+
+        click.echo(f"Realtime streams at http://{host}:{port}/")
+        streams.run(current_app._get_current_object(), host, port)
+
     @app.cli.command("run-all")
     @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
     @click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), type=int)
-    def run_all(host: str, port: int) -> None:
+    @click.option("--realtime-port", type=int,
+                  default=lambda: int(os.environ.get("REALTIME_PORT", "0")) or None,
+                  help="The SDKs' realtime stream server (default: --port + 1).")
+    def run_all(host: str, port: int, realtime_port: int | None) -> None:
         """Migrate, seed the demo, and run web + worker + sweeper (+ embedded Redis) until
         Ctrl-C.
         """
@@ -132,9 +150,10 @@ def register(app: Flask) -> None:
         _seed()
         db.session.remove()
         children = []
-        for name, command in _process_specs(current_app, host, port):
+        for name, command in _process_specs(current_app, host, port, realtime_port):
             children.append((name, subprocess.Popen(command, start_new_session=True)))
         click.echo(f"Railyard is running at http://{host}:{port}/  (Ctrl-C stops everything)")
+        click.echo(f"SDK realtime URL: http://{host}:{realtime_port or port + 1}/")
         stopping = False
 
         def _stop(*_args):

@@ -17,13 +17,15 @@ from sqlalchemy import select, update
 
 from webapp.extensions import db
 from webapp.models import Environment, FeatureState, PipelineRun, SegmentOverride
-from webapp.services import audit
+from webapp.services import audit, realtime
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 
 
 def bump_revision(environment_id: int) -> None:
-    """Mark the environment's SDK documents stale (same transaction as the change)."""
+    """Mark the environment's SDK documents stale (same transaction as the change); once it
+    commits, realtime SDKs are told."""
+    realtime.note_change(db.session(), environment_id)
     db.session.execute(
         update(Environment)
         .where(Environment.id == environment_id)
