@@ -1,8 +1,6 @@
 """Realtime: committed changes reach open SDK streams (webapp/streams.py) in under a second."""
 
-import asyncio
 import json
-import threading
 import time
 
 import pytest
@@ -15,31 +13,8 @@ from webapp.extensions import db
 from webapp.services import flag_changes
 from webapp.services.actors import SYSTEM, Actor
 from webapp.services.realtime import CHANNEL
-from webapp.streams import StreamServer
 
 WITHIN_SECONDS = 1.0
-
-
-@pytest.fixture
-def stream_server(app):
-    """The stream server on a free loopback port, in a thread; yields (base URL, server)."""
-    server = StreamServer(app)
-    started = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop: list[asyncio.Event] = []
-
-    async def _serve():
-        stop.append(asyncio.Event())
-        await server.serve("127.0.0.1", 0, started=started, stop=stop[0])
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(_serve(),), daemon=True)
-    thread.start()
-    assert started.wait(10), "the stream server did not start"
-    yield f"http://127.0.0.1:{server.port}/", server
-    loop.call_soon_threadsafe(stop[0].set)
-    thread.join(10)
-    assert not thread.is_alive(), "the stream server did not stop"
-    loop.close()
 
 
 def _events(response):
