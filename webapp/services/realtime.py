@@ -50,15 +50,17 @@ def _after_commit(session: Session) -> None:
 
 def publish(environment_ids: set[int]) -> None:
     """Tell the stream server these environments changed now. Never raises."""
+    app = current_app._get_current_object()
+    if not app.config.get("REDIS_URL") and "railyard.redis" not in app.extensions:
+        return  # no Redis configured (a one-off command): nothing streams from this process
     moment = now().timestamp()
     try:
-        pipe = redis_conn.connection(current_app._get_current_object()).pipeline(
-            transaction=False)
+        pipe = redis_conn.connection(app).pipeline(transaction=False)
         for environment_id in sorted(environment_ids):
             pipe.hset(LAST_UPDATED, str(environment_id), repr(moment))
             pipe.publish(CHANNEL, json.dumps({"environment_id": environment_id,
                                               "updated_at": moment}))
         pipe.execute()
-    except Exception:  # noqa: BLE001 — the change is committed; streams catch up on reconnect
-        log.warning("realtime: could not publish environments %s", sorted(environment_ids),
-                    exc_info=True)
+    except Exception as error:  # noqa: BLE001 — committed anyway; streams catch up on reconnect
+        log.warning("realtime: could not publish environments %s: %s", sorted(environment_ids),
+                    error)
