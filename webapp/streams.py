@@ -141,7 +141,9 @@ class StreamServer:
             await self._answer(method, urlsplit(target).path, reader, writer)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ConnectionError, ValueError):
-            pass
+            pass  # a client that went away or sent garbage: nothing to answer
+        except Exception:
+            log.exception("streams: request failed")
         finally:
             self._handlers.discard(task)
             writer.close()
