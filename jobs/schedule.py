@@ -15,17 +15,20 @@ from flask import current_app
 
 from jobs import transitions
 from webapp.extensions import db
-from webapp.services import engine, notifications, webhook_delivery
+from webapp.services import analytics, engine, notifications, webhook_delivery
 
 log = logging.getLogger(__name__)
 
 
 def sweep_once() -> dict:
-    """One pass: advance overdue runs inline, ring their follow-ups, deliver the outbox."""
+    """One pass: advance overdue runs inline, ring their follow-ups, deliver the outbox, add
+    the buffered flag analytics to the database."""
     report = engine.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
     transitions.ring(report.bells)
     delivered = notifications.deliver_outbox() + webhook_delivery.deliver_due()
-    return {"moved": report.moved, "failed": report.failed, "delivered": delivered}
+    counted = analytics.flush()
+    return {"moved": report.moved, "failed": report.failed, "delivered": delivered,
+            "counted": counted}
 
 
 def run_forever(stop: threading.Event | None = None) -> None:

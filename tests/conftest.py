@@ -22,7 +22,7 @@ from webapp import create_app
 from webapp.extensions import db
 
 SECRET = "test-secret-key"
-pytest_plugins = ["tests.support.factories", "tests.support.browser"]
+pytest_plugins = ["tests.support.factories", "tests.support.browser", "tests.support.streams"]
 
 
 def pytest_configure(config):

@@ -116,10 +116,24 @@ def register(app: Flask) -> None:
         else:
             schedule.run_forever()
 
+    @app.cli.command("realtime")
+    @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
+    @click.option("--port", default=lambda: int(os.environ.get("REALTIME_PORT", "5001")),
+                  type=int)
+    def realtime(host: str, port: int) -> None:
+        """Serve the SDKs' realtime streams (GET /sse/environments/<key>/stream)."""
+        from webapp import streams
+
+        click.echo(f"Realtime streams at http://{host}:{port}/")
+        streams.run(current_app._get_current_object(), host, port)
+
     @app.cli.command("run-all")
     @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
     @click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), type=int)
-    def run_all(host: str, port: int) -> None:
+    @click.option("--realtime-port", type=int,
+                  default=lambda: int(os.environ.get("REALTIME_PORT", "0")) or None,
+                  help="The SDKs' realtime stream server (default: --port + 1).")
+    def run_all(host: str, port: int, realtime_port: int | None) -> None:
         """Migrate, seed the demo, and run web + worker + sweeper (+ embedded Redis) until
         Ctrl-C.
         """
@@ -132,7 +146,8 @@ def register(app: Flask) -> None:
             # on a busy disk took seconds out of the stop.
             db.engine.dispose()
 
-        status = runner.run(current_app._get_current_object(), host, port, _upgrade, seed)
+        status = runner.run(current_app._get_current_object(), host, port, _upgrade, seed,
+                            realtime_port)
         # Everything has stopped: leave now. Tearing down an interpreter that imported the
         # whole app took seconds on a busy machine, after "Stopped." was printed.
         sys.stdout.flush()

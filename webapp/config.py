@@ -44,6 +44,8 @@ def from_environment(instance_path: Path) -> dict:
         in ("1", "true", "yes"),
         "WEBHOOK_TIMEOUT_SECONDS": float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
         "WEBHOOK_RETRY_SECONDS": float(os.environ.get("WEBHOOK_RETRY_SECONDS", str(6 * 3600))),
+        # Origins whose pages may call the admin API (comma-separated); the SDK API answers any.
+        "CORS_ADMIN_ORIGINS": os.environ.get("CORS_ADMIN_ORIGINS", ""),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,

@@ -99,7 +99,8 @@ def redis_problem(url: str) -> str | None:
     return None
 
 
-def process_specs(app: Flask, host: str, port: int) -> list[tuple[str, list[str]]]:
+def process_specs(app: Flask, host: str, port: int,
+                  realtime_port: int) -> list[tuple[str, list[str]]]:
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     specs = [
         ("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
@@ -109,6 +110,8 @@ def process_specs(app: Flask, host: str, port: int) -> list[tuple[str, list[str]
                  # instance a user starts: none, so two instances share nothing.
                  "--no-control-socket", "wsgi:app"]),
         ("worker", [*flask, "worker"]),
+        # SDK streams in a process of their own, so that open streams never hold web workers.
+        ("realtime", [*flask, "realtime", "--host", host, "--port", str(realtime_port)]),
     ]
     if "sweeper" in app.cli.list_commands(click.Context(app.cli)):
         specs.append(("sweeper", [*flask, "sweeper"]))
@@ -202,13 +205,15 @@ class Supervisor:
             child.wait()
 
 
-def run(app: Flask, host: str, port: int, upgrade, seed) -> int:
+def run(app: Flask, host: str, port: int, upgrade, seed,
+        realtime_port: int | None = None) -> int:
     """Check, start, supervise, stop; returns the exit status once everything has stopped.
 
     Raises CannotStart, before anything started, when the port is taken or the database or
     REDIS_URL cannot be reached. upgrade() and seed() run inside the app context.
     """
-    for problem in (port_problem(host, port),
+    realtime_port = realtime_port or port + 1
+    for problem in (port_problem(host, port), port_problem(host, realtime_port),
                     database_problem(app.config["SQLALCHEMY_DATABASE_URI"])):
         if problem:
             raise CannotStart(problem)
@@ -232,7 +237,7 @@ def run(app: Flask, host: str, port: int, upgrade, seed) -> int:
         os.environ["REDIS_URL"] = app.config["REDIS_URL"]
         upgrade()
         seed()
-        for name, command in process_specs(app, host, port):
+        for name, command in process_specs(app, host, port, realtime_port):
             if supervisor.stop_reason:
                 break
             supervisor.start(name, command)
@@ -247,6 +252,7 @@ def run(app: Flask, host: str, port: int, upgrade, seed) -> int:
         running = not supervisor.stop_reason
         if running:
             click.echo(f"Railyard is running at http://{host}:{port}/  (Ctrl-C stops everything)")
+            click.echo(f"SDK realtime URL: http://{host}:{realtime_port}/")
         while not supervisor.stop_reason:
             supervisor.check()
             time.sleep(0.1)

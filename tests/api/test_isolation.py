@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, SegmentOverride
-from webapp.services import change_requests, pipelines, webhooks
+from webapp.services import change_requests, environments, pipelines, webhooks
 from webapp.services.actors import SYSTEM, Actor
 
 from .conftest import api, token_for
@@ -20,8 +20,9 @@ def _operations(client):
     document = client.get("/api/v1/openapi.json").get_json()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            if "SDK" in operation.get("tags", []) or path == "/api/v1/projects/":
-                continue  # environment keys, and the list of one's own projects
+            if "SDK" in operation.get("tags", []) or path == "/api/v1/projects/" \
+                    or operation.get("security") == []:
+                continue  # environment keys, the list of one's own projects, and sign-in
             yield method.upper(), path.removeprefix("/api/v1/"), operation
 
 
@@ -44,6 +45,7 @@ def objects(platform, make):
             FeatureState.environment_id == platform.development.id)),
         "override_id": db.session.scalar(select(SegmentOverride.id).where(
             SegmentOverride.environment_id == platform.development.id)),
+        "key_id": environments.create_server_key(platform.development, "deploy", SYSTEM)[0].id,
     }
 
 

@@ -80,6 +80,9 @@ def test_stages_take_their_place_from_order(client, project, platform, org_key):
 @pytest.mark.parametrize("wait_for, shown", [
     ("1:00:00", "01:00:00"), ("01:00:00", "01:00:00"), ("0:05:00", "00:05:00"),
     ("3 02:00:00", "3 02:00:00"), ("1 day, 2:00:00", "1 02:00:00"), ("48:00:00", "2 00:00:00"),
+    # Any whole number of seconds, as Flagsmith's wait_for duration allows.
+    ("0:00:01", "00:00:01"), ("0:00:30", "00:00:30"), ("0:01:30", "00:01:30"),
+    ("1 00:00:07", "1 00:00:07"),
 ])
 def test_waits_are_read_in_djangos_duration_forms(client, project, platform, org_key, wait_for,
                                                   shown):
@@ -104,8 +107,8 @@ BAD_INPUT = [
     ({"stages": ["Dev"]}, "stages[0]", "Invalid input type"),
     ("foreign_environment", "stages[0].environment", "this project's environments"),
     ("bad_wait_format", "stages[0].trigger.trigger_body.wait_for", "H:MM:SS"),
-    ("wait_in_seconds", "stages[0].trigger.trigger_body.wait_for", "whole minutes"),
-    ("wait_missing", "stages[0].trigger.trigger_body.wait_for", "how many minutes to wait"),
+    ("rollout_in_seconds", "stages[0].actions[0].action_body.increase_every", "whole minutes"),
+    ("wait_missing", "stages[0].trigger.trigger_body.wait_for", "how many seconds to wait"),
     ("wait_too_long", "stages[0].trigger.trigger_body.wait_for", "at most 365 days"),
     ("wait_zero", "stages[0].trigger.trigger_body.wait_for", "more than 0"),
     ("unknown_trigger", "stages[0].trigger.trigger_type", "Must be one of"),
@@ -163,7 +166,7 @@ def _bad_body(case, platform, make, project):
     stages = {
         "foreign_environment": lambda: with_first(environment=make.environments(other)[0].id),
         "bad_wait_format": lambda: with_trigger({"wait_for": "soon"}),
-        "wait_in_seconds": lambda: with_trigger({"wait_for": "0:00:30"}),
+        "rollout_in_seconds": lambda: rollout(increase_every="0:00:30"),
         "wait_missing": lambda: with_trigger(None),
         "wait_too_long": lambda: with_trigger({"wait_for": "366 00:00:00"}),
         "wait_zero": lambda: with_trigger({"wait_for": "0:00:00"}),
@@ -359,3 +362,19 @@ def test_every_change_is_audited_with_the_key_or_user(client, project, platform,
     updated = db.session.scalar(select(AuditEntry).where(
         AuditEntry.event_type == "RELEASE_PIPELINE_UPDATED"))
     assert updated.before["name"] == "Web release" and updated.after["name"] == "By token"
+
+
+def test_the_builder_keeps_a_wait_of_seconds_set_through_the_api(client, make, project,
+                                                                 platform, org_key, login):
+    draft = create(client, project, org_key, {"name": "Quick", "stages": [
+        stage(platform.development, wait="0:00:45")]})
+    editor = make.user(project=project, role="editor")
+    page = login(client, editor).get(f"/projects/{project.id}/pipelines/{draft['id']}")
+    html = page.get_data(as_text=True)
+    assert '<option value="seconds" selected>seconds</option>' in html
+    assert 'value="45"' in html
+    # A wait of whole minutes offers the usual units only.
+    other = create(client, project, org_key, {"name": "Slow", "stages": [
+        stage(platform.development, wait="0:05:00")]})
+    html = client.get(f"/projects/{project.id}/pipelines/{other['id']}").get_data(as_text=True)
+    assert 'value="seconds"' not in html and '<option value="minutes" selected>' in html

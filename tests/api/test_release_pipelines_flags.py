@@ -191,3 +191,28 @@ def test_flag_changes_are_audited_with_the_key_or_user(client, project, platform
         ("RELEASE_PIPELINE_FEATURE_PAUSED", "api_key", None, "API key CI"),
     ]
     assert rows[0].actor_label.startswith("editor@example.com (token ")
+
+
+@pytest.mark.parametrize("wait_for, seconds, shown", [
+    ("0:00:01", 1, "wait 1 second"), ("0:01:30", 90, "wait 1 minute 30 seconds")])
+def test_a_wait_of_seconds_acts_on_time(client, make, project, platform, org_key, pipeline_clock,
+                                        pipeline_worker, login, wait_for, seconds, shown):
+    pipeline = published(client, project, org_key, {"name": "Quick", "stages": [
+        stage(platform.development, "Dev"),
+        stage(platform.production, "Prod", wait=wait_for)]})
+    start = now()
+    flag_call(client, project, pipeline, "add", platform.checkout, key=org_key)
+    pipeline_worker()
+    _detail, stages = stages_of(client, project, pipeline, org_key)
+    [waiting] = stages["Prod"]["features"]
+    assert waiting["next_transition_at"] == (start + timedelta(seconds=seconds)).isoformat()
+    pipeline_clock.shift(seconds - 1)
+    pipeline_worker()
+    assert enabled(platform.checkout, platform.production) is False
+    pipeline_clock.shift(1)
+    pipeline_worker()
+    assert enabled(platform.checkout, platform.production) is True
+    # The builder shows the wait as it is, not rounded to minutes.
+    editor = make.user(project=project, role="editor")
+    page = login(client, editor).get(f"/projects/{project.id}/pipelines/{pipeline['id']}")
+    assert page.status_code == 200 and shown in page.get_data(as_text=True)

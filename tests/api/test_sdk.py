@@ -140,7 +140,29 @@ def test_transient_identity_and_trait_are_not_stored(client, platform):
 
 
 @pytest.mark.parametrize("body", [
-    None, [], {"traits": []}, {"identifier": ""}, {"identifier": 5},
+    {"traits": [{"trait_key": "plan", "trait_value": "pro"}]},
+    {"identifier": "", "traits": [{"trait_key": "plan", "trait_value": "pro"}]},
+    {"identifier": "   ", "traits": [{"trait_key": "plan", "trait_value": "pro"}]},
+    {"identifier": None, "traits": [{"trait_key": "plan", "trait_value": "pro"}]},
+])
+def test_an_identity_without_identifier_is_transient(client, platform, body):
+    """flagsmith-cli identifies with no identifier: evaluated on its traits, never stored."""
+    key = platform.development.client_key
+    first = client.post("/api/v1/identities/", json=body, headers={"X-Environment-Key": key})
+    assert first.status_code == 200
+    assert _flags(first.get_json())["new_checkout"] == (True, None)
+    assert first.get_json()["traits"] == [{"trait_key": "plan", "trait_value": "pro"}]
+    # Named by its traits: the same traits fall in the same percentage-split bucket each time.
+    again = client.post("/api/v1/identities/", json=body, headers={"X-Environment-Key": key})
+    assert again.get_json()["identifier"] == first.get_json()["identifier"]
+    bare = client.post("/api/v1/identities/", json={}, headers={"X-Environment-Key": key})
+    assert bare.status_code == 200 and _flags(bare.get_json())["new_checkout"] == (False, None)
+    db.session.rollback()
+    assert db.session.scalars(select(Identity)).all() == []
+
+
+@pytest.mark.parametrize("body", [
+    None, [], {"identifier": 5}, {"identifier": "x" * 2001},
     {"identifier": "a", "traits": "x"}, {"identifier": "a", "traits": [{"trait_value": 1}]},
     {"identifier": "a", "traits": [{"trait_key": "k", "trait_value": {"x": 1}}]},
 ])

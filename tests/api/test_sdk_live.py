@@ -1,11 +1,15 @@
 """The official Flagsmith Python SDK, unchanged, against Railyard served on a loopback port."""
 
+import time
+
 import pytest
 from flagsmith import Flagsmith
+from sqlalchemy import select
 
 from tests.api.conftest import set_override
 from webapp.extensions import db
-from webapp.services import flag_changes, segments
+from webapp.models import FlagEvaluationCount
+from webapp.services import analytics, flag_changes, segments
 from webapp.services.actors import SYSTEM, Actor
 
 
@@ -98,3 +102,25 @@ def test_a_pipeline_step_is_seen_on_the_next_read(sdk, platform):
     assert remote.get_identity_flags("anyone").is_feature_enabled("new_checkout")
     local.update_environment()  # what the SDK's polling thread does every interval
     assert local.get_environment_flags().is_feature_enabled("new_checkout")
+
+
+def test_analytics_from_the_sdk_are_counted(live_server, platform):
+    client = Flagsmith(environment_key=platform.development.client_key,
+                       api_url=f"{live_server}/api/v1/", enable_analytics=True)
+    try:
+        flags = client.get_environment_flags()
+        for _ in range(3):
+            flags.is_feature_enabled("new_checkout")
+        flags.get_feature_value("banner_text")
+        client._analytics_processor.flush()  # what its timer does every 10 s
+        deadline = time.monotonic() + 5
+        while not analytics.flush():  # the post is sent from the SDK's own thread pool
+            assert time.monotonic() < deadline, "the SDK's analytics never arrived"
+            time.sleep(0.05)
+    finally:
+        client.session.close()
+    db.session.rollback()
+    counts = dict(db.session.execute(
+        select(FlagEvaluationCount.feature_id, FlagEvaluationCount.count)
+        .where(FlagEvaluationCount.environment_id == platform.development.id)).all())
+    assert counts == {platform.checkout.id: 3, platform.banner.id: 1}

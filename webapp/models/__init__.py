@@ -34,19 +34,22 @@ from webapp.models.platform import (
     Environment,
     Feature,
     FeatureState,
+    FlagEvaluationCount,
     Identity,
     Organisation,
     Project,
     Segment,
     SegmentOverride,
+    ServerKey,
 )
 
 __all__ = [
     "ACTION_TYPES", "DELIVERY_STATUSES", "RECEIVER_KINDS", "ROLES", "RUN_ACTIVE_STATUSES",
     "RUN_ENDED_STATUSES", "TRIGGER_TYPES",
     "VALUE_TYPES", "ApiKey", "AuditEntry", "ChangeRequest", "ChangeRequestReview",
-    "Environment", "Feature", "FeatureState", "Identity", "Membership", "Notification",
+    "Environment", "Feature", "FeatureState", "FlagEvaluationCount", "Identity", "Membership",
+    "Notification",
     "Organisation", "OutboxMessage", "PipelineRun", "PipelineStage", "Project",
-    "ReleasePipeline", "Segment", "SegmentOverride", "StageAction", "StageExecution", "User",
-    "Webhook", "WebhookAttempt", "WebhookDelivery",
+    "ReleasePipeline", "Segment", "SegmentOverride", "ServerKey", "StageAction",
+    "StageExecution", "User", "Webhook", "WebhookAttempt", "WebhookDelivery",
 ]

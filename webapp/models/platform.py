@@ -2,10 +2,10 @@
 identities.
 """
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
@@ -46,6 +46,36 @@ class Environment(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=now)
 
     project: Mapped[Project] = relationship()
+
+
+class ServerKey(db.Model):
+    """A named server-side key of an environment, made through the admin API (Flagsmith's
+    `environments/<api_key>/api-keys/`) for deployment scripts; stored hashed, shown once. The
+    environment's own `server_key` (settings page) works beside these."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environment.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16))  # "ser." and a few characters, to tell apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class FlagEvaluationCount(db.Model):
+    """How often SDKs evaluated a flag in an environment on a UTC day (their analytics posts,
+    buffered in Redis and added here by the sweeper)."""
+
+    __table_args__ = (UniqueConstraint("feature_id", "environment_id", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("feature.id", ondelete="CASCADE"))
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environment.id", ondelete="CASCADE"), index=True
+    )
+    day: Mapped[date]
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Feature(db.Model):

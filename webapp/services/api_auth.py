@@ -15,7 +15,7 @@ from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import ApiKey, Environment, Project, User
-from webapp.services import access, api_keys
+from webapp.services import access, api_keys, users
 from webapp.services.actors import Actor
 from webapp.services.errors import DomainError, Forbidden, NotFound
 
@@ -26,6 +26,13 @@ SCHEMES = {"api-key": "organisation", "token": "user"}
 
 class Unauthenticated(DomainError):
     status_code = 401
+
+
+class BadCredentials(DomainError):
+    status_code = 400  # Flagsmith's login answers 400 for wrong credentials, as DRF does
+
+
+LOGIN_TOKEN_NAME = "API login"
 
 
 @dataclass(frozen=True)
@@ -130,3 +137,17 @@ def revoke_token(user: User, token_id: int, actor: Actor) -> ApiKey:
     if row.revoked_at is None:
         api_keys.revoke(row, actor)
     return row
+
+
+def login(email: str, password: str) -> str:
+    """A new personal token for the person with this email and password (Flagsmith's
+    `POST /auth/login/`), so that scripts can act as that person; it is listed and revocable
+    on their profile page like any token. Checks the password with `users.authenticate`, the
+    sign-in form's own check (and so its throttling). Refuses wrong credentials or a
+    deactivated user alike (BadCredentials). Audited as API_KEY_CREATED."""
+    user = users.authenticate(email, password)
+    if user is None:
+        raise BadCredentials("Unable to log in with provided credentials.",
+                             {"non_field_errors": ["Unable to log in with provided credentials."]})
+    _row, secret = api_keys.create_user_token(user, LOGIN_TOKEN_NAME, Actor.for_user(user))
+    return secret

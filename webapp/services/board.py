@@ -29,6 +29,7 @@ from webapp.models import (
     StageAction,
     StageExecution,
 )
+from webapp.services import analytics
 from webapp.services.errors import NotFound
 from webapp.services.pipelines import describe_action
 
@@ -68,6 +69,7 @@ class StageInfo:
     actions: tuple[str, ...]
     rollout_step: int | None
     rollout_interval: int | None
+    environment_id: int | None = None
 
     @property
     def trigger(self) -> str:
@@ -95,7 +97,7 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
     for row in db.session.execute(
         select(PipelineStage.id, PipelineStage.position, PipelineStage.name,
                PipelineStage.trigger_type, PipelineStage.wait_seconds,
-               Environment.name.label("environment"),
+               PipelineStage.environment_id, Environment.name.label("environment"),
                Environment.minimum_change_request_approvals.label("approvals"))
         .outerjoin(Environment, Environment.id == PipelineStage.environment_id)
         .where(PipelineStage.pipeline_id == pipeline_id).order_by(PipelineStage.position)
@@ -108,7 +110,8 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
             trigger_type=row.trigger_type, wait_seconds=row.wait_seconds or 0,
             actions=tuple(describe_action(a) for a in own),
             rollout_step=rollout.rollout_step if rollout else None,
-            rollout_interval=rollout.rollout_interval_seconds if rollout else None))
+            rollout_interval=rollout.rollout_interval_seconds if rollout else None,
+            environment_id=row.environment_id))
     return stages
 
 
@@ -153,6 +156,8 @@ class Card:
     next: str
     ended_at: datetime | None = None
     change_request_id: int | None = None  # the open request an awaiting card waits for
+    # (environment, evaluations since yesterday) where the flag last changed: is it read there?
+    reads: tuple[str, int] | None = None
 
     @property
     def countdown(self) -> str:
@@ -202,6 +207,27 @@ def _card(row: Any, stages: list[StageInfo], now: datetime) -> Card:
         next_ = after
     return Card(row.id, row.feature_id, row.name, status, row.stage_position, row.entered_at,
                 remaining, text, done, next_)
+
+
+def _changed_stage(card: Card, stages: list[StageInfo]) -> StageInfo | None:
+    """The stage whose environment the flag changed last (None before the first applies)."""
+    if card.status == "launched":
+        return stages[-1] if stages else None
+    if card.status in ("rolling_out", "applying"):
+        return stages[min(card.stage_position, len(stages) - 1)]
+    return stages[card.stage_position - 1] if 0 < card.stage_position <= len(stages) else None
+
+
+def _reads(cards: list[Card], stages: list[StageInfo]) -> dict[int, tuple[str, int]]:
+    """Per card (run id), its flag's evaluations since yesterday where it last changed: one
+    query for the whole board."""
+    where = {card.run_id: stage for card in cards
+             if (stage := _changed_stage(card, stages)) and stage.environment_id is not None}
+    found = analytics.recent((card.feature_id, where[card.run_id].environment_id)
+                             for card in cards if card.run_id in where)
+    return {card.run_id: (where[card.run_id].environment,
+                          found.get((card.feature_id, where[card.run_id].environment_id), 0))
+            for card in cards if card.run_id in where}
 
 
 # --- The board of one pipeline -------------------------------------------------------------------
@@ -304,14 +330,18 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
             .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
                    PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)) or 0
 
+    launched_cards = [_card(r, stages, now) for r in launched_rows]
+    reads = _reads([*launched_cards, *(c for column in cards.values() for c in column)], stages)
+    launched_cards = [replace(c, reads=reads.get(c.run_id)) for c in launched_cards]
+    cards = {position: [replace(c, reads=reads.get(c.run_id)) for c in column]
+             for position, column in cards.items()}
     columns = [
         Column(f"s{s.position}", s, sum(counts.get(s.position, {}).values()),
                cards.get(s.position, []), limits.get(f"s{s.position}", default),
                counts.get(s.position, {}))
         for s in stages
     ]
-    columns.append(Column("launched", None, launched_count,
-                          [_card(r, stages, now) for r in launched_rows], launched_limit))
+    columns.append(Column("launched", None, launched_count, launched_cards, launched_limit))
     return Board(pipeline, stages, columns, in_flight, query, limits, default, launches)
 
 

@@ -4,7 +4,7 @@
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Environment
+from webapp.models import Environment, ServerKey
 from webapp.services import audit, keys
 from webapp.services.actors import Actor
 from webapp.services.errors import Invalid, NotFound
@@ -96,3 +96,42 @@ def rotate_key(env: Environment, kind: str, actor: Actor) -> str:
                  object_id=env.id, object_label=env.name, after={"rotated": KEY_KINDS[kind]})
     db.session.commit()
     return new
+
+
+def server_keys(env: Environment) -> list[ServerKey]:
+    """The environment's named server-side keys (admin API), oldest first."""
+    return list(db.session.scalars(
+        select(ServerKey).where(ServerKey.environment_id == env.id).order_by(ServerKey.id)
+    ))
+
+
+def create_server_key(env: Environment, name: str, actor: Actor) -> tuple[ServerKey, str]:
+    """A new named server-side key (`ser.`…) for local evaluation; returns the row and the key,
+    which is stored hashed and never shown again. Refuses a bad name (Invalid). Audited as
+    SERVER_KEY_CREATED (the prefix only)."""
+    name = check_name(name)
+    secret = keys.environment_server_key()
+    row = ServerKey(environment_id=env.id, name=name, prefix=secret[:8],
+                    key_hash=keys.hash_key(secret))
+    db.session.add(row)
+    db.session.flush()
+    audit.record(actor, "SERVER_KEY_CREATED", f"{env.name}: server-side key {name} created",
+                 project_id=env.project_id, environment_id=env.id, object_type="server_key",
+                 object_id=row.id, object_label=name, after={"name": name, "prefix": row.prefix})
+    db.session.commit()
+    return row, secret
+
+
+def delete_server_key(env: Environment, key_id: int, actor: Actor) -> None:
+    """Delete one of the environment's named server-side keys: SDKs using it get 401 on their
+    next request. Refuses a key of another environment (NotFound). Audited as
+    SERVER_KEY_DELETED."""
+    row = db.session.get(ServerKey, key_id) if 0 < key_id < 2**31 else None
+    if row is None or row.environment_id != env.id:
+        raise NotFound("Server-side key not found.")
+    db.session.delete(row)
+    audit.record(actor, "SERVER_KEY_DELETED", f"{env.name}: server-side key {row.name} deleted",
+                 project_id=env.project_id, environment_id=env.id, object_type="server_key",
+                 object_id=key_id, object_label=row.name,
+                 before={"name": row.name, "prefix": row.prefix})
+    db.session.commit()

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from webapp import database
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
-from webapp.services import audit, revisions, webhook_events
+from webapp.services import audit, realtime, revisions, webhook_events
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 
@@ -31,6 +31,7 @@ from webapp.services.errors import Conflict
 def bump_revision(environment_id: int) -> None:
     """Mark the environment's SDK documents stale: its revision moves when the unit of work
     commits (same transaction), with every other environment it touched, in one ordered write."""
+    realtime.note_change(db.session(), environment_id)
     database.before_commit("environment revisions", _write_revisions, environment_id)
 
 

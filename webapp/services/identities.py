@@ -1,5 +1,6 @@
 """Identities the SDKs identify: their persisted traits, merged with the traits a request sends."""
 
+import hashlib
 import json
 from datetime import UTC
 from typing import Any
@@ -30,6 +31,22 @@ def check_identifier(identifier: Any) -> str:
         raise BadRequest("Identifier too long.",
                       {"identifier": [f"At most {MAX_IDENTIFIER} characters."]})
     return identifier
+
+
+def resolve_identifier(identifier: Any, traits: list[tuple[str, Any, bool]],
+                       transient: bool) -> tuple[str, bool]:
+    """(identifier, transient) for an identify request, as Flagsmith reads it: a missing or blank
+    identifier is a transient identity, named by a hash of its traits so that the same traits
+    land in the same percentage-split bucket on every call. Refuses a non-string identifier."""
+    if identifier is None or (isinstance(identifier, str) and not identifier.strip()):
+        return transient_identifier(traits), True
+    return check_identifier(identifier), transient
+
+
+def transient_identifier(traits: list[tuple[str, Any, bool]]) -> str:
+    canonical = json.dumps(sorted([key, value] for key, value, _transient in traits),
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def check_traits(traits: Any) -> list[tuple[str, Any, bool]]:

@@ -40,6 +40,9 @@ MAX_STAGES = 30
 MAX_NAME = 255
 MAX_WAIT_SECONDS = 365 * 86400
 UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
+# A stage's wait may be any whole number of seconds (Flagsmith's wait_for is a duration; the API
+# sends seconds). The builder offers minutes, hours and days, and seconds only for a wait set so.
+WAIT_UNITS = {"seconds": 1, **UNITS}
 ACTION_LABELS = {
     "TOGGLE_FEATURE": "Enable / disable for everyone",
     "UPDATE_FEATURE_VALUE": "Set the value for everyone",
@@ -178,13 +181,14 @@ def pipelines_using_segment(segment_id: int) -> list[ReleasePipeline]:
 
 
 def wait_parts(seconds: int | None) -> tuple[int | None, str]:
-    """A wait in seconds as (amount, unit) in the largest unit that divides it."""
+    """A wait in seconds as (amount, unit) in the largest unit that divides it (seconds for a
+    wait of whole seconds set through the API)."""
     if not seconds:
         return None, "hours"
     for unit in ("days", "hours", "minutes"):
         if seconds % UNITS[unit] == 0:
             return seconds // UNITS[unit], unit
-    return seconds // 60 or 1, "minutes"
+    return seconds, "seconds"
 
 
 def show_value(value: Any) -> str:
@@ -516,7 +520,7 @@ def parse_trigger(data: dict[str, Any]) -> tuple[str, int | None]:
     if trigger == "ON_ENTER":
         return trigger, None
     return trigger, parse_duration(data.get("wait_amount"), data.get("wait_unit"),
-                                   "wait_amount", "wait")
+                                   "wait_amount", "wait", units=WAIT_UNITS)
 
 
 def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: Actor) -> None:
@@ -646,9 +650,11 @@ def move_action(pipeline: ReleasePipeline, version: Any, action_id: Any, directi
 # Parsing input
 
 
-def parse_duration(amount: Any, unit: Any, field: str, what: str = "interval") -> int:
-    """A whole number of minutes/hours/days as seconds, above 0 and at most 365 days."""
-    if unit not in UNITS:
+def parse_duration(amount: Any, unit: Any, field: str, what: str = "interval",
+                   units: dict[str, int] = UNITS) -> int:
+    """A whole number of minutes/hours/days (or another of `units`) as seconds, above 0 and at
+    most 365 days."""
+    if unit not in units:
         raise Invalid(f"Unknown {what} unit.", {field: ["Choose minutes, hours or days."]})
     text = str(amount if amount is not None else "").strip()
     try:
@@ -660,7 +666,7 @@ def parse_duration(amount: Any, unit: Any, field: str, what: str = "interval") -
         raise Invalid(f"Bad {what}.", {field: [message]}) from None
     if number <= 0:
         raise Invalid(f"Bad {what}.", {field: [f"The {what} must be more than 0."]})
-    seconds = number * UNITS[unit]
+    seconds = number * units[unit]
     if seconds > MAX_WAIT_SECONDS:
         raise Invalid(f"Bad {what}.", {field: [f"The {what} can be at most 365 days."]})
     return seconds

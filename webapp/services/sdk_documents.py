@@ -20,7 +20,7 @@ from werkzeug.http import http_date
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, Segment, SegmentOverride
-from webapp.services import evaluation, regexes, revisions
+from webapp.services import evaluation, keys, regexes, revisions
 
 SERVER_KEY_PREFIX = "ser."
 CACHE_SIZE = 256
@@ -51,6 +51,7 @@ class Documents:
     environment_document_json: bytes
     context: dict[str, Any]  # the flag engine's evaluation context (no identity)
     flags_context: dict[str, Any]  # the same, only the segments that override a flag
+    updated_at: float  # the document's updated_at in epoch seconds (the realtime SDKs compare)
 
 
 def find_environment(key: str) -> EnvironmentRef | None:
@@ -67,10 +68,18 @@ def find_environment(key: str) -> EnvironmentRef | None:
 
 def _read_environment(key: str) -> EnvironmentRef | None:
     server = key.startswith(SERVER_KEY_PREFIX)
-    row = fetch_one(
-        "SELECT id, revision, client_key FROM environment WHERE "
-        + ("server_key" if server else "client_key") + " = {}", (key,),
-    )
+    if server:
+        # The environment's own server key, or one of its named keys (stored hashed): still one
+        # round trip, both sides on a unique index.
+        row = fetch_one(
+            "SELECT id, revision, client_key FROM environment WHERE server_key = {} UNION ALL "
+            "SELECT e.id, e.revision, e.client_key FROM server_key k "
+            "JOIN environment e ON e.id = k.environment_id WHERE k.key_hash = {}",
+            (key, keys.hash_key(key)),
+        )
+    else:
+        row = fetch_one("SELECT id, revision, client_key FROM environment WHERE client_key = {}",
+                        (key,))
     if row is None:
         return None
     return EnvironmentRef(id=row[0], revision=row[1], client_key=row[2], server_key_used=server)
@@ -187,12 +196,14 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
+    return _aware(moment).isoformat()
 
 
 def _feature_document(feature: Feature) -> dict[str, Any]:
@@ -319,6 +330,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         })
 
     organisation = project.organisation
+    updated_at = max(_aware(m) for m in moments if m is not None)
     document = {
         "id": env.id,
         "api_key": env.client_key,
@@ -345,7 +357,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         "hide_disabled_flags": None,
         "use_identity_composite_key_for_hashing": True,
         "use_identity_overrides_in_local_eval": False,
-        "updated_at": _iso(max(m for m in moments if m is not None)),
+        "updated_at": _iso(updated_at),
     }
     context = evaluation.context_from_document(document)
     return Documents(
@@ -359,4 +371,5 @@ def _build(ref: EnvironmentRef) -> Documents:
         environment_document_json=_dumps(document),
         context=context,
         flags_context=evaluation.deciding(context),
+        updated_at=updated_at.timestamp(),
     )

@@ -23,7 +23,7 @@ from webapp.forms.flags import (
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import ChangeRequest, Feature, Project
 from webapp.parsing import ascii_int
-from webapp.services import change_requests, flag_changes, flags, projects, segments
+from webapp.services import analytics, change_requests, flag_changes, flags, projects, segments
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -245,6 +245,7 @@ def _render_detail(project: Project, feature: Feature, block: str, status: int =
         "overrides": flags.overrides_of(feature.id),
         "segment_choices": segments.list_segments(project.id),
         "history": flags.history(feature.id),
+        "evaluations": analytics.daily(feature.id, environments),
         "run": run,
         "can_edit": can("editor"),
         "locked": run is not None,

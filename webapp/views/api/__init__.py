@@ -8,9 +8,13 @@ CSRF. Errors are JSON `{"detail": ...}` (webapp/errors.py does that for /api/ pa
 from flask import Blueprint
 
 from webapp.extensions import csrf
+from webapp.views.api import cors
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
+
+
+bp.after_request(cors.add_headers)
 
 
 @bp.record_once
@@ -24,6 +28,7 @@ def _register_profile(state) -> None:
 
 from webapp.views.api import (  # noqa: E402,F401
     audit,
+    auth,
     change_requests,
     environments,
     features,

@@ -3,7 +3,7 @@ Flagsmith's admin API."""
 
 from sqlalchemy import select
 
-from webapp.models import Environment
+from webapp.models import Environment, ServerKey
 from webapp.services import api_auth, environments, projects
 from webapp.services.errors import Invalid
 from webapp.views.api import bp
@@ -19,6 +19,9 @@ from webapp.views.api.schemas import (
     EnvironmentCreateSchema,
     EnvironmentSchema,
     EnvironmentUpdateSchema,
+    ServerKeyCreatedSchema,
+    ServerKeyCreateSchema,
+    ServerKeySchema,
     page_schema,
 )
 
@@ -73,3 +76,38 @@ def update_environment(api_key: str):
             approvals=env.minimum_change_request_approvals
             if "minimum_change_request_approvals" not in data else (approvals or 0))
     return serialize(env)
+
+
+def _server_key(row: ServerKey) -> dict:
+    return {"id": row.id, "name": row.name, "prefix": row.prefix, "active": True,
+            "created_at": row.created_at.isoformat(), "expires_at": None}
+
+
+@bp.get("/environments/<api_key>/api-keys/")
+@operation("List an environment's server-side keys (project admins; prefixes only)",
+           "environments", response=ServerKeySchema, many=True)
+def list_server_keys(api_key: str):
+    env = api_auth.environment_for(principal(), api_key, needs="admin")
+    return [_server_key(row) for row in environments.server_keys(env)]
+
+
+@bp.post("/environments/<api_key>/api-keys/")
+@operation("Create a server-side key for local evaluation (project admins; the key is shown "
+           "once)", "environments", body=ServerKeyCreateSchema, response=ServerKeyCreatedSchema,
+           status=201)
+def create_server_key(api_key: str):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="admin")
+    data = body(ServerKeyCreateSchema)
+    row, secret = environments.create_server_key(env, data["name"], who.actor)
+    return {**_server_key(row), "key": secret}, 201
+
+
+@bp.delete("/environments/<api_key>/api-keys/<int:key_id>/")
+@operation("Delete a server-side key (project admins; SDKs using it are refused at once)",
+           "environments", status=204)
+def delete_server_key(api_key: str, key_id: int):
+    who = principal()
+    env = api_auth.environment_for(who, api_key, needs="admin")
+    environments.delete_server_key(env, key_id, who.actor)
+    return "", 204

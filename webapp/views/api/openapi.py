@@ -81,8 +81,8 @@ def _operation(rule, described: Operation) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": described.summary, "tags": [described.tag], "parameters": parameters,
         "responses": responses, "operationId": rule.endpoint.removeprefix("api."),
-        "security": [{"EnvironmentKey": []}] if described.auth == "environment"
-        else [{"AdminKey": []}],
+        "security": {"environment": [{"EnvironmentKey": []}], "none": []}.get(
+            described.auth, [{"AdminKey": []}]),
     }
     if described.body is not None:
         operation["requestBody"] = {"required": True, "content": {

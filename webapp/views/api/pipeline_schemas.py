@@ -4,7 +4,8 @@ to wire paths, and stored stages and actions to wire objects.
 
 A stage: `{name, environment, order, trigger: {trigger_type, trigger_body: {wait_for}},
 actions: [{action_type, action_body}]}`. Durations are written as Django writes them
-("01:30:00", "2 00:00:00"; "1:30:00" and "1 day, 2:00:00" are read too), in whole minutes.
+("01:30:00", "2 00:00:00"; "1:30:00" and "1 day, 2:00:00" are read too): a stage's wait_for in
+whole seconds, a rollout's increase_every in whole minutes.
 What each action type reads from `action_body`:
 
 - TOGGLE_FEATURE: `enabled`
@@ -42,12 +43,17 @@ _DURATION = re.compile(r"^(?:(?P<days>\d{1,5})(?: days?,)? )?"
 
 
 class Duration(fields.String):
-    """A duration as text, loaded as whole seconds (a whole number of minutes)."""
+    """A duration as text, loaded as whole seconds; a whole number of minutes unless
+    `seconds=True` (a stage's wait_for)."""
 
     default_error_messages = {
         "format": "Write the duration as H:MM:SS or D HH:MM:SS, like 1:30:00 or 2 00:00:00.",
         "minutes": "Use whole minutes (the seconds must be 00).",
     }
+
+    def __init__(self, *args: Any, seconds: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds = seconds
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         match = _DURATION.match(super()._deserialize(value, attr, data, **kwargs).strip())
@@ -55,9 +61,9 @@ class Duration(fields.String):
             raise self.make_error("format")
         days, hours, minutes, seconds = (int(match[name] or 0)
                                          for name in ("days", "hours", "minutes", "seconds"))
-        if seconds:
+        if seconds and not self.seconds:
             raise self.make_error("minutes")
-        return ((days * 24 + hours) * 60 + minutes) * 60
+        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 class FlagValue(fields.Raw):
@@ -87,8 +93,9 @@ def duration_text(seconds: int | None) -> str | None:
 # --- stages and actions (requests and answers alike) --------------------------------------------
 
 class PipelineTriggerBodySchema(Shape):
-    wait_for = Duration(allow_none=True, metadata={
-        "description": "WAIT_FOR: how long, e.g. 1:00:00 or 2 00:00:00 (whole minutes)."})
+    wait_for = Duration(allow_none=True, seconds=True, metadata={
+        "description": "WAIT_FOR: how long, e.g. 00:00:30, 1:00:00 or 2 00:00:00 (at least "
+                       "one second)."})
 
 
 class PipelineTriggerSchema(Shape):
@@ -270,7 +277,7 @@ def stage_input(stage: dict[str, Any]) -> dict[str, Any]:
     wait = (trigger.get("trigger_body") or {}).get("wait_for")
     return {"name": stage["name"], "environment_id": stage["environment"],
             "trigger_type": trigger["trigger_type"],
-            "wait_amount": None if wait is None else wait // 60, "wait_unit": "minutes",
+            "wait_amount": wait, "wait_unit": "seconds",
             "actions": [action_input(action) for action in stage["actions"]]}
 
 

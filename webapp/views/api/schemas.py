@@ -42,6 +42,33 @@ class EnvironmentCreateSchema(Shape):
     project = Id(required=True)
 
 
+class ServerKeySchema(Shape):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    prefix = fields.String(required=True)
+    active = fields.Boolean(required=True)
+    created_at = fields.String(required=True)
+    expires_at = fields.String(allow_none=True)
+
+
+class ServerKeyCreatedSchema(ServerKeySchema):
+    key = fields.String(required=True, metadata={"description": "Shown once: store it now."})
+
+
+class ServerKeyCreateSchema(Shape):
+    name = fields.String(required=True, validate=NAME)
+
+
+class LoginSchema(Shape):
+    email = fields.String(required=True, validate=validate.Length(min=1, max=320))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class LoginTokenSchema(Shape):
+    key = fields.String(required=True, metadata={"description": "Send as `Authorization: Token "
+                                                                "<key>`."})
+
+
 class EnvironmentUpdateSchema(Shape):
     name = fields.String(validate=NAME)
     minimum_change_request_approvals = fields.Integer(
@@ -211,7 +238,8 @@ class TraitSchema(Shape):
 
 
 class IdentityRequestSchema(Shape):
-    identifier = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    # Missing or blank: a transient identity (evaluated on the traits sent, never stored).
+    identifier = fields.String(validate=validate.Length(max=2000), allow_none=True)
     traits = fields.List(fields.Nested(TraitSchema))
     transient = fields.Boolean()
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from flask import Response, abort, request
 
-from webapp.services import identities, sdk_documents
+from webapp.services import analytics, identities, sdk_documents
 from webapp.services.sdk_documents import Documents, EnvironmentRef
 from webapp.views.api import bp
 from webapp.views.api.common import operation
@@ -18,6 +18,12 @@ from webapp.views.api.schemas import (
 SDK = {"auth": "environment", "errors": (400, 401, 403, 404, 422)}
 
 JSON = "application/json"
+# The JS SDK keeps this as its timestamp and ignores realtime events that are not newer.
+UPDATED_AT = "X-Flagsmith-Document-Updated-At"
+
+
+def _epoch(docs: Documents) -> str:
+    return f"{docs.updated_at:.6f}"
 
 
 def _environment(server_only: bool = False) -> EnvironmentRef:
@@ -37,7 +43,8 @@ def _cached(docs: Documents, body: bytes) -> Response:
     # an If-Modified-Since alone is not trusted with a 304, as whole seconds cannot tell two
     # revisions in the same second apart (and deleting a flag moves no timestamp).
     headers = {"ETag": f'"{docs.etag}"', "Last-Modified": docs.last_modified,
-               "Cache-Control": "no-cache", "Vary": "X-Environment-Key"}
+               "Cache-Control": "no-cache", "Vary": "X-Environment-Key",
+               UPDATED_AT: _epoch(docs)}
     if request.if_none_match.contains(docs.etag):
         return Response(status=304, headers=headers)
     return Response(body, mimetype=JSON, headers=headers)
@@ -73,14 +80,17 @@ def environment_document():
 @operation("Identify: the identity's flags, evaluated on its traits", "SDK",
            body=IdentityRequestSchema, response=IdentityResponseSchema, **SDK)
 def identify():
-    """An identity's flags, evaluated on its persisted traits merged with those sent."""
+    """An identity's flags, evaluated on its persisted traits merged with those sent.
+
+    A missing or blank identifier, or `"transient": true`, is a transient identity: evaluated on
+    the traits sent and never stored (flagsmith-cli identifies so)."""
     ref = _environment()
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         abort(400, "Send a JSON object: {identifier, traits: [{trait_key, trait_value}]}.")
-    identifier = identities.check_identifier(payload.get("identifier"))
     traits = identities.check_traits(payload.get("traits"))
-    transient = payload.get("transient") is True
+    identifier, transient = identities.resolve_identifier(
+        payload.get("identifier"), traits, transient=payload.get("transient") is True)
     docs = sdk_documents.documents_for(ref)
     effective = identities.identify(ref.id, identifier, traits, transient=transient)
     return _identity_response(docs, identifier, effective)
@@ -98,4 +108,16 @@ def identity():
 
 
 def _identity_response(docs: Documents, identifier: str, traits: dict[str, Any]) -> Response:
-    return Response(sdk_documents.identity_json(docs, identifier, traits), mimetype=JSON)
+    response = Response(sdk_documents.identity_json(docs, identifier, traits), mimetype=JSON)
+    response.headers[UPDATED_AT] = _epoch(docs)
+    return response
+
+
+@bp.post("/analytics/flags/")
+@operation("Flag analytics: how often the SDK evaluated each flag ({\"<flag name>\": count})",
+           "SDK", **SDK)
+def analytics_flags():
+    """Count the evaluations an SDK reports (buffered; shown on the flag page and the board)."""
+    ref = _environment()
+    analytics.record(ref.id, analytics.check_counts(request.get_json(silent=True)))
+    return Response(b"{}", mimetype=JSON)
