@@ -18,7 +18,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, errors, input_guard, templating
+    from webapp import cli, errors, input_guard, metrics, templating
     from webapp.views import register_blueprints
 
     register_blueprints(app)
@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     input_guard.register(app)
     templating.register(app)
     cli.register(app)
+    metrics.register(app)
     return app
 
 

@@ -79,7 +79,8 @@ def _process_specs(app: Flask, host: str, port: int) -> list[tuple[str, list[str
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     specs = [
         ("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
-                 "--bind", f"{host}:{port}", "--access-logfile", "-", "wsgi:app"]),
+                 "--bind", f"{host}:{port}", "--access-logfile", "-",
+                 "--config", "python:webapp.gunicorn_conf", "wsgi:app"]),
         ("worker", [*flask, "worker"]),
     ]
     if "sweeper" in app.cli.list_commands(click.Context(app.cli)):
@@ -128,6 +129,11 @@ def register(app: Flask) -> None:
             current_app.config["REDIS_URL"] = redis_conn.redis_url_of(embedded)
             click.echo(f"Embedded Redis at {current_app.config['REDIS_URL']}")
         os.environ["REDIS_URL"] = current_app.config["REDIS_URL"]
+        # Every child counts into the same folder; /metrics sums them (see webapp/metrics.py).
+        from webapp import metrics
+
+        os.environ[metrics.MULTIPROC_ENV] = metrics.prepare_multiproc_dir(
+            current_app.instance_path)
         _upgrade()
         _seed()
         db.session.remove()

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import metrics
 from webapp.clock import now as clock_now
 from webapp.database import begin_immediate
 from webapp.extensions import db
@@ -295,7 +296,9 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
             return "skipped", None
         if tail:
             tail()
+        due_at = run.due_at
         db.session.commit()
+        metrics.transitions_applied([due_at], clock_now())
         return "moved", _bell(run_id, version + 1, values.get("due_at"))
     except (StageFailed, LookupError, ValueError, IntegrityError) as error:
         db.session.rollback()
@@ -759,6 +762,8 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
             pipeline = cache.pipeline(pipeline_id)
             moved.extend(_fire_group(pipeline, pipeline.stages[position], rows, now))
         db.session.commit()
+        metrics.transitions_applied([r.due_at for rows in groups.values() for r in rows],
+                                    clock_now())
         return moved, singles
     except (StageFailed, LookupError, ValueError, IntegrityError) as error:
         db.session.rollback()
