@@ -11,6 +11,12 @@ from webapp.models.governance import (
     OutboxMessage,
     User,
 )
+from webapp.models.health import (
+    FiringAlert,
+    HealthCheckState,
+    ProjectIntegration,
+    StageHealthCheck,
+)
 from webapp.models.pipelines import (
     ACTION_TYPES,
     RUN_ACTIVE_STATUSES,
@@ -40,4 +46,5 @@ __all__ = [
     "Environment", "Feature", "FeatureState", "Identity", "Membership", "Notification",
     "Organisation", "OutboxMessage", "PipelineRun", "PipelineStage", "Project",
     "ReleasePipeline", "Segment", "SegmentOverride", "StageAction", "StageExecution", "User",
+    "FiringAlert", "HealthCheckState", "ProjectIntegration", "StageHealthCheck",
 ]

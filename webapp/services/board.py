@@ -44,6 +44,7 @@ STATUS_WORDS = {
     "applying": "Applying",
     "awaiting_approval": "Awaiting approval",
     "rolling_out": "Rolling out",
+    "watching": "Watching health",
     "paused": "Paused",
     "halted": "Halted",
     "launched": "Launched",

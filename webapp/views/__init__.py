@@ -33,7 +33,7 @@ def _optional_modules():
     import importlib
 
     for name in ("flags", "segments", "pipelines", "runs", "board", "change_requests", "audit",
-                 "notifications", "admin", "api"):
+                 "notifications", "admin", "api", "alerts"):
         try:
             yield importlib.import_module(f"webapp.views.{name}")
         except ModuleNotFoundError as error:
