@@ -195,7 +195,8 @@ def _states(run_id: int) -> dict[int, HealthCheckState]:
 
 
 def _is_due(state: HealthCheckState | None, check: CheckInfo, now: datetime) -> bool:
-    if state is None or state.last_checked_at is None:
+    # Alerts are read from the database at every wake: the receiver wakes the run at once.
+    if state is None or state.last_checked_at is None or check.kind == "ALERT":
         return True
     return now + EARLY_TOLERANCE >= state.last_checked_at + timedelta(
         seconds=check.interval_seconds)
