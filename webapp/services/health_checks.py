@@ -150,6 +150,41 @@ def check_snapshot(check: StageHealthCheck) -> dict[str, Any]:
     return snapshot
 
 
+def copy_checks(stage: PipelineStage) -> list[StageHealthCheck]:
+    """New rows with a stage's checks (cloning a pipeline, replacing a draft's stages)."""
+    return [StageHealthCheck(position=c.position, kind=c.kind, name=c.name, query=c.query,
+                             comparison=c.comparison, threshold=c.threshold,
+                             interval_seconds=c.interval_seconds,
+                             failures_to_trip=c.failures_to_trip,
+                             selector=dict(c.selector) if c.selector else None)
+            for c in stage.checks]
+
+
+def parse_stage_checks(data: dict[str, Any]) -> dict[str, Any]:
+    """A whole-stage definition's `health_checks` (list) and `on_unhealthy` as stage columns
+    (the API's create/replace). Raises Invalid with paths `health_checks[i].field`."""
+    errors: dict[str, list[str]] = {}
+    raw = data.get("health_checks") or []
+    if not isinstance(raw, list) or len(raw) > MAX_CHECKS:
+        raise Invalid("Too many checks.", {"health_checks": [
+            f"A list of at most {MAX_CHECKS} checks."]})
+    checks = []
+    for index, item in enumerate(raw):
+        try:
+            checks.append(StageHealthCheck(position=index, **check_fields(item or {})))
+        except Invalid as error:
+            for field, messages in error.field_errors.items():
+                errors.setdefault(f"health_checks[{index}].{field}", []).extend(messages)
+    try:
+        on_unhealthy = parse_on_unhealthy(data.get("on_unhealthy"))
+    except Invalid as error:
+        errors.update(error.field_errors)
+        on_unhealthy = "HOLD"
+    if errors:
+        raise Invalid("The health checks have problems.", errors)
+    return {"checks": checks, "on_unhealthy": on_unhealthy}
+
+
 def describe_check(check: StageHealthCheck) -> str:
     if check.kind == "PROMETHEUS":
         return (f"{check.query} {check.comparison} {check.threshold:g} every "
