@@ -324,7 +324,8 @@ def _url(raw: Any, field: str, errors: dict[str, list[str]]) -> str:
 
 def update_integrations(project: Project, data: dict[str, Any], actor: Actor
                         ) -> ProjectIntegration:
-    """Set the project's Prometheus URL and optional Authorization header; `alert_receiver`
+    """Set the project's Prometheus URL and optional Authorization header (blank keeps it,
+    `clear_auth_header` drops it); `alert_receiver`
     "enable" makes (or keeps) a receiver secret, "rotate" makes a new one, "disable" drops it.
     Admins only. The header is never audited in clear (only whether it is set).
     Audited as PROJECT_INTEGRATIONS_UPDATED."""
@@ -345,8 +346,12 @@ def update_integrations(project: Project, data: dict[str, Any], actor: Actor
         row = ProjectIntegration(project_id=project.id)
         db.session.add(row)
     row.prometheus_url = url
-    if "prometheus_auth_header" in data and data.get("prometheus_auth_header") != "********":
+    # A blank header field keeps the stored one (it is never shown back); `clear_auth_header`
+    # removes it.
+    if header:
         row.prometheus_auth_header = header
+    elif str(data.get("clear_auth_header") or "").lower() in ("1", "true", "on", "yes"):
+        row.prometheus_auth_header = ""
     if receiver == "enable" and not row.alert_secret or receiver == "rotate":
         row.alert_secret = secrets.token_urlsafe(32)
     elif receiver == "disable":
