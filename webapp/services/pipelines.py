@@ -121,6 +121,7 @@ def get_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
         )
         .options(
             selectinload(ReleasePipeline.stages).joinedload(PipelineStage.environment),
+            selectinload(ReleasePipeline.stages).selectinload(PipelineStage.checks),
             selectinload(ReleasePipeline.stages)
             .selectinload(PipelineStage.actions)
             .joinedload(StageAction.segment)
