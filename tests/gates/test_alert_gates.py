@@ -14,6 +14,7 @@ from webapp.services.actors import Actor
 
 pytestmark = pytest.mark.prometheus
 SECRET = "receiver-secret-0123456789"
+BOARD = "/projects/{}/pipelines/{}/board"
 
 
 @pytest.fixture
@@ -137,3 +138,26 @@ def test_unknown_secret_and_bearer_token(client, integrate):
     assert ok.status_code == 200
     db.session.rollback()
     assert db.session.scalar(select(FiringAlert.name)) == "X"
+
+
+def test_board_card_and_flag_track_show_each_checks_state(
+        client, login, clock, integrate, project, editor, flag, alert_guarded):
+    integrate(alert_secret=SECRET)
+    runs.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
+    engine.drain()
+    login(client, editor)
+    board = client.get(BOARD.format(project.id, alert_guarded.id)).get_data(as_text=True)
+    assert "Watching health" in board and "check-watching" in board and "paging alerts" in board
+    clock.shift(1)
+    engine.drain()
+    _post(client, {"alerts": [{"labels": {"alertname": "Slow", "railyard_flag": "guarded_flag",
+                                          "severity": "page"}}]})
+    run = _run(flag)
+    db.session.execute(db.update(type(run.stage)).where(type(run.stage).id == run.stage_id)
+                       .values(on_unhealthy="HOLD"))
+    db.session.commit()
+    engine.drain()
+    board = client.get(BOARD.format(project.id, alert_guarded.id)).get_data(as_text=True)
+    assert "Held by health check paging alerts: 1 alert(s) firing: Slow" in board
+    track = client.get(f"/projects/{project.id}/flags/{flag.id}/pipeline").get_data(as_text=True)
+    assert "check-failing" in track and "paging alerts" in track

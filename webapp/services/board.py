@@ -139,6 +139,7 @@ class Card:
     done: str
     next: str
     ended_at: datetime | None = None
+    checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
 
     @property
     def countdown(self) -> str:
@@ -184,6 +185,8 @@ def _card(row: Any, stages: list[StageInfo], now: datetime) -> Card:
         next_ = "Retry, or remove the flag"
     elif status == "applying":
         next_ = f"Finishing the actions in {stage.environment}, {after}"
+    elif status == "watching":
+        next_ = f"Completes once healthy for the whole bake in {stage.environment}, {after}"
     else:
         next_ = after
     return Card(row.id, row.feature_id, row.name, status, row.stage_position, row.entered_at,
@@ -272,6 +275,7 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
             cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
         for column in cards.values():
             column.sort(key=lambda c: (c.entered_at, c.run_id))
+        cards = _with_checks(cards)
 
     launches = launched_per_day(pipeline.id, now=now)
     since = launches.since
@@ -518,7 +522,22 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
     if stages and (run.ended_at is None or run.status == "launched"):
         row = _RunRow(run, run.feature.name)
         card = _card(row, stages, clock_now())
+        if run.ended_at is None:
+            card = _with_checks({0: [card]})[0][0]
     return Track(run, pipeline, card, stops, history)
+
+
+def _with_checks(cards: dict[int, list[Card]]) -> dict[int, list[Card]]:
+    """Cards of runs in guarded stages carry their checks' states (one query for all)."""
+    from dataclasses import replace
+
+    from webapp.services import gates
+
+    views = gates.check_views([c.run_id for column in cards.values() for c in column])
+    if not views:
+        return cards
+    return {key: [replace(c, checks=tuple(views.get(c.run_id, ()))) for c in column]
+            for key, column in cards.items()}
 
 
 class _RunRow:
