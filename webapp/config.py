@@ -35,6 +35,8 @@ def from_environment(instance_path: Path) -> dict:
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
         "MAIL_PORT": int(os.environ.get("MAIL_PORT", "25")),
         "MAIL_SENDER": os.environ.get("MAIL_SENDER", "railyard@localhost"),
+        # /metrics: a bearer token when set; otherwise loopback callers only.
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,
