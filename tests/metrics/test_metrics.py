@@ -108,7 +108,8 @@ def test_counts_summed_across_gunicorn_workers(app, make, project, database_url,
     child_env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                  "SECRET_KEY": "x", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "3", "--bind", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "gunicorn", "--workers", "3", "--graceful-timeout", "3",
+         "--bind", f"127.0.0.1:{port}",
          "--config", "python:webapp.gunicorn_conf", "wsgi:app"],
         env=child_env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -133,4 +134,8 @@ def test_counts_summed_across_gunicorn_workers(app, make, project, database_url,
         assert len(list(multiproc.glob("*.db"))) >= 1
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:  # a worker stuck in shutdown: do not leave it behind
+            server.kill()
+            server.wait()
