@@ -19,7 +19,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
-    from webapp import cli, compression, database, errors, input_guard, security, templating
+    from webapp import (
+        cli,
+        compression,
+        database,
+        errors,
+        input_guard,
+        metrics,
+        security,
+        templating,
+    )
     from webapp.views import register_blueprints
 
     input_guard.install_converters(app)
@@ -31,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.register(app)
     compression.register(app)
     cli.register(app)
+    metrics.register(app)
     return app
 
 

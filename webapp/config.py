@@ -46,6 +46,8 @@ def from_environment(instance_path: Path) -> dict:
         "WEBHOOK_RETRY_SECONDS": float(os.environ.get("WEBHOOK_RETRY_SECONDS", str(6 * 3600))),
         # Origins whose pages may call the admin API (comma-separated); the SDK API answers any.
         "CORS_ADMIN_ORIGINS": os.environ.get("CORS_ADMIN_ORIGINS", ""),
+        # /metrics: a bearer token when set; otherwise loopback callers only.
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,

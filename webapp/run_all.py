@@ -21,7 +21,7 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import redis_conn
+from webapp import metrics, redis_conn
 
 # Ctrl-C to "Stopped.": children get SIGTERM, and SIGKILL when this runs out (the sweeper
 # re-drives whatever a killed worker had in hand, from the database).
@@ -108,7 +108,9 @@ def process_specs(app: Flask, host: str, port: int,
                  "--graceful-timeout", str(WEB_GRACEFUL_SECONDS),
                  # Its default control socket is ~/.gunicorn/gunicorn.ctl, one for every
                  # instance a user starts: none, so two instances share nothing.
-                 "--no-control-socket", "wsgi:app"]),
+                 "--no-control-socket",
+                 # Marks a dead worker's metrics files (webapp/metrics.py).
+                 "--config", "python:webapp.gunicorn_conf", "wsgi:app"]),
         ("worker", [*flask, "worker"]),
         # SDK streams in a process of their own, so that open streams never hold web workers.
         ("realtime", [*flask, "realtime", "--host", host, "--port", str(realtime_port)]),
@@ -235,6 +237,8 @@ def run(app: Flask, host: str, port: int, upgrade, seed,
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         os.environ["REDIS_URL"] = app.config["REDIS_URL"]
+        # Every child counts into the same folder; /metrics sums them (see webapp/metrics.py).
+        os.environ[metrics.MULTIPROC_ENV] = metrics.prepare_multiproc_dir(app.instance_path)
         upgrade()
         seed()
         for name, command in process_specs(app, host, port, realtime_port):

@@ -36,3 +36,32 @@ def test_a_restart_says_how_to_sign_in_and_how_to_set_a_new_password(app):
 
 def test_no_reminder_without_a_site_admin(app):
     assert demo.sign_in_reminder(None) is None
+
+
+def test_the_demo_has_a_guarded_pipeline_and_the_readme_curl_rolls_its_flag_back(
+        app, client, time_machine):
+    from datetime import timedelta
+
+    from webapp.clock import now
+    from webapp.models.health import ProjectIntegration
+    from webapp.services import engine
+
+    time_machine.move_to(now(), tick=False)
+    message = demo.seed_if_empty("boss@example.com", "secret-password")
+    secret = db.session.scalar(select(ProjectIntegration.alert_secret))
+    assert f"/hooks/alerts/{secret}" in message
+    engine.drain()
+    time_machine.shift(timedelta(seconds=10))
+    engine.drain()  # the first check: healthy, Development has no bake -> Staging, baking
+    run = db.session.scalar(select(PipelineRun).join(Feature).where(Feature.name == "dark_mode"))
+    assert (run.status, run.stage_position) == ("watching", 1)
+    # The README's curl, as a request.
+    response = client.post(f"/hooks/alerts/{secret}", json={"alerts": [{
+        "status": "firing", "labels": {"alertname": "CheckoutErrors",
+                                       "railyard_flag": "dark_mode"}}]})
+    assert response.status_code == 200 and response.get_json()["runs_woken"] == 1
+    db.session.rollback()  # end the test's read snapshot: the request committed since
+    engine.drain()
+    db.session.rollback()
+    run = db.session.get(PipelineRun, run.id)
+    assert run.status == "rolled_back"

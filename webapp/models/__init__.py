@@ -11,6 +11,12 @@ from webapp.models.governance import (
     OutboxMessage,
     User,
 )
+from webapp.models.health import (
+    FiringAlert,
+    HealthCheckState,
+    ProjectIntegration,
+    StageHealthCheck,
+)
 from webapp.models.integrations import (
     DELIVERY_STATUSES,
     RECEIVER_KINDS,
@@ -52,4 +58,5 @@ __all__ = [
     "Organisation", "OutboxMessage", "PipelineRun", "PipelineStage", "Project",
     "ReleasePipeline", "Segment", "SegmentOverride", "ServerKey", "StageAction",
     "StageExecution", "User", "Webhook", "WebhookAttempt", "WebhookDelivery",
+    "FiringAlert", "HealthCheckState", "ProjectIntegration", "StageHealthCheck",
 ]

@@ -21,7 +21,7 @@ ACTION_TYPES = (
 
 # Run statuses. A run is "in flight" until it reaches one of the ended statuses.
 RUN_ACTIVE_STATUSES = (
-    "waiting", "applying", "awaiting_approval", "rolling_out", "paused", "halted"
+    "waiting", "applying", "awaiting_approval", "rolling_out", "watching", "paused", "halted"
 )
 RUN_ENDED_STATUSES = ("launched", "removed", "rolled_back")
 
@@ -67,6 +67,8 @@ class PipelineStage(db.Model):
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
     trigger_type: Mapped[str] = mapped_column(String(16), default="ON_ENTER")
     wait_seconds: Mapped[int | None]
+    # With health checks: what an unhealthy check does (HOLD | ROLL_BACK; see models/health.py).
+    on_unhealthy: Mapped[str] = mapped_column(String(16), default="HOLD", server_default="HOLD")
 
     pipeline: Mapped[ReleasePipeline] = relationship(back_populates="stages")
     environment: Mapped[Environment | None] = relationship()
@@ -74,6 +76,9 @@ class PipelineStage(db.Model):
         order_by="StageAction.position",
         back_populates="stage",
         cascade="all, delete-orphan",
+    )
+    checks: Mapped[list["StageHealthCheck"]] = relationship(  # noqa: F821
+        order_by="StageHealthCheck.position", cascade="all, delete-orphan",
     )
 
 
@@ -145,6 +150,8 @@ class PipelineRun(db.Model):
     # Phased rollout in the current stage.
     rollout_percent: Mapped[int | None]
     rollout_segment_id: Mapped[int | None] = mapped_column(ForeignKey("segment.id"))
+    # A guarded rollout stage: when its next step may go up (due_at is the next health check).
+    next_step_at: Mapped[datetime | None]
     added_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(default=now)
     ended_at: Mapped[datetime | None]

@@ -46,6 +46,7 @@ STATUS_WORDS = {
     "applying": "Applying",
     "awaiting_approval": "Awaiting approval",
     "rolling_out": "Rolling out",
+    "watching": "Watching health",
     "paused": "Paused",
     "halted": "Halted",
     "launched": "Launched",
@@ -158,6 +159,7 @@ class Card:
     change_request_id: int | None = None  # the open request an awaiting card waits for
     # (environment, evaluations since yesterday) where the flag last changed: is it read there?
     reads: tuple[str, int] | None = None
+    checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
 
     @property
     def countdown(self) -> str:
@@ -203,6 +205,8 @@ def _card(row: Any, stages: list[StageInfo], now: datetime) -> Card:
         next_ = "Retry, or remove the flag"
     elif status == "applying":
         next_ = f"Finishing the actions in {stage.environment}, {after}"
+    elif status == "watching":
+        next_ = f"Completes once healthy for the whole bake in {stage.environment}, {after}"
     else:
         next_ = after
     return Card(row.id, row.feature_id, row.name, status, row.stage_position, row.entered_at,
@@ -313,6 +317,7 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
         for position, column in cards.items():
             column.sort(key=lambda c: (c.entered_at, c.run_id))
             cards[position] = _with_requests(column)
+        cards = _with_checks(cards)
 
     launches = launched_per_day(pipeline.id, now=now)
     since = launches.since
@@ -576,7 +581,22 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
     if stages and (run.ended_at is None or run.status == "launched"):
         row = _RunRow(run, run.feature.name)
         card = _with_requests([_card(row, stages, clock_now())])[0]
+        if run.ended_at is None:
+            card = _with_checks({0: [card]})[0][0]
     return Track(run, pipeline, card, stops, history)
+
+
+def _with_checks(cards: dict[int, list[Card]]) -> dict[int, list[Card]]:
+    """Cards of runs in guarded stages carry their checks' states (one query for all)."""
+    from dataclasses import replace
+
+    from webapp.services import gates
+
+    views = gates.check_views([c.run_id for column in cards.values() for c in column])
+    if not views:
+        return cards
+    return {key: [replace(c, checks=tuple(views.get(c.run_id, ()))) for c in column]
+            for key, column in cards.items()}
 
 
 class _RunRow:

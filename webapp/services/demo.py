@@ -46,6 +46,14 @@ DEMO_STAGES = [
 ]
 DEMO_PIPELINE_FLAGS = ["search_v2", "onboarding_tour"]
 
+# A guarded pipeline (issue 15): each stage watches alerts for the flag and rolls it back when one
+# fires; Staging bakes for 30 minutes, so the README's curl finds dark_mode there.
+GUARDED_PIPELINE = "Guarded rollout"
+GUARDED_STAGES = [("Development", 0), ("Staging", 30), ("Production", 0)]
+GUARDED_CHECK = {"kind": "ALERT", "name": "Alerts for this flag", "interval_seconds": "10",
+                 "failures_to_trip": "1"}
+GUARDED_FLAGS = ["dark_mode"]
+
 
 def seed_if_empty(admin_email: str | None, admin_password: str | None) -> str | None:
     """Create the demo project and an admin on an empty database.
@@ -70,9 +78,45 @@ def seed_if_empty(admin_email: str | None, admin_password: str | None) -> str | 
         segments.create_segment(project, name, rules, SYSTEM, commit=False)
     db.session.commit()
     _seed_pipeline(project)
+    receiver = _seed_guarded_pipeline(project)
     if generated:
-        return f"Sign in as {email} with password {password} (shown once)."
-    return f"Sign in as {email} with the password from ADMIN_PASSWORD."
+        return (f"Sign in as {email} with password {password} (shown once).\n"
+                f"Demo alert receiver: /hooks/alerts/{receiver}")
+    return (f"Sign in as {email} with the password from ADMIN_PASSWORD.\n"
+            f"Demo alert receiver: /hooks/alerts/{receiver}")
+
+
+def _seed_guarded_pipeline(project: Project) -> str:
+    """The guarded demo pipeline with GUARDED_FLAGS in flight, and the project's alert receiver
+    turned on. Returns the receiver's secret (the URL is /hooks/alerts/<secret>)."""
+    from webapp.services import health_checks
+
+    environments = dict(db.session.execute(
+        select(Environment.name, Environment.id).where(Environment.project_id == project.id)).all())
+    pipeline = pipelines.create_pipeline(
+        project, GUARDED_PIPELINE, SYSTEM,
+        description="Each stage watches alerts naming the flag and rolls it back if one fires; "
+                    "Staging bakes for 30 minutes.")
+    for name, wait_minutes in GUARDED_STAGES:
+        stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=name,
+                                    environment_id=environments[name])
+        if wait_minutes:
+            pipelines.update_stage(pipeline, pipeline.version, stage.id, {
+                "trigger_type": "WAIT_FOR", "wait_amount": str(wait_minutes),
+                "wait_unit": "minutes"}, SYSTEM)
+        pipelines.add_action(pipeline, pipeline.version, stage.id,
+                             {"action_type": "TOGGLE_FEATURE", "enabled": "true"}, SYSTEM)
+        if name != "Production":
+            health_checks.add_check(pipeline, pipeline.version, stage.id, GUARDED_CHECK, SYSTEM)
+            health_checks.set_on_unhealthy(pipeline, pipeline.version, stage.id, "ROLL_BACK",
+                                           SYSTEM)
+    pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+    row = health_checks.update_integrations(project, {"alert_receiver": "enable"}, SYSTEM)
+    secret = row.alert_secret
+    feature_ids = list(db.session.scalars(select(Feature.id).where(
+        Feature.project_id == project.id, Feature.name.in_(GUARDED_FLAGS))))
+    runs.add_flags(project, pipeline.id, feature_ids, SYSTEM)
+    return secret
 
 
 # The command line's way back in when the printed password is lost (see webapp/cli.py).

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import metrics
 from webapp.clock import now as clock_now
 from webapp.database import begin_immediate
 from webapp.extensions import db
@@ -38,7 +39,8 @@ from webapp.services.actors import Actor
 log = logging.getLogger(__name__)
 
 EVENT_BY_PIPELINE = "FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE"
-ADVANCEABLE = ("waiting", "rolling_out")
+# "watching": a guarded stage's actions are applied; its health checks decide (services/gates.py).
+ADVANCEABLE = ("waiting", "rolling_out", "watching")
 # A run whose bell should have rung this long ago is the sweeper's to drive.
 LEASE_GRACE = timedelta(seconds=2)
 MAX_ATTEMPTS = 5
@@ -81,6 +83,9 @@ class StageInfo:
     trigger_type: str
     wait_seconds: int | None
     actions: tuple[ActionInfo, ...]
+    # Health checks (gates.CheckInfo) and what an unhealthy one does: a guarded stage.
+    checks: tuple[Any, ...] = ()
+    on_unhealthy: str = "HOLD"
 
     @property
     def rollout(self) -> ActionInfo | None:
@@ -121,9 +126,13 @@ def load_pipeline(pipeline_id: int) -> PipelineInfo:
         actions.setdefault(a.stage_id, []).append(ActionInfo(
             a.id, a.action_type, a.enabled, a.value, a.sets_value, a.segment_id,
             a.rollout_initial, a.rollout_step, a.rollout_interval_seconds))
+    from webapp.services import gates
+
+    checks = gates.load_checks(pipeline_id)
     stages = tuple(
         StageInfo(s.id, s.position, s.name or f"Stage {s.position + 1}", s.environment_id, env_name,
-                  s.trigger_type, s.wait_seconds, tuple(actions.get(s.id, ())))
+                  s.trigger_type, s.wait_seconds, tuple(actions.get(s.id, ())),
+                  checks.get(s.id, ()), s.on_unhealthy)
         for s, env_name in rows
     )
     return PipelineInfo(pipeline.id, pipeline.name, pipeline.project_id, pipeline.created_by_id,
@@ -285,6 +294,13 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
         db.session.rollback()
         return "early", bell
     version = run.version
+    if run.status in ("watching", "rolling_out"):
+        from webapp.services import gates
+
+        stage = cache.pipeline(run.pipeline_id).stages[run.stage_position]
+        if stage.checks:  # a guarded stage: its checks decide (asked outside the write lock)
+            db.session.rollback()
+            return gates.watch(run_id, version, cache=cache, now=now)
     try:
         pipeline = cache.pipeline(run.pipeline_id)
         stage = pipeline.stages[run.stage_position]
@@ -303,7 +319,9 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
             return "skipped", None
         if tail:
             tail()
+        due_at = run.due_at
         db.session.commit()
+        metrics.transitions_applied([due_at], clock_now())
         return "moved", _bell(run_id, version + 1, values.get("due_at"))
     except (StageFailed, LookupError, ValueError, IntegrityError) as error:
         db.session.rollback()
@@ -331,6 +349,10 @@ def _after_apply(ctx: _Ctx) -> dict[str, Any]:
     """The stage's changes are applied: start rolling out, or complete the stage."""
     stage = ctx.stage
     rollout = stage.rollout
+    if stage.checks:
+        from webapp.services import gates
+
+        return gates.start_watching(ctx)
     if rollout is not None and (rollout.rollout_initial or 0) < 100:
         due = ctx.now + timedelta(seconds=rollout.rollout_interval_seconds or 60)
         return {"status": "rolling_out", "due_at": due, "lease_until": due + LEASE_GRACE,
@@ -597,7 +619,7 @@ def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str
     db.session.execute(insert(StageExecution.__table__), [
         {"run_id": run_id, "stage_id": stage.id, "position": stage.position, "entered_at": now,
          "snapshot": {}} for run_id in run_ids])
-    due = now + stage.wait()
+    due = now + (timedelta(0) if stage.checks else stage.wait())  # guarded: the wait is the bake
     return {"stage_id": stage.id, "stage_position": stage.position, "status": "waiting",
             "entered_at": now, "due_at": due, "lease_until": due + LEASE_GRACE}
 
@@ -769,7 +791,7 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
             pipeline = cache.pipeline(row.pipeline_id)
             stage = pipeline.stages[row.stage_position]
             if (row.status != "waiting" or row.due_at > now or stage.rollout is not None
-                    or not _plain_fits(stage, row.value_type)
+                    or stage.checks or not _plain_fits(stage, row.value_type)
                     or _gated(stage.environment_id, gated)):
                 singles.append((row.id, row.version))
                 continue
@@ -779,6 +801,8 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
             pipeline = cache.pipeline(pipeline_id)
             moved.extend(_fire_group(pipeline, pipeline.stages[position], rows, now))
         db.session.commit()
+        metrics.transitions_applied([r.due_at for rows in groups.values() for r in rows],
+                                    clock_now())
         return moved, singles
     except (StageFailed, LookupError, ValueError, IntegrityError) as error:
         db.session.rollback()

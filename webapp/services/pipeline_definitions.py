@@ -21,7 +21,7 @@ from webapp.models import (
     ReleasePipeline,
     StageAction,
 )
-from webapp.services import pipelines
+from webapp.services import health_checks, pipelines
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid
 
@@ -91,8 +91,9 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
     pipelines.claim_version(pipeline, expected)
     pipeline.name, pipeline.description = name, description
     for stage, new in zip(pipeline.stages, wanted, strict=False):
-        for column in ("name", "environment_id", "trigger_type", "wait_seconds"):
+        for column in ("name", "environment_id", "trigger_type", "wait_seconds", "on_unhealthy"):
             setattr(stage, column, getattr(new, column))
+        stage.checks = health_checks.copy_checks(new)
         stage.actions = [_action_row(action.position, _action_columns(action))
                          for action in new.actions]
     for stage in surplus:
@@ -124,6 +125,8 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
         columns["environment_id"] = environment.id if environment else None
         columns["trigger_type"], columns["wait_seconds"] = _attempt(
             errors, where, lambda spec=spec: pipelines.parse_trigger(spec)) or ("ON_ENTER", None)
+        columns.update(_attempt(errors, where, lambda spec=spec: health_checks.parse_stage_checks(
+            spec)) or {})
         actions = []
         rollouts = 0
         for number, data in enumerate(spec.get("actions") or []):

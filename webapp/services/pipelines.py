@@ -125,6 +125,7 @@ def get_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
         )
         .options(
             selectinload(ReleasePipeline.stages).joinedload(PipelineStage.environment),
+            selectinload(ReleasePipeline.stages).selectinload(PipelineStage.checks),
             selectinload(ReleasePipeline.stages)
             .selectinload(PipelineStage.actions)
             .joinedload(StageAction.segment)
@@ -282,7 +283,9 @@ def clone_pipeline(
     for stage in pipeline.stages:
         new_stage = PipelineStage(position=stage.position, name=stage.name,
                                   environment_id=stage.environment_id,
-                                  trigger_type=stage.trigger_type, wait_seconds=stage.wait_seconds)
+                                  trigger_type=stage.trigger_type, wait_seconds=stage.wait_seconds,
+                                  on_unhealthy=stage.on_unhealthy)
+        new_stage.checks = _copy_checks(stage)
         for action in stage.actions:
             new_stage.actions.append(StageAction(
                 position=action.position, action_type=action.action_type, enabled=action.enabled,
@@ -334,7 +337,21 @@ def publish_problems(pipeline: ReleasePipeline) -> list[str]:
             rollouts += action.action_type == "PHASED_ROLLOUT"
         if rollouts > 1:
             problems.append(f"{where}: at most one phased rollout per stage.")
+        problems.extend(_check_problems(where, stage))
     return problems
+
+
+def _check_problems(where: str, stage: PipelineStage) -> list[str]:
+    from webapp.services import health_checks
+
+    return [f"{where}, health check {check.position + 1}: {problem}"
+            for check in stage.checks for problem in health_checks.check_problems(check)]
+
+
+def _copy_checks(stage: PipelineStage) -> list:
+    from webapp.services import health_checks
+
+    return health_checks.copy_checks(stage)
 
 
 def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> None:
@@ -919,7 +936,18 @@ def stage_snapshot(stage: PipelineStage) -> dict[str, Any]:
         "position": stage.position, "name": stage.name, "environment_id": stage.environment_id,
         "trigger_type": stage.trigger_type, "wait_seconds": stage.wait_seconds,
         "actions": [_action_snapshot(action) for action in stage.actions],
+        **_checks_snapshot(stage),
     }
+
+
+def _checks_snapshot(stage: PipelineStage) -> dict[str, Any]:
+    """Health checks (issue 15) only where a stage has them, so older snapshots read the same."""
+    if not stage.checks:
+        return {}
+    from webapp.services import health_checks
+
+    return {"on_unhealthy": stage.on_unhealthy,
+            "health_checks": [health_checks.check_snapshot(c) for c in stage.checks]}
 
 
 def _action_snapshot(action: StageAction) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from webapp.services.actors import Actor
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 
-PAUSABLE = ("waiting", "rolling_out")
+PAUSABLE = ("waiting", "rolling_out", "watching")
 
 
 # --- Guards -------------------------------------------------------------------------------------
@@ -174,8 +174,9 @@ def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor:
     now = clock_now()
     first = pipeline.stages[0]
     stages = board.stage_snapshot(pipeline.id)  # the track shows these, whatever comes later
+    # A guarded stage applies at once; its wait is the bake (services/gates.py).
     due = now + (timedelta(seconds=first.wait_seconds or 0)
-                 if first.trigger_type == "WAIT_FOR" else timedelta(0))
+                 if first.trigger_type == "WAIT_FOR" and not first.checks else timedelta(0))
     runs = [
         PipelineRun(project_id=project_id, pipeline_id=pipeline.id, feature_id=fid,
                     stage_id=first.id, stage_position=0, status="waiting", entered_at=now,
@@ -327,6 +328,14 @@ def rollback(project: Project, run_id: int, actor: Actor) -> None:
     (FEATURE_STATE_ROLLED_BACK) and RELEASE_PIPELINE_FEATURE_ROLLED_BACK.
     """
     run = _run_for_update(project.id, run_id, actor, launched_ok=True)
+    roll_back_locked(run, actor)
+    db.session.commit()
+
+
+def roll_back_locked(run: PipelineRun, actor: Actor, *, event: str =
+                     "RELEASE_PIPELINE_FEATURE_ROLLED_BACK", why: str = "") -> None:
+    """`rollback`'s changes inside the caller's unit of work (which holds the run's lock and
+    commits): the gate's automatic rollback shares it. Raises Conflict if the run moved."""
     executions = db.session.scalars(
         select(StageExecution)
         .where(StageExecution.run_id == run.id, StageExecution.applied_at.is_not(None))
@@ -346,12 +355,12 @@ def rollback(project: Project, run_id: int, actor: Actor) -> None:
     if segment_id is not None:
         db.session.execute(
             Segment.__table__.delete().where(Segment.id == segment_id, Segment.is_system))
-    _audit(actor, run, "RELEASE_PIPELINE_FEATURE_ROLLED_BACK",
-           f"{run.feature.name} rolled back and taken out of release pipeline "
-           f"{run.pipeline.name} ({restored} change(s) restored)",
-           before={"status": run.status, "stage": run.stage_position})
+    _audit(actor, run, event,
+           f"{run.feature.name} rolled back{' automatically' if why else ''} and taken out of "
+           f"release pipeline {run.pipeline.name} ({restored} change(s) restored){why}",
+           before={"status": run.status, "stage": run.stage_position},
+           idempotency_key=f"run:{run.id}:rolled-back")
     change_requests.close_for_run(run.id, actor, "the flag was rolled back")
-    db.session.commit()
 
 
 def _restore(run: PipelineRun, environment_id: int, snapshot: dict[str, Any], actor: Actor) -> int:

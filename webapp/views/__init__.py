@@ -41,7 +41,7 @@ def _optional_modules():
     import importlib
 
     for name in ("flags", "segments", "pipelines", "runs", "board", "change_requests", "audit",
-                 "notifications", "admin", "api", "webhooks"):
+                 "notifications", "admin", "api", "webhooks", "alerts"):
         try:
             yield importlib.import_module(f"webapp.views.{name}")
         except ModuleNotFoundError as error:

@@ -25,7 +25,7 @@ from webapp.forms.pipelines import (
 )
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project, ReleasePipeline
-from webapp.services import pipelines, projects, timeline
+from webapp.services import health_checks, pipelines, projects, timeline
 from webapp.services.errors import Conflict, Invalid
 from webapp.views.context import actor, can, project_or_404
 
@@ -147,6 +147,40 @@ def remove_action(project_id: int, pipeline_id: int, action_id: int):
                  lambda p, v: pipelines.remove_action(p, v, action_id, actor()))
 
 
+# --- health checks of a stage (issue 15): edited like actions ------------------------------------
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/checks")
+@login_required
+def add_check(project_id: int, pipeline_id: int, stage_id: int):
+    data = request.form.to_dict()
+    return _edit(project_id, pipeline_id, f"new-check-{stage_id}",
+                 lambda p, v: health_checks.add_check(p, v, stage_id, data, actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/checks/<int:check_id>")
+@login_required
+def update_check(project_id: int, pipeline_id: int, check_id: int):
+    data = request.form.to_dict()
+    return _edit(project_id, pipeline_id, f"check-{check_id}",
+                 lambda p, v: health_checks.update_check(p, v, check_id, data, actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/checks/<int:check_id>/delete")
+@login_required
+def remove_check(project_id: int, pipeline_id: int, check_id: int):
+    return _edit(project_id, pipeline_id, f"check-{check_id}",
+                 lambda p, v: health_checks.remove_check(p, v, check_id, actor()))
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/on-unhealthy")
+@login_required
+def set_on_unhealthy(project_id: int, pipeline_id: int, stage_id: int):
+    value = request.form.get("on_unhealthy", "")
+    return _edit(project_id, pipeline_id, f"unhealthy-{stage_id}",
+                 lambda p, v: health_checks.set_on_unhealthy(p, v, stage_id, value, actor()))
+
+
 def _edit(project_id: int, pipeline_id: int, key: str,
           change: Callable[[ReleasePipeline, Any], Any]):
     """Run one draft edit, then answer with the builder: 200 (303 without htmx) when saved,
@@ -161,7 +195,7 @@ def _edit(project_id: int, pipeline_id: int, key: str,
     except Conflict as error:
         return _render_builder(project, pipeline_id, 409, notice=error.message)
     if not wants_fragment():
-        anchor = key if key.startswith(("stage-", "action-")) else "stages"
+        anchor = key if key.startswith(("stage-", "action-", "check-")) else "stages"
         return redirect(url_for("pipelines.detail", project_id=project.id,
                                 pipeline_id=pipeline_id, _anchor=anchor), 303)
     return _render_builder(project, pipeline_id)
@@ -180,6 +214,7 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
         "can_edit": can("editor"),
         "in_flight": 0 if pipeline.is_draft else pipelines.in_flight_count(pipeline.id),
         "svc": pipelines,
+        "checks_svc": health_checks,
         "runs_panel": "runs.pipeline_panel" in current_app.view_functions,
         "notice": notice,
         "open_key": open_key,

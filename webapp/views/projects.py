@@ -18,7 +18,7 @@ from webapp.forms.settings import (
 )
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project
-from webapp.services import access, environments, members, projects
+from webapp.services import access, environments, health_checks, members, projects
 from webapp.services.errors import Conflict, Invalid
 from webapp.views.context import actor, project_or_404
 
@@ -136,6 +136,15 @@ def remove_member(project_id: int, membership_id: int):
                             lambda: members.remove_member(membership, actor()))
 
 
+@bp.post(f"{SETTINGS}/integrations")
+@login_required
+def update_integrations(project_id: int):
+    project = project_or_404(project_id, "admin")
+    return _settings_change(project, "integration_settings", "integrations",
+                            lambda: health_checks.update_integrations(
+                                project, request.form.to_dict(), actor()))
+
+
 def _settings_change(project: Project, block: str, key: str, change: Callable[[], Any]):
     """Run one settings change; answer its section: 200 (303 without htmx), 422 with the
     errors beside the form `key`, 409 with why it was refused."""
@@ -156,6 +165,7 @@ def _render_settings(project: Project, block: str, status: int = 200, **extra: A
         "project": project,
         "environments": projects.environments_of(project.id),
         "memberships": members.list_members(project.id),
+        "integration": health_checks.integration(project.id),
         "roles": ROLE_CHOICES,
         "errors": {},
         "submitted": {},

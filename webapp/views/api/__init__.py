@@ -33,6 +33,7 @@ from webapp.views.api import (  # noqa: E402,F401
     environments,
     features,
     featurestates,
+    integrations,
     openapi,
     projects,
     release_pipelines,

@@ -29,6 +29,7 @@ from webapp.models import (
     PipelineStage,
     StageAction,
 )
+from webapp.models.health import CHECK_KINDS, COMPARISONS, ON_UNHEALTHY
 from webapp.services.pipelines import MAX_STAGES
 from webapp.views.api.common import MAX_ID, Id, Shape
 from webapp.views.api.schemas import NAME
@@ -120,6 +121,26 @@ class PipelineActionInputSchema(Shape):
     action_body = fields.Nested(PipelineActionBodySchema, load_default=dict)
 
 
+class PipelineHealthCheckSchema(Shape):
+    """A health check on a stage (issue 15): evaluated while a flag is in the stage."""
+
+    kind = fields.String(required=True, validate=validate.OneOf(CHECK_KINDS))
+    name = fields.String(load_default="", validate=validate.Length(max=255))
+    query = fields.String(allow_none=True, metadata={
+        "description": "PROMETHEUS: PromQL; {{ flag }} and {{ environment }} are filled in."})
+    comparison = fields.String(allow_none=True, validate=validate.OneOf(COMPARISONS), metadata={
+        "description": "PROMETHEUS: healthy while `value <comparison> threshold`."})
+    threshold = fields.Float(allow_none=True, allow_nan=False)
+    interval_seconds = fields.Integer(strict=True, load_default=30,
+                                      validate=validate.Range(1, 3600))
+    failures_to_trip = fields.Integer(strict=True, load_default=1, validate=validate.Range(1, 100),
+                                      metadata={"description": "Failing answers in a row that "
+                                                               "make the stage unhealthy."})
+    selector = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True,
+                           metadata={"description": "ALERT: labels a firing alert must carry "
+                                                    "(besides railyard_flag/railyard_pipeline)."})
+
+
 class PipelineStageInputSchema(Shape):
     name = fields.String(required=True, validate=TITLE)
     environment = Id(required=True)
@@ -130,6 +151,12 @@ class PipelineStageInputSchema(Shape):
                             load_default=lambda: {"trigger_type": "ON_ENTER", "trigger_body": None})
     actions = fields.List(fields.Nested(PipelineActionInputSchema), load_default=list,
                           validate=validate.Length(max=MAX_ACTIONS))
+    health_checks = fields.List(fields.Nested(PipelineHealthCheckSchema), load_default=list,
+                                validate=validate.Length(max=10))
+    on_unhealthy = fields.String(load_default="HOLD", validate=validate.OneOf(ON_UNHEALTHY),
+                                 metadata={"description": "What an unhealthy check does: hold "
+                                                          "the flag, or roll it back (both "
+                                                          "notify)."})
 
 
 def stage_order(stages: list[dict[str, Any]]) -> list[int]:
@@ -230,6 +257,8 @@ class PipelineStageSchema(Shape):
     order = fields.Integer(required=True)
     trigger = fields.Nested(PipelineTriggerSchema, required=True)
     actions = fields.List(fields.Nested(PipelineActionSchema), required=True)
+    health_checks = fields.List(fields.Nested(PipelineHealthCheckSchema), required=True)
+    on_unhealthy = fields.String(required=True, validate=validate.OneOf(ON_UNHEALTHY))
     features = fields.List(fields.Nested(PipelineFlagRunSchema), required=True, metadata={
         "description": "Flags in this stage now (the first 50 by name)."})
     features_count = fields.Integer(required=True)
@@ -278,7 +307,9 @@ def stage_input(stage: dict[str, Any]) -> dict[str, Any]:
     return {"name": stage["name"], "environment_id": stage["environment"],
             "trigger_type": trigger["trigger_type"],
             "wait_amount": wait, "wait_unit": "seconds",
-            "actions": [action_input(action) for action in stage["actions"]]}
+            "actions": [action_input(action) for action in stage["actions"]],
+            "health_checks": stage.get("health_checks") or [],
+            "on_unhealthy": stage.get("on_unhealthy") or "HOLD"}
 
 
 def action_input(action: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from jobs import transitions
 from webapp.extensions import db
 from webapp.models import Feature, PipelineRun, PipelineStage, Project, ReleasePipeline
-from webapp.services import api_auth, pipeline_definitions, pipelines, runs
+from webapp.services import api_auth, health_checks, pipeline_definitions, pipelines, runs
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.views.api import bp
@@ -83,6 +83,8 @@ def _stage(stage: PipelineStage, items: list[tuple[PipelineRun, str]], count: in
             "order": stage.position, "trigger": trigger_of(stage),
             "actions": [{"id": action.id, "action_type": action.action_type,
                          "action_body": action_body_of(action)} for action in stage.actions],
+            "health_checks": [health_checks.check_snapshot(c) for c in stage.checks],
+            "on_unhealthy": stage.on_unhealthy,
             "features": [_flag_run(run, name) for run, name in items],
             "features_count": count}
 
