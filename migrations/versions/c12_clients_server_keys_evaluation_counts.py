@@ -1,7 +1,7 @@
 """clients: named server-side keys, flag evaluation counts
 
 Revision ID: c12_clients
-Revises: e65d2b5e022c
+Revises: b11_sessions
 Create Date: 2026-12-02 11:10:00.482395
 
 """
@@ -12,7 +12,7 @@ import webapp.orm
 
 # revision identifiers, used by Alembic.
 revision = 'c12_clients'
-down_revision = 'e65d2b5e022c'
+down_revision = 'b11_sessions'
 branch_labels = None
 depends_on = None
 

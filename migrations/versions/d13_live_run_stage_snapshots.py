@@ -1,7 +1,7 @@
 """runs keep the stages they went through; an index for the change token (issue 13)
 
 Revision ID: d13_live
-Revises: e65d2b5e022c
+Revises: c12_clients
 Create Date: 2026-12-02 11:30:00
 
 A run started before this keeps NULL: its track falls back to the pipeline's current stages
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = 'd13_live'
-down_revision = 'e65d2b5e022c'
+down_revision = 'c12_clients'
 branch_labels = None
 depends_on = None
 

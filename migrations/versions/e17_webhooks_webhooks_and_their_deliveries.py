@@ -1,7 +1,7 @@
 """webhooks and their deliveries
 
 Revision ID: e17_webhooks
-Revises: e65d2b5e022c
+Revises: d13_live
 Create Date: 2026-12-02 11:10:33.736221
 
 """
@@ -12,7 +12,7 @@ import webapp.orm
 
 # revision identifiers, used by Alembic.
 revision = 'e17_webhooks'
-down_revision = 'e65d2b5e022c'
+down_revision = 'd13_live'
 branch_labels = None
 depends_on = None
 

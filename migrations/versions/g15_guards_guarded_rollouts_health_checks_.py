@@ -1,7 +1,7 @@
 """guarded rollouts: health checks, integrations, firing alerts
 
 Revision ID: g15_guards
-Revises: e65d2b5e022c
+Revises: e17_webhooks
 Create Date: 2026-12-02 11:09:56.417508
 
 """
@@ -12,7 +12,7 @@ import webapp.orm
 
 # revision identifiers, used by Alembic.
 revision = 'g15_guards'
-down_revision = 'e65d2b5e022c'
+down_revision = 'e17_webhooks'
 branch_labels = None
 depends_on = None
 
