@@ -1,9 +1,13 @@
 """The migrations build exactly the schema the models describe."""
 
+import os
+from datetime import UTC, datetime
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import upgrade
-from sqlalchemy import create_engine
+from sqlalchemy import MetaData, create_engine, text
 
 from webapp import create_app
 from webapp.extensions import db
@@ -20,4 +24,84 @@ def test_migrations_match_models(tmp_path, redis_url):
             diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
         engine.dispose()
         db.engine.dispose()
+    assert diff == []
+
+
+# The schema every database made before this round of migrations has; the ones after it must
+# carry its rows over.
+BEFORE_THIS_ROUND = "e65d2b5e022c"
+
+
+def _filler(column, row_id: int):
+    """A value of the column's type for a NOT NULL column without a default."""
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        kind = str
+    if column.foreign_keys or kind is int:
+        return row_id
+    if kind is bool:
+        return False
+    if kind is float:
+        return 1.0
+    if kind is datetime:
+        return datetime(2026, 1, 1, tzinfo=UTC)
+    if kind is dict:
+        return {}
+    if kind is list:
+        return []
+    return f"{column.name}-{row_id}"
+
+
+def _fill_every_table(engine) -> dict[str, int]:
+    """One row in every table (parents first, foreign keys pointing at row 1)."""
+    metadata = MetaData()
+    metadata.reflect(engine)
+    counts = {}
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table.name == "alembic_version":
+                continue
+            row = {column.name: _filler(column, 1) for column in table.columns
+                   if not column.nullable or column.primary_key or column.foreign_keys}
+            conn.execute(table.insert().values(**row))
+            counts[table.name] = 1
+    return counts
+
+
+@pytest.fixture
+def empty_database(tmp_path):
+    server = os.environ.get("RAILYARD_TEST_POSTGRES")
+    if not server:
+        yield f"sqlite:///{tmp_path / 'upgraded.db'}"
+        return
+    name = f"railyard_upgrade_{os.getpid()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_upgrading_a_database_with_data_keeps_every_row(empty_database, tmp_path, redis_url):
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_database,
+                      "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "x"})
+    with app.app_context():
+        upgrade(revision=BEFORE_THIS_ROUND)
+        engine = create_engine(empty_database)
+        before = _fill_every_table(engine)
+        upgrade()
+        with engine.connect() as conn:
+            after = {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar()
+                     for name in before}
+            epoch = conn.execute(text('SELECT session_epoch FROM "user"')).scalar()
+            on_unhealthy = conn.execute(text("SELECT on_unhealthy FROM pipeline_stage")).scalar()
+            diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
+        engine.dispose()
+        db.engine.dispose()
+    assert after == before
+    assert (epoch, on_unhealthy) == (0, "HOLD")
     assert diff == []
