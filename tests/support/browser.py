@@ -50,8 +50,9 @@ def page(browser, csp_violations):
     context = browser.new_context()
     context.set_default_timeout(10_000)
     page = context.new_page()
-    page.on("console", lambda message: csp_violations.append(f"{message.location.get('url')}: {message.text}")
-            if "Content Security Policy" in message.text else None)
+    page.on("console", lambda message: csp_violations.append(
+        f"{message.location.get('url')}: {message.text}")
+        if "Content Security Policy" in message.text else None)
     yield page
     context.close()
     if csp_violations:
