@@ -130,6 +130,8 @@ def delete_server_key(env: Environment, key_id: int, actor: Actor) -> None:
     if row is None or row.environment_id != env.id:
         raise NotFound("Server-side key not found.")
     db.session.delete(row)
+    # Processes that cache key lookups (services/revisions.py) forget them when a revision moves.
+    bump_revision(env.id)
     audit.record(actor, "SERVER_KEY_DELETED", f"{env.name}: server-side key {row.name} deleted",
                  project_id=env.project_id, environment_id=env.id, object_type="server_key",
                  object_id=key_id, object_label=row.name,
