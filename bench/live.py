@@ -200,6 +200,7 @@ def boards(base: str, cookie: str, board_path: str, count: int, seconds: float,
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             time.sleep(max(0.0, interval - took))
 
+    pg = pg()  # after the pages opened: the server's connections (backends) exist now
     cpu_before, pg_before, wall = cpu_seconds(processes), cpu_seconds(pg), time.monotonic()
     threads = [threading.Thread(target=poll, args=pair) for pair in sessions]
     for thread in threads:
@@ -281,7 +282,7 @@ def main() -> None:
         boards(f"http://127.0.0.1:{port}", cookie_for(app, world["viewer_id"]),
                f"/projects/{world['project_id']}/pipelines/{world['pipeline_id']}/board",
                args.boards, args.seconds, args.interval, server_processes(server),
-               postgres_processes() if args.database else [])
+               postgres_processes if args.database else list)
     finally:
         if server is not None:
             os.killpg(server.pid, 15)
