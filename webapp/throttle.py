@@ -42,6 +42,12 @@ API_AUTH_ADDRESS = Rule("api-auth:address", "THROTTLE_API_AUTH_PER_ADDRESS",
                         "THROTTLE_API_AUTH_WINDOW")
 
 
+def sign_in_checks(email: str, address: str) -> tuple[tuple[Rule, str], tuple[Rule, str]]:
+    """What a sign-in with a password counts against (the form and `POST /auth/login/`): the
+    account first (forgotten on success), then the client address."""
+    return (SIGN_IN_ACCOUNT, email), (SIGN_IN_ADDRESS, address)
+
+
 def _key(rule: Rule, who: str) -> tuple[str, float]:
     """The window's key and the seconds left in it."""
     moment = now().timestamp()

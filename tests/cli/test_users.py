@@ -8,8 +8,9 @@ from webapp.models import AuditEntry
 from webapp.services import users
 
 
-def test_sets_a_new_password_given_on_the_command_line(app, make):
-    make.user(email="admin@example.com", password="old-password")
+def test_sets_a_new_password_given_on_the_command_line_and_ends_the_sessions(app, make):
+    user = make.user(email="admin@example.com", password="old-password")
+    epoch = user.session_epoch
     result = app.test_cli_runner().invoke(
         args=["users", "set-password", "--email", "Admin@Example.com", "--password",
               "new-password"])
@@ -18,8 +19,10 @@ def test_sets_a_new_password_given_on_the_command_line(app, make):
     assert users.authenticate("admin@example.com", "new-password") is not None
     assert users.authenticate("admin@example.com", "old-password") is None
     entry = db.session.scalar(
-        select(AuditEntry).where(AuditEntry.event_type == "USER_PASSWORD_SET"))
+        select(AuditEntry).where(AuditEntry.event_type == "USER_PASSWORD_CHANGED"))
     assert entry.object_label == "admin@example.com"
+    db.session.refresh(user)
+    assert user.session_epoch == epoch + 1  # a cookie from before no longer signs anyone in
     assert "new-password" not in repr((entry.before, entry.after, entry.message))
 
 

@@ -159,3 +159,19 @@ def test_an_unknown_email_costs_a_password_hash_like_a_wrong_password(app, edito
     assert wrong == [real]
     assert len(unknown) == 1 and unknown[0] != real and _method(unknown[0]) == _method(real)
     assert len(inactive) == 1
+
+
+def test_the_api_login_counts_against_the_same_account_as_the_form(app, client, editor, clock):
+    def api_login(password):
+        return client.post("/api/v1/auth/login/",
+                           json={"email": "editor@example.com", "password": password})
+
+    assert api_login("wrong-password").status_code == 400
+    assert _sign_in(client, "editor@example.com", "wrong-password").status_code == 422
+    assert api_login("wrong-password").status_code == 400
+    refused = api_login("password123")  # the right password, after three failures
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert "Too many failed sign-ins" in refused.get_json()["detail"]
+    assert _sign_in(client, "editor@example.com", "password123").status_code == 429
+    clock.shift(60)
+    assert "key" in api_login("password123").get_json()

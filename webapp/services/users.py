@@ -110,17 +110,14 @@ def authenticate(email: str, password: str) -> User | None:
 
 
 def set_password(email: str, password: str, *, actor: Actor = SYSTEM) -> User:
-    """Give the user with this email a new password (the command line's way back in).
+    """Give the user with this email a new password (the command line's way back in), ending
+    their sessions as any password change does.
 
-    Refuses an unknown email or a password under 8 characters. Audited (without the password).
+    Refuses an unknown email or a password under 8 characters. Audited as USER_PASSWORD_CHANGED
+    (without the password).
     """
     user = find_by_email(email)
     if user is None:
         raise Invalid("No such user.", {"email": [f"No user has the email {email.strip()}."]})
-    if len(password) < MIN_PASSWORD:
-        raise Invalid("Password too short.", {"password": [f"At least {MIN_PASSWORD} characters."]})
-    user.password_hash = generate_password_hash(password)
-    audit.record(actor, "USER_PASSWORD_SET", f"Password of {user.email} set", project_id=None,
-                 object_type="user", object_id=user.id, object_label=user.email)
-    db.session.commit()
+    change_password(user, password, actor)
     return user

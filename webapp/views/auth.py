@@ -26,8 +26,7 @@ def login():
         return redirect(url_for("projects.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        checks = ((throttle.SIGN_IN_ACCOUNT, form.email.data),
-                  (throttle.SIGN_IN_ADDRESS, request.remote_addr or ""))
+        checks = throttle.sign_in_checks(form.email.data, request.remote_addr or "")
         wait = throttle.retry_after(*checks)
         if wait:
             form.password.errors.append(
