@@ -168,6 +168,14 @@ def prepare_multiproc_dir(instance_path: str) -> str:
     return str(folder)
 
 
+def remove_multiproc_dir(instance_path: str) -> None:
+    """Remove `instance/prometheus/` once every process that counted into it has stopped."""
+    import shutil
+    from pathlib import Path
+
+    shutil.rmtree(Path(instance_path) / "prometheus", ignore_errors=True)
+
+
 def child_exit(_server, worker) -> None:
     """gunicorn hook: a worker that exits leaves its counters (summed), its live gauges go."""
     if os.environ.get(MULTIPROC_ENV):

@@ -265,6 +265,7 @@ def run(app: Flask, host: str, port: int, upgrade, seed,
         supervisor.stop()
         if embedded is not None:
             embedded.shutdown()
+        metrics.remove_multiproc_dir(app.instance_path)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         click.echo(f"Stopped ({supervisor.stop_reason}) in {time.monotonic() - started:.1f} s.")

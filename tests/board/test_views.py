@@ -171,7 +171,8 @@ def test_query_count_does_not_grow_with_flags(
     put(pipe, 2, "rolling_out", n=50, prefix="lots", rollout_percent=40)
     put(pipe, 0, "launched", n=40, prefix="lots")
     assert measure() == small
-    assert small <= 15
+    # 15 before the cards showed their change request, their reads and their health checks.
+    assert small <= 16
 
 
 # --- roles and controls ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, g, make_response, render_template, req
 from flask_login import current_user, login_required
 
 from webapp.htmx import location, render, trigger, wants_fragment
+from webapp.parsing import ascii_int
 from webapp.services import live
 from webapp.views.context import project_or_404
 
@@ -57,7 +58,7 @@ def changes():
         return location(url_for("auth.login"))
     project_id = request.args.get("project", "")
     if project_id:
-        if not project_id.isdigit() or len(project_id) > 12:
+        if ascii_int(project_id, below=2**31) is None:
             return make_response("Bad project.", 400)
         project_or_404(int(project_id))
     state = watch_state()
@@ -76,8 +77,8 @@ def _render_watch(state: dict) -> str:
 @bp.get("/notifications")
 @login_required
 def index():
-    page = request.args.get("page", "1")
-    box = live.inbox(current_user.id, page=int(page) if page.isdigit() and len(page) < 6 else 1)
+    page = ascii_int(request.args.get("page", "1"), below=100_000)
+    box = live.inbox(current_user.id, page=page or 1)
     return render("notifications/index.html", "inbox", box=box)
 
 
