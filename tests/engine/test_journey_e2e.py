@@ -5,6 +5,7 @@ The engine runs in this process: a real RQ SimpleWorker in burst mode."""
 import pytest
 from playwright.sync_api import expect
 
+from webapp.extensions import db
 from webapp.services import runs
 
 pytestmark = pytest.mark.e2e
@@ -43,5 +44,6 @@ def test_add_advance_and_roll_back(page, live_server, sign_in, make, project, ed
     page.reload()
     expect(switch(page, "new_checkout", "Development")).to_have_attribute("aria-checked", "false")
     expect(switch(page, "new_checkout", "Staging")).to_have_attribute("aria-checked", "false")
+    db.session.rollback()  # end the test's read snapshot: the rollback request committed since
     assert runs.flag_run(project.id, flag.id).run.status == "rolled_back"
 

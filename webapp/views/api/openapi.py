@@ -16,7 +16,8 @@ _REASONS = {200: "OK", 201: "Created", 202: "Accepted: a change request holds th
             204: "Deleted", 304: "Not modified (ETag matched)",
             400: "Malformed request", 401: "Missing or invalid key", 403: "Not allowed",
             404: "Not found (or out of reach)", 409: "Refused in the object's state",
-            422: "Invalid input (per-field messages)"}
+            422: "Invalid input (per-field messages)",
+            429: "Too many failed attempts: wait for Retry-After seconds"}
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
