@@ -29,7 +29,7 @@ from webapp.models import (
     StageAction,
     StageExecution,
 )
-from webapp.services import analytics
+from webapp.services import analytics, gates
 from webapp.services.errors import NotFound
 from webapp.services.pipelines import describe_action
 
@@ -588,10 +588,6 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
 
 def _with_checks(cards: dict[int, list[Card]]) -> dict[int, list[Card]]:
     """Cards of runs in guarded stages carry their checks' states (one query for all)."""
-    from dataclasses import replace
-
-    from webapp.services import gates
-
     views = gates.check_views([c.run_id for column in cards.values() for c in column])
     if not views:
         return cards
