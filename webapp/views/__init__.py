@@ -9,6 +9,7 @@ PROJECT_NAV = [
     ("Pipelines", "pipelines.index"),
     ("Boards", "board.overview"),
     ("Change requests", "change_requests.index"),
+    ("Calendar", "calendar.project"),
     ("Audit log", "audit.index"),
     ("Settings", "projects.settings"),
 ]
@@ -41,7 +42,7 @@ def _optional_modules():
     import importlib
 
     for name in ("flags", "segments", "pipelines", "runs", "board", "change_requests", "audit",
-                 "notifications", "admin", "api", "webhooks", "alerts"):
+                 "notifications", "admin", "api", "webhooks", "alerts", "calendar"):
         try:
             yield importlib.import_module(f"webapp.views.{name}")
         except ModuleNotFoundError as error:
