@@ -1,6 +1,7 @@
 """Recurring work, declared in one place: the sweeper.
 
-Every SWEEP_INTERVAL_SECONDS it re-drives runs whose bell should have rung but did not (Redis
+Every SWEEP_INTERVAL_SECONDS it starts and ends the release calendar's freezes whose time came
+(holding or releasing their flags), re-drives runs whose bell should have rung but did not (Redis
 flushed or restarted, a worker SIGKILLed mid-stage, a scheduled job lost or fired early) and
 delivers the outbox: emails, new webhook events, and webhook retries that came due (their
 backoff lives in the database, so a lost job loses nothing). It works from the database alone;
@@ -15,7 +16,7 @@ from flask import current_app
 
 from jobs import transitions
 from webapp.extensions import db
-from webapp.services import analytics, engine, notifications, webhook_delivery
+from webapp.services import analytics, calendar, engine, notifications, webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,14 @@ log = logging.getLogger(__name__)
 def sweep_once() -> dict:
     """One pass: advance overdue runs inline, ring their follow-ups, deliver the outbox, add
     the buffered flag analytics to the database."""
+    released = calendar.tick()  # freezes that start or end, holds that no longer hold
+    transitions.ring(released.bells)
     report = engine.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
     transitions.ring(report.bells)
     delivered = notifications.deliver_outbox() + webhook_delivery.deliver_due()
     counted = analytics.flush()
     return {"moved": report.moved, "failed": report.failed, "delivered": delivered,
-            "counted": counted}
+            "counted": counted, "released": released.resumed}
 
 
 def run_forever(stop: threading.Event | None = None) -> None:

@@ -1,5 +1,14 @@
 """All models, importable from one place."""
 
+from webapp.models.calendar import (
+    HOLD_KINDS,
+    WEEKDAYS,
+    DeploymentWindow,
+    EnvironmentSchedule,
+    Freeze,
+    FreezeEnvironment,
+    LineStop,
+)
 from webapp.models.governance import (
     ROLES,
     ApiKey,
@@ -59,4 +68,6 @@ __all__ = [
     "ReleasePipeline", "Segment", "SegmentOverride", "ServerKey", "StageAction",
     "StageExecution", "User", "Webhook", "WebhookAttempt", "WebhookDelivery",
     "FiringAlert", "HealthCheckState", "ProjectIntegration", "StageHealthCheck",
+    "HOLD_KINDS", "WEEKDAYS", "DeploymentWindow", "EnvironmentSchedule", "Freeze",
+    "FreezeEnvironment", "LineStop",
 ]

@@ -129,6 +129,8 @@ class PipelineRun(db.Model):
         # the index alone (count, sum of versions, how many can move). Not partial: SQLite only
         # reads a partial index alone when its condition's column is in it.
         Index("ix_pipeline_run_project_live", "project_id", "ended_at", "status", "version"),
+        # Releasing a freeze or a stopped line: the runs it holds.
+        Index("ix_pipeline_run_hold", "hold_kind", "hold_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -153,6 +155,14 @@ class PipelineRun(db.Model):
     # A guarded rollout stage: when its next step may go up (due_at is the next health check).
     next_step_at: Mapped[datetime | None]
     added_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    # Held by the release calendar (models/calendar.py): "window" (due_at is the next opening),
+    # "freeze" or "stop" (due_at is NULL until released; hold_id names the freeze or stop). The
+    # run's clock when it was held: `held_due_at` at `held_since`, so it resumes with the time
+    # it had left.
+    hold_kind: Mapped[str | None] = mapped_column(String(16))
+    hold_id: Mapped[int | None]
+    held_since: Mapped[datetime | None]
+    held_due_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now)
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(24))

@@ -33,7 +33,7 @@ from webapp.models import (
     StageAction,
     StageExecution,
 )
-from webapp.services import audit, flag_changes, notifications, webhook_events
+from webapp.services import audit, calendar, flag_changes, notifications, webhook_events
 from webapp.services.actors import Actor
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ class Cache:
     """Per-call memo of pipeline shapes and user emails (one job, one sweep)."""
 
     pipelines: dict[int, PipelineInfo] = field(default_factory=dict)
+    # The release calendar's schedules (stops and freezes are read afresh per transaction).
+    calendar_memo: calendar.Memo = field(default_factory=calendar.Memo)
 
     def pipeline(self, pipeline_id: int) -> PipelineInfo:
         if pipeline_id not in self.pipelines:
@@ -294,6 +296,11 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
         db.session.rollback()
         return "early", bell
     version = run.version
+    cache.calendar_memo.fresh()
+    stage = cache.pipeline(run.pipeline_id).stages[run.stage_position]
+    hold = calendar.hold_due_run(run, stage.environment_id, now, cache.calendar_memo)
+    if hold is not None:  # outside a window, frozen, or the line stopped: wait, apply nothing
+        return _held(run, version, hold)
     if run.status in ("watching", "rolling_out"):
         from webapp.services import gates
 
@@ -307,7 +314,7 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
         ctx = _Ctx(run, feature_name, value_type, pipeline, stage, now)
         values = _step(ctx) if run.status == "rolling_out" else _fire(ctx)
         tail = values.pop("_tail", None)
-        values.update(version=version + 1, attempts=0, last_error=None)
+        values.update(version=version + 1, attempts=0, last_error=None, **calendar.NO_HOLD)
         moved = db.session.execute(
             update(PipelineRun)
             .where(PipelineRun.id == run.id, PipelineRun.version == version)
@@ -326,6 +333,19 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
     except (StageFailed, LookupError, ValueError, IntegrityError) as error:
         db.session.rollback()
         return "failed", record_failure(run_id, version, str(error), now=now)
+
+
+def _held(run: PipelineRun, version: int, values: dict[str, Any]) -> tuple[str, Bell | None]:
+    """Compare-and-set a due run's hold (calendar.hold_due_run decided it and audited it)."""
+    values["version"] = version + 1
+    moved = db.session.execute(
+        update(PipelineRun).where(PipelineRun.id == run.id, PipelineRun.version == version)
+        .values(**values).execution_options(synchronize_session=False)).rowcount
+    if moved != 1:
+        db.session.rollback()
+        return "skipped", None
+    db.session.commit()
+    return "held", _bell(run.id, version + 1, values.get("due_at"))
 
 
 def _fire(ctx: _Ctx) -> dict[str, Any]:
@@ -418,7 +438,7 @@ def commit_approved(run_id: int, stage_id: int, changes: list[dict[str, Any]], *
         _apply_planned(ctx, change)
     values = _after_apply(ctx)
     tail = values.pop("_tail", None)
-    values.update(version=version + 1, attempts=0, last_error=None)
+    values.update(version=version + 1, attempts=0, last_error=None, **calendar.NO_HOLD)
     moved = db.session.execute(
         update(PipelineRun)
         .where(PipelineRun.id == run.id, PipelineRun.version == version)
@@ -772,7 +792,8 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
     query = (
         select(PipelineRun.id, PipelineRun.version, PipelineRun.status, PipelineRun.due_at,
                PipelineRun.ended_at, PipelineRun.pipeline_id, PipelineRun.stage_position,
-               PipelineRun.feature_id, PipelineRun.added_by_id, Feature.name, Feature.value_type)
+               PipelineRun.feature_id, PipelineRun.added_by_id, PipelineRun.project_id,
+               Feature.name, Feature.value_type)
         .join(Feature, Feature.id == PipelineRun.feature_id)
         .where(PipelineRun.id.in_(list(expected)))
         .order_by(PipelineRun.id)  # the runs' locks in id order (webapp/database.py)
@@ -782,6 +803,8 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
     groups: dict[tuple[int, int], list[Any]] = {}
     gated: dict[int, bool] = {}  # environment id -> needs approvals (those runs go one by one)
     singles: list[tuple[int, int]] = []
+    held: dict[int, list[Any]] = {}  # environment id -> due runs the release calendar holds
+    cache.calendar_memo.fresh()
     try:
         for row in db.session.execute(query):
             wanted = expected[row.id]
@@ -790,6 +813,10 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
                 continue
             pipeline = cache.pipeline(row.pipeline_id)
             stage = pipeline.stages[row.stage_position]
+            if row.due_at <= now and not calendar.is_open(stage.environment_id, now,
+                                                           cache.calendar_memo):
+                held.setdefault(stage.environment_id, []).append(row)
+                continue
             if (row.status != "waiting" or row.due_at > now or stage.rollout is not None
                     or stage.checks or not _plain_fits(stage, row.value_type)
                     or _gated(stage.environment_id, gated)):
@@ -800,6 +827,8 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
         for (pipeline_id, position), rows in groups.items():
             pipeline = cache.pipeline(pipeline_id)
             moved.extend(_fire_group(pipeline, pipeline.stages[position], rows, now))
+        for environment_id, rows in held.items():
+            moved.extend(calendar.hold_batch(rows, environment_id, now, cache.calendar_memo) or [])
         db.session.commit()
         metrics.transitions_applied([r.due_at for rows in groups.values() for r in rows],
                                     clock_now())
@@ -858,7 +887,7 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
         [{"_run": r.id, "_snapshot": snapshots[r.feature_id]} for r in rows])
     members = [_Member(r.id, r.feature_id, r.name, r.added_by_id) for r in rows]
     values = complete_stage(pipeline, stage, members, now, mark_completed=False)
-    values.update(attempts=0, last_error=None)
+    values.update(attempts=0, last_error=None, **calendar.NO_HOLD)
     # One compare-and-set for the whole group: (id, version) pairs as read under the lock.
     table = PipelineRun.__table__
     moved = db.session.execute(

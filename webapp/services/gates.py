@@ -39,7 +39,7 @@ from webapp.models.health import (
     ProjectIntegration,
     StageHealthCheck,
 )
-from webapp.services import audit
+from webapp.services import audit, calendar
 from webapp.services.actors import Actor
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ def watch(run_id: int, version: int, *, cache, now: datetime):
         metrics.AUTO_ROLLBACKS.inc()
         return "moved", None
     tail = values.pop("_tail", None)
-    values.update(version=version + 1, attempts=0, last_error=values.get("last_error"))
+    values.update(version=version + 1, attempts=0, last_error=values.get("last_error"),
+                  **calendar.NO_HOLD)
     moved = db.session.execute(
         update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.version == version)
         .values(**values).execution_options(synchronize_session=False)).rowcount

@@ -53,6 +53,25 @@ def stage_completed(completions: list[dict], *, project_id: int) -> None:
             for uid, message, link, key in wanted if uid in emails])
 
 
+def announce(recipients: list[tuple[int, int | None]], kind: str, message: str, *, link: str,
+             key: str) -> int:
+    """An in-app notification for each (user id, project id or None), once per `key` (a second
+    call with the same key adds nothing). Adds to the caller's transaction; returns how many
+    were added."""
+    if not recipients:
+        return 0
+    keys = [f"{key}:user:{uid}" for uid, _ in recipients]
+    seen = set(db.session.scalars(select(Notification.idempotency_key).where(
+        Notification.idempotency_key.in_(keys))))
+    moment = now()
+    rows = [{"user_id": uid, "project_id": pid, "kind": kind, "message": message, "link": link,
+             "created_at": moment, "idempotency_key": k}
+            for (uid, pid), k in zip(recipients, keys, strict=True) if k not in seen]
+    if rows:
+        db.session.execute(insert(Notification.__table__), rows)
+    return len(rows)
+
+
 def unread(user_id: int, limit: int = 20) -> list[Notification]:
     return list(db.session.scalars(
         select(Notification).where(Notification.user_id == user_id, Notification.read_at.is_(None))
