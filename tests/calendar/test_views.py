@@ -2,6 +2,7 @@
 the organisation's (site admins), the banner on project pages, holds on cards and run pages."""
 
 from datetime import UTC, datetime
+from html import unescape
 
 import pytest
 from sqlalchemy import func, select
@@ -233,7 +234,7 @@ def test_boards_and_flag_pages_show_the_banner_while_frozen_or_stopped(
                            ends_at=datetime(2030, 1, 10, tzinfo=UTC), reason="Holiday freeze",
                            environment_ids=[envs["Production"].id])
     for url in pages:
-        html = client.get(url).text
+        html = unescape(client.get(url).text)
         assert "The line is stopped." in html, url
         assert "Incident 4711" in html
         assert "Frozen until 10 January 2030 00:00 UTC." in html
@@ -260,7 +261,7 @@ def test_site_admins_freeze_and_stop_the_whole_organisation(clock, hx, client, l
     assert "Year-end freeze" in response.text and "In force" in response.text
     response = hx.post("/admin/calendar/stop", data={"stop-reason": "Datacentre fire"})
     assert "Every project's line is stopped" in response.text
-    html = client.get(f"/projects/{project.id}/board").text
+    html = unescape(client.get(f"/projects/{project.id}/board").text)
     assert "Every project's line is stopped." in html and "Datacentre fire" in html
     assert "of every project, by root@example.com: Year-end freeze" in html
     calendar_page = client.get(page_url(project)).text
