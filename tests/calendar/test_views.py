@@ -7,23 +7,11 @@ from html import unescape
 import pytest
 from sqlalchemy import func, select
 
+from tests.calendar.conftest import START
 from webapp.extensions import db
 from webapp.models import DeploymentWindow, Freeze, LineStop, Notification
 from webapp.services import calendar
 from webapp.services.actors import SYSTEM
-
-START = datetime(2030, 1, 7, 10, 0, tzinfo=UTC)  # a Monday
-
-
-@pytest.fixture
-def clock(time_machine):
-    time_machine.move_to(START, tick=False)
-    return time_machine
-
-
-@pytest.fixture
-def envs(make, project):
-    return {e.name: e for e in make.environments(project)}
 
 
 def page_url(project):

@@ -29,7 +29,7 @@ from webapp.models import (
     StageAction,
     StageExecution,
 )
-from webapp.services import analytics, gates
+from webapp.services import analytics, calendar_display, gates
 from webapp.services.errors import NotFound
 from webapp.services.pipelines import describe_action
 
@@ -160,6 +160,7 @@ class Card:
     # (environment, evaluations since yesterday) where the flag last changed: is it read there?
     reads: tuple[str, int] | None = None
     checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
+    hold: calendar_display.HoldNote | None = None  # why the release calendar holds it
 
     @property
     def countdown(self) -> str:
@@ -312,12 +313,15 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
             params["pattern"] = _pattern(query)
         for n, (position, limit) in enumerate(wanted.items()):
             params[f"p{n}"], params[f"l{n}"] = position, limit
+        held = []
         for row in db.session.execute(_first_cards(len(wanted), bool(query)), params):
             cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
+            if row.hold_kind:
+                held.append(row)
         for position, column in cards.items():
             column.sort(key=lambda c: (c.entered_at, c.run_id))
             cards[position] = _with_requests(column)
-        cards = _with_checks(cards)
+        cards = _with_holds(_with_checks(cards), held, stages, now)
 
     launches = launched_per_day(pipeline.id, now=now)
     since = launches.since
@@ -354,6 +358,7 @@ _CARD_COLUMNS = (
     PipelineRun.id, PipelineRun.feature_id, PipelineRun.status, PipelineRun.stage_position,
     PipelineRun.entered_at, PipelineRun.due_at, PipelineRun.rollout_percent,
     PipelineRun.paused_remaining_seconds, PipelineRun.last_error, PipelineRun.ended_at,
+    PipelineRun.hold_kind, PipelineRun.hold_id, PipelineRun.held_since, PipelineRun.held_due_at,
     Feature.name,
 )
 
@@ -583,6 +588,8 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
         card = _with_requests([_card(row, stages, clock_now())])[0]
         if run.ended_at is None:
             card = _with_checks({0: [card]})[0][0]
+            if run.hold_kind:
+                card = _with_holds({0: [card]}, [run], stages, clock_now())[0][0]
     return Track(run, pipeline, card, stops, history)
 
 
@@ -592,6 +599,18 @@ def _with_checks(cards: dict[int, list[Card]]) -> dict[int, list[Card]]:
     if not views:
         return cards
     return {key: [replace(c, checks=tuple(views.get(c.run_id, ()))) for c in column]
+            for key, column in cards.items()}
+
+
+def _with_holds(cards: dict[int, list[Card]], held: list[Any], stages: list[StageInfo],
+                now: datetime) -> dict[int, list[Card]]:
+    """Cards of runs the release calendar holds say why and until when (a few reads for all)."""
+    if not held:
+        return cards
+    notes = calendar_display.hold_notes([
+        calendar_display.HeldRun.of(row, stages[min(row.stage_position, len(stages) - 1)]
+                                    .environment_id) for row in held], now)
+    return {key: [replace(c, hold=notes[c.run_id]) if c.run_id in notes else c for c in column]
             for key, column in cards.items()}
 
 

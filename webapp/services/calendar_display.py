@@ -7,6 +7,7 @@ services/calendar.py's; this module asks it and puts the answers into words, eac
 `calendar.Memo`, so a page reads each schedule, freeze and stop once.
 """
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
-from webapp.models import Environment, Freeze, LineStop, PipelineRun, Project
+from webapp.models import Environment, Freeze, LineStop, PipelineRun, PipelineStage, Project
 from webapp.services import calendar, projects
 from webapp.services.calendar_words import (
     date_text,
@@ -391,13 +392,13 @@ def run_hold(run: PipelineRun, environment_id: int | None) -> HoldNote | None:
     """Why this run waits, if the calendar holds it."""
     if not run.hold_kind:
         return None
-    row = _HeldRun(run.id, run.hold_kind, run.hold_id, run.due_at, run.held_since,
-                   run.held_due_at, environment_id)
-    return hold_notes([row]).get(run.id)
+    return hold_notes([HeldRun.of(run, environment_id)]).get(run.id)
 
 
 @dataclass(frozen=True)
-class _HeldRun:
+class HeldRun:
+    """What `hold_notes` reads of a run (a board row or the run itself)."""
+
     id: int
     hold_kind: str | None
     hold_id: int | None
@@ -405,6 +406,11 @@ class _HeldRun:
     held_since: datetime | None
     held_due_at: datetime | None
     environment_id: int | None
+
+    @classmethod
+    def of(cls, run: Any, environment_id: int | None) -> "HeldRun":
+        return cls(run.id, run.hold_kind, run.hold_id, run.due_at, run.held_since,
+                   run.held_due_at, environment_id)
 
 
 # --- Timelines with the calendar applied ----------------------------------------------------------
@@ -526,3 +532,61 @@ def _held_text(environment_id: int | None, due: datetime, opens: datetime | None
         return (f"{name}: frozen, next opening "
                 f"{moment_text(opens, schedule.timezone, now=now)}")
     return f"{name}: next window {moment_text(opens, schedule.timezone, now=now)}"
+
+
+def _rollout_of(stage: PipelineStage) -> tuple[int, int]:
+    """(steps after the first, interval seconds) of the stage's phased rollout, or (0, 0)."""
+    for action in stage.actions:
+        if (action.action_type == "PHASED_ROLLOUT" and action.rollout_initial
+                and action.rollout_step and action.rollout_interval_seconds
+                and 0 < action.rollout_initial <= 100 and action.rollout_step > 0):
+            steps = math.ceil((100 - action.rollout_initial) / action.rollout_step)
+            return max(0, steps), action.rollout_interval_seconds
+    return 0, 0
+
+
+def _planned(stage: PipelineStage) -> PlannedStage:
+    steps, interval = _rollout_of(stage)
+    wait = (stage.wait_seconds or 0) if stage.trigger_type == "WAIT_FOR" else 0
+    return PlannedStage(stage.position, stage.environment_id, wait, steps, interval)
+
+
+def pipeline_plan(stages: Sequence[PipelineStage], now: datetime | None = None
+                  ) -> CalendarTimeline:
+    """The timeline preview with the calendar applied: a flag added now."""
+    now = now or clock_now()
+    return plan([_planned(s) for s in stages], now, now=now)
+
+
+def flag_plan(run: PipelineRun, now: datetime | None = None) -> CalendarTimeline | None:
+    """When a flag in flight would launch, with the calendar applied: its current stage from
+    its due time (or, held by a freeze, from the freeze's end plus the time it had left), then
+    every later stage. None when people decide the next step (approval, paused, halted,
+    health checks)."""
+    if run.ended_at is not None or run.status not in ("waiting", "rolling_out"):
+        return None
+    now = now or clock_now()
+    memo = calendar.Memo()
+    stages = sorted(run.pipeline.stages, key=lambda s: s.position)
+    if not 0 <= run.stage_position < len(stages):
+        return None
+    current = _planned(stages[run.stage_position])
+    if run.status == "rolling_out":
+        step = next((a.rollout_step for a in stages[run.stage_position].actions
+                     if a.action_type == "PHASED_ROLLOUT" and a.rollout_step), 0)
+        left = math.ceil((100 - (run.rollout_percent or 0)) / step) if step else 0
+        current = PlannedStage(current.position, current.environment_id, 0, max(0, left - 1),
+                               current.interval_seconds)
+    first_due = run.due_at
+    if first_due is None and run.hold_kind in ("freeze", "stop"):
+        opens = _opening(current.environment_id, now, memo)
+        if opens is None:
+            return CalendarTimeline([], None, now, "held while the line is stopped")
+        had = (run.held_due_at - run.held_since) if run.held_due_at and run.held_since \
+            else timedelta(0)
+        first_due = opens + max(had, timedelta(0))
+    if first_due is None:
+        return None
+    later = [_planned(s) for s in stages[run.stage_position + 1:]]
+    return plan([current, *later], max(first_due, now), first_due=max(first_due, now),
+                now=now, memo=memo)

@@ -25,7 +25,7 @@ from webapp.forms.pipelines import (
 )
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project, ReleasePipeline
-from webapp.services import health_checks, pipelines, projects, timeline
+from webapp.services import calendar_display, health_checks, pipelines, projects, timeline
 from webapp.services.errors import Conflict, Invalid
 from webapp.views.context import actor, can, project_or_404
 
@@ -210,6 +210,7 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
         "project": project,
         "pipeline": pipeline,
         "timeline": timeline.preview(pipeline.stages),
+        "calendar_timeline": calendar_display.pipeline_plan(pipeline.stages),
         "editable": editable,
         "can_edit": can("editor"),
         "in_flight": 0 if pipeline.is_draft else pipelines.in_flight_count(pipeline.id),
@@ -261,6 +262,7 @@ def publish(project_id: int, pipeline_id: int):
         problems = pipelines.publish_problems(pipeline)
     return render("pipelines/publish.html", "publish_confirm", status=status, project=project,
                   pipeline=pipeline, timeline=timeline.preview(pipeline.stages), problems=problems,
+                  calendar_timeline=calendar_display.pipeline_plan(pipeline.stages),
                   notice=notice, svc=pipelines)
 
 
