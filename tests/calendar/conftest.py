@@ -1,54 +1,82 @@
-"""A frozen clock on a Monday, the project's environments, a published pipeline built from the
-models (Development at once, Production after an hour), and a real RQ worker in burst mode."""
+"""The release calendar's tests share the engine's fixtures (published pipelines built from the
+models, a frozen clock) and add admins and calendar helpers."""
 
 from datetime import UTC, datetime
 
 import pytest
-from rq import SimpleWorker
+from sqlalchemy import select
 
-from webapp import redis_conn
+from tests.engine.conftest import clock, envs, make_pipeline, two_stage, work  # noqa: F401
 from webapp.extensions import db
-from webapp.models import PipelineStage, ReleasePipeline, StageAction
-
-START = datetime(2030, 1, 7, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
+from webapp.models import (
+    AuditEntry,
+    Notification,
+    PipelineRun,
+    PipelineStage,
+    ReleasePipeline,
+    StageAction,
+)
+from webapp.services.actors import Actor
 
 
 @pytest.fixture
-def clock(time_machine):
-    """The clock frozen at START; move it with clock.shift(seconds) / clock.move_to(dt)."""
-    time_machine.move_to(START, tick=False)
+def boss(admin):
+    return Actor.for_user(admin)
+
+
+@pytest.fixture
+def root(make):
+    """A site admin: the organisation's release calendar is theirs."""
+    return Actor.for_user(make.user(site_admin=True, email="root@example.com"))
+
+
+def the_run(feature):
+    db.session.rollback()  # a fresh snapshot: see what other connections committed
+    return db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == feature.id)
+                             .order_by(PipelineRun.id.desc()))
+
+
+def entries(event_type, **where):
+    db.session.rollback()
+    query = select(AuditEntry).where(AuditEntry.event_type == event_type)
+    for key, value in where.items():
+        query = query.where(getattr(AuditEntry, key) == value)
+    return list(db.session.scalars(query.order_by(AuditEntry.id)))
+
+
+def notes(kind):
+    db.session.rollback()
+    return list(db.session.scalars(select(Notification).where(Notification.kind == kind)))
+
+
+def utc(*args):
+    return datetime(*args, tzinfo=UTC)
+
+
+# --- the screens' tests (views, holds on cards, the journey) -----------------------------------
+
+MONDAY = datetime(2030, 1, 7, 10, 0, tzinfo=UTC)  # 11:00 in Berlin
+
+
+@pytest.fixture
+def monday(time_machine):
+    """The clock frozen on Monday MONDAY; move it with monday.shift(seconds)."""
+    time_machine.move_to(MONDAY, tick=False)
     return time_machine
 
 
 @pytest.fixture
-def envs(make, project):
-    return {e.name: e for e in make.environments(project)}
-
-
-@pytest.fixture
-def release(project, editor, envs):
-    """Dev at once, then Production after an hour."""
+def release(make, project, editor):
+    """A published pipeline: Dev at once, then Production after an hour."""
+    environments = {e.name: e.id for e in make.environments(project)}
     pipeline = ReleasePipeline(project_id=project.id, name="Release", status="published",
-                               created_by_id=editor.id, published_at=START)
+                               created_by_id=editor.id, published_at=MONDAY)
     for position, (name, env, wait) in enumerate(
             [("Dev", "Development", None), ("Prod", "Production", 3600)]):
-        stage = PipelineStage(position=position, name=name, environment_id=envs[env].id,
+        stage = PipelineStage(position=position, name=name, environment_id=environments[env],
                               trigger_type="WAIT_FOR" if wait else "ON_ENTER", wait_seconds=wait)
         stage.actions.append(StageAction(position=0, action_type="TOGGLE_FEATURE", enabled=True))
         pipeline.stages.append(stage)
     db.session.add(pipeline)
     db.session.commit()
     return pipeline
-
-
-@pytest.fixture
-def work(app):
-    """Run a real RQ SimpleWorker (with its scheduler) in burst mode, in this process."""
-
-    def _work():
-        worker = SimpleWorker([redis_conn.queue()], connection=redis_conn.connection())
-        worker.work(burst=True, with_scheduler=True)
-        db.session.expire_all()
-        return worker
-
-    return _work

@@ -8,7 +8,7 @@ from html import unescape
 import pytest
 from sqlalchemy import select
 
-from tests.calendar.conftest import START
+from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
 from webapp.models import PipelineRun
 from webapp.services import calendar, engine, runs
@@ -18,7 +18,7 @@ BERLIN_MORNINGS = [calendar.Window(day, 9 * 60, 10 * 60) for day in range(4)]  #
 
 
 @pytest.fixture
-def flag_in_prod_wait(clock, make, project, editor, release):
+def flag_in_prod_wait(monday, make, project, editor, release):
     """A flag through Dev, waiting an hour for Production."""
     flag = make.feature(project, "new_checkout")
     runs.add_flag(project, release.id, flag.id, Actor.for_user(editor))
@@ -43,7 +43,7 @@ def pages(client, project, release, flag):
 
 
 def test_a_flag_due_outside_its_window_says_when_it_opens(
-    clock, client, login, project, viewer, envs, release, flag_in_prod_wait
+    monday, client, login, project, viewer, envs, release, flag_in_prod_wait
 ):
     calendar.set_windows(envs["Production"].id, "Europe/Berlin", BERLIN_MORNINGS, SYSTEM)
     login(client, viewer)
@@ -53,7 +53,7 @@ def test_a_flag_due_outside_its_window_says_when_it_opens(
     assert "Expected launch: Tuesday 09:00 Europe/Berlin." in before["pipeline"]
     assert "Expected launch: Tuesday 09:00 Europe/Berlin." in before["panel"]
 
-    clock.shift(3600)
+    monday.shift(3600)
     engine.drain()
     run = run_of(flag_in_prod_wait)
     assert run.hold_kind == "window"
@@ -66,11 +66,11 @@ def test_a_flag_due_outside_its_window_says_when_it_opens(
 
 
 def test_a_flag_held_by_a_freeze_or_a_stop_says_why(
-    clock, client, login, project, viewer, envs, release, flag_in_prod_wait
+    monday, client, login, project, viewer, envs, release, flag_in_prod_wait
 ):
     calendar.create_freeze(SYSTEM, organisation_id=project.organisation_id,
-                           project_id=project.id, starts_at=START,
-                           ends_at=START + timedelta(days=3), reason="Holiday freeze",
+                           project_id=project.id, starts_at=MONDAY,
+                           ends_at=MONDAY + timedelta(days=3), reason="Holiday freeze",
                            environment_ids=[envs["Production"].id])
     login(client, viewer)
     assert run_of(flag_in_prod_wait).hold_kind == "freeze"  # held when the freeze started

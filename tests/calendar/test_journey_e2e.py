@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.calendar.conftest import START
+from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
 from webapp.services import engine, runs
 from webapp.services.actors import Actor
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 NEXT_OPENING = "Production: next window Tuesday 09:00 Europe/Berlin"
 
 
-def test_window_freeze_stop_and_lift(clock, page, live_server, sign_in, make, project, admin,
+def test_window_freeze_stop_and_lift(monday, page, live_server, sign_in, make, project, admin,
                                      editor, envs, release):
     flag = make.feature(project, "new_checkout")
     runs.add_flag(project, release.id, flag.id, Actor.for_user(editor))
@@ -54,7 +54,7 @@ def test_window_freeze_stop_and_lift(clock, page, live_server, sign_in, make, pr
     card = page.locator(".flag-card", has_text="new_checkout")
     expect(card).to_contain_text("Waiting")
     page.evaluate("window.__sameDocument = true")
-    clock.shift(timedelta(hours=1))
+    monday.shift(timedelta(hours=1))
     engine.drain()
     db.session.rollback()
     expect(card).to_contain_text(NEXT_OPENING, timeout=10_000)  # the board polls itself
@@ -67,8 +67,8 @@ def test_window_freeze_stop_and_lift(clock, page, live_server, sign_in, make, pr
     # Freeze Production for three days.
     page.get_by_role("navigation", name="Project").get_by_role("link", name="Calendar").click()
     freeze = page.get_by_role("form", name="Plan a freeze")
-    freeze.get_by_label("From").fill((START + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
-    freeze.get_by_label("Until").fill((START + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M"))
+    freeze.get_by_label("From").fill((MONDAY + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    freeze.get_by_label("Until").fill((MONDAY + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M"))
     freeze.get_by_label("Reason").fill("Holiday freeze")
     freeze.get_by_label("Production").check()
     freeze.get_by_role("button", name="Plan the freeze").click()

@@ -7,7 +7,7 @@ from html import unescape
 import pytest
 from sqlalchemy import func, select
 
-from tests.calendar.conftest import START
+from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
 from webapp.models import DeploymentWindow, Freeze, LineStop, Notification
 from webapp.services import calendar
@@ -35,7 +35,7 @@ def freeze_data(envs=(), *, starts="2030-01-07T00:00", ends="2030-01-10T00:00",
 
 
 def test_everyone_reads_the_calendar_and_only_admins_get_its_forms(
-    clock, client, login, project, viewer, admin, envs
+    monday, client, login, project, viewer, admin, envs
 ):
     calendar.set_windows(envs["Production"].id, "Europe/Berlin", [
         calendar.Window(d, 9 * 60, 16 * 60) for d in range(4)], SYSTEM)
@@ -77,7 +77,7 @@ def test_posts_without_csrf_are_refused(client, login, project, admin, envs):
 # --- windows --------------------------------------------------------------------------------------
 
 
-def test_an_admin_sets_a_window_and_the_section_answers(clock, hx, login, project, admin, envs):
+def test_an_admin_sets_a_window_and_the_section_answers(monday, hx, login, project, admin, envs):
     env = envs["Production"]
     login(hx, admin)
     response = hx.post(f"{page_url(project)}/environments/{env.id}/window",
@@ -120,7 +120,7 @@ def test_a_bad_window_answers_422_beside_the_field_and_changes_nothing(
     assert db.session.scalar(select(func.count()).select_from(DeploymentWindow)) == 0
 
 
-def test_removing_a_window_makes_the_environment_always_open(clock, client, login, project,
+def test_removing_a_window_makes_the_environment_always_open(monday, client, login, project,
                                                             admin, envs):
     env = envs["Production"]
     calendar.set_windows(env.id, "UTC", [calendar.Window(0, 540, 600)], SYSTEM)
@@ -134,7 +134,7 @@ def test_removing_a_window_makes_the_environment_always_open(clock, client, logi
 # --- freezes --------------------------------------------------------------------------------------
 
 
-def test_an_admin_plans_a_freeze_and_lifts_it(clock, hx, login, project, admin, viewer, envs):
+def test_an_admin_plans_a_freeze_and_lifts_it(monday, hx, login, project, admin, viewer, envs):
     login(hx, admin)
     response = hx.post(f"{page_url(project)}/freezes",
                        data=freeze_data([envs["Production"]], zone="Europe/Berlin"))
@@ -153,7 +153,7 @@ def test_an_admin_plans_a_freeze_and_lifts_it(clock, hx, login, project, admin, 
     response = hx.post(f"{page_url(project)}/freezes/{freeze.id}/lift")
     assert response.status_code == 200
     db.session.rollback()
-    assert freeze.lifted_at == START
+    assert freeze.lifted_at == MONDAY
     assert "No freeze in force or planned." in response.text
 
 
@@ -167,7 +167,7 @@ def test_an_admin_plans_a_freeze_and_lifts_it(clock, hx, login, project, admin, 
     ({"freeze-environments": ["999999"]}, "environments", "Choose environments of this project."),
 ])
 def test_a_bad_freeze_answers_422_beside_the_field_and_changes_nothing(
-    clock, hx, login, project, admin, envs, change, field, message
+    monday, hx, login, project, admin, envs, change, field, message
 ):
     data = freeze_data([envs["Production"]])
     data.update(change)
@@ -182,7 +182,7 @@ def test_a_bad_freeze_answers_422_beside_the_field_and_changes_nothing(
 # --- stop the line --------------------------------------------------------------------------------
 
 
-def test_stopping_needs_a_reason_and_lifting_resumes(clock, hx, login, project, admin, envs):
+def test_stopping_needs_a_reason_and_lifting_resumes(monday, hx, login, project, admin, envs):
     login(hx, admin)
     response = hx.post(f"{page_url(project)}/stop", data={"stop-reason": "  "})
     assert response.status_code == 422
@@ -200,14 +200,14 @@ def test_stopping_needs_a_reason_and_lifting_resumes(clock, hx, login, project, 
     assert response.status_code == 200
     assert "Stop the line</button>" in response.text
     db.session.rollback()
-    assert db.session.scalar(select(LineStop)).lifted_at == START
+    assert db.session.scalar(select(LineStop)).lifted_at == MONDAY
 
 
 # --- the banner -----------------------------------------------------------------------------------
 
 
 def test_boards_and_flag_pages_show_the_banner_while_frozen_or_stopped(
-    clock, client, hx, login, make, project, viewer, envs
+    monday, client, hx, login, make, project, viewer, envs
 ):
     flag = make.feature(project, "new_checkout")
     login(client, viewer)
@@ -218,7 +218,7 @@ def test_boards_and_flag_pages_show_the_banner_while_frozen_or_stopped(
     calendar.stop_line(SYSTEM, organisation_id=project.organisation_id, project_id=project.id,
                        reason="Incident 4711")
     calendar.create_freeze(SYSTEM, organisation_id=project.organisation_id,
-                           project_id=project.id, starts_at=START,
+                           project_id=project.id, starts_at=MONDAY,
                            ends_at=datetime(2030, 1, 10, tzinfo=UTC), reason="Holiday freeze",
                            environment_ids=[envs["Production"].id])
     for url in pages:
@@ -235,7 +235,7 @@ def test_boards_and_flag_pages_show_the_banner_while_frozen_or_stopped(
 # --- the organisation -----------------------------------------------------------------------------
 
 
-def test_site_admins_freeze_and_stop_the_whole_organisation(clock, hx, client, login, make,
+def test_site_admins_freeze_and_stop_the_whole_organisation(monday, hx, client, login, make,
                                                             project, admin):
     login(client, admin)
     assert client.get("/admin/calendar").status_code == 403

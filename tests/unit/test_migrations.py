@@ -69,6 +69,27 @@ def _fill_every_table(engine) -> dict[str, int]:
     return counts
 
 
+CALENDAR_TABLES = ("environment_schedule", "deployment_window", "freeze", "freeze_environment",
+                   "line_stop")
+
+
+def _fill_new_tables(engine, names: tuple[str, ...]) -> dict[str, int]:
+    """One row in each of these tables the upgrade added (pointing at the rows that were
+    there)."""
+    metadata = MetaData()
+    metadata.reflect(engine)
+    counts = {}
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table.name not in names:
+                continue
+            row = {column.name: _filler(column, 1) for column in table.columns
+                   if not column.nullable or column.primary_key or column.foreign_keys}
+            conn.execute(table.insert().values(**row))
+            counts[table.name] = 1
+    return counts
+
+
 @pytest.fixture
 def empty_database(tmp_path):
     server = os.environ.get("RAILYARD_TEST_POSTGRES")
@@ -94,14 +115,22 @@ def test_upgrading_a_database_with_data_keeps_every_row(empty_database, tmp_path
         engine = create_engine(empty_database)
         before = _fill_every_table(engine)
         upgrade()
+        added = _fill_new_tables(engine, CALENDAR_TABLES)
         with engine.connect() as conn:
             after = {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar()
                      for name in before}
+            # The release calendar (h16_calendar): runs that were in flight are held by nothing.
+            hold = conn.execute(text("SELECT hold_kind, hold_id, held_since, held_due_at "
+                                     "FROM pipeline_run")).one()
+            calendar_rows = {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar()
+                             for name in added}
             epoch = conn.execute(text('SELECT session_epoch FROM "user"')).scalar()
             on_unhealthy = conn.execute(text("SELECT on_unhealthy FROM pipeline_stage")).scalar()
             diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
         engine.dispose()
         db.engine.dispose()
     assert after == before
+    assert tuple(hold) == (None, None, None, None)
+    assert calendar_rows == added == {name: 1 for name in CALENDAR_TABLES}
     assert (epoch, on_unhealthy) == (0, "HOLD")
     assert diff == []

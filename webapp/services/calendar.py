@@ -140,7 +140,7 @@ class Hold:
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "scope": self.scope, "id": self.source_id, "who": self.who,
-                "why": self.why, "since": _iso(self.since), "until": _iso(self.until),
+                "why": self.why, "since": iso(self.since), "until": iso(self.until),
                 "text": self.text}
 
 
@@ -178,11 +178,11 @@ class FreezeView:
 
     def as_dict(self, at: datetime | None = None) -> dict[str, Any]:
         return {"id": self.id, "scope": self.scope, "organisation_id": self.organisation_id,
-                "project_id": self.project_id, "starts_at": _iso(self.starts_at),
-                "ends_at": _iso(self.ends_at), "reason": self.reason,
+                "project_id": self.project_id, "starts_at": iso(self.starts_at),
+                "ends_at": iso(self.ends_at), "reason": self.reason,
                 "all_environments": self.all_environments,
                 "environments": list(self.environment_ids), "created_by": self.created_by,
-                "created_at": _iso(self.created_at), "lifted_at": _iso(self.lifted_at),
+                "created_at": iso(self.created_at), "lifted_at": iso(self.lifted_at),
                 "lifted_by": self.lifted_by, "version": self.version,
                 "state": self.state(at or clock_now())}
 
@@ -209,8 +209,8 @@ class StopView:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "scope": self.scope, "organisation_id": self.organisation_id,
                 "project_id": self.project_id, "reason": self.reason,
-                "stopped_by": self.stopped_by, "stopped_at": _iso(self.stopped_at),
-                "lifted_at": _iso(self.lifted_at), "lifted_by": self.lifted_by,
+                "stopped_by": self.stopped_by, "stopped_at": iso(self.stopped_at),
+                "lifted_at": iso(self.lifted_at), "lifted_by": self.lifted_by,
                 "active": self.active}
 
 
@@ -229,7 +229,8 @@ class Released:
 # --- Small helpers --------------------------------------------------------------------------------
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a trailing Z (None stays None)."""
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -811,6 +812,8 @@ def create_freeze(actor: Actor, *, organisation_id: int, project_id: int | None,
     ids = _check_freeze_input(organisation_id, project_id, starts_at, ends_at, reason,
                               environment_ids)
     moment = clock_now()
+    if ends_at <= moment:
+        raise Invalid("Invalid input.", {"ends_at": ["That is in the past."]})
     start_writing()
     freeze = Freeze(organisation_id=organisation_id, project_id=project_id,
                     starts_at=starts_at, ends_at=ends_at, reason=reason.strip(),
@@ -1138,7 +1141,7 @@ def _audit_runs(rows: Sequence[Any], event: str, kind: str, hold_id: int | None,
          "project_id": r.project_id, "object_type": "feature", "object_id": r.feature_id,
          "object_label": features.get(r.feature_id, ""), "pipeline_id": r.pipeline_id,
          "feature_id": r.feature_id, "run_id": r.id,
-         "after": {"hold": kind, "hold_id": hold_id, "at": _iso(moment)},
+         "after": {"hold": kind, "hold_id": hold_id, "at": iso(moment)},
          "idempotency_key": f"run:{r.id}:{verb}:{kind}:v{r.version}"}
         for r in rows])
 
@@ -1454,7 +1457,7 @@ def _stale_holds(moment: datetime) -> list[tuple[HoldKind, int]]:
 __all__ = [
     "EVENT_TYPES", "Hold", "HoldKind", "FreezeView", "Memo", "NO_HOLD", "Released", "Schedule",
     "StopView", "Window", "check_commit", "create_freeze", "describe_hold", "get_freeze",
-    "get_schedule", "get_stop", "hold_at", "hold_batch", "hold_due_run", "hold_in_flight",
+    "get_schedule", "get_stop", "hold_at", "iso", "hold_batch", "hold_due_run", "hold_in_flight",
     "holds_for_project", "is_open", "lift_freeze", "lift_stop", "list_freezes",
     "may_administer", "next_opening", "next_window_opening", "next_window_text", "notify_scope",
     "parse_hhmm", "parse_windows", "release_hold", "set_windows", "spread_due_times",

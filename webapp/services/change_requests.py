@@ -45,7 +45,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
-from webapp.services import access, audit, engine, flag_changes, notifications, values
+from webapp.services import access, audit, calendar, engine, flag_changes, notifications, values
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 
@@ -369,7 +369,8 @@ def _review(project_id: int, request_id: int, actor: Actor, decision: str,
 # --- Commit ---------------------------------------------------------------------------------------
 
 
-def commit(project_id: int, request_id: int, actor: Actor) -> engine.Bell | None:
+def commit(project_id: int, request_id: int, actor: Actor,
+           break_glass_reason: str | None = None) -> engine.Bell | None:
     """Apply the request's changes and mark it committed. A pipeline request applies through
     the engine's stage code path (entries FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE naming the
     request) and moves the run on; returns the run's bell to ring (the caller enqueues it).
@@ -378,7 +379,9 @@ def commit(project_id: int, request_id: int, actor: Actor) -> engine.Bell | None
     not open, fewer current approvals than the environment needs, a flag that a pipeline took
     over meanwhile (Conflict). When the flag changed since the request was opened, the diff is
     recomputed (old approvals no longer count; audited CHANGE_REQUEST_UPDATED) and the commit
-    refused (Conflict). Audits CHANGE_REQUEST_COMMITTED.
+    refused (Conflict). While the environment is frozen or the line stopped, only an admin
+    giving `break_glass_reason` commits (calendar.check_commit: Conflict otherwise; audited
+    CHANGE_REQUEST_BREAK_GLASS). Audits CHANGE_REQUEST_COMMITTED.
     """
     request = _locked(project_id, request_id)
     user = _member(actor, project_id, "editor", "Only editors and admins commit change requests.")
@@ -389,6 +392,8 @@ def commit(project_id: int, request_id: int, actor: Actor) -> engine.Bell | None
     if have < needed:
         raise Conflict(f"Change request #{request.id} has {have} of the {needed} approval"
                        f"{'s' if needed != 1 else ''} it needs.")
+    calendar.check_commit(request.environment_id, actor, break_glass_reason,
+                          request_id=request.id, project_id=project_id)
     changes = [bare(c) for c in request.changes]
     if request.run_id is None:
         flag_changes.refuse_if_in_flight(request.feature_id)

@@ -29,6 +29,7 @@ def _register_profile(state) -> None:
 from webapp.views.api import (  # noqa: E402,F401
     audit,
     auth,
+    calendar,
     change_requests,
     environments,
     features,

@@ -30,6 +30,7 @@ from webapp.views.api.common import (
     principal,
 )
 from webapp.views.api.governance_schemas import (
+    ChangeRequestCommitBodySchema,
     ChangeRequestReviewBodySchema,
     ChangeRequestSchema,
     ChangeRequestSummarySchema,
@@ -164,12 +165,16 @@ def reject_change_request(request_id: int):
 
 @bp.post(f"{ONE}commit/")
 @operation("Commit an approved change request: apply its changes (editors and admins, with a "
-           "personal token; 409 without enough approvals or when the flag changed meanwhile)",
-           "change requests", response=ChangeRequestSchema)
+           "personal token; 409 without enough approvals or when the flag changed meanwhile; "
+           "while its environment is frozen or the line stopped, 409 unless an admin gives "
+           "break_glass_reason)",
+           "change requests", body=ChangeRequestCommitBodySchema, response=ChangeRequestSchema)
 def commit_change_request(request_id: int):
     who = principal()
     cr = _reachable(who, request_id)
-    bell = change_requests.commit(cr.project_id, cr.id, who.actor)
+    data = body(ChangeRequestCommitBodySchema, optional=True)
+    bell = change_requests.commit(cr.project_id, cr.id, who.actor,
+                                  break_glass_reason=data.get("break_glass_reason"))
     if bell is not None:
         transitions.ring([bell])
     outbox.ring()

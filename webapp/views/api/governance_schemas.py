@@ -198,3 +198,10 @@ class AuditQuerySchema(Shape):
         since, until = data.get("since"), data.get("until")
         if since and until and until[1] <= since[0]:
             raise ValidationError("Must not be before since.", "until")
+
+
+class ChangeRequestCommitBodySchema(Shape):
+    break_glass_reason = fields.String(load_default=None, allow_none=True,
+                                       validate=validate.Length(max=2000), metadata={
+        "description": "Admins only: why this must go in while the environment is frozen or "
+                       "the line is stopped (audited)."})
