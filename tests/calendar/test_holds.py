@@ -49,7 +49,8 @@ def test_a_flag_due_outside_its_window_says_when_it_opens(
     login(client, viewer)
     before = pages(client, project, release, flag_in_prod_wait)
     # Added Monday 11:00 Berlin: Production would act at 12:00, after its window closed.
-    assert "Production: next window Tuesday 09:00 Europe/Berlin" in before["pipeline"]
+    assert "Production: next window Tuesday 09:00" in before["pipeline"]
+    assert "acts Tuesday 09:00 Europe/Berlin" in before["pipeline"]
     assert "Expected launch: Tuesday 09:00 Europe/Berlin." in before["pipeline"]
     assert "Expected launch: Tuesday 09:00 Europe/Berlin." in before["panel"]
 
@@ -79,7 +80,9 @@ def test_a_flag_held_by_a_freeze_or_a_stop_says_why(
             "then with 1 hour left.")
     assert note in seen["board"] and note in seen["panel"]
     assert "Expected launch: Thursday 11:00." in seen["panel"]
-    assert "Production: frozen, next opening Thursday 10:00" in seen["pipeline"]
+    assert ("Production: frozen until Thursday 10 Jan 10:00 UTC by Railyard: Holiday freeze"
+            in seen["pipeline"])
+    assert "Expected launch: Thursday 10:00." in seen["pipeline"]
 
     calendar.stop_line(SYSTEM, organisation_id=project.organisation_id, project_id=project.id,
                        reason="Incident 4711")
@@ -90,4 +93,5 @@ def test_a_flag_held_by_a_freeze_or_a_stop_says_why(
     note = ("Held: the line is stopped by Railyard: Incident 4711. It continues when an admin "
             "lifts it with 1 hour left.")
     assert note in seen["board"] and note in seen["panel"]
-    assert "Expected launch: not known (held while the line is stopped)." in seen["panel"]
+    assert ("Expected launch: not known (the line is stopped until an admin lifts it)."
+            in seen["panel"])

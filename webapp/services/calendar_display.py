@@ -7,10 +7,9 @@ services/calendar.py's; this module asks it and puts the answers into words, eac
 `calendar.Memo`, so a page reads each schedule, freeze and stop once.
 """
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from typing import Any
 
 from sqlalchemy import select
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import Environment, Freeze, LineStop, PipelineRun, PipelineStage, Project
-from webapp.services import calendar, projects
+from webapp.services import calendar, calendar_timeline, projects
 from webapp.services.calendar_words import (
     date_text,
     hours_text,
@@ -27,11 +26,6 @@ from webapp.services.calendar_words import (
 )
 from webapp.services.errors import NotFound
 from webapp.services.timeline import human_duration
-
-# Rollouts longer than this many steps are not simulated step by step (the preview says
-# "at the earliest").
-MAX_SIMULATED_STEPS = 200
-
 
 # --- An environment's schedule --------------------------------------------------------------------
 
@@ -417,176 +411,75 @@ class HeldRun:
 
 
 @dataclass(frozen=True)
-class StageWhen:
-    """When a stage would act, with the calendar applied."""
-
-    position: int
-    acts_at: datetime | None  # None: not known (the line is stopped, or no window opens)
-    done_at: datetime | None
-    held: str  # "" or why it waits: "Production: next window Monday 09:00 Europe/Berlin"
-    timezone: str
-
-
-@dataclass(frozen=True)
 class CalendarTimeline:
-    stages: list[StageWhen]
-    launched_at: datetime | None
+    """calendar_timeline's expected times, in words: each stage's note ("Production: next
+    window Monday 09:00") and time in its environment's zone, and the expected launch."""
+
+    expected: calendar_timeline.ExpectedTimeline
+    zones: tuple[str, ...]  # per stage, its environment's time zone
     now: datetime
-    blocked: str = ""  # why the launch cannot be known ("the line is stopped")
+    why_unknown: str = ""  # what holds the flag when no stage says it
 
     @property
     def notes(self) -> list[str]:
-        return [s.held for s in self.stages if s.held]
+        return self.expected.notes
 
-    def when(self, stage: StageWhen) -> str:
-        if stage.acts_at is None:
+    @property
+    def blocked(self) -> bool:
+        return self.expected.launch_at is None
+
+    def note_at(self, index: int) -> str:
+        stages = self.expected.stages
+        return (stages[index].note or "") if 0 <= index < len(stages) else ""
+
+    def when_at(self, index: int) -> str:
+        """When stage `index` is expected to act, in its environment's zone."""
+        stages = self.expected.stages
+        if not 0 <= index < len(stages) or stages[index].past:
+            return ""
+        if stages[index].acts_at is None:
             return "not known while held"
-        return moment_text(stage.acts_at, stage.timezone, now=self.now)
+        return moment_text(stages[index].acts_at, self.zones[index], now=self.now)
 
     @property
     def launched(self) -> str:
-        """"Expected launch Tuesday 14:00" (the earliest, when people must approve)."""
-        if self.launched_at is None:
-            return f"Expected launch: not known ({self.blocked})." if self.blocked else ""
-        zone_name = self.stages[-1].timezone if self.stages else "UTC"
-        return f"Expected launch: {moment_text(self.launched_at, zone_name, now=self.now)}."
+        """"Expected launch: Tuesday 09:00 Europe/Berlin." (the earliest, when people approve
+        first), or why it cannot be known."""
+        launch = self.expected.launch_at
+        if launch is None:
+            held = next((s.note for s in self.expected.stages
+                         if not s.past and s.acts_at is None and s.note), self.why_unknown)
+            return f"Expected launch: not known ({held})." if held else (
+                "Expected launch: not known.")
+        earliest = "at the earliest " if any(s.earliest for s in self.expected.stages) else ""
+        zone_name = self.zones[-1] if self.zones else "UTC"
+        return f"Expected launch: {earliest}{moment_text(launch, zone_name, now=self.now)}."
 
 
-@dataclass(frozen=True)
-class PlannedStage:
-    """A stage to place on the calendar: its environment, wait, and rollout steps."""
-
-    position: int
-    environment_id: int | None
-    wait_seconds: int
-    steps: int  # phased rollout steps after the first (0: none)
-    interval_seconds: int
-
-
-def plan(stages: Sequence[PlannedStage], start: datetime, *, first_due: datetime | None = None,
-         now: datetime | None = None, memo: calendar.Memo | None = None) -> CalendarTimeline:
-    """Place the stages on the calendar from `start`: each acts after its wait, at the next
-    moment its environment may take a change (windows, known freezes, a stopped line); a
-    phased rollout's steps each wait likewise. `first_due` is when the first stage falls due
-    (a flag in flight: its run's due time)."""
-    now = now or clock_now()
-    memo = memo or calendar.Memo()
-    clock: datetime | None = start
-    placed: list[StageWhen] = []
-    blocked = ""
-    for index, stage in enumerate(stages):
-        zone_name = _zone_of(stage.environment_id, memo)
-        if clock is None:
-            placed.append(StageWhen(stage.position, None, None, "", zone_name))
-            continue
-        due = first_due if index == 0 and first_due is not None else (
-            clock + timedelta(seconds=stage.wait_seconds))
-        acts = _opening(stage.environment_id, due, memo)
-        held = ""
-        if acts is None or acts > due:
-            held = _held_text(stage.environment_id, due, acts, memo, now)
-            if acts is None:
-                blocked = held or "held"
-        done = acts
-        for _ in range(min(stage.steps, MAX_SIMULATED_STEPS)):
-            if done is None:
-                break
-            done = _opening(stage.environment_id, done + timedelta(
-                seconds=stage.interval_seconds), memo)
-        placed.append(StageWhen(stage.position, acts, done, held, zone_name))
-        clock = done
-    return CalendarTimeline(placed, clock, now, blocked)
-
-
-def _opening(environment_id: int | None, at: datetime, memo: calendar.Memo
-             ) -> datetime | None:
-    if environment_id is None:
-        return at
-    try:
-        return calendar.next_opening(environment_id, at, memo)
-    except NotFound:
-        return at
-
-
-def _zone_of(environment_id: int | None, memo: calendar.Memo) -> str:
-    schedule = _schedule(environment_id, memo)
-    return schedule.timezone if schedule else "UTC"
-
-
-def _held_text(environment_id: int | None, due: datetime, opens: datetime | None,
-               memo: calendar.Memo, now: datetime) -> str:
-    """"Production: next window Monday 09:00 Europe/Berlin", "Production: frozen until …",
-    "Production: held while the line is stopped"."""
-    schedule = _schedule(environment_id, memo)
-    if schedule is None or environment_id is None:
-        return ""
-    hold = calendar.hold_at(environment_id, due, memo)
-    name = schedule.environment_name
-    if hold is None and opens is not None:
-        return f"{name}: next window {moment_text(opens, schedule.timezone, now=now)}"
-    if hold is not None and hold.kind == "stop":
-        return f"{name}: held while the line is stopped"
-    if opens is None:
-        return f"{name}: no deployment window opens"
-    if hold is not None and hold.kind == "freeze":
-        return (f"{name}: frozen, next opening "
-                f"{moment_text(opens, schedule.timezone, now=now)}")
-    return f"{name}: next window {moment_text(opens, schedule.timezone, now=now)}"
-
-
-def _rollout_of(stage: PipelineStage) -> tuple[int, int]:
-    """(steps after the first, interval seconds) of the stage's phased rollout, or (0, 0)."""
-    for action in stage.actions:
-        if (action.action_type == "PHASED_ROLLOUT" and action.rollout_initial
-                and action.rollout_step and action.rollout_interval_seconds
-                and 0 < action.rollout_initial <= 100 and action.rollout_step > 0):
-            steps = math.ceil((100 - action.rollout_initial) / action.rollout_step)
-            return max(0, steps), action.rollout_interval_seconds
-    return 0, 0
-
-
-def _planned(stage: PipelineStage) -> PlannedStage:
-    steps, interval = _rollout_of(stage)
-    wait = (stage.wait_seconds or 0) if stage.trigger_type == "WAIT_FOR" else 0
-    return PlannedStage(stage.position, stage.environment_id, wait, steps, interval)
+def _zones(expected: calendar_timeline.ExpectedTimeline, memo: calendar.Memo
+           ) -> tuple[str, ...]:
+    zones = []
+    for stage in expected.stages:
+        schedule = _schedule(stage.environment_id, memo)
+        zones.append(schedule.timezone if schedule else "UTC")
+    return tuple(zones)
 
 
 def pipeline_plan(stages: Sequence[PipelineStage], now: datetime | None = None
                   ) -> CalendarTimeline:
     """The timeline preview with the calendar applied: a flag added now."""
     now = now or clock_now()
-    return plan([_planned(s) for s in stages], now, now=now)
+    memo = calendar.Memo()
+    expected = calendar_timeline.preview_times(stages, now, memo)
+    return CalendarTimeline(expected, _zones(expected, memo), now)
 
 
 def flag_plan(run: PipelineRun, now: datetime | None = None) -> CalendarTimeline | None:
-    """When a flag in flight would launch, with the calendar applied: its current stage from
-    its due time (or, held by a freeze, from the freeze's end plus the time it had left), then
-    every later stage. None when people decide the next step (approval, paused, halted,
-    health checks)."""
-    if run.ended_at is not None or run.status not in ("waiting", "rolling_out"):
+    """When a flag in flight is expected to launch, the calendar applied (None once ended)."""
+    if run.ended_at is not None:
         return None
     now = now or clock_now()
     memo = calendar.Memo()
-    stages = sorted(run.pipeline.stages, key=lambda s: s.position)
-    if not 0 <= run.stage_position < len(stages):
-        return None
-    current = _planned(stages[run.stage_position])
-    if run.status == "rolling_out":
-        step = next((a.rollout_step for a in stages[run.stage_position].actions
-                     if a.action_type == "PHASED_ROLLOUT" and a.rollout_step), 0)
-        left = math.ceil((100 - (run.rollout_percent or 0)) / step) if step else 0
-        current = PlannedStage(current.position, current.environment_id, 0, max(0, left - 1),
-                               current.interval_seconds)
-    first_due = run.due_at
-    if first_due is None and run.hold_kind in ("freeze", "stop"):
-        opens = _opening(current.environment_id, now, memo)
-        if opens is None:
-            return CalendarTimeline([], None, now, "held while the line is stopped")
-        had = (run.held_due_at - run.held_since) if run.held_due_at and run.held_since \
-            else timedelta(0)
-        first_due = opens + max(had, timedelta(0))
-    if first_due is None:
-        return None
-    later = [_planned(s) for s in stages[run.stage_position + 1:]]
-    return plan([current, *later], max(first_due, now), first_due=max(first_due, now),
-                now=now, memo=memo)
+    expected = calendar_timeline.run_times(run, now, memo)
+    why = "the line is stopped until an admin lifts it" if run.hold_kind == "stop" else ""
+    return CalendarTimeline(expected, _zones(expected, memo), now, why)
