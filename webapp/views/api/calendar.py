@@ -25,6 +25,7 @@ from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, Id, Shape, body, operation, principal
 
 CALENDAR = "release calendar"
+PAST = {"include_past": {"type": "boolean", "required": False}}
 
 
 class WindowSchema(Shape):
@@ -290,7 +291,7 @@ def _lift_freeze(who: Principal, organisation_id: int, project_id: int | None,
 @bp.get("/projects/<int:project_id>/freezes/")
 @operation("A project's freezes and the organisation's (scheduled and active; "
            "?include_past=true for ended and lifted ones too)", CALENDAR,
-           response=FreezeListSchema, query={"include_past": {"type": "boolean"}})
+           response=FreezeListSchema, query=PAST)
 def list_project_freezes(project_id: int):
     project = api_auth.project_for(principal(), project_id)
     return _freeze_list(project.organisation_id, project.id)
@@ -336,7 +337,7 @@ def lift_project_freeze(project_id: int, freeze_id: int):
 
 @bp.get("/organisations/<int:organisation_id>/freezes/")
 @operation("The organisation-wide freezes", CALENDAR, response=FreezeListSchema,
-           query={"include_past": {"type": "boolean"}})
+           query=PAST)
 def list_organisation_freezes(organisation_id: int):
     organisation = _organisation(principal(), organisation_id, "viewer")
     return _freeze_list(organisation.id, None)
