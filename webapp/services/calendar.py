@@ -1438,7 +1438,8 @@ def _stale_holds(moment: datetime) -> list[tuple[HoldKind, int]]:
     an end that raced with a transition holding a run leaves such runs; these release them."""
     held = db.session.execute(
         select(PipelineRun.hold_kind, PipelineRun.hold_id)
-        .where(PipelineRun.hold_kind.in_(("freeze", "stop")), PipelineRun.hold_id.is_not(None))
+        .where(PipelineRun.hold_kind.in_(("freeze", "stop")), PipelineRun.hold_id.is_not(None),
+               PipelineRun.ended_at.is_(None))
         .distinct()).all()
     stale: list[tuple[HoldKind, int]] = []
     for kind, hold_id in held:
