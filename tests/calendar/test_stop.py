@@ -202,6 +202,8 @@ def test_pausing_a_held_flag_keeps_the_time_it_had_left(clock, make, project, ed
     calendar.stop_line(boss, organisation_id=project.organisation_id, project_id=project.id,
                        reason="x")
     assert runs.time_left(the_run(flag)) == "held: line stopped"
+    hold = calendar.hold_of_run(the_run(flag))
+    assert (hold.kind, hold.who, hold.why, hold.until) == ("stop", "admin@example.com", "x", None)
     clock.shift(1000)
     runs.pause(project, bell.run_id, Actor.for_user(editor))
     run = the_run(flag)
