@@ -37,7 +37,17 @@ def _real_objects(platform, make):
         FeatureState.environment_id == platform.development.id))
     override = db.session.scalar(select(SegmentOverride.id).where(
         SegmentOverride.environment_id == platform.development.id))
+    from datetime import timedelta
+
+    from webapp.clock import now
+    from webapp.services import calendar
+
+    freeze, _ = calendar.create_freeze(
+        SYSTEM, organisation_id=platform.project.organisation_id, project_id=platform.project.id,
+        starts_at=now() + timedelta(days=30), ends_at=now() + timedelta(days=31),
+        reason="Fuzzed freeze")
     return {"api_key": platform.development.client_key, "project_id": platform.project.id,
+            "organisation_id": platform.project.organisation_id, "freeze_id": freeze.id,
             "pipeline_id": pipeline.id, "request_id": request.id,
             "feature_id": platform.checkout.id, "segment_id": platform.pro.id,
             "state_id": state, "override_id": override,

@@ -190,3 +190,26 @@ def test_a_lift_racing_a_transition_is_mended_by_the_sweeper(clock, make, projec
     engine.drain()
     assert the_run(flag).status == "launched"
     assert bell.run_id == run.id
+
+
+def test_pausing_a_held_flag_keeps_the_time_it_had_left(clock, make, project, editor, boss,
+                                                        make_pipeline):
+    pipeline = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 600,
+                               "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]}])
+    flag = make.feature(project)
+    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    clock.shift(100)
+    calendar.stop_line(boss, organisation_id=project.organisation_id, project_id=project.id,
+                       reason="x")
+    assert runs.time_left(the_run(flag)) == "held: line stopped"
+    hold = calendar.hold_of_run(the_run(flag))
+    assert (hold.kind, hold.who, hold.why, hold.until) == ("stop", "admin@example.com", "x", None)
+    clock.shift(1000)
+    runs.pause(project, bell.run_id, Actor.for_user(editor))
+    run = the_run(flag)
+    assert (run.status, run.paused_remaining_seconds, run.hold_kind) == ("paused", 500.0, None)
+    _, released = calendar.lift_stop(boss, organisation_id=project.organisation_id,
+                                     project_id=project.id)
+    assert released.resumed == 0  # paused: its own clock, resumed by a person
+    runs.resume(project, bell.run_id, Actor.for_user(editor))
+    assert the_run(flag).due_at == START + timedelta(seconds=1600)

@@ -175,3 +175,40 @@ def test_new_windows_look_again_at_flags_waiting_for_the_old_ones(
     calendar.set_windows(envs["Staging"].id, "UTC", [], boss)  # always open now
     engine.drain()
     assert the_run(flag).status == "launched"
+
+
+def test_the_timeline_preview_counts_windows_and_known_freezes(clock, project, envs,
+                                                               make_pipeline, boss):
+    pipeline = make_pipeline([
+        {"env": "Development", "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
+        {"env": "Production", "trigger": "WAIT_FOR", "wait": 3600, "actions": [
+            {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 50, "step": 50,
+             "interval": 7200}]},
+    ], status="draft")
+    calendar.set_windows(envs["Production"].id, "Europe/Berlin",
+                         calendar.parse_windows(BERLIN_OFFICE), boss)
+    plain = calendar_timeline.preview_times(pipeline.stages)
+    dev, production = plain.stages
+    assert (dev.acts_at, dev.note) == (START, None)
+    assert production.due_at == START + timedelta(hours=1)
+    assert production.acts_at == utc(2030, 1, 7, 8, 0)  # Monday 09:00 in Berlin
+    assert production.note == "Production: next window Monday 09:00"
+    assert production.done_at == utc(2030, 1, 7, 10, 0)  # the second step, inside the window
+    assert plain.launch_at == utc(2030, 1, 7, 10, 0)
+    assert plain.launch_text == "Expected launch Monday 07 Jan 10:00 UTC"
+    calendar.create_freeze(boss, organisation_id=project.organisation_id,
+                           project_id=project.id, starts_at=utc(2030, 1, 7, 0, 0),
+                           ends_at=utc(2030, 1, 9, 0, 0), reason="Release review",
+                           environment_ids=[envs["Production"].id])
+    frozen = calendar_timeline.preview_times(pipeline.stages)
+    assert frozen.stages[1].acts_at == utc(2030, 1, 9, 8, 0)  # Wednesday 09:00 in Berlin
+    assert frozen.stages[1].hold.kind == "freeze"
+    assert frozen.stages[1].note.startswith("Production: frozen until Wednesday 09 Jan 01:00")
+    assert frozen.stages[1].note.endswith("Release review; next window Wednesday 09:00")
+    assert calendar.next_window_text(envs["Production"].id) == \
+        "Production: next window Monday 09:00"
+    calendar.stop_line(boss, organisation_id=project.organisation_id, project_id=project.id,
+                       reason="Incident")
+    stopped = calendar_timeline.preview_times(pipeline.stages)
+    assert stopped.launch_at is None and stopped.stages[0].acts_at is None
+    assert stopped.launch_text.startswith("Expected launch unknown: Development: line stopped")

@@ -460,7 +460,8 @@ def stop_for(project_id: int, organisation_id: int, memo: Memo | None = None) ->
     stops = _org_stops(organisation_id, memo or Memo())
     own = [s for s in stops if s.project_id == project_id]
     org = [s for s in stops if s.project_id is None]
-    return (own or org or [None])[0]
+    found = own or org
+    return found[0] if found else None
 
 
 def hold_at(environment_id: int, at: datetime, memo: Memo | None = None, *,
@@ -718,6 +719,11 @@ def set_windows(environment_id: int, timezone: str, windows: Sequence[Window], a
     return after
 
 
+def _rowcount(result: Any) -> int:
+    """How many rows an UPDATE changed (its CursorResult's rowcount)."""
+    return int(result.rowcount)
+
+
 def start_writing() -> None:
     """Begin a unit of work holding the writer lock (SQLite; a no-op begin on PostgreSQL)."""
     db.session.rollback()
@@ -910,15 +916,15 @@ def lift_freeze(actor: Actor, freeze_id: int, *, organisation_id: int,
     if freeze.lifted_at is not None or freeze.ends_at <= moment:
         raise Conflict("This freeze is over already.")
     start_writing()
-    lifted = db.session.execute(
+    lifted = _rowcount(db.session.execute(
         update(Freeze).where(Freeze.id == freeze_id, Freeze.lifted_at.is_(None))
         .values(lifted_at=moment, lifted_by_id=actor.user_id, lifted_by_label=actor.label,
                 version=Freeze.version + 1)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False)))
     if lifted != 1:
         db.session.rollback()
         raise Conflict("This freeze is over already.")
-    freeze = db.session.get(Freeze, freeze_id)
+    freeze = _freeze_row(freeze_id, organisation_id, project_id)
     db.session.refresh(freeze)
     view = _freeze_view(freeze)
     audit.record(actor, EVENT_FREEZE_LIFTED,
@@ -941,11 +947,11 @@ def _scope_text(project_id: int | None) -> str:
 def _activate(freeze: Freeze, moment: datetime) -> int:
     """The freeze started: hold its flags in flight, announce it (once: compare-and-set on
     activated_at). In the caller's transaction; returns how many flags it held."""
-    claimed = db.session.execute(
+    claimed = _rowcount(db.session.execute(
         update(Freeze).where(Freeze.id == freeze.id, Freeze.activated_at.is_(None),
                              Freeze.lifted_at.is_(None))
         .values(activated_at=moment, released_at=None)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False)))
     if claimed != 1:
         return 0
     view = _freeze_view(freeze)
@@ -966,9 +972,9 @@ def _activate(freeze: Freeze, moment: datetime) -> int:
 
 def _end_freeze(freeze: Freeze, moment: datetime) -> Released:
     """The freeze ended or was lifted: release its flags, announce it (once)."""
-    claimed = db.session.execute(
+    claimed = _rowcount(db.session.execute(
         update(Freeze).where(Freeze.id == freeze.id, Freeze.released_at.is_(None))
-        .values(released_at=moment).execution_options(synchronize_session=False)).rowcount
+        .values(released_at=moment).execution_options(synchronize_session=False)))
     released = release_hold("freeze", freeze.id, moment)
     if claimed != 1:
         return released
@@ -1061,10 +1067,10 @@ def lift_stop(actor: Actor, *, organisation_id: int, project_id: int | None
     if stop is None:
         db.session.rollback()
         raise Conflict("The line is not stopped.")
-    lifted = db.session.execute(
+    lifted = _rowcount(db.session.execute(
         update(LineStop).where(LineStop.id == stop.id, LineStop.lifted_at.is_(None))
         .values(lifted_at=moment, lifted_by_id=actor.user_id, lifted_by_label=actor.label)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False)))
     if lifted != 1:
         db.session.rollback()
         raise Conflict("The line is not stopped.")
@@ -1330,6 +1336,29 @@ def hold_batch(rows: Sequence[Any], environment_id: int, moment: datetime,
     return [(r.id, r.version + 1, values["due_at"]) for r in rows]
 
 
+def hold_of_run(run: Any, memo: Memo | None = None) -> Hold | None:
+    """Why a flag in flight waits, for its card and page: the window it waits for (until its
+    due time), the freeze or stop holding it (who, why, until), or None."""
+    memo = memo or Memo()
+    if run.hold_kind is None or run.ended_at is not None:
+        return None
+    if run.hold_kind == "window":
+        name = ""
+        if run.stage_id is not None:
+            environment_id = db.session.scalar(select(PipelineStage.environment_id).where(
+                PipelineStage.id == run.stage_id))
+            if environment_id is not None:
+                name = _environment(environment_id, memo)[2]
+        return Hold("window", "environment", run.due_at, environment_name=name)
+    if run.hold_kind == "stop" and run.hold_id is not None:
+        stop = db.session.get(LineStop, run.hold_id)
+        return None if stop is None else _stop_hold(_stop_view(stop))
+    if run.hold_kind == "freeze" and run.hold_id is not None:
+        freeze = db.session.get(Freeze, run.hold_id)
+        return None if freeze is None else _freeze_hold(_freeze_view(freeze))
+    return None
+
+
 # --- Change requests: break glass -----------------------------------------------------------------
 
 
@@ -1438,10 +1467,13 @@ def _stale_holds(moment: datetime) -> list[tuple[HoldKind, int]]:
     an end that raced with a transition holding a run leaves such runs; these release them."""
     held = db.session.execute(
         select(PipelineRun.hold_kind, PipelineRun.hold_id)
-        .where(PipelineRun.hold_kind.in_(("freeze", "stop")), PipelineRun.hold_id.is_not(None))
+        .where(PipelineRun.hold_kind.in_(("freeze", "stop")), PipelineRun.hold_id.is_not(None),
+               PipelineRun.ended_at.is_(None))
         .distinct()).all()
     stale: list[tuple[HoldKind, int]] = []
     for kind, hold_id in held:
+        if hold_id is None:
+            continue
         if kind == "stop":
             stop = db.session.get(LineStop, hold_id)
             if stop is None or stop.lifted_at is not None:
@@ -1458,7 +1490,7 @@ __all__ = [
     "EVENT_TYPES", "Hold", "HoldKind", "FreezeView", "Memo", "NO_HOLD", "Released", "Schedule",
     "StopView", "Window", "check_commit", "create_freeze", "describe_hold", "get_freeze",
     "get_schedule", "get_stop", "hold_at", "iso", "hold_batch", "hold_due_run", "hold_in_flight",
-    "holds_for_project", "is_open", "lift_freeze", "lift_stop", "list_freezes",
+    "hold_of_run", "holds_for_project", "is_open", "lift_freeze", "lift_stop", "list_freezes",
     "may_administer", "next_opening", "next_window_opening", "next_window_text", "notify_scope",
     "parse_hhmm", "parse_windows", "release_hold", "set_windows", "spread_due_times",
     "stop_for", "stop_history", "stop_line", "tick", "timezone_names", "update_freeze",

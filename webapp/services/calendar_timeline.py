@@ -81,14 +81,32 @@ def note_for(hold: Hold, environment_id: int, opening: datetime | None, memo: Me
 
 def _act(environment_id: int, due: datetime | None, memo: Memo
          ) -> tuple[datetime | None, Hold | None, str | None]:
-    """When a stage due at `due` acts: the next opening, the first hold met and its note."""
+    """When a stage due at `due` acts: the next opening, the hold that matters (a freeze or
+    stop met on the way, else the window) and its note."""
     if due is None:
         return None, None, None
-    hold = calendar.hold_at(environment_id, due, memo)
-    if hold is None:
+    met: list[Hold] = []
+    moment: datetime | None = due
+    for _ in range(100):
+        assert moment is not None
+        hold = calendar.hold_at(environment_id, moment, memo)
+        if hold is None:
+            break
+        met.append(hold)
+        if hold.until is None or hold.until <= moment:
+            moment = None
+            break
+        moment = hold.until
+    if not met:
         return due, None, None
-    opening = calendar.next_opening(environment_id, due, memo)
-    return opening, hold, note_for(hold, environment_id, opening, memo)
+    opening = moment if moment is not None else None
+    main = next((h for h in met if h.kind != "window"), met[0])
+    note = note_for(main, environment_id, opening, memo)
+    if main.kind != "window" and opening is not None and opening != main.until:
+        schedule = calendar.get_schedule(environment_id, memo)
+        local = opening.astimezone(ZoneInfo(schedule.timezone))
+        note += f"; next window {WEEKDAYS[local.weekday()]} {local:%H:%M}"
+    return opening, main, note
 
 
 def _released_at(environment_id: int, at: datetime, memo: Memo) -> datetime | None:

@@ -297,8 +297,13 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
         return "early", bell
     version = run.version
     cache.calendar_memo.fresh()
-    stage = cache.pipeline(run.pipeline_id).stages[run.stage_position]
-    hold = calendar.hold_due_run(run, stage.environment_id, now, cache.calendar_memo)
+    try:
+        environment_id: int | None = \
+            cache.pipeline(run.pipeline_id).stages[run.stage_position].environment_id
+    except LookupError:  # recorded as a failure below
+        environment_id = None
+    hold = None if environment_id is None else calendar.hold_due_run(
+        run, environment_id, now, cache.calendar_memo)
     if hold is not None:  # outside a window, frozen, or the line stopped: wait, apply nothing
         return _held(run, version, hold)
     if run.status in ("watching", "rolling_out"):

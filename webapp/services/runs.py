@@ -27,7 +27,15 @@ from webapp.models import (
     StageExecution,
     User,
 )
-from webapp.services import access, audit, board, change_requests, engine, flag_changes
+from webapp.services import (
+    access,
+    audit,
+    board,
+    calendar,
+    change_requests,
+    engine,
+    flag_changes,
+)
 from webapp.services.actors import Actor
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
@@ -250,8 +258,11 @@ def pause(project: Project, run_id: int, actor: Actor) -> None:
                        f"(this one is {run.status}).")
     now = clock_now()
     remaining = max(0.0, (run.due_at - now).total_seconds()) if run.due_at else 0.0
+    if run.hold_kind in ("freeze", "stop") and run.held_due_at and run.held_since:
+        # Held by the release calendar: its clock stopped when it was held.
+        remaining = max(0.0, (run.held_due_at - run.held_since).total_seconds())
     _cas(run, status="paused", paused_status=run.status, paused_remaining_seconds=remaining,
-         due_at=None, lease_until=None)
+         due_at=None, lease_until=None, **calendar.NO_HOLD)
     _audit(actor, run, "RELEASE_PIPELINE_FEATURE_PAUSED",
            f"{run.feature.name} paused in release pipeline {run.pipeline.name} "
            f"({_duration(remaining)} left)", after={"remaining_seconds": remaining})
@@ -514,7 +525,13 @@ def time_left(run: PipelineRun, now: datetime | None = None) -> str:
     """What the card says about time: "in 2d 3h", "due now", "paused (1h left)"."""
     if run.status == "paused":
         return f"paused ({_duration(run.paused_remaining_seconds or 0)} left)"
+    if run.hold_kind == "stop":
+        return "held: line stopped"
+    if run.hold_kind == "freeze":
+        return "held: frozen"
     if run.due_at is None:
         return ""
     seconds = (run.due_at - (now or clock_now())).total_seconds()
+    if run.hold_kind == "window" and seconds > 0:
+        return f"waits for its window (in {_duration(seconds)})"
     return "due now" if seconds <= 0 else f"in {_duration(seconds)}"

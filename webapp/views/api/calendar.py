@@ -25,6 +25,7 @@ from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, Id, Shape, body, operation, principal
 
 CALENDAR = "release calendar"
+PAST = {"include_past": {"type": "boolean", "required": False}}
 
 
 class WindowSchema(Shape):
@@ -226,7 +227,7 @@ def _schedule(environment_id: int) -> dict[str, Any]:
 @bp.get("/environments/<api_key>/deployment-windows/")
 @operation("An environment's deployment windows, time zone and next opening", CALENDAR,
            response=ScheduleSchema)
-def get_deployment_windows(api_key: str):
+def get_deployment_windows(api_key: str) -> Any:
     environment = api_auth.environment_for(principal(), api_key)
     return _schedule(environment.id)
 
@@ -235,7 +236,7 @@ def get_deployment_windows(api_key: str):
 @operation("Replace an environment's deployment windows (project admins): weekly opening hours "
            "in an IANA time zone; an empty list means always open", CALENDAR,
            body=ScheduleBodySchema, response=ScheduleSchema)
-def put_deployment_windows(api_key: str):
+def put_deployment_windows(api_key: str) -> Any:
     who = principal()
     environment = api_auth.environment_for(who, api_key, needs="admin")
     data = body(ScheduleBodySchema)
@@ -254,7 +255,7 @@ def _freeze_list(organisation_id: int, project_id: int | None) -> dict[str, Any]
     return {"count": len(freezes), "results": [f.as_dict(moment) for f in freezes]}
 
 
-def _create_freeze(who: Principal, organisation_id: int, project_id: int | None):
+def _create_freeze(who: Principal, organisation_id: int, project_id: int | None) -> Any:
     data = body(FreezeCreateSchema)
     freeze, released = calendar.create_freeze(
         who.actor, organisation_id=organisation_id, project_id=project_id,
@@ -265,7 +266,7 @@ def _create_freeze(who: Principal, organisation_id: int, project_id: int | None)
 
 
 def _update_freeze(who: Principal, organisation_id: int, project_id: int | None,
-                   freeze_id: int):
+                   freeze_id: int) -> Any:
     data = body(FreezeUpdateSchema, partial=True)
     environments = data.get("environments", ...)
     freeze, released = calendar.update_freeze(
@@ -279,7 +280,7 @@ def _update_freeze(who: Principal, organisation_id: int, project_id: int | None,
 
 
 def _lift_freeze(who: Principal, organisation_id: int, project_id: int | None,
-                 freeze_id: int):
+                 freeze_id: int) -> Any:
     freeze, released = calendar.lift_freeze(who.actor, freeze_id,
                                             organisation_id=organisation_id,
                                             project_id=project_id)
@@ -290,8 +291,8 @@ def _lift_freeze(who: Principal, organisation_id: int, project_id: int | None,
 @bp.get("/projects/<int:project_id>/freezes/")
 @operation("A project's freezes and the organisation's (scheduled and active; "
            "?include_past=true for ended and lifted ones too)", CALENDAR,
-           response=FreezeListSchema, query={"include_past": {"type": "boolean"}})
-def list_project_freezes(project_id: int):
+           response=FreezeListSchema, query=PAST)
+def list_project_freezes(project_id: int) -> Any:
     project = api_auth.project_for(principal(), project_id)
     return _freeze_list(project.organisation_id, project.id)
 
@@ -300,7 +301,7 @@ def list_project_freezes(project_id: int):
 @operation("Freeze a project from starts_at to ends_at (project admins): no stage applies "
            "into the frozen environments; flags wait with their remaining time", CALENDAR,
            body=FreezeCreateSchema, response=FreezeSchema, status=201)
-def create_project_freeze(project_id: int):
+def create_project_freeze(project_id: int) -> Any:
     who = principal()
     project = api_auth.project_for(who, project_id, needs="admin")
     return _create_freeze(who, project.organisation_id, project.id)
@@ -309,7 +310,7 @@ def create_project_freeze(project_id: int):
 @bp.get("/projects/<int:project_id>/freezes/<int:freeze_id>/")
 @operation("One freeze of the project (or the organisation's)", CALENDAR,
            response=FreezeSchema)
-def get_project_freeze(project_id: int, freeze_id: int):
+def get_project_freeze(project_id: int, freeze_id: int) -> Any:
     project = api_auth.project_for(principal(), project_id)
     return calendar.get_freeze(freeze_id, organisation_id=project.organisation_id,
                                project_id=project.id).as_dict()
@@ -319,7 +320,7 @@ def get_project_freeze(project_id: int, freeze_id: int):
 @operation("Change a freeze's period, reason or environments (project admins; 409 once it is "
            "over or when `version` is stale)", CALENDAR, body=FreezeUpdateSchema,
            response=FreezeChangeSchema)
-def update_project_freeze(project_id: int, freeze_id: int):
+def update_project_freeze(project_id: int, freeze_id: int) -> Any:
     who = principal()
     project = api_auth.project_for(who, project_id, needs="admin")
     return _update_freeze(who, project.organisation_id, project.id, freeze_id)
@@ -328,7 +329,7 @@ def update_project_freeze(project_id: int, freeze_id: int):
 @bp.post("/projects/<int:project_id>/freezes/<int:freeze_id>/lift/")
 @operation("Lift a freeze now (project admins): its flags resume, their due work spread",
            CALENDAR, response=FreezeChangeSchema)
-def lift_project_freeze(project_id: int, freeze_id: int):
+def lift_project_freeze(project_id: int, freeze_id: int) -> Any:
     who = principal()
     project = api_auth.project_for(who, project_id, needs="admin")
     return _lift_freeze(who, project.organisation_id, project.id, freeze_id)
@@ -336,8 +337,8 @@ def lift_project_freeze(project_id: int, freeze_id: int):
 
 @bp.get("/organisations/<int:organisation_id>/freezes/")
 @operation("The organisation-wide freezes", CALENDAR, response=FreezeListSchema,
-           query={"include_past": {"type": "boolean"}})
-def list_organisation_freezes(organisation_id: int):
+           query=PAST)
+def list_organisation_freezes(organisation_id: int) -> Any:
     organisation = _organisation(principal(), organisation_id, "viewer")
     return _freeze_list(organisation.id, None)
 
@@ -346,7 +347,7 @@ def list_organisation_freezes(organisation_id: int):
 @operation("Freeze the whole organisation (its key, site admins): every project's "
            "environments, or the environment ids given", CALENDAR, body=FreezeCreateSchema,
            response=FreezeSchema, status=201)
-def create_organisation_freeze(organisation_id: int):
+def create_organisation_freeze(organisation_id: int) -> Any:
     who = principal()
     organisation = _organisation(who, organisation_id, "admin")
     return _create_freeze(who, organisation.id, None)
@@ -354,7 +355,7 @@ def create_organisation_freeze(organisation_id: int):
 
 @bp.get("/organisations/<int:organisation_id>/freezes/<int:freeze_id>/")
 @operation("One organisation-wide freeze", CALENDAR, response=FreezeSchema)
-def get_organisation_freeze(organisation_id: int, freeze_id: int):
+def get_organisation_freeze(organisation_id: int, freeze_id: int) -> Any:
     organisation = _organisation(principal(), organisation_id, "viewer")
     freeze = calendar.get_freeze(freeze_id, organisation_id=organisation.id)
     if freeze.project_id is not None:
@@ -365,7 +366,7 @@ def get_organisation_freeze(organisation_id: int, freeze_id: int):
 @bp.patch("/organisations/<int:organisation_id>/freezes/<int:freeze_id>/")
 @operation("Change an organisation-wide freeze (its key, site admins)", CALENDAR,
            body=FreezeUpdateSchema, response=FreezeChangeSchema)
-def update_organisation_freeze(organisation_id: int, freeze_id: int):
+def update_organisation_freeze(organisation_id: int, freeze_id: int) -> Any:
     who = principal()
     organisation = _organisation(who, organisation_id, "admin")
     _org_freeze(organisation.id, freeze_id)
@@ -375,7 +376,7 @@ def update_organisation_freeze(organisation_id: int, freeze_id: int):
 @bp.post("/organisations/<int:organisation_id>/freezes/<int:freeze_id>/lift/")
 @operation("Lift an organisation-wide freeze now (its key, site admins)", CALENDAR,
            response=FreezeChangeSchema)
-def lift_organisation_freeze(organisation_id: int, freeze_id: int):
+def lift_organisation_freeze(organisation_id: int, freeze_id: int) -> Any:
     who = principal()
     organisation = _organisation(who, organisation_id, "admin")
     _org_freeze(organisation.id, freeze_id)
@@ -405,7 +406,7 @@ def _stop_state(organisation_id: int, project_id: int | None) -> dict[str, Any]:
 @bp.get("/projects/<int:project_id>/stop/")
 @operation("Whether the project's line is stopped, and what holds its transitions now",
            CALENDAR, response=StopStateSchema)
-def get_project_stop(project_id: int):
+def get_project_stop(project_id: int) -> Any:
     project = api_auth.project_for(principal(), project_id)
     return _stop_state(project.organisation_id, project.id)
 
@@ -414,7 +415,7 @@ def get_project_stop(project_id: int):
 @operation("Stop the line (project admins, an incident tool's key): every transition of the "
            "project holds until lifted; 409 when stopped already", CALENDAR,
            body=StopBodySchema, response=StopResultSchema, status=201)
-def stop_project_line(project_id: int):
+def stop_project_line(project_id: int) -> Any:
     who = principal()
     project = api_auth.project_for(who, project_id, needs="admin")
     data = body(StopBodySchema)
@@ -427,7 +428,7 @@ def stop_project_line(project_id: int):
 @bp.post("/projects/<int:project_id>/stop/lift/")
 @operation("Lift the project's stop (project admins): every flag resumes where it was, its "
            "due work spread; 409 when not stopped", CALENDAR, response=LiftResultSchema)
-def lift_project_stop(project_id: int):
+def lift_project_stop(project_id: int) -> Any:
     who = principal()
     project = api_auth.project_for(who, project_id, needs="admin")
     stop, released = calendar.lift_stop(who.actor, organisation_id=project.organisation_id,
@@ -438,7 +439,7 @@ def lift_project_stop(project_id: int):
 
 @bp.get("/organisations/<int:organisation_id>/stop/")
 @operation("Whether the organisation's line is stopped", CALENDAR, response=StopStateSchema)
-def get_organisation_stop(organisation_id: int):
+def get_organisation_stop(organisation_id: int) -> Any:
     organisation = _organisation(principal(), organisation_id, "viewer")
     return _stop_state(organisation.id, None)
 
@@ -447,7 +448,7 @@ def get_organisation_stop(organisation_id: int):
 @operation("Stop the line for the whole organisation (its key, site admins); 409 when "
            "stopped already", CALENDAR, body=StopBodySchema, response=StopResultSchema,
            status=201)
-def stop_organisation_line(organisation_id: int):
+def stop_organisation_line(organisation_id: int) -> Any:
     who = principal()
     organisation = _organisation(who, organisation_id, "admin")
     data = body(StopBodySchema)
@@ -460,7 +461,7 @@ def stop_organisation_line(organisation_id: int):
 @bp.post("/organisations/<int:organisation_id>/stop/lift/")
 @operation("Lift the organisation's stop (its key, site admins); 409 when not stopped",
            CALENDAR, response=LiftResultSchema)
-def lift_organisation_stop(organisation_id: int):
+def lift_organisation_stop(organisation_id: int) -> Any:
     who = principal()
     organisation = _organisation(who, organisation_id, "admin")
     stop, released = calendar.lift_stop(who.actor, organisation_id=organisation.id,
