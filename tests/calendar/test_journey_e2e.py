@@ -32,6 +32,7 @@ def test_window_freeze_stop_and_lift(monday, page, live_server, sign_in, make, p
     page.goto(f"{base}/flags")
     page.get_by_role("navigation", name="Project").get_by_role("link", name="Calendar").click()
     expect(page.get_by_role("heading", name="Release calendar")).to_be_visible()
+    page.get_by_text("Set a window of Production").click()  # opens its form
     window = page.get_by_role("form", name="Deployment window of Production")
     for day in ("Monday", "Tuesday", "Wednesday", "Thursday"):
         window.get_by_label(day).check()

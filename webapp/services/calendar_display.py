@@ -448,9 +448,11 @@ class CalendarTimeline:
         launch = self.expected.launch_at
         if launch is None:
             held = next((s.note for s in self.expected.stages
-                         if not s.past and s.acts_at is None and s.note), self.why_unknown)
-            return f"Expected launch: not known ({held})." if held else (
-                "Expected launch: not known.")
+                         if not s.past and s.acts_at is None and s.note), "")
+            # The stage's note is listed beside it already; say only what nothing else says.
+            why = self.why_unknown if not held else ""
+            return f"Expected launch: not known ({why})." if why else (
+                "Expected launch: not known while held.")
         earliest = "at the earliest " if any(s.earliest for s in self.expected.stages) else ""
         zone_name = self.zones[-1] if self.zones else "UTC"
         return f"Expected launch: {earliest}{moment_text(launch, zone_name, now=self.now)}."
