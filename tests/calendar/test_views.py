@@ -155,6 +155,13 @@ def test_an_admin_plans_a_freeze_and_lifts_it(monday, hx, login, project, admin,
     db.session.rollback()
     assert freeze.lifted_at == MONDAY
     assert "No freeze in force or planned." in response.text
+    # Everyone in the project reads both in their inbox, linked to the project's board.
+    inbox = unescape(login(hx, viewer).get("/notifications").text)
+    assert ("Freeze started on Production (project Acme) until Wednesday 09 Jan 23:00 UTC, by "
+            "admin@example.com: Holiday freeze") in inbox
+    assert ("Freeze lifted by admin@example.com on Production (project Acme): Holiday freeze"
+            in inbox)
+    assert f'href="/projects/{project.id}/board"' in inbox
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
