@@ -172,6 +172,9 @@ def test_changing_a_freeze_is_audited_and_a_stale_version_is_refused(clock, proj
         calendar.update_freeze(boss, freeze.id, organisation_id=project.organisation_id,
                                project_id=project.id, expected_version=freeze.version,
                                reason="stale")
+    calendar.update_freeze(boss, freeze.id, organisation_id=project.organisation_id,
+                           project_id=project.id, environment_ids=[envs["Staging"].id])
+    assert the_run(flag).hold_kind == "freeze"  # covered again: held at once
 
 
 def test_break_glass_commits_into_a_frozen_environment_only_for_an_admin_with_a_reason(

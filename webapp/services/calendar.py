@@ -898,8 +898,11 @@ def update_freeze(actor: Actor, freeze_id: int, *, organisation_id: int,
     if not active and freeze.activated_at is not None:
         freeze.activated_at = None  # it starts again later: the sweeper activates it then
     released = release_hold("freeze", freeze.id, moment)
-    if active:
-        _activate(freeze, moment)
+    if active and freeze.activated_at is None:
+        _activate(freeze, moment)  # it starts now: hold, announce
+    elif active:  # it goes on: flags in environments it now covers are held too
+        hold_in_flight("freeze", freeze.id, organisation_id, freeze.project_id,
+                       None if freeze.all_environments else ids, moment)
     db.session.commit()
     return after, released
 
