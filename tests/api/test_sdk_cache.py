@@ -1,5 +1,6 @@
 """The SDK API answers from a per-process cache of key lookups on PostgreSQL: a change made by
-another process must be seen by the next reads all the same (webapp/services/platform/revisions.py)."""
+another process must be seen by the next reads all the same
+(webapp/services/platform/revisions.py)."""
 
 import os
 import subprocess

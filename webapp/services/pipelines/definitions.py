@@ -1,10 +1,11 @@
 """Release pipelines defined whole: a draft created with all its stages and actions, or a draft's
 stages replaced, each in one unit of work (the admin API's create and update).
 
-The builder's rules apply unchanged: every stage and action goes through the builder service's
-own parsers and compare-and-set (pipelines/inputs.py, pipelines/drafts.py), so both accept and refuse exactly
-the same things. Every problem is reported at once under a path naming the stage and the action
-(`stages[1].actions[0].segment_id`), and nothing is written unless all of it is valid.
+The builder's rules apply unchanged: every stage and action goes through the builder's own
+parsers and compare-and-set (pipelines/inputs.py, pipelines/drafts.py), so both accept and
+refuse exactly the same things. Every problem is reported at once under a path naming the stage
+and the action (`stages[1].actions[0].segment_id`), and nothing is written unless all of it is
+valid.
 
 A stage is given as `update_stage` takes one (`name`, `environment_id`, `trigger_type`,
 `wait_amount`, `wait_unit`) plus `actions`, a list of what `add_action` takes.

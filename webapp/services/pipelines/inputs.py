@@ -28,10 +28,6 @@ TOGGLE_ACTIONS = ("TOGGLE_FEATURE", "TOGGLE_FEATURE_FOR_SEGMENT", "PHASED_ROLLOU
 VALUE_ACTIONS = ("UPDATE_FEATURE_VALUE", "UPDATE_FEATURE_VALUE_FOR_SEGMENT")
 
 
-# ---------------------------------------------------------------------------------------------
-# Create, clone, publish, unpublish, delete
-
-
 def check_name(name: str | None, field: str = "name") -> str:
     name = (name or "").strip()
     if not name:
@@ -52,10 +48,6 @@ def parse_trigger(data: dict[str, Any]) -> tuple[str, int | None]:
         return trigger, None
     return trigger, parse_duration(data.get("wait_amount"), data.get("wait_unit"),
                                    "wait_amount", "wait", units=WAIT_UNITS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing input
 
 
 def parse_duration(amount: Any, unit: Any, field: str, what: str = "interval",

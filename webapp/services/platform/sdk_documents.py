@@ -58,7 +58,7 @@ def find_environment(key: str) -> EnvironmentRef | None:
     """The environment opened by a client key or a server key (`ser.` prefix), or None.
 
     On PostgreSQL the answer comes from this process's key cache while nothing changed
-    (webapp/services/platform/revisions.py says how a change reaches it); otherwise one indexed read.
+    (platform/revisions.py says how a change reaches it); otherwise one indexed read.
     """
     if not key:
         return None

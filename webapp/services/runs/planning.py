@@ -202,7 +202,7 @@ def rollout_rules(percent: int) -> list[dict[str, Any]]:
         {"property": "", "operator": "PERCENTAGE_SPLIT", "value": str(percent)}]}]
 
 
-# --- One transition -------------------------------------------------------------------------------
+# --- The run in a transition: its context, lock and bell ----------------------------------------
 
 
 class StageFailed(Exception):
