@@ -2,11 +2,11 @@
 
 When may a stage apply into an environment? `hold_at(environment_id, at)` answers with the
 `Hold` that forbids it (stop > freeze > window) or None; `next_opening` with the first moment it
-may. The engine asks `hold_due_run` / `hold_batch_rows` before it applies anything (see
-services/engine.py): a run due outside its environment's windows waits to the next opening
-(its `due_at` moved, no busy loop); a run due during a freeze or a stopped line is held in place
-(due_at NULL, its clock kept in `held_due_at` / `held_since`) and released, with the time it had
-left, when the freeze ends or the line is lifted.
+may. The engine asks `hold_due_run` / `hold_batch` before it applies anything (see
+runs/transition.py and runs/sweep.py): a run due outside its environment's windows waits to the
+next opening (its `due_at` moved, no busy loop); a run due during a freeze or a stopped line is
+held in place (due_at NULL, its clock kept in `held_due_at` / `held_since`) and released, with the
+time it had left, when the freeze ends or the line is lifted.
 
 The database is the truth: holds and releases are compare-and-sets on the run's `version` in
 the transaction that decides them; the sweeper's `tick` starts and ends freezes whose time came
