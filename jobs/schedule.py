@@ -16,7 +16,9 @@ from flask import current_app
 
 from jobs import transitions
 from webapp.extensions import db
-from webapp.services import analytics, calendar, engine, notifications, webhook_delivery
+from webapp.services.governance import notifications, webhook_delivery
+from webapp.services.platform import analytics
+from webapp.services.runs import calendar, sweep
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ def sweep_once() -> dict:
     the buffered flag analytics to the database."""
     released = calendar.tick()  # freezes that start or end, holds that no longer hold
     transitions.ring(released.bells)
-    report = engine.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
+    report = sweep.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
     transitions.ring(report.bells)
     delivered = notifications.deliver_outbox() + webhook_delivery.deliver_due()
     counted = analytics.flush()

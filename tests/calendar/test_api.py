@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from tests.api.conftest import api, token_for
 from webapp.extensions import db
 from webapp.models import AuditEntry, Freeze, LineStop
-from webapp.services import calendar, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import calendar, controls
 
 from ..engine.conftest import START
 from .conftest import the_run
@@ -18,8 +18,8 @@ from .conftest import the_run
 
 @pytest.fixture
 def org_key(project):
-    from webapp.services import api_keys
     from webapp.services.actors import SYSTEM
+    from webapp.services.platform import api_keys
 
     return api_keys.create_organisation_key(project.organisation, "Incident bot", SYSTEM)[1]
 
@@ -121,7 +121,7 @@ def test_an_incident_tool_pulls_and_lifts_the_switch(clock, client, project, edi
     pipeline = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 600,
                                "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]}])
     flag = make.feature(project)
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     base = f"projects/{project.id}/stop/"
     assert api(client, "POST", base, token=token_for(editor),
                json={"reason": "x"}).status_code == 403

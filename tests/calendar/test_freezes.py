@@ -8,9 +8,10 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import ChangeRequest, Environment, FeatureState
-from webapp.services import calendar, calendar_timeline, change_requests, engine, runs
 from webapp.services.actors import Actor
+from webapp.services.change_requests import opening, workflow
 from webapp.services.errors import Conflict, Forbidden, Invalid
+from webapp.services.runs import calendar, calendar_timeline, controls, sweep
 
 from ..engine.conftest import START
 from .conftest import entries, notes, the_run
@@ -35,8 +36,8 @@ def staged(make, project, editor, make_pipeline):
 
     def _add(name):
         flag = make.feature(project, name)
-        bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-        engine.advance(bell.run_id, bell.version)
+        bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+        sweep.advance(bell.run_id, bell.version)
         return flag
 
     return _add
@@ -72,7 +73,7 @@ def test_a_freeze_holds_in_flight_flags_with_their_remaining_time_and_releases_t
     timeline = calendar_timeline.run_times(the_run(flag))
     assert timeline.stages[1].acts_at == START + 50 * HOUR + 22 * HOUR
     clock.move_to(START + 30 * HOUR)  # past its old due time: it still waits
-    engine.drain()
+    sweep.drain()
     assert enabled(flag, envs["Staging"]) is False
 
     clock.move_to(START + 50 * HOUR)
@@ -83,7 +84,7 @@ def test_a_freeze_holds_in_flight_flags_with_their_remaining_time_and_releases_t
     assert len(entries(calendar.EVENT_FREEZE_ENDED)) == 1 and len(notes("freeze_ended")) >= 1
     assert len(entries(calendar.EVENT_RELEASED, run_id=run.id)) == 1
     clock.move_to(run.due_at)
-    engine.drain()
+    sweep.drain()
     assert enabled(flag, envs["Staging"]) is True and the_run(flag).status == "launched"
 
 
@@ -96,13 +97,13 @@ def test_a_flag_falling_due_during_a_freeze_waits_for_its_end(clock, project, en
     assert enabled(flag, envs["Development"]) is True
     assert the_run(flag).due_at == START + 24 * HOUR
     clock.move_to(START + 24 * HOUR)
-    engine.drain()
+    sweep.drain()
     assert enabled(flag, envs["Staging"]) is False
     assert (the_run(flag).hold_kind, the_run(flag).due_at) == ("freeze", None)
     clock.move_to(START + 30 * HOUR)
     released = calendar.tick()
     assert released.resumed == 1 and the_run(flag).due_at == START + 30 * HOUR
-    engine.drain()
+    sweep.drain()
     assert enabled(flag, envs["Staging"]) is True
 
 
@@ -172,6 +173,9 @@ def test_changing_a_freeze_is_audited_and_a_stale_version_is_refused(clock, proj
         calendar.update_freeze(boss, freeze.id, organisation_id=project.organisation_id,
                                project_id=project.id, expected_version=freeze.version,
                                reason="stale")
+    calendar.update_freeze(boss, freeze.id, organisation_id=project.organisation_id,
+                           project_id=project.id, environment_ids=[envs["Staging"].id])
+    assert the_run(flag).hold_kind == "freeze"  # covered again: held at once
 
 
 def test_break_glass_commits_into_a_frozen_environment_only_for_an_admin_with_a_reason(
@@ -181,23 +185,23 @@ def test_break_glass_commits_into_a_frozen_environment_only_for_an_admin_with_a_
     db.session.commit()
     flag = make.feature(project, "payments")
     reviewer = make.user(project=project, role="editor")
-    request = change_requests.set_state(flag, production.id, Actor.for_user(editor),
+    request = opening.set_state(flag, production.id, Actor.for_user(editor),
                                         enabled=True)
-    change_requests.approve(project.id, request.id, Actor.for_user(reviewer))
+    workflow.approve(project.id, request.id, Actor.for_user(reviewer))
     calendar.create_freeze(boss, organisation_id=project.organisation_id,
                            project_id=project.id, starts_at=START, ends_at=START + HOUR,
                            reason="Incident review")
     with pytest.raises(Conflict, match="break glass"):
-        change_requests.commit(project.id, request.id, Actor.for_user(editor))
+        workflow.commit(project.id, request.id, Actor.for_user(editor))
     db.session.rollback()
     with pytest.raises(Conflict, match="only an admin"):
-        change_requests.commit(project.id, request.id, Actor.for_user(editor),
+        workflow.commit(project.id, request.id, Actor.for_user(editor),
                                break_glass_reason="urgent")
     db.session.rollback()
     with pytest.raises(Conflict):
-        change_requests.commit(project.id, request.id, boss)
+        workflow.commit(project.id, request.id, boss)
     db.session.rollback()
-    change_requests.commit(project.id, request.id, boss,
+    workflow.commit(project.id, request.id, boss,
                            break_glass_reason="Payment outage fix")
     assert db.session.get(ChangeRequest, request.id).status == "committed"
     assert enabled(flag, production) is True

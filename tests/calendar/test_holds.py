@@ -11,8 +11,8 @@ from sqlalchemy import select
 from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
 from webapp.models import PipelineRun
-from webapp.services import calendar, engine, runs
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.runs import calendar, controls, sweep
 
 BERLIN_MORNINGS = [calendar.Window(day, 9 * 60, 10 * 60) for day in range(4)]  # Mon–Thu
 
@@ -21,8 +21,8 @@ BERLIN_MORNINGS = [calendar.Window(day, 9 * 60, 10 * 60) for day in range(4)]  #
 def flag_in_prod_wait(monday, make, project, editor, release):
     """A flag through Dev, waiting an hour for Production."""
     flag = make.feature(project, "new_checkout")
-    runs.add_flag(project, release.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, release.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     db.session.rollback()
     return flag
 
@@ -55,7 +55,7 @@ def test_a_flag_due_outside_its_window_says_when_it_opens(
     assert "Expected launch: Tuesday 09:00 Europe/Berlin." in before["panel"]
 
     monday.shift(3600)
-    engine.drain()
+    sweep.drain()
     run = run_of(flag_in_prod_wait)
     assert run.hold_kind == "window"
     assert run.due_at == datetime(2030, 1, 8, 8, 0, tzinfo=UTC)

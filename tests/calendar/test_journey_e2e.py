@@ -10,8 +10,9 @@ from playwright.sync_api import expect
 
 from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.pages import flag_runs
+from webapp.services.runs import controls, sweep
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +22,8 @@ NEXT_OPENING = "Production: next window Tuesday 09:00 Europe/Berlin"
 def test_window_freeze_stop_and_lift(monday, page, live_server, sign_in, make, project, admin,
                                      editor, envs, release):
     flag = make.feature(project, "new_checkout")
-    runs.add_flag(project, release.id, flag.id, Actor.for_user(editor))
-    engine.drain()  # Development at once; Production due in an hour (12:00 in Berlin)
+    controls.add_flag(project, release.id, flag.id, Actor.for_user(editor))
+    sweep.drain()  # Development at once; Production due in an hour (12:00 in Berlin)
     db.session.rollback()
     page.on("dialog", lambda dialog: dialog.accept())
     sign_in(admin.email)
@@ -56,7 +57,7 @@ def test_window_freeze_stop_and_lift(monday, page, live_server, sign_in, make, p
     expect(card).to_contain_text("Waiting")
     page.evaluate("window.__sameDocument = true")
     monday.shift(timedelta(hours=1))
-    engine.drain()
+    sweep.drain()
     db.session.rollback()
     expect(card).to_contain_text(NEXT_OPENING, timeout=10_000)  # the board polls itself
     assert page.evaluate("window.__sameDocument") is True
@@ -104,7 +105,7 @@ def test_window_freeze_stop_and_lift(monday, page, live_server, sign_in, make, p
     page.goto(f"{base}/pipelines/{release.id}/board")
     expect(page.locator("#calendar_banner")).to_be_empty()
     expect(page.locator(".flag-card", has_text="new_checkout")).not_to_contain_text("Held")
-    engine.drain()
+    sweep.drain()
     db.session.rollback()
-    run = runs.flag_run(project.id, flag.id).run
+    run = flag_runs.flag_run(project.id, flag.id).run
     assert run.status == "waiting" and run.stage_position == 1  # Production not yet applied

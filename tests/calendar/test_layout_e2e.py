@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 
 from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
-from webapp.services import calendar, engine, runs
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.runs import calendar, controls, sweep
 
 pytestmark = pytest.mark.e2e
 
@@ -23,12 +23,12 @@ def test_calendar_pages_fit_the_screen_and_label_every_field(
 ):
     make.user(site_admin=True, email="root@example.com")
     flag = make.feature(project, "new_checkout_with_a_rather_long_name_for_phones")
-    runs.add_flag(project, release.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, release.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     calendar.set_windows(envs["Production"].id, "Europe/Berlin",
                          [calendar.Window(d, 9 * 60, 10 * 60) for d in range(4)], SYSTEM)
     monday.shift(timedelta(hours=1))
-    engine.drain()  # held: Production's window is closed
+    sweep.drain()  # held: Production's window is closed
     calendar.create_freeze(SYSTEM, organisation_id=project.organisation_id,
                            project_id=project.id, starts_at=MONDAY,
                            ends_at=MONDAY + timedelta(days=3),

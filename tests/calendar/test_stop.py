@@ -10,9 +10,10 @@ from sqlalchemy import event, func, insert, select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, Feature, PipelineRun
-from webapp.services import calendar, calendar_timeline, engine, runs
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid
+from webapp.services.pages import flag_runs
+from webapp.services.runs import calendar, calendar_timeline, controls, sweep
 
 from ..engine.conftest import START
 from .conftest import entries, notes, the_run
@@ -62,7 +63,7 @@ def test_stopping_holds_ten_thousand_flags_in_one_transaction_and_lifting_spread
     assert len(entries(calendar.EVENT_LINE_STOPPED)) == 1 and notes("line_stopped")
 
     clock.move_to(START + timedelta(hours=1))  # every flag's time has long come: none moves
-    assert engine.due_run_ids(10) == [] and engine.drain().moved == 0
+    assert sweep.due_run_ids(10) == [] and sweep.drain().moved == 0
 
     moment = START + timedelta(hours=1)
     _, released = calendar.lift_stop(boss, organisation_id=project.organisation_id,
@@ -108,24 +109,24 @@ def test_stop_holds_every_transition_and_lifting_resumes_each_where_it_was(
              "interval": 300}]},
     ])
     waiting, rolling = make.feature(project, "waiting"), make.feature(project, "rolling")
-    bell = runs.add_flag(project, pipeline.id, rolling.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, rolling.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     clock.shift(600)
-    engine.drain()  # `rolling` is at 10 %, its next step due at +900 s
+    sweep.drain()  # `rolling` is at 10 %, its next step due at +900 s
     assert the_run(rolling).rollout_percent == 10
-    bell = runs.add_flag(project, pipeline.id, waiting.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)  # waits in Production, due at +1200 s
+    bell = controls.add_flag(project, pipeline.id, waiting.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)  # waits in Production, due at +1200 s
     clock.shift(100)
     stopped_at = START + timedelta(seconds=700)
     calendar.stop_line(boss, organisation_id=project.organisation_id, project_id=project.id,
                        reason="Incident")
     newcomer = make.feature(project, "newcomer")  # added while stopped: held when due
-    bell = runs.add_flag(project, pipeline.id, newcomer.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, newcomer.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     assert the_run(newcomer).hold_kind == "stop"
     assert calendar_timeline.run_times(the_run(rolling)).launch_at is None  # unknown
     clock.shift(3600)
-    assert engine.drain().moved == 0
+    assert sweep.drain().moved == 0
     _, released = calendar.lift_stop(boss, organisation_id=project.organisation_id,
                                      project_id=project.id)
     moment = stopped_at + timedelta(seconds=3600)
@@ -144,7 +145,7 @@ def test_the_organisation_switch_and_who_may_pull_it(clock, make, project, edito
     pipeline = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 60,
                                "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]}])
     flag = make.feature(project)
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     org = project.organisation_id
     with pytest.raises(Forbidden):
         calendar.stop_line(Actor.for_user(editor), organisation_id=org,
@@ -176,7 +177,7 @@ def test_a_lift_racing_a_transition_is_mended_by_the_sweeper(clock, make, projec
     flag = make.feature(project)
     calendar.stop_line(boss, organisation_id=project.organisation_id, project_id=project.id,
                        reason="x")
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     # A worker read the stop before it was lifted and holds the run after the lift committed.
     run = the_run(flag)
     stop_id = calendar.get_stop(project.organisation_id, project.id).id
@@ -187,7 +188,7 @@ def test_a_lift_racing_a_transition_is_mended_by_the_sweeper(clock, make, projec
     db.session.commit()
     released = calendar.tick()
     assert released.resumed == 1 and the_run(flag).due_at == START
-    engine.drain()
+    sweep.drain()
     assert the_run(flag).status == "launched"
     assert bell.run_id == run.id
 
@@ -197,19 +198,19 @@ def test_pausing_a_held_flag_keeps_the_time_it_had_left(clock, make, project, ed
     pipeline = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 600,
                                "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]}])
     flag = make.feature(project)
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     clock.shift(100)
     calendar.stop_line(boss, organisation_id=project.organisation_id, project_id=project.id,
                        reason="x")
-    assert runs.time_left(the_run(flag)) == "held: line stopped"
+    assert flag_runs.time_left(the_run(flag)) == "held: line stopped"
     hold = calendar.hold_of_run(the_run(flag))
     assert (hold.kind, hold.who, hold.why, hold.until) == ("stop", "admin@example.com", "x", None)
     clock.shift(1000)
-    runs.pause(project, bell.run_id, Actor.for_user(editor))
+    controls.pause(project, bell.run_id, Actor.for_user(editor))
     run = the_run(flag)
     assert (run.status, run.paused_remaining_seconds, run.hold_kind) == ("paused", 500.0, None)
     _, released = calendar.lift_stop(boss, organisation_id=project.organisation_id,
                                      project_id=project.id)
     assert released.resumed == 0  # paused: its own clock, resumed by a person
-    runs.resume(project, bell.run_id, Actor.for_user(editor))
+    controls.resume(project, bell.run_id, Actor.for_user(editor))
     assert the_run(flag).due_at == START + timedelta(seconds=1600)

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from tests.calendar.conftest import MONDAY
 from webapp.extensions import db
 from webapp.models import DeploymentWindow, Freeze, LineStop, Notification
-from webapp.services import calendar
 from webapp.services.actors import SYSTEM
+from webapp.services.runs import calendar
 
 
 def page_url(project):

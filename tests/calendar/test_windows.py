@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import FeatureState
-from webapp.services import calendar, calendar_timeline, engine, runs
 from webapp.services.actors import Actor
-from webapp.services.calendar import Schedule, Window
 from webapp.services.errors import Forbidden, Invalid
+from webapp.services.runs import calendar, calendar_timeline, controls, sweep
+from webapp.services.runs.calendar import Schedule, Window
 
 from ..engine.conftest import START
 from .conftest import entries, the_run, utc
@@ -106,15 +106,15 @@ def test_a_due_stage_outside_the_window_waits_to_the_minute_of_the_next_opening(
     calendar.set_windows(envs["Staging"].id, "Europe/Berlin",
                          calendar.parse_windows(BERLIN_OFFICE), boss)
     flag = make.feature(project, "checkout")
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)  # Development: no windows, applies at once
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)  # Development: no windows, applies at once
     assert the_run(flag).due_at == START + timedelta(hours=1)
     expected = calendar_timeline.run_times(the_run(flag))
     assert expected.stages[1].acts_at == utc(2030, 1, 7, 8, 0)
     assert expected.stages[1].note == "Staging: next window Monday 09:00"
 
     clock.move_to(START + timedelta(hours=1))  # Sunday 11:00 in Berlin: closed
-    report = engine.drain()
+    report = sweep.drain()
     run = the_run(flag)
     opening = utc(2030, 1, 7, 8, 0)  # Monday 09:00 in Berlin
     assert (run.status, run.due_at, run.hold_kind) == ("waiting", opening, "window")
@@ -125,9 +125,9 @@ def test_a_due_stage_outside_the_window_waits_to_the_minute_of_the_next_opening(
     assert "outside its deployment windows until" in held.message
 
     clock.move_to(opening - timedelta(minutes=1))
-    assert engine.due_run_ids(10) == []  # nothing to do until the opening: no busy loop
+    assert sweep.due_run_ids(10) == []  # nothing to do until the opening: no busy loop
     clock.move_to(opening)
-    engine.drain()
+    sweep.drain()
     run = the_run(flag)
     assert run.status == "launched" and run.hold_kind is None
     assert staging_state(flag, envs) is True
@@ -143,22 +143,22 @@ def test_a_phased_rollout_pauses_outside_the_windows_and_resumes_inside(
     calendar.set_windows(envs["Production"].id, "UTC", calendar.parse_windows(
         [{"weekday": 6, "opens": "09:00", "closes": "11:00"}]), boss)
     flag = make.feature(project, "rollout")
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     assert the_run(flag).rollout_percent == 25
     clock.move_to(START + timedelta(hours=1))
-    engine.drain()
+    sweep.drain()
     assert the_run(flag).rollout_percent == 50
     clock.move_to(START + timedelta(hours=2))  # 11:00: the window closed
-    engine.drain()
+    sweep.drain()
     run = the_run(flag)
     next_sunday = START + timedelta(days=7)
     assert (run.status, run.rollout_percent, run.due_at) == ("rolling_out", 50, next_sunday)
     clock.move_to(next_sunday)
-    engine.drain()
+    sweep.drain()
     assert the_run(flag).rollout_percent == 75
     clock.move_to(next_sunday + timedelta(hours=1))
-    engine.drain()
+    sweep.drain()
     assert the_run(flag).status == "launched"
 
 
@@ -169,11 +169,11 @@ def test_new_windows_look_again_at_flags_waiting_for_the_old_ones(
     calendar.set_windows(envs["Staging"].id, "UTC", calendar.parse_windows(
         [{"weekday": 0, "opens": "09:00", "closes": "10:00"}]), boss)
     flag = make.feature(project)
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     assert the_run(flag).due_at == utc(2030, 1, 7, 9, 0)
     calendar.set_windows(envs["Staging"].id, "UTC", [], boss)  # always open now
-    engine.drain()
+    sweep.drain()
     assert the_run(flag).status == "launched"
 
 

@@ -22,8 +22,8 @@ from tests.chaos.test_engine_chaos import kill, spawn
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment
-from webapp.services import calendar, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import calendar, controls
 
 pytestmark = pytest.mark.chaos
 FLAGS = int(os.environ.get("CHAOS_CALENDAR_FLAGS", "150"))
@@ -59,7 +59,7 @@ def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
         ends_at=start + timedelta(seconds=11), reason="Chaos freeze",
         environment_ids=[envs["Production"].id])
     try:
-        transitions.ring(runs.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
+        transitions.ring(controls.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
         started = time.monotonic()
         plan = {2: "stop", 5: "lift", 3: "flush", 9: "flush"}
         done: set[int] = set()

@@ -23,8 +23,8 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from webapp.services import calendar
-from webapp.services.calendar_words import COMMON_ZONES, DAY_NAMES, zone_names
+from webapp.services.pages.calendar_words import COMMON_ZONES, DAY_NAMES, zone_names
+from webapp.services.runs import calendar
 
 REASON_MAX = 500
 

@@ -1,7 +1,7 @@
 """The release calendar: deployment windows per environment, freezes, and the stop-the-line switch.
 
 Times are UTC instants except a window's opening hours, which are wall-clock minutes in its
-environment's IANA time zone (services/calendar.py turns them into instants with zoneinfo).
+environment's IANA time zone (services/runs/calendar.py turns them into instants with zoneinfo).
 """
 
 from datetime import datetime

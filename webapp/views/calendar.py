@@ -18,8 +18,10 @@ from jobs import transitions
 from webapp.forms.calendar import FreezeForm, LiftForm, StopForm, WindowForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project
-from webapp.services import calendar, calendar_display, projects
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.pages import calendar_display
+from webapp.services.platform import projects
+from webapp.services.runs import calendar
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("calendar", __name__)

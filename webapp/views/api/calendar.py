@@ -18,9 +18,10 @@ from jobs import outbox, transitions
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import Membership, Organisation, Project
-from webapp.services import api_auth, calendar
-from webapp.services.api_auth import Principal
 from webapp.services.errors import Forbidden, NotFound
+from webapp.services.platform import api_auth
+from webapp.services.platform.api_auth import Principal
+from webapp.services.runs import calendar
 from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, Id, Shape, body, operation, principal
 
