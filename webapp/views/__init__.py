@@ -1,6 +1,9 @@
-"""Blueprints by screen area. Project navigation shows the areas whose endpoints exist."""
+"""Blueprints by screen area. Project navigation shows the areas whose endpoints exist and
+that the signed-in member's role may open."""
 
-from flask import Flask
+from flask import Flask, g
+
+from webapp.services import access
 
 # (label, endpoint) of the project's navigation, in order; each takes `project_id`.
 PROJECT_NAV = [
@@ -12,6 +15,8 @@ PROJECT_NAV = [
     ("Audit log", "audit.index"),
     ("Settings", "projects.settings"),
 ]
+# Areas a lower role would only be refused (the rest are open to every member).
+NAV_NEEDS = {"projects.settings": "admin"}
 
 
 def register_blueprints(app: Flask) -> None:
@@ -32,8 +37,10 @@ def register_blueprints(app: Flask) -> None:
 
     @app.context_processor
     def _navigation():
+        role = g.get("role")
         return {"project_nav": [(label, ep) for label, ep in PROJECT_NAV
-                                if ep in app.view_functions]}
+                                if ep in app.view_functions
+                                and access.can(role, NAV_NEEDS.get(ep, "viewer"))]}
 
 
 def _optional_modules():

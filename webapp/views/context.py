@@ -7,6 +7,7 @@ from webapp.htmx import wants_fragment
 from webapp.models import Project
 from webapp.services import access, live
 from webapp.services.actors import Actor
+from webapp.services.errors import Forbidden
 
 
 def project_or_404(project_id: int, needs: str = "viewer") -> Project:
@@ -15,7 +16,13 @@ def project_or_404(project_id: int, needs: str = "viewer") -> Project:
 
     Sets g.project and g.role for templates (navigation, which controls to show).
     """
-    project, role = access.project_for(current_user, project_id, needs)
+    try:
+        project, role = access.project_for(current_user, project_id, needs)
+    except Forbidden:
+        # A member whose role is too low: the refusal page keeps the project's navigation.
+        g.project, g.role = access.project_for(current_user, project_id)
+        g.needed_role = needs
+        raise
     g.project, g.role = project, role
     if request.method == "GET" and not wants_fragment():
         # The page's change token, read before the page's data: a change committed while the
