@@ -38,30 +38,6 @@ WIDTHS = (1366, 390)
 # Chromium cannot paint one image taller than 16,384 px; the 10,000-flag table is far taller.
 MAX_HEIGHT = 12_000
 
-# What the page shows wider than the window, measured in the browser: elements whose right edge
-# passes the viewport (the document scrolls sideways), ignoring ones inside a scroll container.
-OVERFLOW_JS = """() => {
-  const width = document.documentElement.clientWidth;
-  if (document.documentElement.scrollWidth <= width) return null;
-  const culprits = [];
-  for (const el of document.querySelectorAll('body *')) {
-    const box = el.getBoundingClientRect();
-    if (box.right <= width + 1 || box.width === 0) continue;
-    let clipped = false;
-    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
-      const style = getComputedStyle(p);
-      if (style.overflowX !== 'visible' && p.getBoundingClientRect().right <= width + 1) {
-        clipped = true; break;
-      }
-    }
-    if (!clipped) culprits.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
-      + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '')
-      + ' ' + Math.round(box.right) + 'px');
-  }
-  return {scrollWidth: document.documentElement.scrollWidth, culprits: culprits.slice(0, 5)};
-}"""
-
-
 def serve(app):
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line a request is noise here
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -150,7 +126,7 @@ def _walk(base: str, pages: list[tour.Page], out: Path) -> list[str]:
                 page.goto(base + item.path)
                 page.wait_for_load_state("networkidle")
                 shoot(page, folder / f"{item.name}.png")
-                wide = page.evaluate(OVERFLOW_JS)
+                wide = page.evaluate(tour.OVERFLOW_JS)
                 if wide:
                     problems.append(f"{width} px {item.name}: {wide['scrollWidth']} px wide "
                                     f"({', '.join(wide['culprits'])})")

@@ -47,6 +47,30 @@ LONG_PIPELINE = ("A pipeline whose name is as long as a name may be, " * 6)[:255
 MAX_STAGES = 30
 
 
+# Run in the browser: None when the page fits the window's width, else how wide it is and the
+# first elements past the window's right edge (ignoring those inside a scrolling container).
+OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth <= width) return null;
+  const culprits = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const box = el.getBoundingClientRect();
+    if (box.right <= width + 1 || box.width === 0) continue;
+    let clipped = false;
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== 'visible' && p.getBoundingClientRect().right <= width + 1) {
+        clipped = true; break;
+      }
+    }
+    if (!clipped) culprits.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+      + (typeof el.className === 'string' && el.className.trim()
+         ? '.' + el.className.trim().split(/\\s+/).join('.') : '')
+      + ' ' + Math.round(box.right) + 'px');
+  }
+  return {scrollWidth: document.documentElement.scrollWidth, culprits: culprits.slice(0, 5)};
+}"""
+
+
 @dataclass
 class Page:
     """One page of the tour: a file-friendly name, its path, and who looks at it."""
