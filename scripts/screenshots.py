@@ -98,6 +98,14 @@ def main() -> int:
     return 1 if problems else 0
 
 
+def _console_watch(page: Page, refusal: dict, problems: list[str]):
+    def _watch(message) -> None:
+        if message.type == "error" and not (refusal["expected"]
+                                            and "status of 403" in message.text):
+            problems.append(f"console {message.type}: {page.url}: {message.text}")
+    return _watch
+
+
 def _walk(base: str, pages: list[tour.Page], out: Path) -> list[str]:
     problems: list[str] = []
     with sync_playwright() as playwright:
@@ -109,10 +117,7 @@ def _walk(base: str, pages: list[tour.Page], out: Path) -> list[str]:
             context = browser.new_context(viewport={"width": width, "height": 900})
             page = context.new_page()
             refusal = {"expected": False}  # a 403 page logs its own status as an error
-            page.on("console", lambda message: problems.append(
-                f"console {message.type}: {page.url}: {message.text}")
-                if message.type == "error" and not (
-                    refusal["expected"] and "status of 403" in message.text) else None)
+            page.on("console", _console_watch(page, refusal, problems))
             signed_in_as = None
             for item in pages:
                 email = tour.VIEWER_EMAIL if item.viewer else tour.ADMIN_EMAIL

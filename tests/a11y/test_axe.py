@@ -78,7 +78,8 @@ def _walk(browser, base: str, pages: list[tour.Page], width: int, visit,
             signed_in_as = email
         page.goto(base + item.path)
         # Parts a page loads after itself (hx-trigger="load") replace their placeholder.
-        page.wait_for_function("""() => !document.querySelector('[hx-trigger="load"], .htmx-request')""")
+        page.wait_for_function(
+            """() => !document.querySelector('[hx-trigger="load"], .htmx-request')""")
         problems.extend(f"{width} px {item.name}: {problem}" for problem in visit(page, item))
     context.close()
     return problems

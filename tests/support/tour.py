@@ -58,7 +58,8 @@ OVERFLOW_JS = """() => {
     if (box.right <= width + 1 || box.width === 0) continue;
     let clipped = false;
     for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
-      if (getComputedStyle(p).overflowX !== 'visible' && p.getBoundingClientRect().right <= width + 1) {
+      const box = p.getBoundingClientRect();
+      if (getComputedStyle(p).overflowX !== 'visible' && box.right <= width + 1) {
         clipped = true; break;
       }
     }
