@@ -27,17 +27,13 @@ from webapp.models import (
     ReleasePipeline,
     Segment,
 )
-from webapp.services import (
-    demo,
-    engine,
-    flags,
-    pipelines,
-    projects,
-    runs,
-    users,
-    webhooks,
-)
+from webapp.services import demo
 from webapp.services.actors import SYSTEM
+from webapp.services.governance import webhooks
+from webapp.services.pipelines import builder as pipelines
+from webapp.services.platform import flags, projects, users
+from webapp.services.runs import controls as runs
+from webapp.services.runs import sweep as engine
 
 PASSWORD = "tour-password-1"
 ADMIN_EMAIL = "admin@railyard.local"

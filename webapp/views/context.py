@@ -5,9 +5,30 @@ from flask_login import current_user
 
 from webapp.htmx import wants_fragment
 from webapp.models import Project
-from webapp.services import access, live
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden
+from webapp.services.pages import live
+from webapp.services.platform import access
+
+# (label, endpoint) of the project's navigation, in order; each takes `project_id`.
+PROJECT_NAV = [
+    ("Flags", "flags.index"),
+    ("Segments", "segments.index"),
+    ("Pipelines", "pipelines.index"),
+    ("Boards", "board.overview"),
+    ("Change requests", "change_requests.index"),
+    ("Audit log", "audit.index"),
+    ("Settings", "projects.settings"),
+]
+# Areas a lower role would only be refused: the menu leaves them out (the rest: every member).
+NAV_NEEDS = {"projects.settings": "admin"}
+
+
+def project_nav() -> list[tuple[str, str]]:
+    """The navigation entries the signed-in member's role (g.role) may open."""
+    role = g.get("role")
+    return [(label, endpoint) for label, endpoint in PROJECT_NAV
+            if access.can(role, NAV_NEEDS.get(endpoint, "viewer"))]
 
 
 def project_or_404(project_id: int, needs: str = "viewer") -> Project:
