@@ -292,8 +292,11 @@ def test_overview_lists_published_pipelines_with_bars_in_flight_and_launched(
     login(client, viewer)
     html = client.get(f"/projects/{project.id}/board").text
     assert "Web release" in html and "Draft one" not in html
-    assert 'aria-label="Flags per stage: Dev 0, QA 3, Prod 1"' in html
-    assert '<td class="num">4</td>' in html and '<td class="num">2</td>' in html
+    assert 'aria-label="Flags per stage: 1. Dev: 0, 2. QA: 3, 3. Prod: 1"' in html
+    # Each bar is labelled: its count above it, its stage number under it.
+    assert 'class="chart-count">3</text>' in html and 'class="chart-count">1</text>' in html
+    assert '<td class="num" data-label="In flight">4</td>' in html
+    assert '<td class="num" data-label="Launched (30 days)">2</td>' in html
     assert f'href="{board_url(project, pipe)}"' in html
     fragment = login(client, viewer).get(
         f"/projects/{project.id}/board", headers={"HX-Request": "true"}
@@ -311,7 +314,17 @@ def test_launch_chart_counts_launches_per_day(clock, client, login, viewer, proj
     )
     html = response.text
     assert response.status_code == 200 and "<html" not in html and 'id="launch_chart"' in html
-    assert "2030-01-05: 3 launched" in html and "2030-01-06: 1 launched" in html
-    assert "2029-12-08: 0 launched" in html and "2029-12-07" not in html
-    assert html.count("<rect") == 30
+    assert "5 Jan: 3 launched" in html and "6 Jan: 1 launched" in html
+    assert html.count("<rect") == 2  # a bar per day with launches; the axis shows the others
+    assert "<desc" in html and "5 Jan: 3; 6 Jan: 1." in html  # the text alternative
+    assert ">8 Dec</text>" in html and ">today</text>" in html and ">3</text>" in html  # axes
     assert "<strong>4</strong>" in html and "<script" not in html
+
+
+def test_launch_chart_of_a_pipeline_without_launches_says_so(clock, client, login, viewer,
+                                                              project, pipe):
+    login(client, viewer)
+    html = client.get(f"/projects/{project.id}/pipelines/{pipe.id}/launches",
+                      headers={"HX-Request": "true"}).text
+    assert "No launches yet" in html
+    assert "<svg" not in html and "<rect" not in html  # no empty baseline and a lonely 0

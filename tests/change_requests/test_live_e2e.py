@@ -75,7 +75,7 @@ def test_others_follow_an_add_a_stage_applying_by_itself_and_a_rollback(
     pm = person(editor, clock=False)  # acts on the flag page, in real time
     pm.goto(flag_url)
     pm.evaluate("window.__sameDocument = true")
-    expect(pm.get_by_text("In release pipeline")).to_have_count(0)
+    expect(pm.get_by_text("In a release pipeline")).to_have_count(0)
     pm.locator("#run_panel").get_by_label("Release pipeline").select_option(label="Release")
     pm.locator("#run_panel").get_by_role("button", name="Add to release pipeline").click()
     # Its own page, every region: the lock banner, locked switches, no override controls.

@@ -229,7 +229,8 @@ def test_in_flight_flag_shows_the_pipeline_and_refuses_changes(
     pipeline_with("Checkout <rollout>", flag=flag)
     login(client, editor)
     page = client.get(f"/projects/{project.id}/flags/{flag.id}").get_data(as_text=True)
-    assert "In release pipeline Checkout &lt;rollout&gt;" in page
+    assert "In a release pipeline</span>" in page and "Checkout &lt;rollout&gt;</a>:" in page
+    assert "In release pipeline" not in page  # said once, not by the badge and the link both
     listing = client.get(f"/projects/{project.id}/flags").get_data(as_text=True)
     assert "in Checkout &lt;rollout&gt;" in listing
     login(hx, editor)

@@ -21,7 +21,7 @@ from webapp.views import (
     webhooks,
 )
 from webapp.views.api import profile
-from webapp.views.context import PROJECT_NAV
+from webapp.views.context import project_nav
 
 BLUEPRINTS = (auth.bp, health.bp, projects.bp, flags.bp, segments.bp, pipelines.bp, runs.bp,
               board.bp, change_requests.bp, audit.bp, notifications.bp, admin.bp, api.bp,
@@ -42,4 +42,4 @@ def register_blueprints(app: Flask) -> None:
 
     @app.context_processor
     def _navigation() -> dict[str, list[tuple[str, str]]]:
-        return {"project_nav": PROJECT_NAV}
+        return {"project_nav": project_nav()}

@@ -6,6 +6,7 @@ from flask_login import current_user
 from webapp.htmx import wants_fragment
 from webapp.models import Project
 from webapp.services.actors import Actor
+from webapp.services.errors import Forbidden
 from webapp.services.pages import live
 from webapp.services.platform import access
 
@@ -20,6 +21,15 @@ PROJECT_NAV = [
     ("Audit log", "audit.index"),
     ("Settings", "projects.settings"),
 ]
+# Areas a lower role would only be refused: the menu leaves them out (the rest: every member).
+NAV_NEEDS = {"projects.settings": "admin"}
+
+
+def project_nav() -> list[tuple[str, str]]:
+    """The navigation entries the signed-in member's role (g.role) may open."""
+    role = g.get("role")
+    return [(label, endpoint) for label, endpoint in PROJECT_NAV
+            if access.can(role, NAV_NEEDS.get(endpoint, "viewer"))]
 
 
 def project_or_404(project_id: int, needs: str = "viewer") -> Project:
@@ -28,7 +38,13 @@ def project_or_404(project_id: int, needs: str = "viewer") -> Project:
 
     Sets g.project and g.role for templates (navigation, which controls to show).
     """
-    project, role = access.project_for(current_user, project_id, needs)
+    try:
+        project, role = access.project_for(current_user, project_id, needs)
+    except Forbidden:
+        # A member whose role is too low: the refusal page keeps the project's navigation.
+        g.project, g.role = access.project_for(current_user, project_id)
+        g.needed_role = needs
+        raise
     g.project, g.role = project, role
     if request.method == "GET" and not wants_fragment():
         # The page's change token, read before the page's data: a change committed while the

@@ -1,0 +1,144 @@
+"""Screenshots of every dashboard page at 1366 and 390 px wide, in an empty, a typical and a
+large (30 stages, 10,000 flags) state, to look at before calling a layout done.
+
+    .venv/bin/python scripts/screenshots.py                 # everything into screenshots/
+    .venv/bin/python scripts/screenshots.py --only board    # pages whose name contains "board"
+    .venv/bin/python scripts/screenshots.py --flags 200     # a smaller "large" project
+
+It builds its own world (tests/support/tour.py) in a temporary SQLite database with a private
+Redis, serves it on a free loopback port, and drives Debian's Chromium (`CHROMIUM_PATH`,
+default /usr/bin/chromium) through Playwright (installed by `make test`). Files are named
+`<width>/<page>.png`. It prints each page whose content is wider than the window (a phone user
+would have to scroll sideways) and each console error, and exits 1 when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from tests.support import tour  # noqa: E402
+from webapp import create_app  # noqa: E402
+from webapp.extensions import db  # noqa: E402
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+WIDTHS = (1366, 390)
+# Chromium cannot paint one image taller than 16,384 px; the 10,000-flag table is far taller.
+MAX_HEIGHT = 12_000
+
+def serve(app):
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line a request is noise here
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def sign_in(page: Page, base: str, email: str) -> None:
+    page.context.clear_cookies()
+    page.goto(f"{base}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(tour.PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def shoot(page: Page, path: Path) -> None:
+    height = page.evaluate("document.documentElement.scrollHeight")
+    if height <= MAX_HEIGHT:
+        page.screenshot(path=str(path), full_page=True)
+    else:
+        width = page.viewport_size["width"] if page.viewport_size else 1366
+        page.screenshot(path=str(path), full_page=True,
+                        clip={"x": 0, "y": 0, "width": width, "height": MAX_HEIGHT})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "screenshots"), help="folder (screenshots/)")
+    parser.add_argument("--only", default="", help="only pages whose name contains this")
+    parser.add_argument("--flags", type=int, default=10_000, help="flags in the large project")
+    args = parser.parse_args()
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} is missing: apt-get install -y chromium (or set CHROMIUM_PATH)")
+        return 1
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="railyard-shots-") as instance:
+        app = create_app({"SECRET_KEY": "screenshots", "INSTANCE_PATH": instance,
+                          "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance}/shots.db",
+                          "REDIS_URL": ""})
+        with app.app_context():
+            db.create_all()
+            started = time.monotonic()
+            pages = [p for p in tour.build(large_flags=args.flags).pages if args.only in p.name]
+            print(f"world built in {time.monotonic() - started:.0f} s; {len(pages)} pages")
+        server, base = serve(app)
+        problems: list[str] = []
+        try:
+            problems = _walk(base, pages, out)
+        finally:
+            server.shutdown()
+            embedded = app.extensions.get("railyard.embedded_redis")
+            if embedded is not None:
+                embedded.shutdown()
+    print(f"{len(pages) * len(WIDTHS)} screenshots in {out}")
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+def _console_watch(page: Page, refusal: dict, problems: list[str]):
+    def _watch(message) -> None:
+        if message.type == "error" and not (refusal["expected"]
+                                            and "status of 403" in message.text):
+            problems.append(f"console {message.type}: {page.url}: {message.text}")
+    return _watch
+
+
+def _walk(base: str, pages: list[tour.Page], out: Path) -> list[str]:
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        for width in WIDTHS:
+            folder = out / str(width)
+            folder.mkdir(parents=True, exist_ok=True)
+            context = browser.new_context(viewport={"width": width, "height": 900})
+            page = context.new_page()
+            refusal = {"expected": False}  # a 403 page logs its own status as an error
+            page.on("console", _console_watch(page, refusal, problems))
+            signed_in_as = None
+            for item in pages:
+                email = tour.VIEWER_EMAIL if item.viewer else tour.ADMIN_EMAIL
+                if item.name == "login":
+                    context.clear_cookies()
+                    signed_in_as = None
+                elif signed_in_as != email:
+                    sign_in(page, base, email)
+                    signed_in_as = email
+                refusal["expected"] = item.name.endswith("-refused")
+                page.goto(base + item.path)
+                page.wait_for_load_state("networkidle")
+                shoot(page, folder / f"{item.name}.png")
+                wide = page.evaluate(tour.OVERFLOW_JS)
+                if wide:
+                    problems.append(f"{width} px {item.name}: {wide['scrollWidth']} px wide "
+                                    f"({', '.join(wide['culprits'])})")
+            context.close()
+        browser.close()
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(main())
