@@ -4,12 +4,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import PipelineRun
 from webapp.services import board, engine, runs
 from webapp.services.actors import Actor
-
-from .conftest import START
 
 
 def moved_to_qa(project, pipe, editor, make, name="checkout"):

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import (
     AuditEntry,
@@ -18,7 +19,6 @@ from webapp.services import engine, flag_changes, runs
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 
-from .conftest import START
 from .test_engine import entries, override, rollout_pipeline, state, the_run
 
 
