@@ -4,8 +4,8 @@ pipelines and the clock are the shared ones (tests/support/pipelines.py)."""
 import pytest
 
 from tests.support import receiver as receivers
-from webapp.services import webhooks
 from webapp.services.actors import SYSTEM
+from webapp.services.governance import webhooks
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def receiver():
 @pytest.fixture
 def hook(project, receiver):
     """A webhook of the project that wants every event, with a known secret."""
-    from webapp.services.webhook_events import EVENTS
+    from webapp.services.governance.webhook_events import EVENTS
 
     return webhooks.create_webhook(project, SYSTEM, url=receiver.url, events=list(EVENTS),
                                    secret="s3cret")
