@@ -1,5 +1,7 @@
 """The whole test suite (`make test`): the lint, then the SQLite pass and the PostgreSQL pass
-side by side, each spread over the cores (pytest-xdist) in random order (pytest-randomly).
+side by side, each spread over the cores (pytest-xdist, worksteal) in random order
+(pytest-randomly); each reports its wall time and CPU seconds (its workers and what they started
+included).
 
 The lint is `ruff check` over the code and the tests, then `lint-imports` (the import contracts
 in pyproject.toml: views → services → models, jobs → services, nothing imports views, no cycle
