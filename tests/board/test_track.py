@@ -63,7 +63,7 @@ def test_removed_flag_shows_stages_not_reached(clock, project, pipe, editor, mak
     track = track_page.flag_track(project.id, flag.id)
     assert [s.state for s in track.stops] == ["done", "next", "skipped"]
     assert track.card is None
-    assert track.flag_track(project.id, make.feature(project, "never").id) is None
+    assert track_page.flag_track(project.id, make.feature(project, "never").id) is None
 
 
 def test_flag_page_panel_shows_the_track_and_history(
