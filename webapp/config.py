@@ -53,6 +53,9 @@ def from_environment(instance_path: Path) -> dict:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_TIME_LIMIT": None,
+        # werkzeug's method and cost for password hashes: scrypt, n=2**15 (~0.1 s of CPU each).
+        # Only the tests lower it (a few ms), where thousands of users are made and signed in.
+        "PASSWORD_HASH_METHOD": "scrypt:32768:8:1",
         # Failed sign-ins allowed per window before every attempt is refused until it ends
         # (webapp/throttle.py): per account, and per client address (offices share one).
         "THROTTLE_SIGN_IN_PER_ACCOUNT": int(os.environ.get("THROTTLE_SIGN_IN_PER_ACCOUNT", "10")),

@@ -103,30 +103,3 @@ def foreign_org_key(make):
     db.session.commit()
     projects.create_project("Elsewhere", SYSTEM, organisation=organisation)
     return api_keys.create_organisation_key(organisation, "Other", SYSTEM)[1]
-
-
-# --- Release pipelines (tests/api/test_release_pipelines*.py) ---
-
-
-@pytest.fixture
-def pipeline_clock(time_machine):
-    """The clock frozen at 2030-01-06 09:00 UTC; move it with pipeline_clock.shift(seconds)."""
-    from datetime import UTC, datetime
-
-    time_machine.move_to(datetime(2030, 1, 6, 9, 0, tzinfo=UTC), tick=False)
-    return time_machine
-
-
-@pytest.fixture
-def pipeline_worker(app):
-    """Run a real RQ SimpleWorker (with its scheduler) in burst mode, in this process."""
-    from rq import SimpleWorker
-
-    from webapp import redis_conn
-
-    def _work():
-        SimpleWorker([redis_conn.queue()], connection=redis_conn.connection()).work(
-            burst=True, with_scheduler=True)
-        db.session.rollback()
-
-    return _work

@@ -38,13 +38,13 @@ def stages_of(client, project, pipeline, key):
 
 
 @pytest.fixture
-def rollout(client, project, platform, org_key, pipeline_clock):
+def rollout(client, project, platform, org_key, clock):
     """Development at once, then Production a day later; published."""
     return published(client, project, org_key, two_stages(platform))
 
 
 def test_add_feature_starts_the_engine_and_the_flag_shows_in_its_stage(
-        client, project, platform, org_key, rollout, pipeline_worker):
+        client, project, platform, org_key, rollout, work):
     start = now()
     added = flag_call(client, project, rollout, "add", platform.checkout, key=org_key)
     assert added.status_code == 200, added.get_json()
@@ -61,7 +61,7 @@ def test_add_feature_starts_the_engine_and_the_flag_shows_in_its_stage(
         (platform.checkout.id, "waiting")]
     assert stages["Dev"]["features_count"] == 1 and stages["Prod"]["features"] == []
 
-    pipeline_worker()  # the enqueued advance applies Dev and moves the flag on
+    work()  # the enqueued advance applies Dev and moves the flag on
 
     assert enabled(platform.checkout, platform.development) is True
     assert enabled(platform.checkout, platform.production) is False
@@ -73,11 +73,11 @@ def test_add_feature_starts_the_engine_and_the_flag_shows_in_its_stage(
 
 
 def test_pause_resume_advance_then_roll_back(client, project, platform, org_key, rollout,
-                                             pipeline_clock, pipeline_worker):
+                                             clock, work):
     flag = platform.checkout
     run_id = flag_call(client, project, rollout, "add", flag, key=org_key).get_json()["run_id"]
-    pipeline_worker()
-    pipeline_clock.shift(3600)
+    work()
+    clock.shift(3600)
 
     paused = flag_call(client, project, rollout, "pause", flag, key=org_key)
     assert paused.status_code == 200
@@ -86,7 +86,7 @@ def test_pause_resume_advance_then_roll_back(client, project, platform, org_key,
     again = flag_call(client, project, rollout, "pause", flag, key=org_key)
     assert again.status_code == 409 and "paused" in again.get_json()["detail"]
 
-    pipeline_clock.shift(7200)  # paused: the wait does not run down
+    clock.shift(7200)  # paused: the wait does not run down
     resumed = flag_call(client, project, rollout, "resume", flag, key=org_key).get_json()
     assert resumed["status"] == "waiting"
     assert resumed["next_transition_at"] == (now() + timedelta(hours=23)).isoformat()
@@ -95,7 +95,7 @@ def test_pause_resume_advance_then_roll_back(client, project, platform, org_key,
     assert advanced["next_transition_at"] == now().isoformat()
     version = db.session.get(PipelineRun, run_id).version
     assert f"advance-{run_id}-v{version}" in redis_conn.queue().job_ids
-    pipeline_worker()
+    work()
     assert db.session.get(PipelineRun, run_id).status == "launched"
     assert enabled(flag, platform.production) is True
 
@@ -157,13 +157,13 @@ def test_add_feature_refusals(client, make, project, platform, org_key, rollout)
 
 
 def test_flags_in_flight_hold_the_pipeline(client, project, platform, org_key, rollout,
-                                           pipeline_worker):
+                                           work):
     flag_call(client, project, rollout, "add", platform.checkout, key=org_key)
     path = pipelines_path(project, rollout["id"])
     for method, where in (("DELETE", ""), ("POST", "unpublish-pipeline/")):
         refused = call(client, method, f"{path}{where}", key=org_key)
         assert refused.status_code == 409 and "in flight" in refused.get_json()["detail"]
-    pipeline_worker()  # through Dev into Prod: both stages have history now
+    work()  # through Dev into Prod: both stages have history now
     flag_call(client, project, rollout, "remove", platform.checkout, key=org_key)
     assert call(client, "POST", f"{path}unpublish-pipeline/", key=org_key).status_code == 200
     history = call(client, "PUT", path, key=org_key, json={"name": "Shorter", "stages": [
@@ -195,22 +195,22 @@ def test_flag_changes_are_audited_with_the_key_or_user(client, project, platform
 
 @pytest.mark.parametrize("wait_for, seconds, shown", [
     ("0:00:01", 1, "wait 1 second"), ("0:01:30", 90, "wait 1 minute 30 seconds")])
-def test_a_wait_of_seconds_acts_on_time(client, make, project, platform, org_key, pipeline_clock,
-                                        pipeline_worker, login, wait_for, seconds, shown):
+def test_a_wait_of_seconds_acts_on_time(client, make, project, platform, org_key, clock,
+                                        work, login, wait_for, seconds, shown):
     pipeline = published(client, project, org_key, {"name": "Quick", "stages": [
         stage(platform.development, "Dev"),
         stage(platform.production, "Prod", wait=wait_for)]})
     start = now()
     flag_call(client, project, pipeline, "add", platform.checkout, key=org_key)
-    pipeline_worker()
+    work()
     _detail, stages = stages_of(client, project, pipeline, org_key)
     [waiting] = stages["Prod"]["features"]
     assert waiting["next_transition_at"] == (start + timedelta(seconds=seconds)).isoformat()
-    pipeline_clock.shift(seconds - 1)
-    pipeline_worker()
+    clock.shift(seconds - 1)
+    work()
     assert enabled(platform.checkout, platform.production) is False
-    pipeline_clock.shift(1)
-    pipeline_worker()
+    clock.shift(1)
+    work()
     assert enabled(platform.checkout, platform.production) is True
     # The builder shows the wait as it is, not rounded to minutes.
     editor = make.user(project=project, role="editor")

@@ -1,76 +1,14 @@
-"""Published pipelines and runs built straight from the models (fast, any status), a frozen
-clock, and a statement counter."""
+"""The board's published pipeline and runs put straight into any stage (bulk inserts, any
+status), and a statement counter; the clock and make_pipeline are tests/support/pipelines.py."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, insert
 
+from tests.support.pipelines import START
 from webapp.extensions import db
-from webapp.models import (
-    Feature,
-    PipelineRun,
-    PipelineStage,
-    ReleasePipeline,
-    StageAction,
-    StageExecution,
-)
-
-START = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock(time_machine):
-    time_machine.move_to(START, tick=False)
-    return time_machine
-
-
-@pytest.fixture
-def envs(make, project):
-    return {e.name: e for e in make.environments(project)}
-
-
-@pytest.fixture
-def make_pipeline(project, editor, envs):
-    """make_pipeline([{"env", "name", "trigger", "wait", "actions": [...]}, ...])."""
-
-    def _make(stages, *, name="Release", status="published", project=project):
-        pipeline = ReleasePipeline(
-            project_id=project.id,
-            name=name,
-            status=status,
-            created_by_id=editor.id,
-            published_at=START if status == "published" else None,
-        )
-        for position, spec in enumerate(stages):
-            stage = PipelineStage(
-                position=position,
-                name=spec.get("name", f"Stage {position + 1}"),
-                environment_id=envs[spec.get("env", "Development")].id,
-                trigger_type=spec.get("trigger", "ON_ENTER"),
-                wait_seconds=spec.get("wait"),
-            )
-            for index, action in enumerate(
-                spec.get("actions", [{"type": "TOGGLE_FEATURE", "enabled": True}])
-            ):
-                stage.actions.append(
-                    StageAction(
-                        position=index,
-                        action_type=action["type"],
-                        enabled=action.get("enabled"),
-                        value=action.get("value"),
-                        sets_value="value" in action,
-                        rollout_initial=action.get("initial"),
-                        rollout_step=action.get("step"),
-                        rollout_interval_seconds=action.get("interval"),
-                    )
-                )
-            pipeline.stages.append(stage)
-        db.session.add(pipeline)
-        db.session.commit()
-        return pipeline
-
-    return _make
+from webapp.models import Feature, PipelineRun, StageExecution
 
 
 @pytest.fixture

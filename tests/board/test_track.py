@@ -4,13 +4,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import PipelineRun
 from webapp.services.actors import Actor
 from webapp.services.pages import track as track_page
 from webapp.services.runs import controls, sweep
-
-from .conftest import START
 
 
 def moved_to_qa(project, pipe, editor, make, name="checkout"):
@@ -64,7 +63,7 @@ def test_removed_flag_shows_stages_not_reached(clock, project, pipe, editor, mak
     track = track_page.flag_track(project.id, flag.id)
     assert [s.state for s in track.stops] == ["done", "next", "skipped"]
     assert track.card is None
-    assert track.flag_track(project.id, make.feature(project, "never").id) is None
+    assert track_page.flag_track(project.id, make.feature(project, "never").id) is None
 
 
 def test_flag_page_panel_shows_the_track_and_history(

@@ -5,13 +5,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun
 from webapp.services.actors import Actor
 from webapp.services.pages import board
 from webapp.services.runs import controls, sweep
-
-from .conftest import START
 
 
 def fresh(run_id):

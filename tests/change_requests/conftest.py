@@ -1,8 +1,6 @@
 """A project whose Production needs one approval, a published pipeline Development → Production
 built from the models, a second editor to review, and helpers to drive the engine in-process."""
 
-from datetime import UTC, datetime
-
 import pytest
 from sqlalchemy import select, update
 
@@ -20,18 +18,11 @@ from webapp.models import (
 from webapp.services.actors import Actor
 from webapp.services.runs import controls, sweep
 
-START = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
-
 
 @pytest.fixture
-def clock(time_machine):
-    time_machine.move_to(START, tick=False)
-    return time_machine
-
-
-@pytest.fixture
-def envs(make, project):
-    environments = {e.name: e for e in make.environments(project)}
+def envs(envs):
+    """The shared environments, Production needing one approval."""
+    environments = envs
     db.session.execute(update(Environment).where(Environment.id == environments["Production"].id)
                        .values(minimum_change_request_approvals=1))
     db.session.commit()

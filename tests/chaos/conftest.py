@@ -3,7 +3,6 @@ FLUSHALL it), never the test run's shared one."""
 
 import pytest
 
-from tests.engine.conftest import envs, make_pipeline  # noqa: F401  (shared fixtures)
 from webapp.redis_conn import redis_url_of, start_embedded
 
 

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import (
     AuditEntry,
@@ -16,8 +17,6 @@ from webapp.models import (
 )
 from webapp.services.actors import Actor
 from webapp.services.runs import controls, planning, sweep, transition
-
-from .conftest import START
 
 
 def state(feature, env):

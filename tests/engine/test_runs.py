@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import (
     AuditEntry,
@@ -19,7 +20,6 @@ from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.platform import flag_changes
 from webapp.services.runs import controls, planning, sweep
 
-from .conftest import START
 from .test_engine import entries, override, rollout_pipeline, state, the_run
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import clock, envs, make_pipeline, work  # noqa: F401
 from webapp.extensions import db
 from webapp.models import StageHealthCheck
 from webapp.models.health import ProjectIntegration
@@ -192,7 +191,7 @@ def integrate(project):
 
 
 @pytest.fixture
-def guard(make_pipeline):  # noqa: F811  (the engine tests' fixture, extended)
+def guard(make_pipeline):
     """guard(stages, checks={position: [check dicts]}, on_unhealthy={position: "ROLL_BACK"})."""
 
     def _guard(stages, *, checks, on_unhealthy=None, name="Guarded"):

@@ -1,9 +1,8 @@
-"""Webhook tests: a real receiver on a loopback port (so private addresses are allowed), the
-engine's pipeline fixtures, and a frozen clock."""
+"""Webhook tests: a real receiver on a loopback port (so private addresses are allowed); the
+pipelines and the clock are the shared ones (tests/support/pipelines.py)."""
 
 import pytest
 
-from tests.engine.conftest import START, clock, envs, make_pipeline, work  # noqa: F401
 from tests.support import receiver as receivers
 from webapp.services.actors import SYSTEM
 from webapp.services.governance import webhooks

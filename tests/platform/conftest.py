@@ -8,10 +8,9 @@ from webapp.models import PipelineRun, PipelineStage, ReleasePipeline, StageActi
 
 
 @pytest.fixture
-def envs(make, project):
-    found = {env.name: env for env in make.environments(project)}
+def envs(envs):
     fresh()
-    return found
+    return envs
 
 
 def fresh() -> None:

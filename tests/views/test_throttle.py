@@ -161,6 +161,18 @@ def test_an_unknown_email_costs_a_password_hash_like_a_wrong_password(app, edito
     assert len(inactive) == 1
 
 
+def test_outside_the_tests_passwords_cost_a_full_scrypt(app_config):
+    """The tests hash with a cheap scrypt; the product's default is werkzeug's (n=2**15)."""
+    product = create_app({k: v for k, v in app_config.items() if k != "PASSWORD_HASH_METHOD"})
+    with product.app_context():
+        user = users.create_user("cost@example.com", "password123")
+        assert _method(user.password_hash) == "scrypt:32768:8:1"
+        assert _method(users._dummy_hash()) == "scrypt:32768:8:1"
+        assert users.authenticate("cost@example.com", "password123") == user
+        db.session.remove()
+        db.engine.dispose()
+
+
 def test_the_api_login_counts_against_the_same_account_as_the_form(app, client, editor, clock):
     def api_login(password):
         return client.post("/api/v1/auth/login/",

@@ -3,6 +3,7 @@
 import functools
 import secrets
 
+from flask import current_app
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -44,7 +45,7 @@ def change_password(user: User, password: str, actor: Actor) -> None:
     Audited as USER_PASSWORD_CHANGED (no secret in the entry)."""
     if len(password or "") < MIN_PASSWORD:
         raise Invalid("Password too short.", {"password": [f"At least {MIN_PASSWORD} characters."]})
-    user.password_hash = generate_password_hash(password)
+    user.password_hash = _hash(password)
     end_sessions(user)
     audit.record(actor, "USER_PASSWORD_CHANGED", f"Password of {user.email} changed",
                  project_id=None, object_type="user", object_id=user.id, object_label=user.email)
@@ -81,7 +82,7 @@ def create_user(
         raise Invalid("Password too short.", {"password": [f"At least {MIN_PASSWORD} characters."]})
     user = User(
         email=email, name=name.strip()[:255], is_site_admin=site_admin,
-        password_hash=generate_password_hash(password),
+        password_hash=_hash(password),
     )
     db.session.add(user)
     db.session.flush()
@@ -92,11 +93,20 @@ def create_user(
     return user
 
 
+def _hash(password: str) -> str:
+    """The password's hash with the configured method and cost (PASSWORD_HASH_METHOD)."""
+    return generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
+
+
 @functools.cache
+def _dummy_hash_of(method: str) -> str:
+    return generate_password_hash(secrets.token_hex(32), method=method)
+
+
 def _dummy_hash() -> str:
     """A password hash of nothing anyone can type, made with the same method and cost as real
     ones: checking against it makes an unknown email cost the time of a wrong password."""
-    return generate_password_hash(secrets.token_hex(32))
+    return _dummy_hash_of(current_app.config["PASSWORD_HASH_METHOD"])
 
 
 def authenticate(email: str, password: str) -> User | None:

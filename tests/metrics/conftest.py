@@ -1,1 +1,0 @@
-from tests.engine.conftest import clock, envs, make_pipeline, two_stage  # noqa: F401
