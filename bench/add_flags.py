@@ -88,7 +88,7 @@ def run(kind: str, count: int, rounds: int) -> None:
         assert len(report.added) == count, report.refused[:3]
         rates.append(count / took)
         print(f"{kind}: round {number}: added {count} flags in {took:.2f} s = "
-              f"{count / took:.0f} flags/s (one call, committed; this process used {cpu:.2f} CPU s)  "
+              f"{count / took:.0f} flags/s (one call, committed; bench process {cpu:.2f} CPU s)  "
               f"[target >= 2000/s]  "
               f"[{support.load()}]", flush=True)
     in_flight = db.session.scalar(select(func.count()).select_from(PipelineRun)
