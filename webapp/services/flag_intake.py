@@ -242,7 +242,7 @@ def _add(project: Project, pipeline_id: int, ids: list[int], actor: Actor,
             select(PipelineRun.feature_id, ReleasePipeline.name)
             .join(ReleasePipeline, ReleasePipeline.id == PipelineRun.pipeline_id)
             .where(PipelineRun.feature_id.in_(chunk), PipelineRun.ended_at.is_(None))
-        ).tuples().all())
+        ).all())
     type_problems: dict[str, str] = {}
     joining: list[int] = []
     reasons: dict[int, str] = {}
@@ -262,7 +262,7 @@ def _add(project: Project, pipeline_id: int, ids: list[int], actor: Actor,
             continue
         joining.append(fid)
     if all_or_nothing and reasons:
-        _refuse(ids, flags, reasons, busy)
+        _refuse(ids, flags, reasons, busy, project_id)
 
     moment = clock_now()
     run_ids = _insert(project_id, pipeline, stages, joining,
@@ -271,8 +271,8 @@ def _add(project: Project, pipeline_id: int, ids: list[int], actor: Actor,
     due = _due(first, moment)
     for fid in ids:
         if fid in reasons:
-            name = flags[fid][0] if fid in flags and flags[fid][2] == project_id else f"#{fid}"
-            report.outcomes.append(FlagOutcome(fid, name, False, reasons[fid]))
+            report.outcomes.append(
+                FlagOutcome(fid, _name(flags, fid, project_id), False, reasons[fid]))
         else:
             report.outcomes.append(FlagOutcome(fid, flags[fid][0], True, run_id=run_ids[fid]))
             report.bells.append(Bell(run_ids[fid], 1, due))
@@ -281,14 +281,18 @@ def _add(project: Project, pipeline_id: int, ids: list[int], actor: Actor,
 
 
 def _refuse(ids: list[int], flags: dict[int, tuple[str, str, int]], reasons: dict[int, str],
-            busy: dict[int, str]) -> None:
+            busy: dict[int, str], project_id: int) -> None:
     """The all-or-nothing answer: every flag that cannot join, named, with its reason."""
     db.session.rollback()
-    named = [f"{flags[fid][0] if fid in flags else f'#{fid}'}: {reasons[fid]}"
-             for fid in ids if fid in reasons]
+    named = [f"{_name(flags, fid, project_id)}: {reasons[fid]}" for fid in ids if fid in reasons]
     if all(fid in busy for fid in reasons):
         raise Conflict("Already in a release pipeline: " + "; ".join(named) + ".")
     raise Invalid("Nothing was added. " + "; ".join(named) + ".", {"feature_ids": named})
+
+
+def _name(flags: dict[int, tuple[str, str, int]], fid: int, project_id: int) -> str:
+    """A chosen flag's name; another project's flag is never named (it might not exist)."""
+    return flags[fid][0] if fid in flags and flags[fid][2] == project_id else f"#{fid}"
 
 
 def _due(first: PipelineStage, moment: datetime) -> datetime:
@@ -321,7 +325,7 @@ def _insert(project_id: int, pipeline: ReleasePipeline, stages: list[PipelineSta
             runs.status: "waiting", runs.entered_at: moment, runs.due_at: due,
             runs.lease_until: due + engine.LEASE_GRACE, runs.version: 1, runs.attempts: 0,
             runs.added_by_id: actor.user_id, runs.created_at: moment, runs.stages: words,
-        }, Feature.id.in_(chunk)).returning(runs.feature_id, runs.id)).tuples().all())
+        }, Feature.id.in_(chunk)).returning(runs.feature_id, runs.id)).all())
         run_ids.update(made)
         in_chunk = (PipelineRun.pipeline_id == pipeline.id, PipelineRun.ended_at.is_(None),
                     PipelineRun.feature_id.in_(chunk))
