@@ -18,7 +18,14 @@ from sqlalchemy import select
 from jobs import transitions
 from webapp.extensions import db
 from webapp.models import Feature, PipelineRun, PipelineStage, Project, ReleasePipeline
-from webapp.services import api_auth, health_checks, pipeline_definitions, pipelines, runs
+from webapp.services import (
+    api_auth,
+    flag_intake,
+    health_checks,
+    pipeline_definitions,
+    pipelines,
+    runs,
+)
 from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.views.api import bp
@@ -33,7 +40,9 @@ from webapp.views.api.common import (
 from webapp.views.api.pipeline_schemas import (
     PipelineCloneSchema,
     PipelineCreateSchema,
+    PipelineFeaturesAddedSchema,
     PipelineFeatureSchema,
+    PipelineFeaturesSchema,
     PipelineFlagRunSchema,
     PipelinePatchSchema,
     PipelinePublishSchema,
@@ -292,6 +301,30 @@ def add_pipeline_feature(project_id: int, pipeline_id: int):
         bell = runs.add_flag(project, pipeline.id, data["feature_id"], who.actor)
     transitions.ring([bell])
     return _run_answer(bell.run_id)
+
+
+@bp.post(f"{ONE}/add-features/")
+@operation("Add several flags to a published pipeline: every flag that can join is added and "
+           "enters the first stage now; the others are listed under `refused` with the reason "
+           "(another project's, already in a pipeline, a type the pipeline's values do not fit). "
+           "200 when all were added, 207 when some were refused, 422 naming each flag when none "
+           "could join (editors; 409 for a draft)", TAG, body=PipelineFeaturesSchema,
+           response=PipelineFeaturesAddedSchema, also={207: PipelineFeaturesAddedSchema})
+def add_pipeline_features(project_id: int, pipeline_id: int):
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs="editor")
+    pipeline = pipelines.find_pipeline(project.id, pipeline_id)
+    data = _load(PipelineFeaturesSchema)
+    report = flag_intake.add_flags(project, pipeline.id, data["feature_ids"], who.actor)
+    if not report.added:
+        raise Invalid("No flag could join this pipeline.", {"feature_ids": [
+            f"{o.name}: {o.reason}." for o in report.refused]})
+    transitions.ring(report.bells)
+    body = {"added": [{"feature_id": o.feature_id, "name": o.name, "run_id": o.run_id}
+                      for o in report.added],
+            "refused": [{"feature_id": o.feature_id, "name": o.name, "reason": o.reason}
+                        for o in report.refused]}
+    return body, 207 if report.refused else 200
 
 
 def _control(project_id: int, pipeline_id: int,
