@@ -42,20 +42,19 @@ def reorder_stages(pipeline: ReleasePipeline, version: Any, stage_ids: list[Any]
     after = [stages[key].name for key in wanted]
     if [str(stage.id) for stage in pipeline.stages] == wanted:
         return
+    moved = _moved([str(stage.id) for stage in pipeline.stages], wanted, stages)
     pipelines.claim_version(pipeline, expected)
     for position, key in enumerate(wanted):
         stages[key].position = position
-    moved = _moved(pipeline.stages, wanted, stages)
     pipelines.audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
                              f"Release pipeline {pipeline.name}: {moved}",
                              before={"order": before}, after={"order": after})
     db.session.commit()
 
 
-def _moved(old: list[PipelineStage], wanted: list[str], stages: dict[str, PipelineStage]) -> str:
+def _moved(old_keys: list[str], wanted: list[str], stages: dict[str, PipelineStage]) -> str:
     """"stage Beta moved from 3 to 1", or "stages reordered" when several changed place
     otherwise than by one stage moving."""
-    old_keys = [str(stage.id) for stage in sorted(old, key=lambda s: s.position)]
     for key in wanted:
         rest_old = [k for k in old_keys if k != key]
         rest_new = [k for k in wanted if k != key]
