@@ -92,13 +92,11 @@ def test_empty_draft_publish_is_disabled_with_the_problems(page, live_server, si
 
 
 def test_checklist_search_count_and_report(page, live_server, sign_in, project, editor, make,
-                                           make_pipeline):
-    pipeline = make_pipeline([
-        {"env": "Development", "name": "Dev",
-         "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
-        {"env": "Production", "name": "Prod",
-         "actions": [{"type": "UPDATE_FEATURE_VALUE", "value": "blue"}]},
-    ], name="Colours")
+                                           build):
+    pipeline = build.pipeline(project, name="Colours", publish=True, stages=[
+        {"name": "Dev", "env": "Development"},
+        {"name": "Prod", "env": "Production",
+         "actions": [{"action_type": "UPDATE_FEATURE_VALUE", "value": "blue"}]}])
     for name in ("banner_text", "banner_color", "footer_text"):
         make.feature(project, name, value_type="string")
     make.feature(project, "dark_mode")
@@ -131,7 +129,7 @@ def test_delete_lands_on_the_list_and_a_new_project_opens(page, live_server, sig
     page.reload()
     expect(page.get_by_role("heading", level=1)).to_contain_text("pipelines")
 
-    page.goto(f"{live_server}/projects")
+    page.goto(f"{live_server}/")
     page.get_by_label("Project name").fill("Moonshot")
     page.get_by_role("button", name="Create project").click()
     page.wait_for_url(re.compile(r"/projects/\d+/"))
