@@ -412,7 +412,8 @@ def _blocked(in_flight: int) -> str:
     if not in_flight:
         return ""
     flags = f"{in_flight} flag{'s are' if in_flight != 1 else ' is'}"
-    return (f"{flags} in flight in this pipeline: unpublish or delete it once they have "
+    done = "they have" if in_flight != 1 else "it has"
+    return (f"{flags} in flight in this pipeline: unpublish or delete it once {done} "
             "launched or been removed.")
 
 
