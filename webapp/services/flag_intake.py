@@ -319,7 +319,8 @@ def _insert(project_id: int, pipeline: ReleasePipeline, stages: list[PipelineSta
                                  AuditEntry.__table__.c)
     run_ids: dict[int, int] = {}
     for chunk in _chunks(joining, BATCH):
-        made = dict(db.session.execute(_insert_select(PipelineRun.__table__, Feature, {
+        made: dict[int, int] = {}
+        made.update(db.session.execute(_insert_select(PipelineRun.__table__, Feature, {
             runs.project_id: project_id, runs.pipeline_id: pipeline.id,
             runs.feature_id: Feature.id, runs.stage_id: first.id, runs.stage_position: 0,
             runs.status: "waiting", runs.entered_at: moment, runs.due_at: due,
