@@ -190,7 +190,8 @@ def _render_pipeline(project: Project, pipeline_id: int, *, form=None, status: i
     return render(
         "runs/pipeline.html", "pipeline_runs", status=status, project=project, data=data,
         form=form, can_edit=can("editor"), time_left=runs.time_left, choices=choices,
-        report=report, flag_url=_flag_page_url,
+        report=report, report_oob=report is not None and wants_fragment(),
+        flag_url=_flag_page_url,
         pipeline_url=_pipeline_page_url(project.id, pipeline_id),
         addable=data.pipeline.status == "published" and data.pipeline.deleted_at is None,
     )
