@@ -39,8 +39,9 @@ from webapp.models import (  # noqa: E402
     ReleasePipeline,
     StageAction,
 )
-from webapp.services import flag_intake, projects, users  # noqa: E402
 from webapp.services.actors import SYSTEM, Actor  # noqa: E402
+from webapp.services.platform import projects, users  # noqa: E402
+from webapp.services.runs import flag_intake  # noqa: E402
 
 
 def published_pipeline(project_id: int, user_id: int, envs: dict[str, int]) -> int:

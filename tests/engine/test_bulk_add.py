@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from webapp import redis_conn
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, StageExecution
-from webapp.services import flag_intake, runs
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.runs import controls, flag_intake
 
 
 def count(model, *where):
@@ -36,7 +36,7 @@ def mix(make, project, editor, two_stage):
     text = [make.feature(project, f"text_{n}", value_type="string") for n in range(2)]
     onoff = [make.feature(project, f"switch_{n}") for n in range(2)]
     busy = make.feature(project, "busy", value_type="string")
-    runs.add_flag(project, two_stage.id, busy.id, Actor.for_user(editor))
+    controls.add_flag(project, two_stage.id, busy.id, Actor.for_user(editor))
     foreign = make.feature(make.project("Elsewhere"), "secret_name")
     return text, onoff, busy, foreign
 
@@ -74,7 +74,7 @@ def test_the_all_or_nothing_add_names_every_flag_that_cannot_join(clock, project
     _text, onoff, _busy, _foreign = mix
     before = (count(PipelineRun), count(AuditEntry))
     with pytest.raises(Invalid) as refused:
-        runs.add_flags(project, texty.id, [f.id for f in onoff], Actor.for_user(editor))
+        controls.add_flags(project, texty.id, [f.id for f in onoff], Actor.for_user(editor))
     assert "switch_0" in refused.value.message and "switch_1" in refused.value.message
     assert (count(PipelineRun), count(AuditEntry)) == before
 
@@ -172,8 +172,8 @@ def test_the_flag_page_never_offers_an_incompatible_pipeline(clock, hx, login, p
 
 def test_the_api_adds_what_it_can_and_answers_per_flag(clock, client, project, editor, texty,
                                                       mix, make):
-    from webapp.services import api_keys
     from webapp.services.actors import SYSTEM
+    from webapp.services.platform import api_keys
 
     text, onoff, _busy, _foreign = mix
     _row, key = api_keys.create_organisation_key(project.organisation, "CI", SYSTEM)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from webapp.services import runs
+from webapp.services.runs import controls
 
 pytestmark = pytest.mark.e2e
 SHOTS = Path("/tmp/shots/b14flows")
@@ -141,7 +141,7 @@ def test_in_flight_pipeline_says_why_unpublish_is_unavailable(page, live_server,
     from webapp.services.actors import Actor
 
     published = build.three_stages(project, publish=True)
-    runs.add_flag(project, published.id, make.feature(project).id, Actor.for_user(editor))
+    controls.add_flag(project, published.id, make.feature(project).id, Actor.for_user(editor))
     sign_in(editor.email)
     page.goto(f"{live_server}/projects/{project.id}/pipelines/{published.id}/unpublish")
     expect(page.get_by_role("alert")).to_contain_text("1 flag is in flight")

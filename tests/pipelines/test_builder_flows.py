@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, ReleasePipeline
 from webapp.models.health import StageHealthCheck
-from webapp.services import health_checks, pipelines
 from webapp.services.actors import SYSTEM
+from webapp.services.pipelines import catalog, health_checks
+from webapp.services.pipelines.inputs import MAX_STAGES
 
 
 def base(project, pipeline=None):
@@ -22,7 +23,7 @@ def base(project, pipeline=None):
 def fresh(pipeline_id):
     db.session.rollback()
     db.session.expire_all()
-    return pipelines.get_pipeline(db.session.get(ReleasePipeline, pipeline_id).project_id,
+    return catalog.get_pipeline(db.session.get(ReleasePipeline, pipeline_id).project_id,
                                   pipeline_id)
 
 
@@ -243,7 +244,7 @@ def test_deleting_lands_on_the_list(hx, client, login, project, editor, build):
 
 def test_at_thirty_stages_add_stage_says_why(client, login, project, editor, build):
     draft = build.pipeline(project, stages=[{"name": f"S{n}", "env": "Development"}
-                                            for n in range(pipelines.MAX_STAGES)])
+                                            for n in range(MAX_STAGES)])
     login(client, editor)
     page = client.get(base(project, draft)).get_data(as_text=True)
     assert "disabled" in button(page, "Add stage")
