@@ -126,11 +126,44 @@ def test_refused_actions_say_why_and_change_nothing(who, action, setup, status, 
     login(hx, users[who])
     before = (audit_count(), request_of_id(request).version)
 
-    answer = hx.post(url(project, request, action), data={})
+    # A comment, since rejecting needs one (refused before the state check otherwise).
+    answer = hx.post(url(project, request, action), data={"comment": "Not now"})
 
     assert answer.status_code == status
     assert says in answer.get_data(as_text=True)
     assert (audit_count(), request_of_id(request).version) == before
+
+
+@pytest.mark.parametrize("comment", ["", "   "])
+def test_reject_asks_for_a_reason_and_changes_nothing_without_one(comment, hx, login, make,
+                                                                  to_production, project,
+                                                                  reviewer):
+    request = to_production(make.feature(project))
+    login(hx, reviewer)
+    before = (audit_count(), request_of_id(request).version)
+
+    answer = hx.post(url(project, request, "reject"), data={"comment": comment})
+
+    assert answer.status_code == 422
+    page = answer.get_data(as_text=True)
+    assert "Say why you reject it" in page and 'aria-invalid="true"' in page
+    assert (audit_count(), request_of_id(request).version) == before
+
+
+def test_the_reason_of_a_rejection_is_audited_as_its_comment(hx, login, make, to_production,
+                                                             project, reviewer):
+    from sqlalchemy import select
+
+    from webapp.models import AuditEntry
+
+    request = to_production(make.feature(project))
+    login(hx, reviewer)
+    assert hx.post(url(project, request, "reject"),
+                   data={"comment": "Error rate doubled"}).status_code == 200
+    db.session.rollback()
+    entry = db.session.scalar(select(AuditEntry).where(
+        AuditEntry.event_type == "CHANGE_REQUEST_REJECTED"))
+    assert entry is not None and "Error rate doubled" in str(entry.after) + entry.message
 
 
 def request_of_id(request):

@@ -41,7 +41,7 @@ def test_add_flags_several_at_once(clock, make, project, editor, two_stage):
     ("draft", Conflict, "draft"),
     ("deleted", Conflict, "deleted"),
     ("other project's pipeline", NotFound, "not found"),
-    ("other project's flag", Invalid, "Not a flag of this project"),
+    ("other project's flag", Invalid, "#[0-9]+: not a flag of this project"),
     ("in flight", Conflict, "Already in a release pipeline"),
     ("value does not fit", Invalid, "does not fit|takes"),
     ("viewer", Forbidden, "editors"),

@@ -40,7 +40,7 @@ class FilterForm(FlaskForm):
 class ReviewForm(FlaskForm):
     """Approve or reject: an optional comment, and the hash of the changes the reviewer saw."""
 
-    comment = TextAreaField("Comment (optional)", validators=[
+    comment = TextAreaField("Comment (optional to approve, required to reject)", validators=[
         Optional(), Length(max=MAX_COMMENT, message=f"At most {MAX_COMMENT} characters.")])
     changes_hash = HiddenField()
 

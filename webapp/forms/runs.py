@@ -10,8 +10,11 @@ class AddToPipelineForm(FlaskForm):
 
 
 class AddFlagsForm(FlaskForm):
-    feature_ids = SelectMultipleField("Flags to add", coerce=int, validators=[DataRequired(
-        message="Choose at least one flag.")])
+    # Not checked against a list of choices: the bulk add reports every flag that cannot join
+    # (already in a pipeline since the page was drawn, a type that does not fit) by name.
+    feature_ids = SelectMultipleField("Flags to add", coerce=int, validate_choice=False,
+                                      validators=[DataRequired(
+                                          message="Choose at least one flag.")])
 
 
 class RunActionForm(FlaskForm):

@@ -106,10 +106,17 @@ def close(project_id: int, request_id: int):
     return _done(project, request_id, f"Change request #{request_id} closed.")
 
 
+REASON_REQUIRED = "Say why you reject it: the requester reads this, and the audit log keeps it."
+
+
 def _review(project_id: int, request_id: int, use_case):
     project = project_or_404(project_id, "editor")
     form = ReviewForm()
     if not form.validate():
+        return _render_detail(project, request_id, review_form=form, status=422)
+    if use_case is workflow.reject and not (form.comment.data or "").strip():
+        # A rejection halts the flag: the requester and the audit log need the reason.
+        form.comment.errors = [*form.comment.errors, REASON_REQUIRED]
         return _render_detail(project, request_id, review_form=form, status=422)
     try:
         use_case(project.id, request_id, actor(), seen_hash=form.changes_hash.data or None,

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, request, url_for
 from flask_login import login_required
 from flask_wtf.csrf import generate_csrf
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from markupsafe import Markup
 
 from webapp.forms.pipelines import (
@@ -33,8 +34,10 @@ from webapp.services.pipelines import (
     check_inputs,
     describe,
     health_checks,
+    stage_edits,
     timeline,
 )
+from webapp.services.pipelines.inputs import MAX_STAGES
 from webapp.services.platform import projects
 from webapp.views.context import actor, can, project_or_404
 
@@ -83,7 +86,9 @@ def _render_index(project: Project, form: PipelineForm, block: str = "pipeline_l
 def detail(project_id: int, pipeline_id: int):
     project = project_or_404(project_id)
     # ?open=action-7 or ?open=new-action-3: that action's form is shown (click to edit).
-    return _render_builder(project, pipeline_id, open_key=request.args.get("open", ""))
+    # ?undo=…: the no-JavaScript answer to a stage removal, still offering Undo.
+    return _render_builder(project, pipeline_id, open_key=request.args.get("open", ""),
+                           undo=request.args.get("undo", ""))
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/details")
@@ -121,8 +126,64 @@ def move_stage(project_id: int, pipeline_id: int, stage_id: int):
 @bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/delete")
 @login_required
 def remove_stage(project_id: int, pipeline_id: int, stage_id: int):
-    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: builder.remove_stage(
-        p, v, stage_id, actor()))
+    """Remove the stage; the answer offers Undo, which carries the removed stage signed (no row
+    is kept for it: the form holds everything needed to put it back)."""
+    removed: list[dict[str, Any]] = []
+    response = _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: removed.append(
+        builder.remove_stage(p, v, stage_id, actor())), undo=removed)
+    return response
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/restore")
+@login_required
+def restore_stage(project_id: int, pipeline_id: int):
+    snapshot = _undone(pipeline_id)
+
+    def restore(p: ReleasePipeline, v: Any) -> None:
+        if snapshot is None:
+            raise Invalid("Cannot undo.", {"stage": [
+                "This removal can no longer be undone (it is older than an hour, or of "
+                "another pipeline)."]})
+        stage_edits.restore_stage(p, v, snapshot, actor())
+
+    return _edit(project_id, pipeline_id, "new-stage", restore)
+
+
+@bp.post(f"{PREFIX}/<int:pipeline_id>/stages/order")
+@login_required
+def reorder_stages(project_id: int, pipeline_id: int):
+    """Drag and drop (or the keyboard) sends the whole new order once."""
+    order = request.form.getlist("order")
+    return _edit(project_id, pipeline_id, "stage-order",
+                 lambda p, v: stage_edits.reorder_stages(p, v, order, actor()))
+
+
+# Undo is offered for an hour after the removal: long enough to notice, short enough that a
+# stale tab does not resurrect a stage someone forgot.
+UNDO_SECONDS = 3600
+
+
+def _undo_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="stage-undo")
+
+
+def _undo_offer(pipeline_id: int, token: str) -> tuple[str, str] | None:
+    """(token, the removed stage's name) for the Undo banner, if the token still holds."""
+    stage = _undone(pipeline_id, token) if token else None
+    return (token, str(stage.get("name", ""))) if stage else None
+
+
+def _undone(pipeline_id: int, token: str | None = None) -> dict[str, Any] | None:
+    """The removed stage the Undo form carries, if its signature holds, it is recent and it was
+    removed from this pipeline."""
+    try:
+        data = _undo_serializer().loads(
+            token if token is not None else request.form.get("undo", ""), max_age=UNDO_SECONDS)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("pipeline_id") != pipeline_id:
+        return None
+    return data.get("stage")
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/actions")
@@ -191,9 +252,11 @@ def set_on_unhealthy(project_id: int, pipeline_id: int, stage_id: int):
 
 
 def _edit(project_id: int, pipeline_id: int, key: str,
-          change: Callable[[ReleasePipeline, Any], Any]):
+          change: Callable[[ReleasePipeline, Any], Any], *,
+          undo: list[dict[str, Any]] | None = None):
     """Run one draft edit, then answer with the builder: 200 (303 without htmx) when saved,
-    422 with the errors beside the form `key`, 409 with the current state and the reason."""
+    422 with the errors beside the form `key`, 409 with the current state and the reason.
+    `undo` receives a removed stage's snapshot: the answer then offers to put it back."""
     project = project_or_404(project_id, "editor")
     pipeline = catalog.find_pipeline(project.id, pipeline_id)  # the service loads it whole
     try:
@@ -203,18 +266,22 @@ def _edit(project_id: int, pipeline_id: int, key: str,
                                submitted={key: request.form.to_dict()})
     except Conflict as error:
         return _render_builder(project, pipeline_id, 409, notice=error.message)
+    token = (_undo_serializer().dumps({"pipeline_id": pipeline_id, "stage": undo[0]})
+             if undo else "")
     if not wants_fragment():
-        anchor = key if key.startswith(("stage-", "action-", "check-")) else "stages"
+        anchor = key if key.startswith(("stage-", "action-", "check-")) and not undo else "stages"
+        args = {"undo": token} if token else {}
         return redirect(url_for("pipelines.detail", project_id=project.id,
-                                pipeline_id=pipeline_id, _anchor=anchor), 303)
-    return _render_builder(project, pipeline_id)
+                                pipeline_id=pipeline_id, _anchor=anchor, **args), 303)
+    return _render_builder(project, pipeline_id, undo=token)
 
 
 def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
                     errors: dict | None = None, submitted: dict | None = None,
-                    notice: str | None = None, open_key: str = ""):
+                    notice: str | None = None, open_key: str = "", undo: str = ""):
     pipeline = catalog.get_pipeline(project.id, pipeline_id)
     editable = pipeline.is_draft and can("editor")
+    in_flight = 0 if pipeline.is_draft else catalog.in_flight_count(pipeline.id)
     context: dict[str, Any] = {
         "project": project,
         "pipeline": pipeline,
@@ -222,7 +289,13 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
         "calendar_timeline": calendar_display.pipeline_plan(pipeline.stages),
         "editable": editable,
         "can_edit": can("editor"),
-        "in_flight": 0 if pipeline.is_draft else catalog.in_flight_count(pipeline.id),
+        "in_flight": in_flight,
+        "blocked": _blocked(in_flight),
+        "problems": builder.publish_problems(pipeline) if pipeline.is_draft else [],
+        "issues": {stage.id: stage_edits.stage_issues(stage) for stage in pipeline.stages},
+        "undo": _undo_offer(pipeline.id, undo) if editable else None,
+        "default_wait": stage_edits.wait_parts_default(),
+        "max_stages": MAX_STAGES,
         "svc": describe,
         "checks_svc": check_inputs,
         "runs_panel": "runs.pipeline_panel" in current_app.view_functions,
@@ -300,12 +373,17 @@ def _confirm(project_id: int, pipeline_id: int, endpoint: str, service: Callable
     project = project_or_404(project_id, "editor")
     pipeline = catalog.get_pipeline(project.id, pipeline_id)
     status, notice = 200, None
+    # Said before any click: a confirmation that can only fail is not offered.
+    blocked = _blocked(catalog.in_flight_count(pipeline.id))
+    if endpoint == "unpublish" and pipeline.is_draft:
+        blocked = "This pipeline is a draft already: there is nothing to unpublish."
     if request.method == "POST":
         try:
             service(pipeline, actor())
         except Conflict as error:
             status, notice = 409, error.message
             pipeline = catalog.get_pipeline(project.id, pipeline_id)
+            blocked = notice
         else:
             args = {"project_id": project.id}
             if done != "index":
@@ -314,7 +392,7 @@ def _confirm(project_id: int, pipeline_id: int, endpoint: str, service: Callable
             return location(target)
     return render("pipelines/confirm.html", "confirm", status=status, project=project,
                   pipeline=pipeline, title=title, question=question.format(name=pipeline.name),
-                  button=button, notice=notice,
+                  button=button, notice=notice, blocked=blocked,
                   action=url_for(f"pipelines.{endpoint}", project_id=project.id,
                                  pipeline_id=pipeline_id))
 
@@ -340,6 +418,16 @@ def clone(project_id: int, pipeline_id: int):
         status = 422
     return render("pipelines/clone.html", "clone_form", status=status, project=project,
                   pipeline=pipeline, form=form)
+
+
+def _blocked(in_flight: int) -> str:
+    """Why Unpublish and Delete are unavailable, or "" when they are available."""
+    if not in_flight:
+        return ""
+    flags = f"{in_flight} flag{'s are' if in_flight != 1 else ' is'}"
+    done = "they have" if in_flight != 1 else "it has"
+    return (f"{flags} in flight in this pipeline: unpublish or delete it once {done} "
+            "launched or been removed.")
 
 
 def _attach(form, error: Invalid) -> None:

@@ -15,7 +15,7 @@ from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import Feature, PipelineRun, Project
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.pages import calendar_display, flag_runs, track
-from webapp.services.runs import controls
+from webapp.services.runs import controls, flag_intake
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("runs", __name__)
@@ -49,11 +49,11 @@ def _pipeline_page_url(project_id: int, pipeline_id: int) -> str:
 def _render_flag(project: Project, feature: Feature, *, form=None, status: int = 200,
                  block: str = "run_panel", confirm: str | None = None):
     view = flag_runs.flag_run(project.id, feature.id)
-    in_flight = view is not None and view.run.in_flight
-    pipelines = [] if in_flight else flag_runs.addable_pipelines(project.id)
+    pipelines = (flag_intake.pipeline_choices(project.id, feature.value_type)
+                 if view is None or not view.run.in_flight else [])
     if form is None:
         form = AddToPipelineForm(formdata=None)
-    form.pipeline_id.choices = [(p.id, p.name) for p in pipelines]
+    _offer(form, pipelines)
     in_flight = view is not None and view.run.in_flight
     response = render(
         "runs/flag.html", block, status=status, project=project, feature=feature, view=view,
@@ -65,6 +65,15 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
         plan=calendar_display.flag_plan(view.run) if in_flight and view else None,
     )
     return response, in_flight
+
+
+def _offer(form: AddToPipelineForm, choices: list[flag_intake.PipelineChoice]) -> None:
+    """Pipelines the flag can join first; the others disabled, saying why (an on/off flag is
+    never offered a pipeline that sets a text value)."""
+    form.pipeline_id.choices = [
+        (c.pipeline.id, c.pipeline.name if not c.reason
+         else f"{c.pipeline.name} — cannot join: {c.reason}", {"disabled": bool(c.reason)})
+        for c in choices]
 
 
 @bp.get(FLAG)
@@ -81,7 +90,7 @@ def add_from_flag(project_id: int, feature_id: int):
     project = project_or_404(project_id, needs="editor")
     feature = _feature_or_404(project, feature_id)
     form = AddToPipelineForm()
-    form.pipeline_id.choices = [(p.id, p.name) for p in flag_runs.addable_pipelines(project.id)]
+    _offer(form, flag_intake.pipeline_choices(project.id, feature.value_type))
     if form.validate_on_submit():
         try:
             bell = controls.add_flag(project, form.pipeline_id.data, feature.id, actor())
@@ -174,16 +183,18 @@ def confirmed(project_id: int, run_id: int, what: str):
 # --- the pipeline's panel -------------------------------------------------------------------------
 
 
-def _render_pipeline(project: Project, pipeline_id: int, *, form=None, status: int = 200):
+def _render_pipeline(project: Project, pipeline_id: int, *, form=None, status: int = 200,
+                     report: flag_intake.AddReport | None = None):
     data = flag_runs.pipeline_flags(project.id, pipeline_id)
-    idle = flag_runs.idle_features(project.id)
+    choices = flag_intake.flag_choices(project.id, data.pipeline)
     if form is None:
         form = AddFlagsForm(formdata=None)
-    form.feature_ids.choices = [(f.id, f.name) for f in idle]
     return render(
         "runs/pipeline.html", "pipeline_runs", status=status, project=project, data=data,
-        form=form, can_edit=can("editor"), time_left=flag_runs.time_left, idle=idle,
-        flag_url=_flag_page_url, pipeline_url=_pipeline_page_url(project.id, pipeline_id),
+        form=form, can_edit=can("editor"), time_left=flag_runs.time_left, choices=choices,
+        report=report, report_oob=report is not None and wants_fragment(),
+        flag_url=_flag_page_url,
+        pipeline_url=_pipeline_page_url(project.id, pipeline_id),
         addable=data.pipeline.status == "published" and data.pipeline.deleted_at is None,
     )
 
@@ -198,19 +209,22 @@ def pipeline_panel(project_id: int, pipeline_id: int):
 @bp.post(PIPELINE)
 @login_required
 def add_from_pipeline(project_id: int, pipeline_id: int):
+    """Add the checked flags: every one that can join is added, the others are listed with
+    why (200 when any was added, else 422)."""
     project = project_or_404(project_id, needs="editor")
     form = AddFlagsForm()
-    form.feature_ids.choices = [(f.id, f.name) for f in flag_runs.idle_features(project.id)]
     if form.validate_on_submit():
         try:
-            bells = controls.add_flags(project, pipeline_id, form.feature_ids.data, actor())
+            report = flag_intake.add_flags(project, pipeline_id, form.feature_ids.data, actor())
         except (Invalid, Conflict) as error:
             db.session.rollback()
             form.feature_ids.errors = list(form.feature_ids.errors) + [error.message]
         else:
-            transitions.ring(bells)
+            transitions.ring(report.bells)
             outbox.ring()
-            if not wants_fragment():
-                return location(_pipeline_page_url(project.id, pipeline_id))
-            return trigger(_render_pipeline(project, pipeline_id), "flag-changed")
+            # The report is the answer, with or without htmx: the form posts to the panel's own
+            # URL, so a full page here reads the same as after a redirect and keeps the report.
+            response = _render_pipeline(project, pipeline_id, report=report,
+                                        status=200 if report.added else 422)
+            return trigger(response, "flag-changed") if report.added else response
     return _render_pipeline(project, pipeline_id, form=form, status=422)

@@ -89,5 +89,8 @@ def record_many(actor: Actor, entries: list[dict[str, Any]]) -> None:
             "run_id": entry.get("run_id"), "change_request_id": entry.get("change_request_id"),
             "idempotency_key": entry.get("idempotency_key"),
         })
-    db.session.execute(insert(AuditEntry.__table__), rows)
+    # RETURNING makes SQLAlchemy pack the rows into multi-row INSERTs (insertmanyvalues);
+    # without it psycopg's executemany sends one statement per row.
+    table = AuditEntry.__table__
+    db.session.execute(insert(table).returning(table.c.id), rows).all()
     webhook_events.from_audit(actor, rows)

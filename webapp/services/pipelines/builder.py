@@ -277,9 +277,11 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
              + ", ".join(sorted(changed)), {k: before[k] for k in changed}, changed)
 
 
-def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: Actor) -> None:
+def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any,
+                 actor: Actor) -> dict[str, Any]:
     """Remove a stage and its actions; later stages move up (positions stay 0..n-1). Refuses a
-    published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED."""
+    published or stale pipeline. Audited as RELEASE_PIPELINE_UPDATED. Returns the removed
+    stage's snapshot (stage_edits.restore_stage puts it back: Undo)."""
     pipeline, expected = open_draft(pipeline, version)
     stage = _stage_of(pipeline, stage_id)
     if stages_have_history([stage.id]):
@@ -293,6 +295,7 @@ def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, actor: 
         other.position = position
     _updated(actor, pipeline, f"stage {snapshot['position'] + 1} ({stage.name}) removed",
              snapshot, None)
+    return snapshot
 
 
 def move_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, direction: str,

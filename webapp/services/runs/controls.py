@@ -10,27 +10,22 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
-    Feature,
     PipelineRun,
     Project,
-    ReleasePipeline,
     Segment,
     SegmentOverride,
     StageExecution,
-    User,
 )
 from webapp.services.actors import Actor
-from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
+from webapp.services.errors import Conflict, NotFound
 from webapp.services.governance import audit
 from webapp.services.pipelines import describe
-from webapp.services.pipelines.describe import check_values_fit
-from webapp.services.platform import access, flag_changes
-from webapp.services.runs import approvals, calendar, planning
+from webapp.services.platform import flag_changes
+from webapp.services.runs import approvals, calendar, flag_intake, planning
 from webapp.services.runs.planning import Bell
 
 PAUSABLE = ("waiting", "rolling_out", "watching")
@@ -39,35 +34,8 @@ PAUSABLE = ("waiting", "rolling_out", "watching")
 # --- Guards -------------------------------------------------------------------------------------
 
 
-def _require_editor(actor: Actor, project_id: int) -> None:
-    """Viewers change nothing (the views check too; this keeps other callers honest)."""
-    if actor.kind != "user":
-        return
-    user = db.session.get(User, actor.user_id)
-    role = access.role_in(user, project_id) if user else None
-    if role is None:
-        raise NotFound("Project not found.")
-    if not access.can(role, "editor"):
-        raise Forbidden("Only editors and admins change flags in pipelines.")
-
-
-def _published_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
-    pipeline = db.session.get(ReleasePipeline, pipeline_id)
-    if pipeline is None or pipeline.project_id != project_id:
-        raise NotFound("Pipeline not found.")
-    if pipeline.deleted_at is not None:
-        raise Conflict(f"The pipeline “{pipeline.name}” was deleted; it takes no flags.")
-    if pipeline.status != "published":
-        raise Conflict(f"The pipeline “{pipeline.name}” is a draft: publish it before adding "
-                       "flags.")
-    if not pipeline.stages:
-        raise Conflict(f"The pipeline “{pipeline.name}” has no stages.")
-    return pipeline
-
-
-def _values_problems(pipeline: ReleasePipeline, feature: Feature) -> list[str]:
-    """The builder's rule: actions whose value does not fit the flag's type."""
-    return check_values_fit(pipeline, feature)
+# Shared with the bulk add (runs/flag_intake.py), which owns it.
+_require_editor = flag_intake.require_editor
 
 
 def _run_for_update(project_id: int, run_id: int, actor: Actor, *,
@@ -120,76 +88,16 @@ def _audit(actor: Actor, run: PipelineRun, event: str, message: str, **extra: An
 
 def add_flags(project: Project, pipeline_id: int, feature_ids: list[int], actor: Actor
               ) -> list[Bell]:
-    """Add flags to a published pipeline; each enters the first stage at once.
+    """Add flags to a published pipeline, all or nothing; each enters the first stage at once.
 
     Refuses (nothing added): a draft, deleted or foreign pipeline; no flags; a flag of another
-    project; a flag already in a pipeline; a flag whose type does not fit the pipeline's values;
-    viewers. Audits RELEASE_PIPELINE_FEATURE_ADDED per flag. Returns the bells to ring.
+    project; a flag already in a pipeline (Conflict); a flag whose type does not fit the
+    pipeline's values (Invalid naming every such flag); viewers. The dashboard's and the API's
+    bulk add use `flag_intake.add_flags`, which adds what it can and reports the rest. Audits
+    RELEASE_PIPELINE_FEATURE_ADDED per flag. Returns the bells to ring.
     """
-    project_id = project.id
-    feature_ids = list(dict.fromkeys(int(f) for f in feature_ids))
-    planning.start_writing()
-    _require_editor(actor, project_id)
-    if not feature_ids:
-        raise Invalid("Choose at least one flag.", {"feature_ids": ["Choose at least one flag."]})
-    pipeline = _published_pipeline(project_id, pipeline_id)
-    features = {f.id: f for f in db.session.scalars(
-        select(Feature).where(Feature.id.in_(feature_ids)))}
-    foreign = [fid for fid in feature_ids
-               if fid not in features or features[fid].project_id != project_id]
-    if foreign:
-        raise Invalid("Not a flag of this project.",
-                      {"feature_ids": ["Choose flags of this project only."]})
-    busy = db.session.execute(
-        select(Feature.name, ReleasePipeline.name)
-        .join(PipelineRun, PipelineRun.feature_id == Feature.id)
-        .join(ReleasePipeline, ReleasePipeline.id == PipelineRun.pipeline_id)
-        .where(PipelineRun.feature_id.in_(feature_ids), PipelineRun.ended_at.is_(None))
-    ).all()
-    if busy:
-        listed = ", ".join(f"{f} (in “{p}”)" for f, p in busy)
-        raise Conflict(f"Already in a release pipeline: {listed}.")
-    problems_by_type: dict[str, list[str]] = {}
-    for feature in features.values():
-        if feature.value_type not in problems_by_type:
-            problems_by_type[feature.value_type] = _values_problems(pipeline, feature)
-        if problems_by_type[feature.value_type]:
-            problems = _values_problems(pipeline, feature)
-            raise Invalid(problems[0], {"feature_ids": problems})
-
-    now = clock_now()
-    first = pipeline.stages[0]
-    stages = describe.stage_snapshot(pipeline.id)  # the track shows these, whatever comes later
-    # A guarded stage applies at once; its wait is the bake (runs/gates.py).
-    due = now + (timedelta(seconds=first.wait_seconds or 0)
-                 if first.trigger_type == "WAIT_FOR" and not first.checks else timedelta(0))
-    runs = [
-        PipelineRun(project_id=project_id, pipeline_id=pipeline.id, feature_id=fid,
-                    stage_id=first.id, stage_position=0, status="waiting", entered_at=now,
-                    due_at=due, lease_until=due + planning.LEASE_GRACE, version=1,
-                    added_by_id=actor.user_id, created_at=now, stages=stages)
-        for fid in feature_ids
-    ]
-    db.session.add_all(runs)
-    try:
-        db.session.flush()
-    except IntegrityError:  # another request added one of them first (one run in flight per flag)
-        db.session.rollback()
-        raise Conflict("One of these flags was just added to a release pipeline.") from None
-    db.session.add_all(
-        StageExecution(run_id=run.id, stage_id=first.id, position=0, entered_at=now, snapshot={})
-        for run in runs
-    )
-    for run in runs:
-        name = features[run.feature_id].name
-        audit.record(actor, "RELEASE_PIPELINE_FEATURE_ADDED",
-                     f"{name} added to release pipeline {pipeline.name}",
-                     project_id=project_id, object_type="feature", object_id=run.feature_id,
-                     object_label=name, pipeline_id=pipeline.id, feature_id=run.feature_id,
-                     run_id=run.id, after={"pipeline": pipeline.name, "stage": first.name})
-    bells = [Bell(run.id, 1, due) for run in runs]
-    db.session.commit()
-    return bells
+    return flag_intake.add_flags(project, pipeline_id, feature_ids, actor,
+                                 all_or_nothing=True).bells
 
 
 def add_flag(project: Project, pipeline_id: int, feature_id: int, actor: Actor) -> Bell:

@@ -13,6 +13,7 @@ from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, MAX_PAGE_SIZE, OPERATIONS, ErrorSchema, Operation
 
 _REASONS = {200: "OK", 201: "Created", 202: "Accepted: a change request holds the change",
+            207: "Partly done: see each item's outcome",
             204: "Deleted", 304: "Not modified (ETag matched)",
             400: "Malformed request", 401: "Missing or invalid key", 403: "Not allowed",
             404: "Not found (or out of reach)", 409: "Refused in the object's state",

@@ -227,10 +227,34 @@ class PipelineFeatureSchema(Shape):
     feature_id = Id(required=True)
 
 
+class PipelineFeaturesSchema(Shape):
+    feature_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=10_000))
+
+
 # --- answers ------------------------------------------------------------------------------------
 
 class PipelineActionSchema(PipelineActionInputSchema):
     id = fields.Integer(required=True)
+
+
+class AddedFeatureSchema(Shape):
+    feature_id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    run_id = fields.Integer(required=True)
+
+
+class RefusedFeatureSchema(Shape):
+    feature_id = fields.Integer(required=True)
+    name = fields.String(required=True, metadata={
+        "description": "The flag's name, or #id for an id that is no flag of this project."})
+    reason = fields.String(required=True, metadata={"description": "Why it cannot join."})
+
+
+class PipelineFeaturesAddedSchema(Shape):
+    """What a bulk add did: every flag that could join was added; the others say why not."""
+
+    added = fields.List(fields.Nested(AddedFeatureSchema), required=True)
+    refused = fields.List(fields.Nested(RefusedFeatureSchema), required=True)
 
 
 class PipelineFlagRunSchema(Shape):

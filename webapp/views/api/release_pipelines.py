@@ -22,7 +22,7 @@ from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.pages import flag_runs
 from webapp.services.pipelines import builder, catalog, check_inputs, definitions, drafts
 from webapp.services.platform import api_auth
-from webapp.services.runs import controls
+from webapp.services.runs import controls, flag_intake
 from webapp.services.runs.planning import Bell
 from webapp.views.api import bp
 from webapp.views.api.common import (
@@ -36,7 +36,9 @@ from webapp.views.api.common import (
 from webapp.views.api.pipeline_schemas import (
     PipelineCloneSchema,
     PipelineCreateSchema,
+    PipelineFeaturesAddedSchema,
     PipelineFeatureSchema,
+    PipelineFeaturesSchema,
     PipelineFlagRunSchema,
     PipelinePatchSchema,
     PipelinePublishSchema,
@@ -295,6 +297,30 @@ def add_pipeline_feature(project_id: int, pipeline_id: int):
         bell = controls.add_flag(project, pipeline.id, data["feature_id"], who.actor)
     transitions.ring([bell])
     return _run_answer(bell.run_id)
+
+
+@bp.post(f"{ONE}/add-features/")
+@operation("Add several flags to a published pipeline: every flag that can join is added and "
+           "enters the first stage now; the others are listed under `refused` with the reason "
+           "(another project's, already in a pipeline, a type the pipeline's values do not fit). "
+           "200 when all were added, 207 when some were refused, 422 naming each flag when none "
+           "could join (editors; 409 for a draft)", TAG, body=PipelineFeaturesSchema,
+           response=PipelineFeaturesAddedSchema, also={207: PipelineFeaturesAddedSchema})
+def add_pipeline_features(project_id: int, pipeline_id: int):
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs="editor")
+    pipeline = catalog.find_pipeline(project.id, pipeline_id)
+    data = _load(PipelineFeaturesSchema)
+    report = flag_intake.add_flags(project, pipeline.id, data["feature_ids"], who.actor)
+    if not report.added:
+        raise Invalid("No flag could join this pipeline.", {"feature_ids": [
+            f"{o.name}: {o.reason}." for o in report.refused]})
+    transitions.ring(report.bells)
+    body = {"added": [{"feature_id": o.feature_id, "name": o.name, "run_id": o.run_id}
+                      for o in report.added],
+            "refused": [{"feature_id": o.feature_id, "name": o.name, "reason": o.reason}
+                        for o in report.refused]}
+    return body, 207 if report.refused else 200
 
 
 def _control(project_id: int, pipeline_id: int,
