@@ -36,16 +36,15 @@ from webapp.services.pipelines.drafts import (
     stage_snapshot,
 )
 from webapp.services.pipelines.inputs import (
-    MAX_NAME,
     MAX_STAGES,
     MAX_WAIT_SECONDS,
     _action_problems,
     _refuse_second_rollout,
     action_fields,
-    check_name,
     environment_of,
     parse_trigger,
 )
+from webapp.services.platform.projects import MAX_NAME, check_name
 
 
 def create_pipeline(

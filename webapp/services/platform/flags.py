@@ -202,7 +202,7 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
         value = values.parse(feature.value_type, raw_value)
     except Invalid as error:
         errors.update(error.field_errors)
-    parsed_priority = _priority(priority, errors)
+    parsed_priority = values.parse_priority(priority, errors)
     if errors:
         raise Invalid("Check the override.", errors)
     change: dict[str, Any] = {"kind": "override", "environment_id": env.id,
@@ -243,19 +243,6 @@ def remove_override(feature: Feature, environment_id: int, segment_id: int, acto
                 f"removed in {env.name}",
         object_label=feature.name)
     db.session.commit()
-
-
-def _priority(raw: Any, errors: dict[str, list[str]]) -> int | None:
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    try:
-        number = int(str(raw).strip())
-    except ValueError:
-        number = -1
-    if number < 0 or number > 1_000_000:
-        errors["priority"] = ["Enter a whole number, 0 or more (lower wins)."]
-        return None
-    return number
 
 
 # --- description, tags, delete ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from webapp.clock import now
+from webapp.database import compare_and_set
 from webapp.extensions import db
 from webapp.models import PipelineRun, Project, User
 from webapp.models.health import (
@@ -181,9 +182,8 @@ def _wake_alert_watchers(project_id: int, moment) -> list:
         PipelineRun.status.in_(("watching", "rolling_out")),
         PipelineRun.stage_id.in_(guarded))).all()
     for run_id, version in rows:
-        db.session.execute(update(PipelineRun).where(
-            PipelineRun.id == run_id, PipelineRun.version == version).values(
-            due_at=moment, lease_until=moment + LEASE_GRACE, version=version + 1))
+        compare_and_set(PipelineRun, run_id, version, due_at=moment,
+                        lease_until=moment + LEASE_GRACE)
     return [Bell(run_id, version + 1, moment) for run_id, version in rows]
 
 

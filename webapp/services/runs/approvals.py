@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from webapp import database
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -160,13 +161,7 @@ def _close(request: ChangeRequest, actor: Actor, reason: str) -> None:
 
 
 def _cas_request(request: ChangeRequest, **values_: Any) -> None:
-    moved = db.session.execute(
-        update(ChangeRequest)
-        .where(ChangeRequest.id == request.id, ChangeRequest.version == request.version)
-        .values(version=request.version + 1, **values_)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not database.compare_and_set(ChangeRequest, request.id, request.version, **values_):
         db.session.rollback()
         raise Conflict("Someone else acted on this change request meanwhile; look again.")
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import database
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -98,13 +99,7 @@ def can_roll_back(run: PipelineRun) -> bool:
 
 def _cas(run: PipelineRun, **values: Any) -> None:
     """Compare-and-set the run's columns; a concurrent change makes the use case fail cleanly."""
-    moved = db.session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run.id, PipelineRun.version == run.version)
-        .values(version=run.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not database.compare_and_set(PipelineRun, run.id, run.version, **values):
         db.session.rollback()
         raise Conflict("This flag moved on while you acted; look again and retry.")
 

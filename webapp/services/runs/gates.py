@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 
 from webapp import metrics
+from webapp.database import compare_and_set
 from webapp.extensions import db
 from webapp.models import Notification, PipelineRun
 from webapp.models.health import (
@@ -135,11 +136,8 @@ def watch(run_id: int, version: int, *, cache, now: datetime):
         metrics.AUTO_ROLLBACKS.inc()
         return "moved", None
     tail = values.pop("_tail", None)
-    values.update(version=version + 1, attempts=0, last_error=values.get("last_error"))
-    moved = db.session.execute(
-        update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.version == version)
-        .values(**values).execution_options(synchronize_session=False)).rowcount
-    if moved != 1:
+    values.update(attempts=0, last_error=values.get("last_error"))
+    if not compare_and_set(PipelineRun, run_id, version, **values):
         db.session.rollback()
         return "skipped", None
     if tail:

@@ -21,6 +21,7 @@ from webapp.models import (
 )
 from webapp.services.actors import Actor
 from webapp.services.platform import flag_changes
+from webapp.services.platform.values import value_fits
 from webapp.services.runs import approvals
 from webapp.services.runs.planning import (
     ADVANCEABLE,
@@ -35,7 +36,6 @@ from webapp.services.runs.planning import (
     plan_stage_changes,
     start_writing,
     take_snapshots,
-    value_fits,
 )
 from webapp.services.runs.stage_effects import _describe, _Member, complete_stage
 from webapp.services.runs.transition import transition
