@@ -37,3 +37,9 @@ class Base(DeclarativeBase):
         metadata=MetaData(naming_convention=NAMING_CONVENTION),
         type_annotation_map={datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON},
     )
+
+
+def fit(column: Any, text: str) -> str:
+    """`text` cut to what the String column holds (`Model.column`), so a long name or title is
+    stored shortened rather than refused by PostgreSQL."""
+    return text[: column.type.length]

@@ -12,6 +12,7 @@ from webapp.models import (
     Feature,
     Segment,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -140,7 +141,8 @@ def open_manual(feature: Feature, environment: Environment, changes: list[dict[s
     moment = clock_now()
     request = ChangeRequest(
         project_id=feature.project_id, environment_id=environment.id, feature_id=feature.id,
-        title=(title or f"{feature.name}: {_summary(shown, feature)} in {environment.name}")[:500],
+        title=fit(ChangeRequest.title, title or f"{feature.name}: {_summary(shown, feature)} in "
+                                                 f"{environment.name}"),
         description=description, status="open", changes=shown, changes_hash=_hash(shown, 1),
         created_by_id=actor.user_id, version=1, created_at=moment, updated_at=moment)
     db.session.add(request)

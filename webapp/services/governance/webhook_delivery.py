@@ -39,6 +39,7 @@ from webapp.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from webapp.orm import fit
 from webapp.services.governance import webhooks
 from webapp.services.governance.webhook_events import SLACK_EVENTS, group_of
 
@@ -133,7 +134,8 @@ def _deliveries(message: OutboxMessage, moment) -> list[dict[str, Any]]:
         else:
             continue
         rows.append({"webhook_id": hook_id, "outbox_message_id": message.id,
-                     "idempotency_key": f"{message.idempotency_key}:receiver:{hook_id}"[:250],
+                     "idempotency_key": fit(WebhookDelivery.idempotency_key,
+                                            f"{message.idempotency_key}:receiver:{hook_id}"),
                      "event_type": event_type, "body": body, "status": "pending", "attempts": 0,
                      "next_attempt_at": moment, "created_at": moment})
     return rows

@@ -35,6 +35,7 @@ from webapp.models import (
     Segment,
     Webhook,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 
 FLAG_UPDATED = "FLAG_UPDATED"
@@ -316,7 +317,8 @@ def _row(project_id: int, event_type: str, body: dict[str, Any], slack: str | No
     key = f"event:{event_type}:{key}" if key else f"event:{event_type}:{uuid.uuid4().hex}"
     if event_type not in (FLAG_UPDATED, FLAG_DELETED):
         body["id"] = key
-    return {"kind": "event", "idempotency_key": key[:200], "created_at": now(), "attempts": 0,
+    return {"kind": "event", "idempotency_key": fit(OutboxMessage.idempotency_key, key),
+            "created_at": now(), "attempts": 0,
             "payload": {"project_id": project_id, "event_type": event_type,
                         "body": json.dumps(body, sort_keys=True, default=str), "slack": slack}}
 

@@ -19,6 +19,7 @@ from webapp.models.health import (
     ProjectIntegration,
     StageHealthCheck,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -137,7 +138,8 @@ def receive_alerts(project_id: int, payload: Any) -> list:
             raise Invalid("Malformed alert.", {f"alerts[{number}].status": [
                 "Status is firing or resolved."]})
         labels = alert["labels"]
-        fingerprint = str(alert.get("fingerprint") or _fingerprint(labels))[:200]
+        fingerprint = fit(FiringAlert.fingerprint,
+                          str(alert.get("fingerprint") or _fingerprint(labels)))
         if status == "firing":
             firing[fingerprint] = labels
             resolved.discard(fingerprint)
@@ -159,7 +161,8 @@ def receive_alerts(project_id: int, payload: Any) -> list:
             ).values(labels=labels, received_at=moment))
         else:
             db.session.add(FiringAlert(project_id=project_id, fingerprint=fingerprint,
-                                       name=labels.get("alertname", "")[:255], labels=labels,
+                                       name=fit(FiringAlert.name, labels.get("alertname", "")),
+                                       labels=labels,
                                        started_at=moment, received_at=moment))
     woken = _wake_alert_watchers(project_id, moment)
     db.session.commit()

@@ -25,6 +25,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 from webapp.services.governance import audit, notifications
@@ -123,7 +124,7 @@ def open_for_stage(*, run: PipelineRun, pipeline_name: str, stage_id: int, stage
     shown = with_diff(changes)
     request = ChangeRequest(
         project_id=run.project_id, environment_id=environment_id, feature_id=run.feature_id,
-        title=f"{feature_name} → {stage_name} ({pipeline_name})"[:500],
+        title=fit(ChangeRequest.title, f"{feature_name} → {stage_name} ({pipeline_name})"),
         description=f"Release pipeline {pipeline_name} reached stage {stage_name} in "
                     f"{environment.name}.",
         status="open", changes=shown, changes_hash=_hash(shown, 1), created_by_id=run.added_by_id,

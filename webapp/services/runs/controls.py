@@ -25,6 +25,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -209,8 +210,8 @@ def remove(project: Project, run_id: int, actor: Actor) -> None:
          lease_until=None, rollout_segment_id=None)
     if segment_id is not None:
         db.session.execute(update(Segment).where(Segment.id == segment_id).values(
-            is_system=False, name=f"Phased rollout of {run.feature.name} at "
-                                  f"{run.rollout_percent}% (stopped)"[:255]))
+            is_system=False, name=fit(Segment.name, f"Phased rollout of {run.feature.name} at "
+                                                    f"{run.rollout_percent}% (stopped)")))
     _audit(actor, run, "RELEASE_PIPELINE_FEATURE_REMOVED",
            f"{run.feature.name} removed from release pipeline {run.pipeline.name}; "
            "its states stay as they are",

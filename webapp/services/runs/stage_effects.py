@@ -14,6 +14,7 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.governance import audit, notifications, webhook_events
 from webapp.services.platform import flag_changes
@@ -55,7 +56,8 @@ def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
 def _start_rollout(ctx: _Ctx, change: dict[str, Any]) -> None:
     percent = change["percent"]
     segment = Segment(project_id=ctx.pipeline.project_id, is_system=True,
-                      name=f"Phased rollout of {ctx.feature_name} (run {ctx.run.id})"[:255],
+                      name=fit(Segment.name,
+                               f"Phased rollout of {ctx.feature_name} (run {ctx.run.id})"),
                       description=f"Hidden: {ctx.where()}", rules=rollout_rules(percent))
     db.session.add(segment)
     db.session.flush()
