@@ -12,10 +12,9 @@ from typing import Any
 from flask import request
 
 from jobs import outbox, transitions
-from webapp.extensions import db
 from webapp.models import ChangeRequest, ChangeRequestReview, Environment, User
 from webapp.services.change_requests import workflow
-from webapp.services.errors import Invalid, NotFound
+from webapp.services.errors import Invalid
 from webapp.services.pages import change_request_pages
 from webapp.services.platform import api_auth
 from webapp.services.platform.api_auth import Principal
@@ -23,7 +22,6 @@ from webapp.services.runs import approvals
 from webapp.views.api import bp
 from webapp.views.api.common import (
     DEFAULT_PAGE_SIZE,
-    MAX_ID,
     MAX_PAGE_SIZE,
     body,
     int_arg,
@@ -191,9 +189,7 @@ def _review_as(use_case, request_id: int):
 
 def _reachable(who: Principal, request_id: int) -> ChangeRequest:
     """The change request if the principal sees its project (404 otherwise)."""
-    cr = db.session.get(ChangeRequest, request_id) if request_id <= MAX_ID else None
-    if cr is None:
-        raise NotFound("Change request not found.")
+    cr = change_request_pages.find_request(request_id)
     api_auth.project_for(who, cr.project_id)
     return cr
 

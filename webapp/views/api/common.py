@@ -16,6 +16,7 @@ from werkzeug.exceptions import TooManyRequests
 from webapp import throttle
 from webapp.extensions import db
 from webapp.services.errors import Invalid
+from webapp.services.lookups import MAX_ID
 from webapp.services.platform import api_auth
 from webapp.services.platform.api_auth import Principal
 
@@ -23,7 +24,6 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 ERROR_STATUSES = (400, 401, 403, 404, 409, 422)
-MAX_ID = 2**31 - 1  # ids beyond any row; also beyond what SQLite binds (no 500 for them)
 
 
 @dataclass
