@@ -4,10 +4,10 @@ unit of work retried once when the database aborts it (deadlock, serialization f
 
 import functools
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from flask import Flask, has_request_context, request
-from sqlalchemy import ColumnElement, event, select, update
+from sqlalchemy import ColumnElement, CursorResult, Delete, Update, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -164,7 +164,10 @@ def compare_and_set(model: Any, row_id: int, expected_version: int | None, *,
     else:
         conditions.append(model.version == expected_version)
         version = expected_version + 1
-    result = db.session.execute(
-        update(model).where(*conditions).values(version=version, **values)
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    statement = update(model).where(*conditions).values(version=version, **values)
+    return changed(statement.execution_options(synchronize_session=False)) == 1
+
+
+def changed(statement: Update | Delete) -> int:
+    """Run a bulk UPDATE or DELETE in the session's transaction; how many rows it changed."""
+    return cast(CursorResult[Any], db.session.execute(statement)).rowcount

@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from flask import current_app
 from sqlalchemy import insert, select, update
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Notification, OutboxMessage, User
@@ -76,12 +77,12 @@ def deliver_outbox(limit: int = 100) -> int:
     db.session.rollback()
     handled = 0
     for message_id, attempts in pending:
-        claimed = db.session.execute(
+        claimed = database.changed(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, OutboxMessage.attempts == attempts,
                    OutboxMessage.sent_at.is_(None))
             .values(attempts=attempts + 1)
-        ).rowcount
+        )
         db.session.commit()
         if not claimed:
             continue

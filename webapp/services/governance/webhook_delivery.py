@@ -29,6 +29,7 @@ from flask import current_app
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import (
@@ -99,13 +100,13 @@ def expand(limit: int = BATCH) -> int:
     moment = now()
     rows, expanded = [], 0
     for message_id in pending:
-        claimed = db.session.execute(
+        claimed = database.changed(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None))
             .values(sent_at=moment, attempts=OutboxMessage.attempts + 1)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False))
         if claimed:
-            rows += _deliveries(db.session.get(OutboxMessage, message_id), moment)
+            rows += _deliveries(db.session.get_one(OutboxMessage, message_id), moment)
             expanded += 1
     try:
         if rows:
@@ -171,12 +172,12 @@ def _send_batch(limit: int) -> int:
     lease = moment + timedelta(seconds=_timeout() + LEASE_MARGIN_SECONDS)
     claimed: list[tuple[int, int]] = []
     for delivery_id, attempts in due:
-        moved = db.session.execute(
+        moved = database.changed(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempts,
                    WebhookDelivery.status == "pending")
             .values(attempts=attempts + 1, next_attempt_at=lease, last_attempt_at=moment)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False))
         if not moved:
             continue
         # An attempt still "sending" was cut short (its worker died): say so in the log.
@@ -197,8 +198,8 @@ def _send_batch(limit: int) -> int:
 
 
 def _attempt(delivery_id: int, attempt_id: int) -> None:
-    delivery = db.session.get(WebhookDelivery, delivery_id)
-    hook = db.session.get(Webhook, delivery.webhook_id)
+    delivery = db.session.get_one(WebhookDelivery, delivery_id)
+    hook = db.session.get_one(Webhook, delivery.webhook_id)
     code, excerpt, error = _post(hook, delivery)
     moment = now()
     db.session.execute(

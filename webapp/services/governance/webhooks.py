@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Project, Webhook, WebhookAttempt, WebhookDelivery
@@ -236,11 +237,11 @@ def send_again(hook: Webhook, delivery_id: int, actor: Actor) -> WebhookDelivery
     if not hook.enabled:
         raise Conflict("This receiver is disabled; enable it first.")
     moment = now()
-    moved = db.session.execute(
+    moved = database.changed(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status != "pending")
         .values(status="pending", next_attempt_at=moment, first_attempt_at=None)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False))
     if not moved:
         db.session.rollback()
         raise Conflict("This delivery is already waiting to be sent.")

@@ -120,7 +120,7 @@ def open_for_stage(*, run: PipelineRun, pipeline_name: str, stage_id: int, stage
 
     Refuses nothing. Audits CHANGE_REQUEST_OPENED (actor: the pipeline); notifies reviewers.
     """
-    environment = db.session.get(Environment, environment_id)
+    environment = db.session.get_one(Environment, environment_id)
     shown = with_diff(changes)
     request = ChangeRequest(
         project_id=run.project_id, environment_id=environment_id, feature_id=run.feature_id,

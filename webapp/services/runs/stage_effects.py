@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, update
 
+from webapp import database
 from webapp.extensions import db
 from webapp.models import (
     Segment,
@@ -92,9 +93,9 @@ def _step(ctx: _Ctx) -> dict[str, Any]:
     if rollout is None or segment_id is None:
         raise StageFailed(f"Stage {ctx.stage.name} has no rollout in progress.")
     new = min(100, old + (rollout.rollout_step or 100))
-    changed = db.session.execute(
+    changed = database.changed(
         update(Segment).where(Segment.id == segment_id).values(rules=rollout_rules(new))
-    ).rowcount
+    )
     if not changed:
         raise StageFailed(f"The hidden rollout segment of stage {ctx.stage.name} vanished.")
     flag_changes.bump_revision(ctx.stage.environment_id)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from webapp import metrics
+from webapp import database, metrics
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -208,11 +208,11 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     values.update(attempts=0, last_error=None)
     # One compare-and-set for the whole group: (id, version) pairs as read under the lock.
     table = PipelineRun.__table__
-    moved = db.session.execute(
+    moved = database.changed(
         table.update()
         .where(tuple_(table.c.id, table.c.version).in_([(r.id, r.version) for r in rows]))
         .values(version=table.c.version + 1, **values)
-    ).rowcount
+    )
     if moved != len(rows):  # cannot happen while we hold the lock; never write half a batch
         raise ValueError(f"compare-and-set moved {moved} of {len(rows)} runs")
     due = values.get("due_at")
