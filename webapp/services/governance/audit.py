@@ -10,7 +10,7 @@ from sqlalchemy import insert
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry
-from webapp.orm import fit
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import webhook_events
 
@@ -90,5 +90,5 @@ def record_many(actor: Actor, entries: list[dict[str, Any]]) -> None:
             "run_id": entry.get("run_id"), "change_request_id": entry.get("change_request_id"),
             "idempotency_key": entry.get("idempotency_key"),
         })
-    db.session.execute(insert(AuditEntry.__table__), rows)
+    db.session.execute(insert(table_of(AuditEntry)), rows)
     webhook_events.from_audit(actor, rows)

@@ -40,7 +40,7 @@ from webapp.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from webapp.orm import fit
+from webapp.orm import fit, table_of
 from webapp.services.governance import webhooks
 from webapp.services.governance.webhook_events import SLACK_EVENTS, group_of
 
@@ -110,7 +110,7 @@ def expand(limit: int = BATCH) -> int:
             expanded += 1
     try:
         if rows:
-            db.session.execute(insert(WebhookDelivery.__table__), rows)
+            db.session.execute(insert(table_of(WebhookDelivery)), rows)
         db.session.commit()
     except IntegrityError:  # expanded by someone else meanwhile: theirs stand
         db.session.rollback()
@@ -290,7 +290,7 @@ def _disable(hook: Webhook, delivery: WebhookDelivery, error: str) -> None:
         Membership.project_id == hook.project_id, Membership.role == "admin")).all()
     if admins:
         link = f"/projects/{hook.project_id}/settings/webhooks/{hook.id}/deliveries"
-        db.session.execute(insert(Notification.__table__), [
+        db.session.execute(insert(table_of(Notification)), [
             {"user_id": uid, "project_id": hook.project_id, "kind": "webhook_disabled",
              "message": f"Webhook {label} was disabled: it kept failing. {reason}",
              "link": link, "created_at": now(),

@@ -35,7 +35,7 @@ from webapp.models import (
     Segment,
     Webhook,
 )
-from webapp.orm import fit
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 
 FLAG_UPDATED = "FLAG_UPDATED"
@@ -325,7 +325,7 @@ def _row(project_id: int, event_type: str, body: dict[str, Any], slack: str | No
 
 def _write(rows: list[dict[str, Any]]) -> None:
     if rows:
-        db.session.execute(insert(OutboxMessage.__table__), rows)
+        db.session.execute(insert(table_of(OutboxMessage)), rows)
 
 
 def _slack(event_type: str, text: str, url: str, label: str) -> str | None:

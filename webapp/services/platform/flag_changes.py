@@ -16,14 +16,15 @@ flag's on/off there, never a `null` nobody chose. Several changes apply in order
 the result of the ones before it (a release stage's actions rely on this).
 """
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 from webapp.services.governance import audit, webhook_events
@@ -350,7 +351,7 @@ def _write_targets(current: dict[tuple, dict | None], row_ids: dict[tuple, int |
                 override_updates.append({"_id": row_id, "_enabled": params["enabled"],
                                          "_value": params["value"],
                                          "_priority": params["priority"]})
-    state, override = cast(Table, FeatureState.__table__), cast(Table, SegmentOverride.__table__)
+    state, override = table_of(FeatureState), table_of(SegmentOverride)
     if state_updates:
         db.session.execute(
             state.update().where(state.c.id == bindparam("_id"))

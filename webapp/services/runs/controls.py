@@ -25,7 +25,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
-from webapp.orm import fit
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -336,7 +336,7 @@ def roll_back_locked(run: PipelineRun, actor: Actor, *, event: str =
         restored += _restore(run, environment_id, snapshot, actor)
     if segment_id is not None:
         db.session.execute(
-            Segment.__table__.delete().where(Segment.id == segment_id, Segment.is_system))
+            table_of(Segment).delete().where(Segment.id == segment_id, Segment.is_system))
     _audit(actor, run, event,
            f"{run.feature.name} rolled back{' automatically' if why else ''} and taken out of "
            f"release pipeline {run.pipeline.name} ({restored} change(s) restored){why}",

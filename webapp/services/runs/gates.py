@@ -41,6 +41,7 @@ from webapp.models.health import (
     ProjectIntegration,
     StageHealthCheck,
 )
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import audit
 from webapp.services.runs import controls, planning, stage_effects
@@ -147,6 +148,11 @@ def watch(run_id: int, version: int, *, cache, now: datetime):
     return "moved", (None if due is None else planning.Bell(run_id, version + 1, due))
 
 
+def _healthy_since(state: HealthCheckState | None) -> datetime:
+    assert state is not None and state.healthy_since is not None  # every check is healthy
+    return state.healthy_since
+
+
 def _states(run_id: int) -> dict[int, HealthCheckState]:
     return {s.check_id: s for s in db.session.scalars(
         select(HealthCheckState).where(HealthCheckState.run_id == run_id))}
@@ -218,7 +224,7 @@ def _decide(ctx, due_checks: list[CheckInfo], answers: dict[int, Result]) -> dic
         (s.last_checked_at if s and s.last_checked_at else now) + timedelta(
             seconds=c.interval_seconds) for c, s in zip(stage.checks, every, strict=True))
     if all_healthy:
-        since = max(s.healthy_since for s in every)  # type: ignore[union-attr]
+        since = max(_healthy_since(s) for s in every)
         if run.status == "rolling_out" and run.next_step_at is not None:
             # Healthy since the first check after the last step (the whole step interval).
             interval = timedelta(seconds=stage.rollout.rollout_interval_seconds or 60) - \
@@ -368,7 +374,7 @@ def _notify(ctx, kind: str, message: str) -> None:
     if not recipients:
         return
     link = f"/projects/{ctx.pipeline.project_id}/flags/{ctx.run.feature_id}"
-    db.session.execute(insert(Notification.__table__), [
+    db.session.execute(insert(table_of(Notification)), [
         {"user_id": uid, "project_id": ctx.pipeline.project_id, "kind": kind,
          "message": message, "link": link, "created_at": ctx.now,
          "idempotency_key": f"gate:{kind}:run:{ctx.run.id}:v{ctx.run.version}:user:{uid}"}

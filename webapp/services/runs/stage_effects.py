@@ -15,7 +15,7 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
-from webapp.orm import fit
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import audit, notifications, webhook_events
 from webapp.services.platform import flag_changes
@@ -172,7 +172,7 @@ def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Memb
     enter the next stage (or launch). Set-based for batches. Returns the run columns to
     compare-and-set (the same for every member)."""
     if mark_completed:
-        execution = StageExecution.__table__
+        execution = table_of(StageExecution)
         db.session.execute(
             execution.update()
             .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
@@ -217,7 +217,7 @@ def _announce_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Mem
 
 def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str, Any]:
     """Record the runs' entry into `stage`; return the run columns that say so."""
-    db.session.execute(insert(StageExecution.__table__), [
+    db.session.execute(insert(table_of(StageExecution)), [
         {"run_id": run_id, "stage_id": stage.id, "position": stage.position, "entered_at": now,
          "snapshot": {}} for run_id in run_ids])
     due = now + (timedelta(0) if stage.checks else stage.wait())  # guarded: the wait is the bake

@@ -19,6 +19,7 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.platform import flag_changes
 from webapp.services.platform.values import value_fits
@@ -197,7 +198,7 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     flag_changes.apply_changes(items, Actor.for_pipeline(pipeline.name),
                                project_id=pipeline.project_id, event_type=EVENT_BY_PIPELINE,
                                pipeline_id=pipeline.id)
-    execution = StageExecution.__table__
+    execution = table_of(StageExecution)
     db.session.execute(
         execution.update()
         .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
@@ -207,7 +208,7 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     values = complete_stage(pipeline, stage, members, now, mark_completed=False)
     values.update(attempts=0, last_error=None)
     # One compare-and-set for the whole group: (id, version) pairs as read under the lock.
-    table = PipelineRun.__table__
+    table = table_of(PipelineRun)
     moved = database.changed(
         table.update()
         .where(tuple_(table.c.id, table.c.version).in_([(r.id, r.version) for r in rows]))
