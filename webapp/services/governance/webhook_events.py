@@ -123,7 +123,7 @@ def flag_changed(actor: Actor, project_id: int,
     feature_ids = {c["feature_id"] for c, *_ in items}
     environment_ids = {c["environment_id"] for c, *_ in items}
     segment_ids = {c["segment_id"] for c, *_ in items if c.get("segment_id")}
-    project = db.session.get(Project, project_id)
+    project = db.session.get_one(Project, project_id)
     features = {f.id: f for f in db.session.scalars(
         select(Feature).where(Feature.id.in_(feature_ids)))}
     environments = dict(db.session.execute(
@@ -184,7 +184,7 @@ def from_audit(actor: Actor, entries: list[dict[str, Any]]) -> None:
             t == "pipeline.flag_added" and "pipeline.stage_entered" in want)]
         if not group:
             continue
-        project = db.session.get(Project, project_id)
+        project = db.session.get_one(Project, project_id)
         runs = _runs({e["run_id"] for e, _ in group if e.get("run_id")})
         requests = _change_requests(
             {e["change_request_id"] for e, _ in group if e.get("change_request_id")})
@@ -233,7 +233,7 @@ def stage_event(event_type: str, actor: Actor, project_id: int, stage_id: int,
     ((run_id, message) pairs) and the stage `stage_id`. Adds to the caller's transaction."""
     if not members or event_type not in wanted(project_id):
         return
-    project = db.session.get(Project, project_id)
+    project = db.session.get_one(Project, project_id)
     runs = _runs({run_id for run_id, _ in members})
     stage = _stages({stage_id}).get(stage_id)
     verb = "completed" if event_type.endswith("completed") else "entered"

@@ -21,12 +21,11 @@ from webapp.services.platform.api_auth import Principal
 from webapp.services.runs import approvals
 from webapp.views.api import bp
 from webapp.views.api.common import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     body,
     int_arg,
     iso,
     operation,
+    page_and_size,
     page_of,
     principal,
 )
@@ -130,12 +129,12 @@ def list_change_requests(api_key: str):
         raise Invalid("Unknown status.", {"status": [
             f"One of {', '.join(approvals.STATUSES)}."]})
     feature_id = int_arg("feature")
-    page = int_arg("page", 1)
-    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-    filters = {"status": status, "environment_id": env.id, "feature_id": feature_id}
-    count = change_request_pages.count_requests(env.project_id, **filters)
-    rows = change_request_pages.list_requests(env.project_id, **filters, limit=size,
-                                         offset=(page - 1) * size)
+    page, size = page_and_size()
+    count = change_request_pages.count_requests(env.project_id, status=status,
+                                                environment_id=env.id, feature_id=feature_id)
+    rows = change_request_pages.list_requests(env.project_id, status=status,
+                                              environment_id=env.id, feature_id=feature_id,
+                                              limit=size, offset=(page - 1) * size)
     return page_of(rows, count, page, size, lambda row: serialize_row(row, env), api_key=api_key)
 
 

@@ -124,7 +124,7 @@ def int_arg(name: str, default: int | None = None, *, minimum: int = 1,
     return value
 
 
-def _page_and_size() -> tuple[int, int]:
+def page_and_size() -> tuple[int, int]:
     """?page= and ?page_size= (both have defaults)."""
     page = int_arg("page", 1) or 1
     size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
@@ -133,7 +133,7 @@ def _page_and_size() -> tuple[int, int]:
 
 def paginate(query: Select, serialize: Callable[[Any], dict], **url_values: Any) -> dict:
     """{count, next, previous, results} for a select(), with ?page= and ?page_size=."""
-    page, size = _page_and_size()
+    page, size = page_and_size()
     count = db.session.scalar(
         select(func.count()).select_from(query.order_by(None).subquery())) or 0
     rows: list[Any] = list(db.session.scalars(query.limit(size).offset((page - 1) * size)))
@@ -143,7 +143,7 @@ def paginate(query: Select, serialize: Callable[[Any], dict], **url_values: Any)
 def paginate_list(items: Iterable[Any], serialize: Callable[[Any], dict],
                   **url_values: Any) -> dict:
     items = list(items)
-    page, size = _page_and_size()
+    page, size = page_and_size()
     return page_of(items[(page - 1) * size: page * size], len(items), page, size, serialize,
                    **url_values)
 
