@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         errors,
         input_guard,
         metrics,
+        sdk_fast,
         security,
         templating,
     )
@@ -41,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     compression.register(app)
     cli.register(app)
     metrics.register(app)
+    sdk_fast.install(app)  # last: the outermost WSGI layer
     return app
 
 
