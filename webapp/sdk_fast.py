@@ -16,6 +16,7 @@ change since the last read) goes to Flask as before, and that request fills the 
 metrics count these reads the same. tests/api/test_sdk_fast.py compares both answers.
 """
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,10 @@ class SdkFastPath:
         self._next = wsgi_app
         with app.app_context():
             self._engine = db.engine
+        self._cache: tuple[int, revisions.KeyCache | None] | None = None  # (pid, cache)
+        # The metrics' children for this endpoint, looked up once (labels() costs a lock).
+        self._latency = SDK_LATENCY.labels("flags")
+        self._counters: dict[str, Any] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse
                  ) -> Iterable[bytes]:
@@ -56,7 +61,7 @@ class SdkFastPath:
             return self._next(environ, start_response)
         started = time.perf_counter()
         key = environ.get("HTTP_X_ENVIRONMENT_KEY")
-        cache = revisions.key_cache(self._engine) if key else None
+        cache = self._key_cache() if key else None
         ref = cache.peek(key) if cache is not None and key else None
         docs = sdk_documents.cached(ref) if ref is not None else None
         if docs is None:
@@ -64,7 +69,8 @@ class SdkFastPath:
         headers = [("ETag", f'"{docs.etag}"'), ("Last-Modified", docs.last_modified),
                    ("Cache-Control", "no-cache"), ("Vary", "X-Environment-Key"),
                    (UPDATED_AT, f"{docs.updated_at:.6f}")]
-        if parse_etags(environ.get("HTTP_IF_NONE_MATCH")).contains(docs.etag):
+        sent = environ.get("HTTP_IF_NONE_MATCH")
+        if sent and parse_etags(sent).contains(docs.etag):
             # As werkzeug answers a 304: no entity headers (Last-Modified, Content-Type/Length).
             status, body = "304 NOT MODIFIED", b""
             headers = [h for h in headers if h[0] != "Last-Modified"]
@@ -72,9 +78,19 @@ class SdkFastPath:
             status, body = "200 OK", docs.flags_json
             headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         start_response(status, headers + _TRAILING)
-        SDK_LATENCY.labels("flags").observe(time.perf_counter() - started)
-        SDK_REQUESTS.labels("flags", status[:3]).inc()
+        self._latency.observe(time.perf_counter() - started)
+        counter = self._counters.get(status)
+        if counter is None:
+            counter = self._counters[status] = SDK_REQUESTS.labels("flags", status[:3])
+        counter.inc()
         return [body] if body else []
+
+    def _key_cache(self) -> "revisions.KeyCache | None":
+        """This process's key cache (a forked worker has its own: keyed by pid)."""
+        pid = os.getpid()
+        if self._cache is None or self._cache[0] != pid:
+            self._cache = (pid, revisions.key_cache(self._engine))
+        return self._cache[1]
 
 
 def install(app: Flask) -> None:
