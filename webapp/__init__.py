@@ -31,6 +31,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         templating,
     )
     from webapp.views import register_blueprints
+    from webapp.views.api import cors
 
     input_guard.install_converters(app)
     register_blueprints(app)
@@ -42,7 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     compression.register(app)
     cli.register(app)
     metrics.register(app)
-    sdk_fast.install(app)  # last: the outermost WSGI layer
+    sdk_fast.install(app, cors.SDK_ANSWER)  # last: the outermost WSGI layer
     return app
 
 
@@ -83,7 +84,7 @@ def _init_extensions(app: Flask) -> None:
         if db.engine.dialect.name == "sqlite":
             tune_sqlite(db.engine)
 
-    from webapp.services import realtime, users
+    from webapp.services.platform import realtime, users
 
     login.user_loader(users.load_user)
     realtime.register()  # committed environment changes are published to the stream server

@@ -27,15 +27,10 @@ from werkzeug.http import parse_etags
 from webapp.extensions import db
 from webapp.metrics import SDK_LATENCY, SDK_REQUESTS
 from webapp.security import HEADERS as SECURITY_HEADERS
-from webapp.services import revisions, sdk_documents
-from webapp.views.api.cors import EXPOSED
+from webapp.services.platform import revisions, sdk_documents
 
 FLAGS_PATH = "/api/v1/flags/"
 UPDATED_AT = "X-Flagsmith-Document-Updated-At"
-# What the Flask answer carries after the view's own headers: CORS (the SDK endpoints answer
-# any origin) then the security headers, in that order.
-_TRAILING = [("Access-Control-Allow-Origin", "*"), ("Access-Control-Expose-Headers", EXPOSED),
-             *SECURITY_HEADERS.items()]
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -44,8 +39,12 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class SdkFastPath:
     """WSGI middleware in front of the Flask app (see the module's docstring)."""
 
-    def __init__(self, app: Flask, wsgi_app: WSGIApp):
+    def __init__(self, app: Flask, wsgi_app: WSGIApp, cors: list[tuple[str, str]]):
         self._next = wsgi_app
+        # What the Flask answer carries after the view's own headers: CORS (the SDK endpoints
+        # answer any origin; the app factory passes the API's headers, nothing here imports the
+        # views) then the security headers, in that order.
+        self._trailing = [*cors, *SECURITY_HEADERS.items()]
         with app.app_context():
             self._engine = db.engine
         self._cache: tuple[int, revisions.KeyCache | None] | None = None  # (pid, cache)
@@ -77,7 +76,7 @@ class SdkFastPath:
         else:
             status, body = "200 OK", docs.flags_json
             headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        start_response(status, headers + _TRAILING)
+        start_response(status, headers + self._trailing)
         self._latency.observe(time.perf_counter() - started)
         counter = self._counters.get(status)
         if counter is None:
@@ -93,6 +92,7 @@ class SdkFastPath:
         return self._cache[1]
 
 
-def install(app: Flask) -> None:
-    """Put the fast path in front of the app (last, so it is the outermost WSGI layer)."""
-    app.wsgi_app = SdkFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
+def install(app: Flask, cors: list[tuple[str, str]]) -> None:
+    """Put the fast path in front of the app (last, so it is the outermost WSGI layer).
+    `cors`: the CORS headers of an SDK answer (webapp/views/api/cors.py)."""
+    app.wsgi_app = SdkFastPath(app, app.wsgi_app, cors)  # type: ignore[method-assign]

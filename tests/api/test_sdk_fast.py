@@ -10,7 +10,7 @@ import pytest
 from tests.api.conftest import set_state
 from webapp.extensions import db
 from webapp.metrics import SDK_REQUESTS
-from webapp.services import revisions, sdk_documents
+from webapp.services.platform import revisions, sdk_documents
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from webapp.extensions import db
 from webapp.forms.admin import UserForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import User
-from webapp.services import users as accounts
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.platform import users as accounts
 from webapp.views.context import actor
 
 bp = Blueprint("admin", __name__)
