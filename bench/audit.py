@@ -59,7 +59,7 @@ def build(folder: Path, entries: int) -> tuple:
             db.session.flush()
             pipelines.append((row.id, name))
         db.session.commit()
-        ids = (project.id, admin.id, project.organisation_id)
+        ids = (project.id, admin.get_id(), project.organisation_id)
         db.engine.dispose()
     started = time.perf_counter()
     _bulk_insert(folder / "bench.db", entries, ids[0], ids[2], features, environments, pipelines)
@@ -142,7 +142,7 @@ def main() -> None:
     with app.app_context():
         client = app.test_client()
         with client.session_transaction() as session:
-            session["_user_id"] = str(admin_id)
+            session["_user_id"] = admin_id
             session["_fresh"] = True
         newest = db.session.scalar(select(AuditEntry.created_at).order_by(AuditEntry.id.desc()))
         week = (newest - timedelta(days=40)).strftime("%Y-%m-%d")

@@ -59,7 +59,7 @@ def build(folder: Path):
                 "action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true",
                 "segment_id": str(segment_ids[n % len(segment_ids)])}, SYSTEM)
             pipeline = catalog.get_pipeline(project.id, pipeline.id)
-        return app, project.id, pipeline.id, editor.id
+        return app, project.id, pipeline.id, editor.get_id()
 
 
 class Timer:
@@ -106,7 +106,7 @@ def run(folder: Path, runs: int) -> None:
     client = app.test_client()
     client.environ_base["HTTP_HX_REQUEST"] = "true"
     with client.session_transaction() as session:
-        session["_user_id"] = str(editor_id)
+        session["_user_id"] = editor_id
         session["_fresh"] = True
     base = f"/projects/{project_id}/pipelines/{pipeline_id}"
     page = client.get(base).get_data(as_text=True)

@@ -89,12 +89,12 @@ def build(app, flags: int, audit: int) -> dict:
              "feature_id": feature_ids[n % flags], "message": f"bench entry {n}"}
             for n in range(start, min(audit, start + 20_000))])
     db.session.commit()
-    return {"project_id": project.id, "pipeline_id": pipeline.id, "viewer_id": viewer.id}
+    return {"project_id": project.id, "pipeline_id": pipeline.id, "viewer_id": viewer.get_id()}
 
 
-def cookie_for(app, user_id: int) -> str:
+def cookie_for(app, user_id: str) -> str:
     serializer = app.session_interface.get_signing_serializer(app)
-    return serializer.dumps({"_user_id": str(user_id), "_fresh": True})
+    return serializer.dumps({"_user_id": user_id, "_fresh": True})
 
 
 def token_url(client, project_id: int, pipeline_id: int) -> str:

@@ -26,10 +26,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         errors,
         input_guard,
         metrics,
+        sdk_fast,
         security,
         templating,
     )
     from webapp.views import register_blueprints
+    from webapp.views.api import cors
 
     input_guard.install_converters(app)
     register_blueprints(app)
@@ -41,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     compression.register(app)
     cli.register(app)
     metrics.register(app)
+    sdk_fast.install(app, cors.SDK_ANSWER)  # last: the outermost WSGI layer
     return app
 
 

@@ -7,8 +7,9 @@ request's scheme (X-Forwarded-Proto) and client address (X-Forwarded-For) are th
 """
 
 from flask import Flask, Response, has_request_context, request
-from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from webapp.sessions import SessionInterface
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -30,9 +31,11 @@ HEADERS = {
 }
 
 
-class _SessionInterface(SecureCookieSessionInterface):
+class _SessionInterface(SessionInterface):
     """The session cookie is Secure whenever the request came over HTTPS (or always, with
-    SESSION_COOKIE_SECURE), so one configuration serves both a plain local run and TLS."""
+    SESSION_COOKIE_SECURE), so one configuration serves both a plain local run and TLS. SDK
+    paths still get no session at all (webapp/sessions.py): this replaces the app's session
+    interface, so it must keep that behaviour (a merge once lost it, ~10 % of a flags read)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(super().get_cookie_secure(app)

@@ -1,29 +1,27 @@
 """What the progress boards show: flags per stage of a published pipeline, the project's
 pipelines at a glance, a flag's track through its pipeline, and launches per day.
 
-Reads only. Every reader runs a fixed number of statements whatever the number of flags: counts
-come from one GROUP BY, the first cards of every column from one window-function query, so a
-board with 10,000 flags in flight costs what a board with 10 costs.
+Reads only. Every reader runs a fixed number of statements whatever the number of flags: the
+board's counts and first cards come from board_reads (one GROUP BY, one statement for every
+column's first cards, or one filter pass for a search), so a board with 10,000 flags in flight
+costs what a board with 10 costs.
 """
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, union_all
+from sqlalchemy import func, select
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
-    RUN_ACTIVE_STATUSES,
     ChangeRequest,
-    Feature,
     PipelineRun,
     ReleasePipeline,
 )
 from webapp.services.errors import NotFound
-from webapp.services.pages import calendar_display
+from webapp.services.pages import board_reads, calendar_display
 from webapp.services.pages.overview import Launches, launched_per_day
 from webapp.services.pipelines.describe import StageInfo, load_stages, short_duration
 from webapp.services.platform import analytics
@@ -207,57 +205,25 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     limits = {k: max(1, min(MAX_CARDS, v)) for k, v in (limits or {}).items()}
     now = clock_now()
 
-    counts: dict[int, dict[str, int]] = {}
-    for position, status, number in db.session.execute(
-        _filtered(select(PipelineRun.stage_position, PipelineRun.status, func.count()), query)
-        .where(PipelineRun.pipeline_id == pipeline.id,
-               PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
-        .group_by(PipelineRun.stage_position, PipelineRun.status)
-    ):
-        counts.setdefault(position, {})[status] = number
-    in_flight = sum(sum(c.values()) for c in counts.values())
-    if query:
-        in_flight = db.session.scalar(
-            select(func.count()).select_from(PipelineRun)
-            .where(PipelineRun.pipeline_id == pipeline.id,
-                   PipelineRun.status.in_(RUN_ACTIVE_STATUSES))) or 0
-
-    cards: dict[int, list[Card]] = {}
-    wanted = {s.position: limits.get(f"s{s.position}", default) for s in stages
-              if counts.get(s.position)}
-    if wanted:
-        params: dict[str, Any] = {"pipeline_id": pipeline.id}
-        if query:
-            params["pattern"] = _pattern(query)
-        for n, (position, limit) in enumerate(wanted.items()):
-            params[f"p{n}"], params[f"l{n}"] = position, limit
-        held = []
-        for row in db.session.execute(_first_cards(len(wanted), bool(query)), params):
-            cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
-            if row.hold_kind:
-                held.append(row)
-        for position, column in cards.items():
-            column.sort(key=lambda c: (c.entered_at, c.run_id))
-            cards[position] = _with_requests(column)
-        cards = with_holds(_with_checks(cards), held, stages, now)
-
     launches = launched_per_day(pipeline.id, now=now)
-    since = launches.since
     launched_limit = limits.get("launched", default)
-    launched_rows = db.session.execute(
-        _filtered(select(*_CARD_COLUMNS), query, joined=True)
-        .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
-               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
-        .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc()).limit(launched_limit)
-    ).all()
-    launched_count = launches.total
-    if query:
-        launched_count = db.session.scalar(
-            _filtered(select(func.count()).select_from(PipelineRun), query)
-            .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
-                   PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)) or 0
+    rows = board_reads.read(
+        pipeline.id, query, {s.position: limits.get(f"s{s.position}", default) for s in stages},
+        launched_limit, launches.total, launches.since, now)
+    counts, in_flight = rows.counts, rows.in_flight
+    cards: dict[int, list[Card]] = {}
+    for row in rows.cards:
+        cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
+    launched_cards = [_card(r, stages, now) for r in rows.launched]
+    launched_count = rows.launched_count
+    requests = board_reads.open_requests(
+        [c.run_id for column in cards.values() for c in column if c.status == "awaiting_approval"])
+    for position, column in cards.items():
+        column.sort(key=lambda c: (c.entered_at, c.run_id))
+        cards[position] = [replace(c, change_request_id=requests[c.run_id])
+                           if c.run_id in requests else c for c in column]
+    cards = with_holds(_with_checks(cards), [r for r in rows.cards if r.hold_kind], stages, now)
 
-    launched_cards = [_card(r, stages, now) for r in launched_rows]
     reads = _reads([*launched_cards, *(c for column in cards.values() for c in column)], stages)
     launched_cards = [replace(c, reads=reads.get(c.run_id)) for c in launched_cards]
     cards = {position: [replace(c, reads=reads.get(c.run_id)) for c in column]
@@ -272,33 +238,6 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     return Board(pipeline, stages, columns, in_flight, query, limits, default, launches)
 
 
-_CARD_COLUMNS = (
-    PipelineRun.id, PipelineRun.feature_id, PipelineRun.status, PipelineRun.stage_position,
-    PipelineRun.entered_at, PipelineRun.due_at, PipelineRun.rollout_percent,
-    PipelineRun.paused_remaining_seconds, PipelineRun.last_error, PipelineRun.ended_at,
-    PipelineRun.hold_kind, PipelineRun.hold_id, PipelineRun.held_since, PipelineRun.held_due_at,
-    Feature.name,
-)
-
-
-@lru_cache(maxsize=256)
-def _first_cards(columns: int, search: bool):
-    """One statement for every column's first cards: per column an ordered, limited read of the
-    board index (a window over every run in flight would sort them all on each poll). Built
-    once per shape with bound parameters, so SQLAlchemy's compiled cache serves every poll."""
-    parts = []
-    for n in range(columns):
-        part = (select(*_CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
-                .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
-                       PipelineRun.stage_position == bindparam(f"p{n}"),
-                       PipelineRun.ended_at.is_(None)))
-        if search:
-            part = part.where(func.lower(Feature.name).like(bindparam("pattern"), escape="\\"))
-        parts.append(select(part.order_by(PipelineRun.entered_at, PipelineRun.id)
-                            .limit(bindparam(f"l{n}")).subquery()))
-    return parts[0] if columns == 1 else union_all(*parts)
-
-
 def _with_requests(cards: list[Card]) -> list[Card]:
     """Cards awaiting approval, with the open change request each waits for (one query)."""
     waiting = [c.run_id for c in cards if c.status == "awaiting_approval"]
@@ -310,20 +249,6 @@ def _with_requests(cards: list[Card]) -> list[Card]:
         .group_by(ChangeRequest.run_id)).all())
     return [replace(c, change_request_id=found.get(c.run_id)) if c.run_id in found else c
             for c in cards]
-
-
-def _pattern(query: str) -> str:
-    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _filtered(statement, query: str, joined: bool = False):
-    """Join the flag's name when a search or the cards need it."""
-    if query or joined:
-        statement = statement.join(Feature, Feature.id == PipelineRun.feature_id)
-    if query:
-        statement = statement.where(func.lower(Feature.name).like(_pattern(query), escape="\\"))
-    return statement
 
 
 def published_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:

@@ -87,6 +87,10 @@ class KeyCache:
                     self._entries[key] = found
         return found
 
+    def peek(self, key: str) -> Any:
+        """The cached answer for key, or None (not cached, or the listener is not connected)."""
+        return self._entries.get(key) if self.listening else None
+
     def invalidate(self) -> None:
         with self._lock:
             self._generation += 1

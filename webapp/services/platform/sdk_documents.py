@@ -164,6 +164,11 @@ def documents_for(ref: EnvironmentRef) -> Documents:
     return docs
 
 
+def cached(ref: EnvironmentRef) -> Documents | None:
+    """The environment's documents at `ref.revision` if this process built them already."""
+    return _cache.get(ref)
+
+
 def identity_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> bytes:
     """The identities answer `{identifier, flags, traits}`, evaluated on these traits.
 

@@ -20,6 +20,8 @@ SDK_HEADERS = ("Accept, Content-Type, X-Environment-Key, Flagsmith-SDK-User-Agen
                "Cache-Control, X-Requested-With, sentry-trace, baggage, traceparent, tracestate")
 ADMIN_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, X-Requested-With"
 EXPOSED = "ETag, X-Flagsmith-Document-Updated-At"
+# What every SDK answer carries (whatever the origin): webapp/sdk_fast.py sends the same.
+SDK_ANSWER = [("Access-Control-Allow-Origin", "*"), ("Access-Control-Expose-Headers", EXPOSED)]
 # Browsers cap this (Chromium: 2 h); one preflight per endpoint per day or two is plenty.
 PREFLIGHT_MAX_AGE = "86400"
 
