@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import select
 
 from tests.api.conftest import foreign_org_key  # noqa: F401  (shared fixtures)
-from tests.engine.conftest import clock, envs, make_pipeline, two_stage, work  # noqa: F401
 from webapp.extensions import db
 from webapp.models import (
     AuditEntry,
