@@ -13,11 +13,14 @@ from typing import Any
 
 from webapp.services import audit_wording
 from webapp.services.audit_names import FEATURE_OBJECTS, PIPELINE_OBJECTS, Names
+from webapp.services.pipeline_edits import EDITS_JOIN
 from webapp.services.pipelines import ACTION_LABELS
 from webapp.services.timeline import human_duration
 
 # Separates the parts of a field path ("Stage 2 · Action 1 · on/off").
 PATH = " · "
+# A builder session's sentence names this many of its edits (the diff lists every field).
+NOTE_EDITS = 3
 # A value longer than this is shown folded (its start, expandable to the whole).
 FOLD_AT = 80
 
@@ -238,8 +241,11 @@ def _note(entry: Mapping[str, Any]) -> str:
     changed): the text after "Release pipeline <name>: ", else after the first ": "."""
     message = entry.get("message") or ""
     prefix = f"Release pipeline {entry.get('object_label') or ''}: "
-    if message.startswith(prefix):
-        return message[len(prefix):]
+    if message.startswith(prefix):  # a builder session: its edits, the first few named
+        edits = message[len(prefix):].split(EDITS_JOIN)
+        if len(edits) <= NOTE_EDITS:
+            return EDITS_JOIN.join(edits)
+        return f"{EDITS_JOIN.join(edits[:NOTE_EDITS])} and {len(edits) - NOTE_EDITS} more edits"
     head, colon, tail = message.partition(": ")
     return tail if colon else ""
 

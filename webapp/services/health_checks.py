@@ -22,7 +22,7 @@ from webapp.models.health import (
     ProjectIntegration,
     StageHealthCheck,
 )
-from webapp.services import access, audit, pipelines
+from webapp.services import access, audit, pipeline_edits, pipelines
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden, Invalid, NotFound
 
@@ -218,7 +218,7 @@ def add_check(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: dict
     db.session.flush()
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): health check "
              f"{check.position + 1} ({KIND_LABELS[check.kind]}) added", None,
-             check_snapshot(check))
+             check_snapshot(check), path=_check_path(stage, check.position))
     return check
 
 
@@ -233,7 +233,8 @@ def update_check(pipeline: ReleasePipeline, version: Any, check_id: Any, data: d
     for key, value in fields.items():
         setattr(check, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): health check "
-             f"{check.position + 1} changed", before, check_snapshot(check))
+             f"{check.position + 1} changed", before, check_snapshot(check),
+             path=_check_path(stage, check.position))
 
 
 def remove_check(pipeline: ReleasePipeline, version: Any, check_id: Any, actor: Actor) -> None:
@@ -247,7 +248,8 @@ def remove_check(pipeline: ReleasePipeline, version: Any, check_id: Any, actor: 
     for position, other in enumerate(stage.checks):
         other.position = position
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): health check "
-             f"{check.position + 1} removed", snapshot, None)
+             f"{check.position + 1} removed", snapshot, None,
+             path=_check_path(stage, check.position))
 
 
 def set_on_unhealthy(pipeline: ReleasePipeline, version: Any, stage_id: Any, raw: Any,
@@ -264,7 +266,7 @@ def set_on_unhealthy(pipeline: ReleasePipeline, version: Any, stage_id: Any, raw
     stage.on_unhealthy = value
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): when unhealthy, "
              f"{ON_UNHEALTHY_LABELS[value].lower()}", {"on_unhealthy": before},
-             {"on_unhealthy": value})
+             {"on_unhealthy": value}, path=f"Stage {stage.position + 1}")
 
 
 def _stage_of(pipeline: ReleasePipeline, stage_id: Any) -> PipelineStage:
@@ -287,11 +289,14 @@ def _check_of(pipeline: ReleasePipeline, check_id: Any) -> tuple[PipelineStage, 
     return stage, next(c for c in stage.checks if c.id == check.id)
 
 
-def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any) -> None:
-    pipelines.audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
-                             f"Release pipeline {pipeline.name}: {what}", before=before,
-                             after=after)
+def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any, *,
+             path: str) -> None:
+    pipeline_edits.record_edit(actor, pipeline, what, before, after, path=path)
     db.session.commit()
+
+
+def _check_path(stage: PipelineStage, position: int) -> str:
+    return f"Stage {stage.position + 1} · Health check {position + 1}"
 
 
 # --- Project integrations ------------------------------------------------------------------------
