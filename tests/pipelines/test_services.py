@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, PipelineStage, ReleasePipeline, StageAction
-from webapp import clock
 from webapp.services import pipeline_edits, pipelines
 from webapp.services.actors import SYSTEM, Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
@@ -266,7 +265,7 @@ def test_an_edit_that_changes_nothing_saves_nothing(project, build):
 def test_remove_and_move_keep_positions_dense(project, build, time_machine):
     pipeline = build.pipeline(project, stages=[{"name": n} for n in "ABCD"])
     # The moves and the removal start a builder session of their own.
-    time_machine.move_to(clock.now() + pipeline_edits.COALESCE_WINDOW)
+    time_machine.move_to(now() + pipeline_edits.COALESCE_WINDOW)
     b = pipeline.stages[1]
     pipelines.move_stage(pipeline, pipeline.version, b.id, "down", SYSTEM)
     pipeline = fresh(project, pipeline)
