@@ -37,10 +37,13 @@ def index(project_id: int):
     if not form.validate():
         return render("change_requests/index.html", "change_request_list", status=422, **context)
     context["filter_args"] = form.query_args()
+    environment_id = int(form.environment.data) if form.environment.data else None
+    feature_id = int(form.flag.data) if form.flag.data else None
     context["rows"] = change_requests.list_requests(
-        project.id, status=form.status.data or "open",
-        environment_id=int(form.environment.data) if form.environment.data else None,
-        feature_id=int(form.flag.data) if form.flag.data else None)
+        project.id, status=form.status.data or "open", environment_id=environment_id,
+        feature_id=feature_id)
+    context["counts"] = change_requests.counts_by_status(
+        project.id, environment_id=environment_id, feature_id=feature_id)
     return render("change_requests/index.html", "change_request_list", **context)
 
 
