@@ -245,7 +245,9 @@ def _note(entry: Mapping[str, Any]) -> str:
         edits = message[len(prefix):].split(EDITS_JOIN)
         if len(edits) <= NOTE_EDITS:
             return EDITS_JOIN.join(edits)
-        return f"{EDITS_JOIN.join(edits[:NOTE_EDITS])} and {len(edits) - NOTE_EDITS} more edits"
+        more = len(edits) - NOTE_EDITS
+        named = EDITS_JOIN.join(edits[:NOTE_EDITS])
+        return f"{named} and {more} more edit{'s' if more > 1 else ''}"
     head, colon, tail = message.partition(": ")
     return tail if colon else ""
 

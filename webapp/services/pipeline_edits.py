@@ -129,7 +129,9 @@ def _extend(entry: AuditEntry, pipeline: ReleasePipeline, what: str,
             edit: dict[str, tuple[Any, Any]]) -> bool:
     """Fold the edit into the entry; False when the entry changed meanwhile (write a new one)."""
     before, after = merge(entry.before or {}, entry.after or {}, edit)
-    message = f"{entry.message}{EDITS_JOIN}{what}"
+    # The message names the pipeline as it is now (a rename in the session included).
+    done = entry.message.removeprefix(f"Release pipeline {entry.object_label}: ")
+    message = f"Release pipeline {pipeline.name}: {done}{EDITS_JOIN}{what}"
     moved = db.session.execute(
         update(AuditEntry)
         .where(AuditEntry.id == entry.id, AuditEntry.message == entry.message)
