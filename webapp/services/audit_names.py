@@ -33,7 +33,7 @@ _LIFECYCLE = {
                  "RELEASE_PIPELINE_DELETED"),
     "environment": ("ENVIRONMENT_CREATED", "ENVIRONMENT_UPDATED"),
 }
-_KIND_OF_LIFECYCLE = {event: kind for kind, events in _LIFECYCLE.items() for event in events}
+LIFECYCLE_KIND = {event: kind for kind, events in _LIFECYCLE.items() for event in events}
 
 
 def _is_id(value: Any) -> bool:
@@ -139,7 +139,7 @@ def _recorded(project_id: int, missing: set[tuple[str, int]]) -> dict[tuple[str,
             .where(AuditEntry.project_id == project_id, AuditEntry.event_type.in_(events),
                    AuditEntry.object_id.in_(ids))
             .order_by(AuditEntry.id)):
-        key = (_KIND_OF_LIFECYCLE[event_type], object_id)
+        key = (LIFECYCLE_KIND[event_type], object_id)
         if key in missing and label:
             found[key] = label
     return found

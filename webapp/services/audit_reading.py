@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webapp.services import audit_wording
-from webapp.services.audit_names import FEATURE_OBJECTS, PIPELINE_OBJECTS, Names
+from webapp.services.audit_names import FEATURE_OBJECTS, LIFECYCLE_KIND, PIPELINE_OBJECTS, Names
 from webapp.services.pipeline_edits import EDITS_JOIN
 from webapp.services.pipelines import ACTION_LABELS
 from webapp.services.timeline import human_duration
@@ -83,6 +83,8 @@ def show(key: str, value: Any, names: Names) -> str:
         return ACTION_LABELS.get(value, value)
     if field == "value" and isinstance(value, str):
         return f"“{value}”"
+    if value == "":
+        return "empty"
     if isinstance(value, str | int | float):
         return str(value)
     if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
@@ -174,6 +176,8 @@ def fields(entry: Mapping[str, Any], names: Names) -> dict[str, str]:
     pipeline_id = entry.get("pipeline_id")
     if pipeline_id is None and object_type in PIPELINE_OBJECTS:
         pipeline_id = object_id
+    # A lifecycle entry (created, renamed, deleted) speaks of its object by the name it had.
+    own = {LIFECYCLE_KIND.get(str(entry.get("event_type"))): label} if label else {}
     segment_id = after.get("segment_id", before.get("segment_id"))
     if object_type == "segment" and not str(entry.get("event_type", "")).startswith("PHASED"):
         segment_id = object_id
@@ -202,6 +206,9 @@ def fields(entry: Mapping[str, Any], names: Names) -> dict[str, str]:
         "reason": _reason(entry.get("message") or ""),
         "note": _note(entry),
     }
+    for kind, name in own.items():
+        if kind is not None:
+            out[kind] = name
     if not out["target"]:
         out["target"] = f"for segment {out['segment']}" if segment_id else "for everyone"
     return out
