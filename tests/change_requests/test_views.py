@@ -60,7 +60,9 @@ def test_the_detail_shows_the_exact_diff_who_asked_and_history(client, login, to
     assert f"Change request #{request.id}: checkout → Prod (Release)" in body
     assert "<del>off</del>" in body and "<ins>on</ins>" in body
     assert "Release pipeline Release (flag added by editor@example.com)" in body
-    assert "CHANGE_REQUEST_OPENED" in body
+    assert "Change request opened" in body  # the history in words, names resolved
+    assert f"Change request #{request.id} “checkout → Prod (Release)” opened for checkout in " \
+           "Production" in body
     assert "Approve" not in body  # viewers get no review controls
 
 

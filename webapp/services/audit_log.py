@@ -7,7 +7,7 @@ one project, so an id from another project (a pipeline, a flag) simply matches n
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -246,6 +246,20 @@ def described(project_id: int, entries: list[EntryRow]) -> list[EntryRow]:
                     sentence=audit_reading.sentence(row, names),
                     diff=audit_reading.diff(entry.before, entry.after, names))
             for entry, row in zip(entries, rows, strict=True)]
+
+
+def words(project_id: int, entries: Sequence[AuditEntry]) -> dict[int, tuple[str, str]]:
+    """{entry id: (label, sentence)} for audit entries other pages show (a flag's history, a
+    change request's), with the names resolved for all of them at once."""
+    rows = [{column: getattr(entry, column) for column in _WORD_COLUMNS} for entry in entries]
+    names = Names.for_entries(project_id, rows)
+    return {row["id"]: (audit_wording.label(row["event_type"]),
+                        audit_reading.sentence(row, names)) for row in rows}
+
+
+_WORD_COLUMNS = ("id", "actor_label", "event_type", "environment_id", "object_type",
+                 "object_id", "object_label", "message", "before", "after", "pipeline_id",
+                 "feature_id", "change_request_id")
 
 
 def mask(value: Any) -> Any:

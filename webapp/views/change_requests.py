@@ -15,7 +15,7 @@ from webapp.extensions import db
 from webapp.forms.change_requests import TABS, ActionForm, FilterForm, ReviewForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project
-from webapp.services import change_requests, live, projects
+from webapp.services import audit_log, change_requests, live, projects
 from webapp.services.errors import DomainError, Invalid
 from webapp.services.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -149,6 +149,7 @@ def _render_detail(project: Project, request_id: int, *, status: int = 200,
                   project=project, d=detail, review_form=review_form, action_form=ActionForm(),
                   refusal=change_requests.may_review(detail, current_user, g.get("role")),
                   can_edit=can("editor"), notice=notice, done=done, show=show,
+                  history_words=audit_log.words(project.id, detail.history),
                   pipeline_link="pipelines.detail" in current_app.view_functions)
 
 
