@@ -308,15 +308,11 @@ def export_csv(project_id: int, filters: AuditFilter, *, masked: bool,
     while True:
         page_query = query if last_id is None else query.where(AuditEntry.id < last_id)
         rows = db.session.execute(page_query).all()
-        parsed = [{"id": row[0], "actor_label": row[2], "event_type": row[3],
-                   "environment_id": row[4], "object_type": row[5], "object_id": row[6],
-                   "object_label": row[7], "message": row[8], "before": _parsed(row[9]),
-                   "after": _parsed(row[10]), "pipeline_id": row[11], "feature_id": row[12],
-                   "change_request_id": row[13]} for row in rows]
+        parsed = [_export_entry(tuple(row)) for row in rows]
         names = Names.for_entries(project_id, parsed)
         for row, entry in zip(rows, parsed, strict=True):
             (id_, created_at, actor, event_type, environment_id, object_type, object_id,
-             object_label, message, before, after) = row[:11]
+             object_label, message, before, after) = tuple(row)[:11]
             writer.writerow((
                 id_, created_at.isoformat(), actor, event_type,
                 environments.get(environment_id, ""), object_type,
@@ -329,6 +325,14 @@ def export_csv(project_id: int, filters: AuditFilter, *, masked: bool,
         if len(rows) < batch:
             return
         last_id = rows[-1][0]
+
+
+def _export_entry(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An export row as the fields a sentence reads (before/after parsed)."""
+    return {"id": row[0], "actor_label": row[2], "event_type": row[3], "environment_id": row[4],
+            "object_type": row[5], "object_id": row[6], "object_label": row[7],
+            "message": row[8], "before": _parsed(row[9]), "after": _parsed(row[10]),
+            "pipeline_id": row[11], "feature_id": row[12], "change_request_id": row[13]}
 
 
 def _parsed(stored: str | None) -> Any:

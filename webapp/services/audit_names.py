@@ -60,9 +60,10 @@ def mentioned(entry: Mapping[str, Any]) -> Iterator[tuple[str, int]]:
     for kind, column in (("feature", "feature_id"), ("pipeline", "pipeline_id"),
                          ("environment", "environment_id"),
                          ("change_request", "change_request_id")):
-        if _is_id(entry.get(column)):
-            yield kind, entry[column]
-    if _is_id(object_id):
+        value = entry.get(column)
+        if isinstance(value, int) and not isinstance(value, bool):
+            yield kind, value
+    if isinstance(object_id, int) and not isinstance(object_id, bool):
         if object_type in FEATURE_OBJECTS:
             yield "feature", object_id
         elif object_type in PIPELINE_OBJECTS:
@@ -121,7 +122,9 @@ def _current(kind: str, project_id: int, ids: set[int]) -> Sequence[tuple[int, s
         return [(i, f"#{i} “{title}”") for i, title in db.session.execute(
             select(ChangeRequest.id, ChangeRequest.title).where(
                 ChangeRequest.project_id == project_id, ChangeRequest.id.in_(ids)))]
-    model = {"feature": Feature, "segment": Segment, "environment": Environment}.get(kind)
+    models: dict[str, type[Feature] | type[Segment] | type[Environment]] = {
+        "feature": Feature, "segment": Segment, "environment": Environment}
+    model = models.get(kind)
     if model is None:
         return []
     return [(i, n) for i, n in db.session.execute(

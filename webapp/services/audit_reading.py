@@ -168,8 +168,9 @@ def fields(entry: Mapping[str, Any], names: Names) -> dict[str, str]:
     """The names and words an entry's sentence may use (see audit_wording)."""
     object_type, object_id = entry.get("object_type"), entry.get("object_id")
     label = entry.get("object_label") or ""
-    before = entry.get("before") if isinstance(entry.get("before"), dict) else {}
-    after = entry.get("after") if isinstance(entry.get("after"), dict) else {}
+    stored_before, stored_after = entry.get("before"), entry.get("after")
+    before: dict[str, Any] = stored_before if isinstance(stored_before, dict) else {}
+    after: dict[str, Any] = stored_after if isinstance(stored_after, dict) else {}
     feature_id = entry.get("feature_id")
     if feature_id is None and object_type in FEATURE_OBJECTS:
         feature_id = object_id

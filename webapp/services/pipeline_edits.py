@@ -132,7 +132,7 @@ def _extend(entry: AuditEntry, pipeline: ReleasePipeline, what: str,
     # The message names the pipeline as it is now (a rename in the session included).
     done = entry.message.removeprefix(f"Release pipeline {entry.object_label}: ")
     message = f"Release pipeline {pipeline.name}: {done}{EDITS_JOIN}{what}"
-    moved = db.session.execute(
+    moved: int = db.session.execute(  # type: ignore[attr-defined]  # a CursorResult
         update(AuditEntry)
         .where(AuditEntry.id == entry.id, AuditEntry.message == entry.message)
         .values(before=before, after=after, message=message, object_label=pipeline.name)
