@@ -28,8 +28,8 @@ from sqlalchemy import select  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import AuditEntry, ReleasePipeline  # noqa: E402
-from webapp.services import flags, projects, users  # noqa: E402
 from webapp.services.actors import SYSTEM  # noqa: E402
+from webapp.services.platform import flags, projects, users
 
 EVENT_TYPES = [
     "FEATURE_STATE_UPDATED", "FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", "FEATURE_CREATED",

@@ -44,8 +44,8 @@ from webapp.models import (  # noqa: E402
     StageAction,
     StageExecution,
 )
-from webapp.services import projects, users  # noqa: E402
 from webapp.services.actors import SYSTEM  # noqa: E402
+from webapp.services.platform import projects, users
 
 STATUSES = ["waiting"] * 14 + ["rolling_out"] * 3 + ["paused", "halted", "awaiting_approval"]
 

@@ -28,8 +28,9 @@ from flask import g  # noqa: E402
 
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
-from webapp.services import pipelines, projects, segments, users  # noqa: E402
 from webapp.services.actors import SYSTEM  # noqa: E402
+from webapp.services.pipelines import builder, catalog
+from webapp.services.platform import projects, segments, users
 
 TOGGLE = {"action_type": "TOGGLE_FEATURE", "enabled": "true"}
 
@@ -48,16 +49,16 @@ def build(folder: Path):
         segment_ids = [segments.create_segment(project, f"Segment {n}", rules, SYSTEM).id
                        for n in range(8)]
         envs = [e.id for e in projects.environments_of(project.id)]
-        pipeline = pipelines.create_pipeline(project, "Thirty stages", SYSTEM)
+        pipeline = builder.create_pipeline(project, "Thirty stages", SYSTEM)
         for n in range(29):
-            stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=f"Stage {n + 1}",
+            stage = builder.add_stage(pipeline, pipeline.version, SYSTEM, name=f"Stage {n + 1}",
                                         environment_id=envs[n % 3])
-            pipeline = pipelines.get_pipeline(project.id, pipeline.id)
-            pipelines.add_action(pipeline, pipeline.version, stage.id, TOGGLE, SYSTEM)
-            pipelines.add_action(pipeline, pipeline.version, stage.id, {
+            pipeline = catalog.get_pipeline(project.id, pipeline.id)
+            builder.add_action(pipeline, pipeline.version, stage.id, TOGGLE, SYSTEM)
+            builder.add_action(pipeline, pipeline.version, stage.id, {
                 "action_type": "TOGGLE_FEATURE_FOR_SEGMENT", "enabled": "true",
                 "segment_id": str(segment_ids[n % len(segment_ids)])}, SYSTEM)
-            pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+            pipeline = catalog.get_pipeline(project.id, pipeline.id)
         return app, project.id, pipeline.id, editor.id
 
 
@@ -113,7 +114,7 @@ def run(folder: Path, runs: int) -> None:
     headers = {"X-CSRFToken": token}
     state = {"version": int(re.search(r'name="version" value="(\d+)"', page).group(1))}
     with app.app_context():
-        pipeline = pipelines.get_pipeline(project_id, pipeline_id)
+        pipeline = catalog.get_pipeline(project_id, pipeline_id)
         stage_ids = [s.id for s in pipeline.stages]
     server: dict[str, list[float]] = {}
     server_cpu: dict[str, list[float]] = {}

@@ -9,7 +9,7 @@ after), with an embedded Redis. What counts is what another connection sees comm
 watcher on its own connection polls every 20 ms which runs' stage executions are applied, and
 each run's time is when the watcher first saw it (an upper bound, at most one poll late).
 
-1. Adding: FLAGS flags are added to a published pipeline through `runs.add_flags` (one unit of
+1. Adding: FLAGS flags are added to a published pipeline through `controls.add_flags` (one unit of
    work, as the API and the dashboard do): flags/s. Target ≥ 2,000/s.
 2. Throughput: one worker (`flask worker`, RQ SimpleWorker with its scheduler, a real process)
    is started and warm before the bells ring; committed transitions/s = FLAGS / (last run seen
@@ -59,8 +59,9 @@ from webapp.models import (  # noqa: E402
     StageAction,
     StageExecution,
 )
-from webapp.services import engine, projects, runs, users  # noqa: E402
 from webapp.services.actors import SYSTEM, Actor  # noqa: E402
+from webapp.services.platform import projects, users  # noqa: E402
+from webapp.services.runs import controls, planning  # noqa: E402
 
 
 def pipeline(project_id, user_id, name, envs, stages):
@@ -77,7 +78,7 @@ def pipeline(project_id, user_id, name, envs, stages):
 
 
 def bulk_flags(project_id, env_ids, prefix, count):
-    engine.start_writing()  # the worker writes meanwhile: take the writer lock up front
+    planning.start_writing()  # the worker writes meanwhile: take the writer lock up front
     moment = now()
     db.session.execute(insert(Feature.__table__), [
         {"project_id": project_id, "name": f"{prefix}_{n}", "description": "",
@@ -233,7 +234,7 @@ def run(kind, url, env, args, redis_url):
     # 1. Adding, 2. throughput
     ids = bulk_flags(project.id, env_ids, "t", args.flags)
     started = time.perf_counter()
-    bells = runs.add_flags(project, on_enter, ids, actor)
+    bells = controls.add_flags(project, on_enter, ids, actor)
     added = time.perf_counter() - started
     print(f"{kind}: added {len(ids)} flags to a pipeline in {added:.2f} s = "
           f"{len(ids) / added:.0f} flags/s (one unit of work, committed)  [target >= 2000/s]  "
@@ -254,7 +255,7 @@ def run(kind, url, env, args, redis_url):
     # 3. Lag of waiting runs (the worker keeps running, with its scheduler)
     ids = bulk_flags(project.id, env_ids, "w", args.waiting)
     watcher = Watcher(url, waiting)
-    bells = runs.add_flags(project, waiting, ids, actor)
+    bells = controls.add_flags(project, waiting, ids, actor)
     transitions.ring(bells)
     seen = watcher.wait(args.waiting, 120)
     due = {run_id: entered.timestamp() + 5 for run_id, entered in db.session.execute(
@@ -275,7 +276,7 @@ def run(kind, url, env, args, redis_url):
     ids = bulk_flags(project.id, env_ids, "r", args.recover)
     time.sleep(3)  # let the sweeper process start, as it would have long ago in production
     watcher = Watcher(url, recover)
-    transitions.ring(runs.add_flags(project, recover, ids, actor))
+    transitions.ring(controls.add_flags(project, recover, ids, actor))
     redis.Redis.from_url(redis_url).flushall()
     flushed = time.time()
     seen = watcher.wait(args.recover, 120)

@@ -28,19 +28,20 @@ from webapp.clock import now  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import PipelineRun, PipelineStage, ReleasePipeline, StageAction  # noqa: E402
 from webapp.models.health import ProjectIntegration, StageHealthCheck  # noqa: E402
-from webapp.services import engine, flags, projects, runs, users  # noqa: E402
 from webapp.services.actors import SYSTEM, Actor  # noqa: E402
+from webapp.services.platform import flags, projects, users
+from webapp.services.runs import controls, sweep
 
 
 def drive_until(run_id: int, done, limit: float = 30.0) -> None:
     """A worker's drain loop: advance what is due, sleep until the next due moment."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        engine.drain()
+        sweep.drain()
         db.session.rollback()
         if done(db.session.get(PipelineRun, run_id)):
             return
-        upcoming = engine.next_due_at()
+        upcoming = sweep.next_due_at()
         pause = 0.05 if upcoming is None else (upcoming - now()).total_seconds()
         time.sleep(min(0.5, max(0.005, pause)))
     raise SystemExit("timed out")
@@ -86,7 +87,7 @@ def main() -> None:
                 exporter.value = 0.01
                 prometheus.wait_for_value("checkout_error_ratio", 0.01)
                 feature = flags.create_feature(project, f"flag_{number}", SYSTEM)
-                runs.add_flag(project, pipeline.id, feature.id, Actor.for_user(user))
+                controls.add_flag(project, pipeline.id, feature.id, Actor.for_user(user))
                 run_id = db.session.scalar(select(PipelineRun.id).where(
                     PipelineRun.feature_id == feature.id))
                 # Watching, with a healthy answer behind it.

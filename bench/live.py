@@ -48,8 +48,9 @@ from webapp.models import (  # noqa: E402
     ReleasePipeline,
     StageAction,
 )
-from webapp.services import live, projects, users  # noqa: E402
 from webapp.services.actors import SYSTEM  # noqa: E402
+from webapp.services.pages import live  # noqa: E402
+from webapp.services.platform import projects, users  # noqa: E402
 
 IDLE = ["awaiting_approval"] * 6 + ["paused"] * 3 + ["halted"]
 

@@ -50,8 +50,8 @@ from sqlalchemy import create_engine, insert, select  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import Identity  # noqa: E402
-from webapp.services import flag_changes, flags, projects, segments  # noqa: E402
 from webapp.services.actors import SYSTEM  # noqa: E402
+from webapp.services.platform import flag_changes, flags, projects, segments  # noqa: E402
 
 PLANS = ["free", "pro", "team", "enterprise"]
 IDENTITIES = 1000

@@ -130,7 +130,7 @@ def main() -> None:
         with_streams = latency(base, args.requests)
         memory_after = rss_kb(realtime_pid)
 
-        from webapp.services.realtime import CHANNEL
+        from webapp.services.platform.realtime import CHANNEL
         start = time.perf_counter()
         redis_server.publish(CHANNEL, json.dumps({"environment_id": environment_id,
                                                  "updated_at": time.time()}))

@@ -5,7 +5,7 @@ import logging
 from rq.exceptions import DuplicateJobError
 
 from webapp import redis_conn
-from webapp.services import notifications, webhook_delivery
+from webapp.services.governance import notifications, webhook_delivery
 
 log = logging.getLogger(__name__)
 

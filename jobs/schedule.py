@@ -15,7 +15,9 @@ from flask import current_app
 
 from jobs import transitions
 from webapp.extensions import db
-from webapp.services import analytics, engine, notifications, webhook_delivery
+from webapp.services.governance import notifications, webhook_delivery
+from webapp.services.platform import analytics
+from webapp.services.runs import sweep
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 def sweep_once() -> dict:
     """One pass: advance overdue runs inline, ring their follow-ups, deliver the outbox, add
     the buffered flag analytics to the database."""
-    report = engine.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
+    report = sweep.sweep(int(current_app.config.get("SWEEP_LIMIT", 5000)))
     transitions.ring(report.bells)
     delivered = notifications.deliver_outbox() + webhook_delivery.deliver_due()
     counted = analytics.flush()

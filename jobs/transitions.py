@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from flask import current_app
 from rq.exceptions import DuplicateJobError
 
+from jobs import outbox
 from webapp import redis_conn
 from webapp.clock import now
-from webapp.services import engine
-from webapp.services.engine import Bell, Report
+from webapp.services.runs import sweep
+from webapp.services.runs.planning import Bell
+from webapp.services.runs.sweep import Report
 
 log = logging.getLogger(__name__)
 BATCH = 1000
@@ -30,13 +32,13 @@ JOB_TIMEOUT = 600
 
 def advance(run_id: int, version: int | None = None) -> dict:
     """Advance one run (if still at `version` and due), then drain other due runs."""
-    report = engine.advance(run_id, version)
+    report = sweep.advance(run_id, version)
     return _finish(report)
 
 
 def advance_many(pairs: list[tuple[int, int]]) -> dict:
     """Advance several runs, then drain other due runs."""
-    report = engine.advance_many([(int(r), int(v)) for r, v in pairs])
+    report = sweep.advance_many([(int(r), int(v)) for r, v in pairs])
     return _finish(report)
 
 
@@ -47,16 +49,16 @@ def drain(until: float | None = None) -> dict:
     draining, waking at each next due time, until the end of its second (`until`, epoch
     seconds): the lag stays at the processing time instead of a scheduler tick.
     """
-    report = engine.Report()
+    report = sweep.Report()
     for _ in range(20):  # bounded: a frozen test clock never reaches `until`
         left = (until or 0) - now().timestamp()
         if left <= 0 or left > 2:
             break
-        upcoming = engine.next_due_at()
+        upcoming = sweep.next_due_at()
         if upcoming is None or upcoming.timestamp() > until:
             break
         time.sleep(max(0.0, min(left, upcoming.timestamp() - now().timestamp())))
-        more = engine.drain(current_app.config.get("ENGINE_DRAIN_LIMIT", 5000))
+        more = sweep.drain(current_app.config.get("ENGINE_DRAIN_LIMIT", 5000))
         report.moved += more.moved
         report.failed += more.failed
         report.bells += more.bells
@@ -64,12 +66,11 @@ def drain(until: float | None = None) -> dict:
 
 
 def _finish(report: Report) -> dict:
-    more = engine.drain(current_app.config.get("ENGINE_DRAIN_LIMIT", 5000))
+    more = sweep.drain(current_app.config.get("ENGINE_DRAIN_LIMIT", 5000))
     bells = report.bells + more.bells
     ring(bells)
     moved = report.moved + more.moved
     if moved:
-        from jobs import outbox
 
         outbox.ring()
     return {"moved": moved, "failed": report.failed + more.failed, "bells": len(bells)}

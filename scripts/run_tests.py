@@ -1,8 +1,10 @@
 """The whole test suite (`make test`): the lint, then the SQLite pass and the PostgreSQL pass
 side by side, each spread over the cores (pytest-xdist) in random order (pytest-randomly).
 
-The lint is `ruff check` over the code and the tests, with the ruff installed next to this
-Python; any finding stops the run before a test starts.
+The lint is `ruff check` over the code and the tests, then `lint-imports` (the import contracts
+in pyproject.toml: views → services → models, jobs → services, nothing imports views, no cycle
+between service packages or modules), both installed next to this Python; any finding stops the
+run before a test starts.
 
 PostgreSQL: the server DATABASE_URL names, which must answer (a server named on purpose that
 cannot be reached fails the run), else 127.0.0.1:5432 (user postgres) when it answers; without
@@ -48,9 +50,16 @@ def _postgres_server() -> tuple[str | None, str, bool]:
 
 
 def _lint() -> int:
+    tools = os.path.dirname(sys.executable)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     print("=== ruff check ===", flush=True)
-    ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
-    return subprocess.call([ruff, "check", *LINTED])
+    status = subprocess.call([os.path.join(tools, "ruff"), "check", *LINTED], cwd=root)
+    if status:
+        return status
+    print("=== lint-imports ===", flush=True)
+    # This checkout's code, whichever checkout the venv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": root}
+    return subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=root, env=env)
 
 
 class Pass:

@@ -81,7 +81,7 @@ def _init_extensions(app: Flask) -> None:
         if db.engine.dialect.name == "sqlite":
             tune_sqlite(db.engine)
 
-    from webapp.services import realtime, users
+    from webapp.services.platform import realtime, users
 
     login.user_loader(users.load_user)
     realtime.register()  # committed environment changes are published to the stream server

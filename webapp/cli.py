@@ -8,8 +8,17 @@ import sys
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from flask_migrate import upgrade
+from rq import SimpleWorker
 
+from jobs import schedule
+from webapp import redis_conn, streams
+from webapp import run_all as runner
 from webapp.extensions import db
+from webapp.services import demo
+from webapp.services.actors import SYSTEM
+from webapp.services.errors import Invalid
+from webapp.services.platform import api_keys, projects, users
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 keys_cli = AppGroup("api-keys", help="Manage organisation API keys.")
@@ -21,8 +30,6 @@ keys_cli = AppGroup("api-keys", help="Manage organisation API keys.")
 @click.option("--name", default="")
 @click.option("--site-admin", is_flag=True, help="Can create projects and users.")
 def create_user(email: str, password: str, name: str, site_admin: bool) -> None:
-    from webapp.services import users
-    from webapp.services.errors import Invalid
 
     try:
         user = users.create_user(email, password, name=name, site_admin=site_admin)
@@ -38,8 +45,6 @@ def create_user(email: str, password: str, name: str, site_admin: bool) -> None:
 @click.password_option("--password", help="Prompted for (twice) when not given.")
 def set_password(email: str, password: str) -> None:
     """Give a user a new password (for example the demo admin's, when it is lost)."""
-    from webapp.services import users
-    from webapp.services.errors import Invalid
 
     try:
         user = users.set_password(email, password)
@@ -54,8 +59,6 @@ def set_password(email: str, password: str) -> None:
 @click.option("--name", required=True)
 def create_api_key(name: str) -> None:
     """Create an organisation API key; the key is the last line of output."""
-    from webapp.services import api_keys, projects
-    from webapp.services.actors import SYSTEM
 
     organisation = projects.default_organisation()
     row, secret = api_keys.create_organisation_key(organisation, name, SYSTEM)
@@ -65,7 +68,6 @@ def create_api_key(name: str) -> None:
 
 
 def _seed() -> None:
-    from webapp.services import demo
 
     admin_email = os.environ.get("ADMIN_EMAIL")
     message = demo.seed_if_empty(admin_email, os.environ.get("ADMIN_PASSWORD"))
@@ -74,15 +76,12 @@ def _seed() -> None:
 
 
 def _upgrade() -> None:
-    from flask_migrate import upgrade
 
     upgrade()
 
 
 def _worker(burst: bool = False) -> None:
-    from rq import SimpleWorker
 
-    from webapp import redis_conn
 
     # SimpleWorker runs jobs in this process (inside the app context): the engine batches due
     # runs per job, and a SIGKILL mid-job is recovered by the sweeper from the database.
@@ -109,8 +108,6 @@ def register(app: Flask) -> None:
     @click.option("--once", is_flag=True, help="One pass, then exit.")
     def sweeper(once: bool) -> None:
         """Re-drive overdue runs and deliver the outbox every SWEEP_INTERVAL_SECONDS."""
-        from jobs import schedule
-
         if once:
             click.echo(schedule.sweep_once())
         else:
@@ -122,8 +119,6 @@ def register(app: Flask) -> None:
                   type=int)
     def realtime(host: str, port: int) -> None:
         """Serve the SDKs' realtime streams (GET /sse/environments/<key>/stream)."""
-        from webapp import streams
-
         click.echo(f"Realtime streams at http://{host}:{port}/")
         streams.run(current_app._get_current_object(), host, port)
 
@@ -137,8 +132,6 @@ def register(app: Flask) -> None:
         """Migrate, seed the demo, and run web + worker + sweeper (+ embedded Redis) until
         Ctrl-C.
         """
-        from webapp import run_all as runner
-
         def seed() -> None:
             _seed()
             db.session.remove()

@@ -1,9 +1,10 @@
 """Error answers: JSON for the API, a page or a fragment for the dashboard."""
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from webapp import htmx
 from webapp.extensions import db
 from webapp.services.errors import DomainError
 
@@ -18,10 +19,10 @@ def _answer(status: int, message: str, field_errors: dict | None = None):
         if field_errors:
             body.update(field_errors)
         return jsonify(body), status
-    if getattr(request, "htmx", False):
+    if htmx.is_htmx():
         # A small fragment; base.html shows it in the #flash area (htmx swaps 4xx, see base.html).
-        response = render_template("_error_fragment.html", status=status, message=message)
-        return response, status, {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
+        body = render_template("_error_fragment.html", status=status, message=message)
+        return htmx.retarget(make_response(body, status), "#flash")
     return render_template("error.html", status=status, message=message), status
 
 

@@ -6,6 +6,11 @@ from flask import Response, make_response, render_template, request
 from jinja2_fragments.flask import render_block
 
 
+def is_htmx() -> bool:
+    """The request came from htmx (history restores included)."""
+    return bool(getattr(request, "htmx", False))
+
+
 def wants_fragment() -> bool:
     """An htmx request that is not a history restore (which needs the full page)."""
     htmx = getattr(request, "htmx", None)
@@ -46,4 +51,12 @@ def stop_polling(response: Response) -> Response:
 
 def trigger(response: Response, event: str) -> Response:
     response.headers["HX-Trigger"] = event
+    return response
+
+
+def retarget(response: Response, target: str, swap: str = "innerHTML") -> Response:
+    """Swap the answer into `target` instead of the element that asked (e.g. an error into the
+    page's flash area)."""
+    response.headers["HX-Retarget"] = target
+    response.headers["HX-Reswap"] = swap
     return response

@@ -13,9 +13,11 @@ kept in any process: a collector reads them at scrape time, so every web worker 
 import hmac
 import ipaddress
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 from flask import Flask, Response, abort, current_app, g, request
 from prometheus_client import (
@@ -25,9 +27,16 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from webapp import redis_conn
+from webapp.extensions import db
+from webapp.models import PipelineRun
+from webapp.models.pipelines import RUN_ACTIVE_STATUSES, RUN_ENDED_STATUSES
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Lag buckets: the engine's promise is "about a second after due"; the tail shows a sweeper pass.
@@ -73,11 +82,7 @@ class _DatabaseCollector(Collector):
     """Runs by status and halted runs from the database, queue depth from Redis, at scrape time."""
 
     def collect(self):
-        from sqlalchemy import func, select
 
-        from webapp import redis_conn
-        from webapp.extensions import db
-        from webapp.models import PipelineRun
 
         by_status = GaugeMetricFamily(
             "railyard_runs", "Pipeline runs by status (ended runs included).", labels=["status"])
@@ -85,7 +90,6 @@ class _DatabaseCollector(Collector):
         rows = dict(db.session.execute(
             select(PipelineRun.status, func.count()).group_by(PipelineRun.status)).all())
         db.session.rollback()
-        from webapp.models.pipelines import RUN_ACTIVE_STATUSES, RUN_ENDED_STATUSES
 
         for status in (*RUN_ACTIVE_STATUSES, *RUN_ENDED_STATUSES):
             by_status.add_metric([status], rows.get(status, 0))
@@ -107,7 +111,6 @@ class _DatabaseCollector(Collector):
 def render() -> Response:
     """The exposition: this process's (or every process's) metrics, then the database's."""
     if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -159,8 +162,6 @@ def register(app: Flask) -> None:
 def prepare_multiproc_dir(instance_path: str) -> str:
     """Empty `instance/prometheus/` for a fresh start (stale files from a previous run would add
     their counts to this one's) and return its path, for PROMETHEUS_MULTIPROC_DIR."""
-    import shutil
-    from pathlib import Path
 
     folder = Path(instance_path) / "prometheus"
     shutil.rmtree(folder, ignore_errors=True)
@@ -170,8 +171,6 @@ def prepare_multiproc_dir(instance_path: str) -> str:
 
 def remove_multiproc_dir(instance_path: str) -> None:
     """Remove `instance/prometheus/` once every process that counted into it has stopped."""
-    import shutil
-    from pathlib import Path
 
     shutil.rmtree(Path(instance_path) / "prometheus", ignore_errors=True)
 
@@ -179,6 +178,5 @@ def remove_multiproc_dir(instance_path: str) -> None:
 def child_exit(_server, worker) -> None:
     """gunicorn hook: a worker that exits leaves its counters (summed), its live gauges go."""
     if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import signal
 import threading
 from urllib.parse import unquote, urlsplit
 
@@ -23,8 +24,8 @@ import redis
 import redis.asyncio as aioredis
 from flask import Flask
 
-from webapp.services import sdk_documents
-from webapp.services.realtime import CHANNEL, LAST_UPDATED
+from webapp.services.platform import sdk_documents
+from webapp.services.platform.realtime import CHANNEL, LAST_UPDATED
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,6 @@ async def _reply(writer: asyncio.StreamWriter, status: int, body: bytes,
 
 def run(app: Flask, host: str, port: int) -> None:
     """Serve streams until SIGTERM/SIGINT (the `realtime` command)."""
-    import signal
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -6,8 +6,8 @@ import pytest
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, Segment
-from webapp.services import api_keys, flag_changes, sdk_documents
 from webapp.services.actors import SYSTEM
+from webapp.services.platform import api_keys, flag_changes, sdk_documents
 
 
 @dataclass
@@ -96,7 +96,7 @@ def token_for(user):
 def foreign_org_key(make):
     """A key of another organisation, which owns project "Elsewhere"."""
     from webapp.models import Organisation
-    from webapp.services import projects
+    from webapp.services.platform import projects
 
     organisation = Organisation(name="Other Org")
     db.session.add(organisation)

@@ -5,8 +5,8 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import ApiKey, AuditEntry, PipelineRun, ReleasePipeline
-from webapp.services import api_keys
 from webapp.services.actors import SYSTEM
+from webapp.services.platform import api_keys
 
 from .conftest import api, token_for
 

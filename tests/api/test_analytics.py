@@ -9,7 +9,7 @@ from jobs import schedule
 from webapp import redis_conn
 from webapp.extensions import db
 from webapp.models import FlagEvaluationCount
-from webapp.services import analytics
+from webapp.services.platform import analytics
 
 DAY = datetime(2030, 3, 4, 12, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import pytest
 
 from webapp.extensions import db
 from webapp.models import ReleasePipeline
-from webapp.services import audit
 from webapp.services.actors import Actor
+from webapp.services.governance import audit
 
 from .conftest import api, token_for
 

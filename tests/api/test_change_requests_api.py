@@ -21,8 +21,9 @@ from webapp.models import (
     SegmentOverride,
     StageAction,
 )
-from webapp.services import change_requests, engine, runs
 from webapp.services.actors import Actor
+from webapp.services.change_requests import workflow
+from webapp.services.runs import controls, sweep
 
 from .conftest import api, set_override, set_state, token_for
 
@@ -268,7 +269,7 @@ def test_the_list_filters_by_status_and_flag_and_pages(client, project, platform
                   token=tokens["requester"]).get_json()["change_request"]
     assert act(client, valued["id"], "reject", token=tokens["reviewer"],
                json={"comment": "Not this week"}).status_code == 200
-    change_requests.close(project.id, removed["id"], Actor.for_user(editor))
+    workflow.close(project.id, removed["id"], Actor.for_user(editor))
 
     def ids(query=""):
         page = api(client, "GET", f"environments/{key}/list-change-requests/{query}",
@@ -356,8 +357,8 @@ def test_a_pipeline_request_names_its_stage_and_its_commit_rings_the_engine(
     time_machine.move_to(START, tick=False)
     pipeline = three_stage_pipeline(project, editor, make.environments(project))
     flag = make.feature(project, "search")
-    bells = runs.add_flags(project, pipeline.id, [flag.id], Actor.for_user(editor))
-    engine.advance_many([(b.run_id, b.version) for b in bells])
+    bells = controls.add_flags(project, pipeline.id, [flag.id], Actor.for_user(editor))
+    sweep.advance_many([(b.run_id, b.version) for b in bells])
     db.session.rollback()
     cr_id = db.session.scalar(select(ChangeRequest.id).where(ChangeRequest.feature_id == flag.id))
 

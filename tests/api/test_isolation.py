@@ -7,8 +7,11 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, SegmentOverride
-from webapp.services import change_requests, environments, pipelines, webhooks
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.change_requests import opening
+from webapp.services.governance import webhooks
+from webapp.services.pipelines import builder
+from webapp.services.platform import environments
 
 from .conftest import api, token_for
 
@@ -28,11 +31,11 @@ def _operations(client):
 
 @pytest.fixture
 def objects(platform, make):
-    pipeline = pipelines.create_pipeline(platform.project, "Ours", SYSTEM)
+    pipeline = builder.create_pipeline(platform.project, "Ours", SYSTEM)
     platform.production.minimum_change_request_approvals = 1
     db.session.commit()
     editor = make.user(project=platform.project, role="editor")
-    request = change_requests.set_state(platform.banner, platform.production.id,
+    request = opening.set_state(platform.banner, platform.production.id,
                                         Actor.for_user(editor), enabled=False)
     hook = webhooks.create_webhook(platform.project, SYSTEM, url="https://93.184.215.14/hook",
                                    events=["FLAG_UPDATED"])

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import ApiKey
-from webapp.services import users
+from webapp.services.platform import users
 
 from .conftest import api
 

@@ -42,8 +42,8 @@ def test_bad_name_is_422_and_csrf_is_required(client, login, editor):
 
 
 def test_cannot_revoke_someone_elses_token(client, login, editor, viewer):
-    from webapp.services import api_keys
     from webapp.services.actors import SYSTEM
+    from webapp.services.platform import api_keys
 
     row, _secret = api_keys.create_user_token(viewer, "theirs", SYSTEM)
     login(client, editor)

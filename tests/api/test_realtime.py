@@ -10,9 +10,9 @@ from flagsmith import Flagsmith
 
 from tests.api.conftest import set_state
 from webapp.extensions import db
-from webapp.services import flag_changes
 from webapp.services.actors import SYSTEM, Actor
-from webapp.services.realtime import CHANNEL
+from webapp.services.platform import flag_changes
+from webapp.services.platform.realtime import CHANNEL
 
 WITHIN_SECONDS = 1.0
 

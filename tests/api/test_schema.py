@@ -22,16 +22,17 @@ def _real_objects(platform, make):
 
     from webapp.extensions import db
     from webapp.models import FeatureState, SegmentOverride
-    from webapp.services import change_requests, pipelines
     from webapp.services.actors import SYSTEM, Actor
+    from webapp.services.change_requests import opening
+    from webapp.services.pipelines import builder
 
-    pipeline = pipelines.create_pipeline(platform.project, "Fuzzed", SYSTEM)
-    pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name="Dev",
+    pipeline = builder.create_pipeline(platform.project, "Fuzzed", SYSTEM)
+    builder.add_stage(pipeline, pipeline.version, SYSTEM, name="Dev",
                         environment_id=platform.development.id)
     platform.production.minimum_change_request_approvals = 1
     db.session.commit()
     editor = make.user(project=platform.project, role="editor")
-    request = change_requests.set_state(platform.banner, platform.production.id,
+    request = opening.set_state(platform.banner, platform.production.id,
                                         Actor.for_user(editor), enabled=False)
     state = db.session.scalar(select(FeatureState.id).where(
         FeatureState.environment_id == platform.development.id))

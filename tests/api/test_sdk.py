@@ -6,8 +6,8 @@ from sqlalchemy import select
 from tests.api.conftest import set_state
 from webapp.extensions import db
 from webapp.models import Identity
-from webapp.services import segments
 from webapp.services.actors import SYSTEM
+from webapp.services.platform import segments
 
 
 def _get(client, path, key, **headers):

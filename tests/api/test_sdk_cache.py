@@ -1,5 +1,6 @@
 """The SDK API answers from a per-process cache of key lookups on PostgreSQL: a change made by
-another process must be seen by the next reads all the same (webapp/services/revisions.py)."""
+another process must be seen by the next reads all the same
+(webapp/services/platform/revisions.py)."""
 
 import os
 import subprocess
@@ -11,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from tests.api.conftest import set_state
 from webapp.extensions import db
-from webapp.services import revisions
+from webapp.services.platform import revisions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from tests.api.conftest import set_override
 from webapp.extensions import db
 from webapp.models import FlagEvaluationCount
-from webapp.services import analytics, flag_changes, segments
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.platform import analytics, flag_changes, segments
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 
 from webapp.extensions import db
 from webapp.models import ReleasePipeline
-from webapp.services import audit
 from webapp.services.actors import Actor
+from webapp.services.governance import audit
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -1,8 +1,8 @@
 """The audit log service: masking, diffs, keyset pages, batched export."""
 
-from webapp.services import audit_log, audit_reading
-from webapp.services.audit_log import AuditFilter, DiffLine
-from webapp.services.audit_names import Names
+from webapp.services.governance import audit_log, audit_reading
+from webapp.services.governance.audit_log import AuditFilter, DiffLine
+from webapp.services.governance.audit_names import Names
 
 
 def test_mask_hides_values_under_secret_looking_keys_at_any_depth():

@@ -7,9 +7,10 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry
-from webapp.services import audit_log, pipeline_edits, pipelines
 from webapp.services.actors import Actor
-from webapp.services.audit_log import AuditFilter, DiffLine
+from webapp.services.governance import audit_log
+from webapp.services.governance.audit_log import AuditFilter, DiffLine
+from webapp.services.pipelines import builder, catalog, drafts, edit_sessions
 
 START = datetime(2030, 3, 2, 9, 0, tzinfo=UTC)
 EDITED = "RELEASE_PIPELINE_UPDATED"
@@ -30,12 +31,12 @@ def people(make, project):
 @pytest.fixture
 def draft(project, people, make, clock):
     make.environments(project)
-    return pipelines.create_pipeline(project, "Web release", people["ann"])
+    return builder.create_pipeline(project, "Web release", people["ann"])
 
 
 def fresh(project, pipeline):
     db.session.rollback()
-    return pipelines.get_pipeline(project.id, pipeline.id)
+    return catalog.get_pipeline(project.id, pipeline.id)
 
 
 def edits(pipeline):
@@ -46,13 +47,13 @@ def edits(pipeline):
 
 def rename(project, pipeline, who, name):
     pipeline = fresh(project, pipeline)
-    pipelines.update_details(pipeline, pipeline.version, who, name=name,
+    builder.update_details(pipeline, pipeline.version, who, name=name,
                              description=pipeline.description)
 
 
 def add_stage(project, pipeline, who, name):
     pipeline = fresh(project, pipeline)
-    return pipelines.add_stage(pipeline, pipeline.version, who, name=name)
+    return builder.add_stage(pipeline, pipeline.version, who, name=name)
 
 
 def test_edits_within_the_window_are_one_entry_with_a_combined_diff(project, draft, people,
@@ -63,8 +64,8 @@ def test_edits_within_the_window_are_one_entry_with_a_combined_diff(project, dra
     stage = add_stage(project, draft, ann, "Dev")
     clock.shift(60)
     pipeline = fresh(project, draft)
-    pipelines.update_stage(pipeline, pipeline.version, stage.id, {"name": "Development"}, ann)
-    clock.shift(pipeline_edits.COALESCE_WINDOW - timedelta(minutes=2, seconds=1))
+    builder.update_stage(pipeline, pipeline.version, stage.id, {"name": "Development"}, ann)
+    clock.shift(edit_sessions.COALESCE_WINDOW - timedelta(minutes=2, seconds=1))
     rename(project, draft, ann, "Web v3")
 
     [entry] = edits(draft)
@@ -74,7 +75,7 @@ def test_edits_within_the_window_are_one_entry_with_a_combined_diff(project, dra
     assert entry.before == {"name": "Web release", "Stage 1 · name": "Dev"}
     assert entry.after["name"] == "Web v3" and entry.after["Stage 1 · name"] == "Development"
     assert entry.after["Stage 1"]["name"] == "Dev" and "Stage 1" not in entry.before
-    assert entry.message.count(pipeline_edits.EDITS_JOIN) == 3
+    assert entry.message.count(edit_sessions.EDITS_JOIN) == 3
     assert entry.message.startswith("Release pipeline Web v3: renamed to Web v2; ")
 
     [shown] = [e for e in audit_log.page(project.id, AuditFilter(), masked=False).entries
@@ -95,7 +96,7 @@ def test_a_field_changed_back_drops_out_of_the_diff(project, draft, people, cloc
 
 def test_an_edit_after_the_window_starts_a_new_entry(project, draft, people, clock):
     rename(project, draft, people["ann"], "Web v2")
-    clock.shift(pipeline_edits.COALESCE_WINDOW)
+    clock.shift(edit_sessions.COALESCE_WINDOW)
     rename(project, draft, people["ann"], "Web v3")
     first, second = edits(draft)
     assert (first.before, first.after) == ({"name": "Web release"}, {"name": "Web v2"})
@@ -120,15 +121,15 @@ def test_publishing_ends_the_session(project, draft, people, clock, make):
     stage = add_stage(project, draft, ann, "Dev")
     pipeline = fresh(project, draft)
     environment = make.environments(project)[0]
-    pipelines.update_stage(pipeline, pipeline.version, stage.id,
+    builder.update_stage(pipeline, pipeline.version, stage.id,
                            {"environment_id": str(environment.id)}, ann)
     pipeline = fresh(project, draft)
-    pipelines.add_action(pipeline, pipeline.version, stage.id,
+    builder.add_action(pipeline, pipeline.version, stage.id,
                          {"action_type": "TOGGLE_FEATURE", "enabled": "true"}, ann)
     pipeline = fresh(project, draft)
-    pipelines.publish_pipeline(pipeline, pipeline.version, ann)
+    builder.publish_pipeline(pipeline, pipeline.version, ann)
     pipeline = fresh(project, draft)
-    pipelines.unpublish_pipeline(pipeline, ann)
+    builder.unpublish_pipeline(pipeline, ann)
     clock.shift(30)
     rename(project, draft, ann, "After publishing")
     events = db.session.scalars(select(AuditEntry.event_type).where(
@@ -141,7 +142,7 @@ def test_publishing_ends_the_session(project, draft, people, clock, make):
 def test_an_api_definition_update_is_never_extended(project, draft, people, clock):
     """Only builder sessions (marked by their key) are extended: another writer's
     RELEASE_PIPELINE_UPDATED entry of the same person stays as it was written."""
-    pipelines.audit_pipeline(people["ann"], fresh(project, draft), EDITED, "stages replaced",
+    drafts.audit_pipeline(people["ann"], fresh(project, draft), EDITED, "stages replaced",
                              before={"stages": []}, after={"stages": []})
     db.session.commit()
     rename(project, draft, people["ann"], "Web v2")
@@ -150,9 +151,9 @@ def test_an_api_definition_update_is_never_extended(project, draft, people, cloc
 
 
 def test_merge_keeps_the_first_before_and_the_last_after():
-    absent = pipeline_edits.ABSENT
-    before, after = pipeline_edits.merge({}, {}, {"a": (1, 2), "Stage 2": (absent, {"n": 1})})
+    absent = edit_sessions.ABSENT
+    before, after = edit_sessions.merge({}, {}, {"a": (1, 2), "Stage 2": (absent, {"n": 1})})
     assert (before, after) == ({"a": 1}, {"a": 2, "Stage 2": {"n": 1}})
-    before, after = pipeline_edits.merge(before, after, {"a": (2, 3), "Stage 2": ({"n": 1},
+    before, after = edit_sessions.merge(before, after, {"a": (2, 3), "Stage 2": ({"n": 1},
                                                                                  absent)})
     assert (before, after) == ({"a": 1}, {"a": 3})  # added then removed: nothing to say

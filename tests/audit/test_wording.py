@@ -10,10 +10,11 @@ from sqlalchemy import event
 
 from webapp.extensions import db
 from webapp.models import Segment
-from webapp.services import audit_log, audit_reading, audit_wording, segments
 from webapp.services.actors import Actor
-from webapp.services.audit_log import AuditFilter, DiffLine
-from webapp.services.audit_names import Names
+from webapp.services.governance import audit_log, audit_reading, audit_wording
+from webapp.services.governance.audit_log import AuditFilter, DiffLine
+from webapp.services.governance.audit_names import Names
+from webapp.services.platform import segments
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = [{"type": "ALL", "conditions": [{"property": "plan", "operator": "EQUAL",
@@ -68,8 +69,18 @@ def _written_event_types() -> dict[str, set[str]]:
     (or the constant prefix of an f-string), directly or through a name assigned in the module
     or a parameter's default. {event type or "PREFIX*": {files}}."""
     found: dict[str, set[str]] = {}
-    for path in [*ROOT.joinpath("webapp").rglob("*.py"), *ROOT.joinpath("jobs").rglob("*.py")]:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+    paths = [*ROOT.joinpath("webapp").rglob("*.py"), *ROOT.joinpath("jobs").rglob("*.py")]
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in paths}
+    # Module constants (EVENT_BY_PIPELINE = "...") are imported across modules: a name not
+    # assigned in the module itself is looked up among every module's constants.
+    constants: dict[str, list[ast.expr]] = {}
+    for tree in trees.values():
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id.isupper():
+                        constants.setdefault(target.id, []).append(node.value)
+    for path, tree in trees.items():
         assigned: dict[str, list[ast.expr]] = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign):
@@ -99,7 +110,7 @@ def _written_event_types() -> dict[str, set[str]]:
                         candidates += [v for k, v in zip(inner.keys, inner.values, strict=True)
                                        if isinstance(k, ast.Constant) and k.value == "event_type"]
             for candidate in candidates:
-                for value in _values(candidate, assigned):
+                for value in _values(candidate, {**constants, **assigned}):
                     found.setdefault(value, set()).add(str(path.relative_to(ROOT)))
     return found
 

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import PipelineRun
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, sweep
 
 pytestmark = pytest.mark.e2e
 
@@ -18,8 +18,8 @@ def test_viewer_watches_a_flag_move_to_the_next_column(
     page, live_server, sign_in, make, project, viewer, editor, pipe
 ):
     flag = make.feature(project, "new_checkout")
-    runs.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     run_id = db.session.scalar(select(PipelineRun.id).where(PipelineRun.feature_id == flag.id))
     db.session.rollback()
 
@@ -33,8 +33,8 @@ def test_viewer_watches_a_flag_move_to_the_next_column(
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)  # a viewer changes nothing
     page.evaluate("window.__sameDocument = true")
 
-    runs.advance_now(project, run_id, Actor.for_user(editor))
-    engine.drain()
+    controls.advance_now(project, run_id, Actor.for_user(editor))
+    sweep.drain()
     db.session.rollback()
 
     expect(prod.get_by_role("link", name="new_checkout")).to_be_visible(timeout=10_000)

@@ -1,6 +1,6 @@
 """The board's flag cards say whether the flag is read where it last changed (analytics)."""
 
-from webapp.services import analytics
+from webapp.services.platform import analytics
 
 
 def _post(client, env, counts):

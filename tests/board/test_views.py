@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun
-from webapp.services import board as board_service
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.pages import board
+from webapp.services.runs import controls, sweep
 
 from .conftest import START
 
@@ -123,9 +123,9 @@ def test_cards_say_status_what_is_done_next_and_time_left(clock, as_viewer, proj
 def test_columns_show_counts_and_first_cards_then_more_on_demand(
     clock, hx, login, viewer, project, pipe, put
 ):
-    first = board_service.per_column_default(3)
-    assert first == 16 and board_service.per_column_default(30) == 2
-    put(pipe, 1, n=first + board_service.PAGE + 5, prefix="many")
+    first = board.per_column_default(3)
+    assert first == 16 and board.per_column_default(30) == 2
+    put(pipe, 1, n=first + board.PAGE + 5, prefix="many")
     login(hx, viewer)
     html = hx.get(board_url(project, pipe)).text
     assert html.count('class="flag-card') == first
@@ -264,14 +264,14 @@ def test_advance_now_moves_the_flag_to_the_next_column(
     clock, hx_editor, project, pipe, editor, make
 ):
     flag = make.feature(project, "checkout")
-    runs.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipe.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     run = db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == flag.id))
     assert run.stage_position == 1
     response = hx_editor.post(f"/projects/{project.id}/runs/{run.id}/advance")
     assert response.status_code == 200
     db.session.rollback()
-    engine.drain()
+    sweep.drain()
     assert fresh(run.id).status == "rolling_out"
     html = hx_editor.get(board_url(project, pipe)).text
     prod = html[html.index('id="col-s2"') : html.index('id="col-launched"')]

@@ -17,8 +17,8 @@ from webapp.models import (
     ReleasePipeline,
     StageAction,
 )
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, sweep
 
 START = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -77,8 +77,9 @@ def to_production(clock, project, editor, pipeline):
     for approval in Production; returns the change request."""
 
     def _drive(*flags):
-        bells = runs.add_flags(project, pipeline.id, [f.id for f in flags], Actor.for_user(editor))
-        engine.advance_many([(b.run_id, b.version) for b in bells])
+        bells = controls.add_flags(project, pipeline.id, [f.id for f in flags],
+                                   Actor.for_user(editor))
+        sweep.advance_many([(b.run_id, b.version) for b in bells])
         db.session.rollback()  # a fresh snapshot: requests commit in their own sessions
         found = [request_of(f) for f in flags]
         return found[0] if len(found) == 1 else found

@@ -7,9 +7,10 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import ChangeRequestReview
-from webapp.services import change_requests as cr
 from webapp.services.actors import Actor
+from webapp.services.change_requests import workflow
 from webapp.services.errors import Conflict
+from webapp.services.runs import approvals
 
 from .conftest import entries, request_of, run_of, state
 
@@ -29,10 +30,10 @@ def test_two_approvers_at_once_give_two_approvals_and_one_commit(app, to_product
         try:
             with app.app_context():
                 barrier.wait()
-                cr.approve(project_id, request_id, actor)
+                workflow.approve(project_id, request_id, actor)
                 barrier.wait()
                 try:
-                    cr.commit(project_id, request_id, actor)
+                    workflow.commit(project_id, request_id, actor)
                     outcomes.append("committed")
                 except Conflict as refused:
                     outcomes.append(f"refused: {refused.message}")
@@ -54,8 +55,8 @@ def test_two_approvers_at_once_give_two_approvals_and_one_commit(app, to_product
     assert "is committed" in sorted(outcomes)[1]
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(ChangeRequestReview)) == 2
-    assert len(entries(cr.APPROVED)) == 2
-    assert len(entries(cr.COMMITTED)) == 1
+    assert len(entries(approvals.APPROVED)) == 2
+    assert len(entries(approvals.COMMITTED)) == 1
     assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE",
                        environment_id=envs["Production"].id)) == 1
     assert request_of(flag).status == "committed"

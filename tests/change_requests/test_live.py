@@ -10,8 +10,11 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import ChangeRequestReview, Notification, PipelineRun
-from webapp.services import change_requests, engine, flags, live, runs
 from webapp.services.actors import Actor
+from webapp.services.change_requests import workflow
+from webapp.services.pages import live
+from webapp.services.platform import flags
+from webapp.services.runs import controls, sweep
 
 from .conftest import request_of
 
@@ -62,15 +65,15 @@ def test_the_token_moves_with_every_kind_of_change(clock, project, editor, revie
     moved()  # the flag was created (audited)
     flags.set_state(flag, envs["Development"].id, Actor.for_user(editor), enabled=True)
     moved()
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     moved()
-    engine.advance_many([(bell.run_id, bell.version)])
+    sweep.advance_many([(bell.run_id, bell.version)])
     moved()  # the stage applied by itself, and the run waits for approval in Production
     request = request_of(flag)
-    change_requests.approve(project.id, request.id, Actor.for_user(reviewer),
+    workflow.approve(project.id, request.id, Actor.for_user(reviewer),
                             seen_hash=request.changes_hash)
     moved()
-    change_requests.commit(project.id, request.id, Actor.for_user(reviewer))
+    workflow.commit(project.id, request.id, Actor.for_user(reviewer))
     moved()
 
 
@@ -78,14 +81,14 @@ def test_moving_runs_check_every_2s_and_waiting_ones_at_the_idle_rate(
     clock, app, client, login, viewer, project, editor, make, pipeline, to_production
 ):
     flag = make.feature(project, "checkout")
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))  # waiting: moves alone
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))  # waiting: moves alone
     page = login(client, viewer).get(f"/projects/{project.id}/board")
     assert watcher(page.text)[1] == 2
     app.config["LIVE_IDLE_SECONDS"] = 3  # a deployment may check idle pages more often
     other = make.feature(project, "search")
     db.session.rollback()
     run = db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == flag.id))
-    runs.remove(project, run.id, Actor.for_user(editor))
+    controls.remove(project, run.id, Actor.for_user(editor))
     to_production(other)  # only a run awaiting approval: nothing moves by itself
     page = client.get(f"/projects/{project.id}/board")
     assert watcher(page.text)[1] == 3

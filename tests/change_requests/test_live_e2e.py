@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from webapp.extensions import db
-from webapp.services import engine
+from webapp.services.runs import sweep
 
 pytestmark = pytest.mark.e2e
 IDLE_MS = 10_000
@@ -51,7 +51,7 @@ def switch(page, env):
 
 def drive():
     db.session.rollback()  # a fresh snapshot: the people's requests committed meanwhile
-    engine.drain()
+    sweep.drain()
     db.session.rollback()
 
 

@@ -11,10 +11,12 @@ from webapp.models import (
     OutboxMessage,
     StageExecution,
 )
-from webapp.services import change_requests as cr
-from webapp.services import engine, flag_changes, runs
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.change_requests import opening, workflow
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
+from webapp.services.pages import change_request_pages
+from webapp.services.platform import flag_changes
+from webapp.services.runs import approvals, controls, sweep
 
 from .conftest import audit_count, entries, request_of, run_of, state
 
@@ -44,7 +46,7 @@ def test_a_stage_into_production_opens_a_request_instead_of_changing_the_flag(
     execution = db.session.scalar(select(StageExecution).where(
         StageExecution.run_id == run.id, StageExecution.stage_id == pipeline.stages[1].id))
     assert execution.change_request_id == request.id
-    [opened] = entries(cr.OPENED)
+    [opened] = entries(approvals.OPENED)
     assert opened.actor_label == "Release pipeline Release"
     assert opened.change_request_id == request.id and opened.feature_id == flag.id
     # Reviewers (editors and admins but the one who added the flag) are told; viewers are not.
@@ -67,10 +69,10 @@ def test_approve_then_commit_applies_through_the_engine_and_launches(
     flag = make.feature(project, "checkout")
     request = to_production(flag)
 
-    cr.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash,
+    workflow.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash,
                comment="Looks right")
     assert state(flag, envs["Production"]) == (False, None)  # nothing commits by itself
-    bell = cr.commit(project.id, request.id, you(editor))
+    bell = workflow.commit(project.id, request.id, you(editor))
 
     assert bell is None  # the last stage: launched
     assert state(flag, envs["Production"]) == (True, None)
@@ -82,8 +84,8 @@ def test_approve_then_commit_applies_through_the_engine_and_launches(
                       environment_id=envs["Production"].id)
     assert [e.change_request_id for e in applied] == [request.id]
     assert applied[0].actor_label == "Release pipeline Release"
-    assert len(entries(cr.APPROVED, change_request_id=request.id)) == 1
-    assert len(entries(cr.COMMITTED, change_request_id=request.id)) == 1
+    assert len(entries(approvals.APPROVED, change_request_id=request.id)) == 1
+    assert len(entries(approvals.COMMITTED, change_request_id=request.id)) == 1
     assert len(entries("RELEASE_PIPELINE_FEATURE_LAUNCHED")) == 1
 
 
@@ -96,15 +98,15 @@ def test_a_commit_in_a_middle_stage_returns_the_bell_of_the_next_one(
         ("Staging", "Staging", [{"type": "TOGGLE_FEATURE", "enabled": True}]),
     ], name="Prod first")
     flag = make.feature(project)
-    bell = runs.add_flag(project, pipeline.id, flag.id, you(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, flag.id, you(editor))
+    sweep.advance(bell.run_id, bell.version)
     request = request_of(flag)
-    cr.approve(project.id, request.id, you(reviewer))
-    bell = cr.commit(project.id, request.id, you(reviewer))
+    workflow.approve(project.id, request.id, you(reviewer))
+    bell = workflow.commit(project.id, request.id, you(reviewer))
 
     assert bell is not None and bell.run_id == run_of(flag).id
     assert run_of(flag).status == "waiting" and run_of(flag).stage_position == 1
-    engine.advance(bell.run_id, bell.version)
+    sweep.advance(bell.run_id, bell.version)
     assert state(flag, envs["Staging"]) == (True, None)
     assert run_of(flag).status == "launched"
 
@@ -134,28 +136,29 @@ def test_refusals_change_nothing(case, error, to_production, make, project, edit
     other = make.project("Elsewhere")
     stranger = make.user(project=other, role="admin")
     if case == "approve twice":
-        cr.approve(project.id, request.id, you(reviewer))
+        workflow.approve(project.id, request.id, you(reviewer))
     if case in ("commit a rejected request", "approve a rejected request"):
-        cr.reject(project.id, request.id, you(admin))
+        workflow.reject(project.id, request.id, you(admin))
     if case == "commit a closed request":
-        cr.approve(project.id, request.id, you(reviewer))
-        runs.remove(project, run_of(flag).id, you(editor))
+        workflow.approve(project.id, request.id, you(reviewer))
+        controls.remove(project, run_of(flag).id, you(editor))
     before = (audit_count(), request_of(flag).status, request_of(flag).version,
               db.session.scalar(select(ChangeRequestReview.id).order_by(
                   ChangeRequestReview.id.desc()).limit(1)), run_of(flag).version)
 
     attempts = {
-        "own approval": lambda: cr.approve(project.id, request.id, you(editor)),
-        "viewer approves": lambda: cr.approve(project.id, request.id, you(viewer)),
-        "approve twice": lambda: cr.approve(project.id, request.id, you(reviewer)),
-        "commit without approvals": lambda: cr.commit(project.id, request.id, you(reviewer)),
-        "commit a rejected request": lambda: cr.commit(project.id, request.id, you(reviewer)),
-        "commit a closed request": lambda: cr.commit(project.id, request.id, you(reviewer)),
-        "approve a rejected request": lambda: cr.approve(project.id, request.id, you(reviewer)),
-        "another project's request": lambda: cr.approve(other.id, request.id, you(stranger)),
-        "changes seen differ": lambda: cr.approve(project.id, request.id, you(reviewer),
+        "own approval": lambda: workflow.approve(project.id, request.id, you(editor)),
+        "viewer approves": lambda: workflow.approve(project.id, request.id, you(viewer)),
+        "approve twice": lambda: workflow.approve(project.id, request.id, you(reviewer)),
+        "commit without approvals": lambda: workflow.commit(project.id, request.id, you(reviewer)),
+        "commit a rejected request": lambda: workflow.commit(project.id, request.id, you(reviewer)),
+        "commit a closed request": lambda: workflow.commit(project.id, request.id, you(reviewer)),
+        "approve a rejected request":
+            lambda: workflow.approve(project.id, request.id, you(reviewer)),
+        "another project's request": lambda: workflow.approve(other.id, request.id, you(stranger)),
+        "changes seen differ": lambda: workflow.approve(project.id, request.id, you(reviewer),
                                                   seen_hash="0" * 64),
-        "comment too long": lambda: cr.approve(project.id, request.id, you(reviewer),
+        "comment too long": lambda: workflow.approve(project.id, request.id, you(reviewer),
                                                comment="x" * 2001),
     }
     with pytest.raises(error) as raised:
@@ -173,39 +176,39 @@ def test_reject_halts_the_run_until_the_request_is_reopened(
         to_production, make, project, editor, reviewer, admin, envs):
     flag = make.feature(project)
     request = to_production(flag)
-    cr.reject(project.id, request.id, you(reviewer), comment="Not on a Friday")
+    workflow.reject(project.id, request.id, you(reviewer), comment="Not on a Friday")
 
     run = run_of(flag)
     assert run.status == "halted"
     assert run.last_error == f"Change request #{request.id} rejected"
     assert request_of(flag).status == "rejected"
-    assert engine.drain().moved == 0  # a halted run does not move
-    assert len(entries(cr.REJECTED)) == 1
+    assert sweep.drain().moved == 0  # a halted run does not move
+    assert len(entries(approvals.REJECTED)) == 1
     [told] = db.session.scalars(select(Notification).where(
         Notification.kind == "change_request_rejected")).all()
     assert told.user_id == editor.id and "Not on a Friday" in told.message
 
     old_hash = request_of(flag).changes_hash
-    cr.reopen(project.id, request.id, you(editor))
+    workflow.reopen(project.id, request.id, you(editor))
     request = request_of(flag)
     assert request.status == "open" and request.changes_hash != old_hash
     assert run_of(flag).status == "awaiting_approval" and run_of(flag).last_error is None
     # The earlier rejection is of other changes: the same reviewer may now approve.
-    cr.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash)
-    cr.commit(project.id, request.id, you(admin))
+    workflow.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash)
+    workflow.commit(project.id, request.id, you(admin))
     assert state(flag, envs["Production"]) == (True, None)
     assert run_of(flag).status == "launched"
-    assert len(entries(cr.REOPENED)) == 1
+    assert len(entries(approvals.REOPENED)) == 1
 
 
 def test_reopening_refused_once_the_flag_left_the_pipeline(to_production, make, project, editor,
                                                           reviewer):
     flag = make.feature(project)
     request = to_production(flag)
-    cr.reject(project.id, request.id, you(reviewer))
-    runs.remove(project, run_of(flag).id, you(editor))
+    workflow.reject(project.id, request.id, you(reviewer))
+    controls.remove(project, run_of(flag).id, you(editor))
     with pytest.raises(Conflict):
-        cr.reopen(project.id, request.id, you(editor))
+        workflow.reopen(project.id, request.id, you(editor))
 
 
 @pytest.mark.parametrize("how", ["remove", "rollback"])
@@ -213,9 +216,9 @@ def test_removing_or_rolling_back_the_flag_closes_its_open_request(how, to_produ
                                                                    project, editor, envs):
     flag = make.feature(project)
     request = to_production(flag)
-    getattr(runs, how)(project, run_of(flag).id, you(editor))
+    getattr(controls, how)(project, run_of(flag).id, you(editor))
     assert request_of(flag).status == "closed"
-    [closed] = entries(cr.CLOSED)
+    [closed] = entries(approvals.CLOSED)
     assert closed.change_request_id == request.id
     assert state(flag, envs["Production"]) == (False, None)
 
@@ -223,9 +226,9 @@ def test_removing_or_rolling_back_the_flag_closes_its_open_request(how, to_produ
 def test_an_approval_of_earlier_changes_no_longer_counts(clock, make, project, editor, reviewer,
                                                          admin, envs):
     flag = make.feature(project)
-    request = cr.set_state(flag, envs["Production"].id, you(editor), enabled=True)
+    request = opening.set_state(flag, envs["Production"].id, you(editor), enabled=True)
     assert request is not None
-    cr.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash)
+    workflow.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash)
     # The flag changes by another road meanwhile: the diff the reviewer saw is not true anymore.
     flag_changes.apply_change({"kind": "state", "environment_id": envs["Production"].id,
                                "feature_id": flag.id, "value": None, "enabled": False},
@@ -237,14 +240,14 @@ def test_an_approval_of_earlier_changes_no_longer_counts(clock, make, project, e
                               message="on by another road")
     db.session.commit()
     with pytest.raises(Conflict, match="changed since"):
-        cr.commit(project.id, request.id, you(admin))
+        workflow.commit(project.id, request.id, you(admin))
     request = request_of(flag)
     assert request.changes[0]["before"] == {"enabled": True, "value": None}
-    assert cr.get_detail(project.id, request.id).approvals == 0
+    assert change_request_pages.get_detail(project.id, request.id).approvals == 0
     with pytest.raises(Conflict):
-        cr.commit(project.id, request.id, you(admin))
-    cr.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash)
-    cr.commit(project.id, request.id, you(admin))
+        workflow.commit(project.id, request.id, you(admin))
+    workflow.approve(project.id, request.id, you(reviewer), seen_hash=request.changes_hash)
+    workflow.commit(project.id, request.id, you(admin))
     assert request_of(flag).status == "committed"
 
 
@@ -255,23 +258,24 @@ def test_manual_changes_in_a_gated_environment_open_requests(clock, make, projec
     segment = make.segment(project, "Pros")
     prod = envs["Production"].id
 
-    toggled = cr.set_state(flag, prod, you(editor), enabled=True)
-    valued = cr.set_state(other, prod, you(editor), raw_value="new")
-    override = cr.save_override(flag, prod, segment.id, you(editor), enabled=True, raw_value="pro")
+    toggled = opening.set_state(flag, prod, you(editor), enabled=True)
+    valued = opening.set_state(other, prod, you(editor), raw_value="new")
+    override = opening.save_override(flag, prod, segment.id, you(editor), enabled=True,
+                                     raw_value="pro")
     assert state(flag, envs["Production"]) == (False, "old")
     assert state(other, envs["Production"]) == (False, "old")
     assert [r.status for r in (toggled, valued, override)] == ["open"] * 3
     assert valued.changes[0]["before"] == {"enabled": False, "value": "old"}
     assert valued.changes[0]["after"] == {"enabled": False, "value": "new"}
     assert override.changes[0]["before"] is None
-    assert len(entries(cr.OPENED)) == 3
+    assert len(entries(approvals.OPENED)) == 3
     # Elsewhere changes apply at once, as before.
-    assert cr.set_state(flag, envs["Staging"].id, you(editor), enabled=True) is None
+    assert opening.set_state(flag, envs["Staging"].id, you(editor), enabled=True) is None
     assert state(flag, envs["Staging"]) == (True, "old")
 
     for request in (toggled, valued, override):
-        cr.approve(project.id, request.id, you(reviewer))
-        cr.commit(project.id, request.id, you(reviewer))
+        workflow.approve(project.id, request.id, you(reviewer))
+        workflow.commit(project.id, request.id, you(reviewer))
     assert state(flag, envs["Production"]) == (True, "old")
     assert state(other, envs["Production"]) == (False, "new")
     applied = entries("FEATURE_STATE_UPDATED", environment_id=prod)
@@ -280,10 +284,10 @@ def test_manual_changes_in_a_gated_environment_open_requests(clock, make, projec
     [created] = entries("SEGMENT_OVERRIDE_CREATED")
     assert created.change_request_id == override.id and created.after["value"] == "pro"
 
-    removal = cr.remove_override(flag, prod, segment.id, you(editor))
-    cr.close(project.id, removal.id, you(editor))
+    removal = opening.remove_override(flag, prod, segment.id, you(editor))
+    workflow.close(project.id, removal.id, you(editor))
     assert request_of(flag).status == "closed"
-    assert len(entries(cr.CLOSED)) == 1
+    assert len(entries(approvals.CLOSED)) == 1
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -294,7 +298,7 @@ def test_manual_requests_refuse_bad_input(kwargs, error, make, project, editor, 
     flag = make.feature(project, value_type="integer")
     before = audit_count()
     with pytest.raises(error):
-        cr.set_state(flag, envs["Production"].id, you(editor), **kwargs)
+        opening.set_state(flag, envs["Production"].id, you(editor), **kwargs)
     db.session.rollback()
     assert audit_count() == before
 
@@ -303,4 +307,4 @@ def test_a_flag_in_a_pipeline_takes_no_manual_request(to_production, make, proje
     flag = make.feature(project)
     to_production(flag)
     with pytest.raises(Conflict, match="release pipeline"):
-        cr.set_state(flag, envs["Production"].id, you(editor), enabled=False)
+        opening.set_state(flag, envs["Production"].id, you(editor), enabled=False)

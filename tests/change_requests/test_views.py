@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import ChangeRequestReview
-from webapp.services import change_requests as cr
 from webapp.services.actors import Actor
+from webapp.services.change_requests import workflow
 
 from .conftest import audit_count, request_of, run_of, state
 
@@ -121,9 +121,9 @@ def test_refused_actions_say_why_and_change_nothing(who, action, setup, status, 
                                                     reviewer, viewer, admin):
     request = to_production(make.feature(project))
     if setup == "approved":
-        cr.approve(project.id, request.id, Actor.for_user(reviewer))
+        workflow.approve(project.id, request.id, Actor.for_user(reviewer))
     if setup == "rejected":
-        cr.reject(project.id, request.id, Actor.for_user(admin))
+        workflow.reject(project.id, request.id, Actor.for_user(admin))
     users = {"viewer": viewer, "editor": editor, "reviewer": reviewer}
     login(hx, users[who])
     before = (audit_count(), request_of_id(request).version)

@@ -35,8 +35,9 @@ from webapp.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from webapp.services import runs, webhooks
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.governance import webhooks
+from webapp.services.runs import controls
 
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
     sweepers = [spawn("sweeper", env) for _ in range(2)]
     conn = redis.Redis.from_url(private_redis)
     try:
-        transitions.ring(runs.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
+        transitions.ring(controls.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
         started = time.monotonic()
         flushes = {3: False, 9: False}
         while True:

@@ -19,8 +19,8 @@ from tests.chaos.test_engine_chaos import kill, spawn
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment, SegmentOverride
 from webapp.models.health import StageHealthCheck
-from webapp.services import health_checks, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import alerts, controls
 
 pytestmark = pytest.mark.chaos
 FLAGS = int(os.environ.get("CHAOS_GATE_FLAGS", "120"))
@@ -55,7 +55,7 @@ def test_checks_failing_mid_run_roll_back_once_and_whole(
     sweepers = [spawn("sweeper", env) for _ in range(2)]
     conn = redis.Redis.from_url(private_redis)
     try:
-        transitions.ring(runs.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
+        transitions.ring(controls.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
         started = time.monotonic()
         events = {"flush": (2, False), "alert": (3, False), "flush2": (5, False)}
         while True:
@@ -68,7 +68,7 @@ def test_checks_failing_mid_run_roll_back_once_and_whole(
                 if done or elapsed < at:
                     continue
                 if name == "alert":
-                    transitions.ring(health_checks.receive_alerts(project.id, {"alerts": [
+                    transitions.ring(alerts.receive_alerts(project.id, {"alerts": [
                         {"labels": {"alertname": "Errors", "railyard_flag": flag,
                                     "severity": "page"}} for flag in sorted(alerted)]}))
                 else:

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry
-from webapp.services import users
+from webapp.services.platform import users
 
 
 def test_sets_a_new_password_given_on_the_command_line_and_ends_the_sessions(app, make):

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from tests.api.conftest import platform  # noqa: F401  (the API tests' flags and segment)
 from webapp.extensions import db
 from webapp.models import FlagEvaluationCount, Identity
-from webapp.services import analytics, flag_changes
 from webapp.services.actors import Actor
+from webapp.services.platform import analytics, flag_changes
 
 
 def _node(node_clients, *args, timeout=60):

@@ -4,8 +4,8 @@ works without a refused script or style, and an injected inline script does not 
 import pytest
 from playwright.sync_api import expect
 
-from webapp.services import pipelines
 from webapp.services.actors import Actor
+from webapp.services.pipelines import builder
 
 pytestmark = pytest.mark.e2e
 
@@ -15,7 +15,7 @@ def test_every_page_loads_without_a_csp_violation(page, live_server, sign_in, ma
     admin = make.user(project=project, role="admin", site_admin=True, email="root@example.com")
     flag = make.feature(project, "new_checkout")
     segment = make.segment(project, "Beta")
-    pipeline = pipelines.create_pipeline(project, "Release", Actor.for_user(admin))
+    pipeline = builder.create_pipeline(project, "Release", Actor.for_user(admin))
     sign_in(admin.email)
     base = f"{live_server}/projects/{project.id}"
     for path in ["/", "/profile", "/admin/users", "/api/v1/docs/"]:

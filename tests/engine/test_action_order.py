@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import SegmentOverride
-from webapp.services import engine, runs, sdk_documents
 from webapp.services.actors import Actor
+from webapp.services.platform import sdk_documents
+from webapp.services.runs import controls, sweep, transition
 
 ON = {"type": "TOGGLE_FEATURE", "enabled": True}
 VALUE = {"type": "UPDATE_FEATURE_VALUE", "value": "new"}
@@ -87,11 +88,11 @@ def test_actions_apply_in_order_as_the_sdks_see_it(
     actions = [{**action, "segment_id": segment.id} if "SEGMENT" in action["type"] else action
                for action in (first, second)]
     pipeline = make_pipeline([{"env": "Development", "actions": actions}])
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     if path == "batch":  # plain stages fire set-based, many runs per transaction
-        engine.advance(bell.run_id, bell.version)
+        sweep.advance(bell.run_id, bell.version)
     else:  # the path of rollout stages and approved change requests
-        engine.transition(bell.run_id, bell.version)
+        transition.transition(bell.run_id, bell.version)
     db.session.rollback()
     sdk_documents.clear_cache()
 
@@ -114,8 +115,8 @@ def test_a_phased_rollout_without_a_value_carries_the_flag_value(
         {"type": "UPDATE_FEATURE_VALUE", "value": "new"},
         {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 50, "step": 10,
          "interval": 60}]}])
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     db.session.rollback()
     [hidden] = db.session.scalars(select(SegmentOverride).where(
         SegmentOverride.feature_id == flag.id)).all()

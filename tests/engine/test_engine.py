@@ -14,8 +14,8 @@ from webapp.models import (
     SegmentOverride,
     StageExecution,
 )
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, planning, sweep, transition
 
 from .conftest import START
 
@@ -49,10 +49,10 @@ def the_run(feature):
 def test_on_enter_applies_then_waits_in_the_next_stage(clock, make, project, editor, envs,
                                                        two_stage):
     flag = make.feature(project, "checkout")
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     assert bell.due_at == START
 
-    report = engine.advance(bell.run_id, bell.version)
+    report = sweep.advance(bell.run_id, bell.version)
 
     assert report.moved == 1
     assert state(flag, envs["Development"]) == (True, None)
@@ -60,7 +60,7 @@ def test_on_enter_applies_then_waits_in_the_next_stage(clock, make, project, edi
     run = the_run(flag)
     assert (run.stage_position, run.status) == (1, "waiting")
     assert run.due_at == START + timedelta(days=1)
-    assert report.bells == [engine.Bell(run.id, run.version, START + timedelta(days=1))]
+    assert report.bells == [planning.Bell(run.id, run.version, START + timedelta(days=1))]
     [entry] = entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag)
     assert entry.actor_label == "Release pipeline Two step"
     assert "Two step" in entry.message and "Dev" in entry.message
@@ -76,13 +76,13 @@ def test_a_wait_of_three_days_fires_when_the_clock_says_so(clock, make, project,
     pipeline = make_pipeline([{"env": "Production", "trigger": "WAIT_FOR", "wait": 3 * 86400,
                                "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]}])
     flag = make.feature(project)
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
 
-    assert engine.advance(bell.run_id, bell.version).moved == 0  # early: nothing happens
+    assert sweep.advance(bell.run_id, bell.version).moved == 0  # early: nothing happens
     clock.shift(timedelta(days=3) - timedelta(seconds=1))
-    assert engine.drain().moved == 0
+    assert sweep.drain().moved == 0
     clock.shift(timedelta(seconds=1))
-    assert engine.drain().moved == 1
+    assert sweep.drain().moved == 1
 
     assert state(flag, envs["Production"]) == (True, None)
     run = the_run(flag)
@@ -100,8 +100,8 @@ def test_each_action_type(clock, make, project, editor, envs, make_pipeline):
         {"type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": "green", "segment_id": beta.id},
     ]}])
     flag = make.feature(project, "colour", value_type="string", default_value="red")
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
 
     assert state(flag, envs["Staging"]) == (True, "blue")
     row = override(flag, envs["Staging"], beta.id)
@@ -112,7 +112,8 @@ def test_each_action_type(clock, make, project, editor, envs, make_pipeline):
 
 def test_a_segment_action_overwrites_an_existing_override(clock, make, project, editor, envs,
                                                          make_pipeline):
-    from webapp.services import flag_changes
+    from webapp.services.platform import flag_changes
+    from webapp.services.runs import controls, sweep
 
     beta = make.segment(project, "Beta")
     flag = make.feature(project, value_type="integer", default_value=1)
@@ -122,8 +123,8 @@ def test_a_segment_action_overwrites_an_existing_override(clock, make, project, 
     db.session.commit()
     pipeline = make_pipeline([{"env": "Staging", "actions": [
         {"type": "UPDATE_FEATURE_VALUE_FOR_SEGMENT", "value": 9, "segment_id": beta.id}]}])
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     row = override(flag, envs["Staging"], beta.id)
     assert (row.enabled, row.value) == (True, 9)
     assert db.session.scalar(select(func.count()).select_from(SegmentOverride)) == 1
@@ -139,10 +140,10 @@ def test_phased_rollout_grows_then_becomes_the_default(clock, make, project, edi
                                                        make_pipeline):
     pipeline = rollout_pipeline(make_pipeline, value="new")
     flag = make.feature(project, "search", value_type="string", default_value="old")
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     prod = envs["Production"]
 
-    engine.drain()
+    sweep.drain()
     run = the_run(flag)
     assert (run.status, run.rollout_percent) == ("rolling_out", 20)
     segment_id = run.rollout_segment_id
@@ -159,7 +160,7 @@ def test_phased_rollout_grows_then_becomes_the_default(clock, make, project, edi
     percents = []
     for _ in range(4):
         clock.shift(timedelta(hours=1))
-        assert engine.drain().moved == 1
+        assert sweep.drain().moved == 1
         percents.append(the_run(flag).rollout_percent)
     assert percents == [40, 60, 80, None]
     updates = [(e.before, e.after) for e in entries("PHASED_ROLLOUT_STATE_UPDATED", flag)
@@ -176,10 +177,10 @@ def test_rollout_step_is_capped_at_100(clock, make, project, editor, make_pipeli
     pipeline = make_pipeline([{"env": "Production", "actions": [
         {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 70, "step": 50, "interval": 60}]}])
     flag = make.feature(project)
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     clock.shift(timedelta(seconds=60))
-    engine.drain()
+    sweep.drain()
     [last] = [e for e in entries("PHASED_ROLLOUT_STATE_UPDATED", flag)
               if e.object_type == "segment"]
     assert last.after == {"percent": 100}
@@ -194,8 +195,8 @@ def test_percentage_split_membership_only_grows(clock, make, project, editor, en
 
     pipeline = rollout_pipeline(make_pipeline)
     flag = make.feature(project)
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     segment_id = the_run(flag).rollout_segment_id
     client_key = envs["Production"].client_key
 
@@ -217,7 +218,7 @@ def test_percentage_split_membership_only_grows(clock, make, project, editor, en
 
     at_20 = members()
     clock.shift(timedelta(hours=1))
-    engine.drain()
+    sweep.drain()
     at_40 = members()
     assert 300 < len(at_20) < 500 and 700 < len(at_40) < 900
     assert at_20 < at_40
@@ -226,8 +227,8 @@ def test_percentage_split_membership_only_grows(clock, make, project, editor, en
 def test_stage_snapshot_is_taken_before_the_first_change(clock, make, project, editor, envs,
                                                          two_stage):
     flag = make.feature(project)
-    runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     execution = db.session.scalar(select(StageExecution).where(StageExecution.position == 0))
     assert execution.snapshot == {"environment_id": envs["Development"].id,
                                   "state": {"enabled": False, "value": None}, "overrides": []}
@@ -239,12 +240,12 @@ def test_a_run_that_keeps_failing_is_halted_with_the_reason(clock, make, project
     pipeline = make_pipeline([{"env": "Development", "actions": [
         {"type": "UPDATE_FEATURE_VALUE", "value": "text"}]}])
     flag = make.feature(project, value_type="string")
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
     flag.value_type = "integer"  # changed under the pipeline's feet
     db.session.commit()
 
-    for _ in range(engine.MAX_ATTEMPTS):
-        engine.drain()
+    for _ in range(planning.MAX_ATTEMPTS):
+        sweep.drain()
         clock.shift(timedelta(minutes=2))
     run = the_run(flag)
     assert run.status == "halted"
@@ -254,18 +255,18 @@ def test_a_run_that_keeps_failing_is_halted_with_the_reason(clock, make, project
 
     flag.value_type = "string"
     db.session.commit()
-    bell = runs.retry(project, run.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.retry(project, run.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     assert the_run(flag).status == "launched"
     assert len(entries("RELEASE_PIPELINE_FEATURE_RETRIED", flag)) == 1
 
 
 def test_the_same_version_advanced_twice_writes_one_entry(clock, make, project, editor, two_stage):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
-    assert engine.transition(bell.run_id, bell.version)[0] == "moved"
-    assert engine.transition(bell.run_id, bell.version)[0] == "skipped"
-    assert engine.advance(bell.run_id, None).moved == 0  # not due: waiting a day
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    assert transition.transition(bell.run_id, bell.version)[0] == "moved"
+    assert transition.transition(bell.run_id, bell.version)[0] == "skipped"
+    assert sweep.advance(bell.run_id, None).moved == 0  # not due: waiting a day
     assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag)) == 1
 
 
@@ -273,9 +274,9 @@ def test_the_same_version_advanced_twice_writes_one_entry(clock, make, project, 
 def test_runs_that_are_not_advanceable_are_left_alone(clock, make, project, editor, two_stage,
                                                        status):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     run = db.session.get(PipelineRun, bell.run_id)
     run.status = status
     db.session.commit()
-    assert engine.transition(bell.run_id, None)[0] == "skipped"
+    assert transition.transition(bell.run_id, None)[0] == "skipped"
     assert entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag) == []

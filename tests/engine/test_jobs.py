@@ -10,14 +10,14 @@ from jobs import schedule, transitions
 from webapp import redis_conn
 from webapp.extensions import db
 from webapp.models import PipelineRun
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, planning, sweep
 
 from .test_engine import entries, rollout_pipeline, state, the_run
 
 
 def add(project, pipeline, flags, editor):
-    bells = runs.add_flags(project, pipeline.id, [f.id for f in flags], Actor.for_user(editor))
+    bells = controls.add_flags(project, pipeline.id, [f.id for f in flags], Actor.for_user(editor))
     transitions.ring(bells)
     return bells
 
@@ -103,14 +103,14 @@ def test_the_sweeper_recovers_everything_after_flushall(clock, make, project, ed
     add(project, pipeline, flags, editor)
     redis_conn.connection().flushall()  # every queued job is gone
     work()
-    assert engine.due_run_ids(100) != []
+    assert sweep.due_run_ids(100) != []
 
     assert schedule.sweep_once()["moved"] == 0  # inside the lease: the bell may still ring
-    clock.shift(engine.LEASE_GRACE)
+    clock.shift(planning.LEASE_GRACE)
     assert schedule.sweep_once()["moved"] == 20
     redis_conn.connection().flushall()  # the rollout's scheduled steps are gone too
     for _ in range(4):
-        clock.shift(timedelta(hours=1) + engine.LEASE_GRACE)
+        clock.shift(timedelta(hours=1) + planning.LEASE_GRACE)
         schedule.sweep_once()
     db.session.expire_all()
     assert {r.status for r in db.session.scalars(select(PipelineRun))} == {"launched"}
@@ -121,7 +121,7 @@ def test_the_sweeper_recovers_everything_after_flushall(clock, make, project, ed
 def test_a_failed_enqueue_is_logged_not_raised(clock, make, project, editor, two_stage, app,
                                                caplog):
     flag = make.feature(project)
-    bells = runs.add_flags(project, two_stage.id, [flag.id], Actor.for_user(editor))
+    bells = controls.add_flags(project, two_stage.id, [flag.id], Actor.for_user(editor))
     app.extensions["railyard.redis"] = redis_conn.redis.Redis.from_url(
         "redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     transitions.ring(bells)
@@ -130,7 +130,7 @@ def test_a_failed_enqueue_is_logged_not_raised(clock, make, project, editor, two
 
 def test_two_concurrent_advances_apply_once(clock, make, project, editor, two_stage, app):
     flags = [make.feature(project) for _ in range(30)]
-    bells = runs.add_flags(project, two_stage.id, [f.id for f in flags], Actor.for_user(editor))
+    bells = controls.add_flags(project, two_stage.id, [f.id for f in flags], Actor.for_user(editor))
     barrier = threading.Barrier(3)
     errors = []
 
@@ -138,7 +138,7 @@ def test_two_concurrent_advances_apply_once(clock, make, project, editor, two_st
         try:
             with app.app_context():
                 barrier.wait()
-                engine.advance_many([(b.run_id, None) for b in (bells[::-1] if reverse else bells)])
+                sweep.advance_many([(b.run_id, None) for b in (bells[::-1] if reverse else bells)])
                 db.session.remove()
         except Exception:  # pragma: no cover - reported below
             import traceback

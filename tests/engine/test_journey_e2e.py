@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from webapp.extensions import db
-from webapp.services import runs
+from webapp.services.pages import flag_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -45,5 +45,5 @@ def test_add_advance_and_roll_back(page, live_server, sign_in, make, project, ed
     expect(switch(page, "new_checkout", "Development")).to_have_attribute("aria-checked", "false")
     expect(switch(page, "new_checkout", "Staging")).to_have_attribute("aria-checked", "false")
     db.session.rollback()  # end the test's read snapshot: the rollback request committed since
-    assert runs.flag_run(project.id, flag.id).run.status == "rolled_back"
+    assert flag_runs.flag_run(project.id, flag.id).run.status == "rolled_back"
 

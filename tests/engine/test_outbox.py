@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Notification, OutboxMessage
-from webapp.services import engine, notifications, runs
 from webapp.services.actors import Actor
+from webapp.services.governance import notifications
+from webapp.services.runs import controls, sweep
 
 
 class _SMTPHandler(socketserver.StreamRequestHandler):
@@ -59,9 +60,9 @@ def test_stage_completion_emails_adder_and_creator_once(clock, make, project, ed
                                                         smtp):
     adder = make.user(project=project, role="editor", email="adder@example.com")
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(adder))
-    engine.advance(bell.run_id, bell.version)
-    engine.advance(bell.run_id, bell.version)  # delivered twice: still one row per person
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(adder))
+    sweep.advance(bell.run_id, bell.version)
+    sweep.advance(bell.run_id, bell.version)  # delivered twice: still one row per person
     db.session.rollback()
     rows = db.session.scalars(select(OutboxMessage)).all()
     assert sorted(r.payload["to"] for r in rows) == ["adder@example.com", "editor@example.com"]
@@ -77,8 +78,8 @@ def test_stage_completion_emails_adder_and_creator_once(clock, make, project, ed
 def test_an_unreachable_mail_server_keeps_the_message_for_later(clock, app, make, project, editor,
                                                                 two_stage, smtp):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     app.config["MAIL_PORT"] = 1  # nothing listens there
     assert notifications.deliver_outbox() == 0
     db.session.rollback()

@@ -14,9 +14,10 @@ from webapp.models import (
     Segment,
     SegmentOverride,
 )
-from webapp.services import engine, flag_changes, runs
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
+from webapp.services.platform import flag_changes
+from webapp.services.runs import controls, planning, sweep
 
 from .conftest import START
 from .test_engine import entries, override, rollout_pipeline, state, the_run
@@ -29,11 +30,11 @@ def count(model):
 
 def test_add_flags_several_at_once(clock, make, project, editor, two_stage):
     flags = [make.feature(project) for _ in range(3)]
-    bells = runs.add_flags(project, two_stage.id, [f.id for f in flags], Actor.for_user(editor))
+    bells = controls.add_flags(project, two_stage.id, [f.id for f in flags], Actor.for_user(editor))
     assert len(bells) == 3 and {b.due_at for b in bells} == {START}
     assert count(PipelineRun) == 3
     assert len(entries("RELEASE_PIPELINE_FEATURE_ADDED")) == 3
-    assert engine.drain().moved == 3
+    assert sweep.drain().moved == 3
 
 
 @pytest.mark.parametrize("case, error, message", [
@@ -64,7 +65,7 @@ def test_bad_adds_change_nothing(clock, make, project, editor, viewer, make_pipe
     elif case == "other project's flag":
         ids = [make.feature(make.project("Other")).id]
     elif case == "in flight":
-        runs.add_flag(project, two_stage.id, flag.id, actor)
+        controls.add_flag(project, two_stage.id, flag.id, actor)
     elif case == "value does not fit":
         pipeline = make_pipeline([{"env": "Development", "actions": [
             {"type": "UPDATE_FEATURE_VALUE", "value": "not a number"}]}])
@@ -74,15 +75,15 @@ def test_bad_adds_change_nothing(clock, make, project, editor, viewer, make_pipe
         ids = []
     before = (count(PipelineRun), count(AuditEntry))
     with pytest.raises(error, match=message):
-        runs.add_flags(project, pipeline.id, ids, actor)
+        controls.add_flags(project, pipeline.id, ids, actor)
     db.session.rollback()
     assert (count(PipelineRun), count(AuditEntry)) == before
 
 
 def added(project, pipeline, make, editor, **feature):
     flag = make.feature(project, **feature)
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     return flag, the_run(flag)
 
 
@@ -90,15 +91,15 @@ def test_pause_keeps_the_remaining_time_and_resume_restores_it(clock, make, proj
                                                                envs, two_stage):
     flag, run = added(project, two_stage, make, editor)
     clock.shift(timedelta(hours=6))
-    runs.pause(project, run.id, Actor.for_user(editor))
+    controls.pause(project, run.id, Actor.for_user(editor))
     assert the_run(flag).paused_remaining_seconds == 18 * 3600
 
     clock.shift(timedelta(days=5))  # a paused clock does not run
-    assert engine.drain().moved == 0 and engine.sweep().moved == 0
-    bell = runs.resume(project, run.id, Actor.for_user(editor))
+    assert sweep.drain().moved == 0 and sweep.sweep().moved == 0
+    bell = controls.resume(project, run.id, Actor.for_user(editor))
     assert bell.due_at == START + timedelta(days=5, hours=24)
     clock.shift(timedelta(hours=18))
-    assert engine.drain().moved == 1
+    assert sweep.drain().moved == 1
     assert state(flag, envs["Staging"]) == (True, None)
     assert len(entries("RELEASE_PIPELINE_FEATURE_PAUSED", flag)) == 1
     assert len(entries("RELEASE_PIPELINE_FEATURE_RESUMED", flag)) == 1
@@ -106,9 +107,9 @@ def test_pause_keeps_the_remaining_time_and_resume_restores_it(clock, make, proj
 
 def test_advance_now_skips_the_remaining_wait(clock, make, project, editor, envs, two_stage):
     flag, run = added(project, two_stage, make, editor)
-    bell = runs.advance_now(project, run.id, Actor.for_user(editor))
+    bell = controls.advance_now(project, run.id, Actor.for_user(editor))
     assert bell.due_at == START
-    engine.advance(bell.run_id, bell.version)
+    sweep.advance(bell.run_id, bell.version)
     assert state(flag, envs["Staging"]) == (True, None)
     assert the_run(flag).status == "launched"
     assert len(entries("RELEASE_PIPELINE_FEATURE_ADVANCED", flag)) == 1
@@ -118,18 +119,18 @@ def test_a_click_while_the_worker_runs_writes_no_second_entry(clock, make, proje
                                                              two_stage):
     flag, run = added(project, two_stage, make, editor)
     clock.shift(timedelta(days=1))
-    scheduled = engine.Bell(run.id, run.version, run.due_at)
-    bell = runs.advance_now(project, run.id, Actor.for_user(editor))  # the user clicks...
-    engine.advance(scheduled.run_id, scheduled.version)  # ...the scheduled job: stale version
-    engine.advance(bell.run_id, bell.version)  # the user's bell
-    engine.advance(bell.run_id, bell.version)  # delivered twice
-    engine.sweep()
+    scheduled = planning.Bell(run.id, run.version, run.due_at)
+    bell = controls.advance_now(project, run.id, Actor.for_user(editor))  # the user clicks...
+    sweep.advance(scheduled.run_id, scheduled.version)  # ...the scheduled job: stale version
+    sweep.advance(bell.run_id, bell.version)  # the user's bell
+    sweep.advance(bell.run_id, bell.version)  # delivered twice
+    sweep.sweep()
     assert len(entries("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", flag)) == 2  # one per stage
 
 
 def test_remove_keeps_the_states(clock, make, project, editor, envs, two_stage):
     flag, run = added(project, two_stage, make, editor)
-    runs.remove(project, run.id, Actor.for_user(editor))
+    controls.remove(project, run.id, Actor.for_user(editor))
     run = the_run(flag)
     assert (run.status, run.end_reason) == ("removed", "removed")
     assert state(flag, envs["Development"]) == (True, None)
@@ -141,7 +142,7 @@ def test_remove_during_a_rollout_unhides_its_segment(clock, make, project, edito
                                                      make_pipeline):
     flag, run = added(project, rollout_pipeline(make_pipeline), make, editor)
     segment_id = run.rollout_segment_id
-    runs.remove(project, run.id, Actor.for_user(editor))
+    controls.remove(project, run.id, Actor.for_user(editor))
     segment = db.session.get(Segment, segment_id)
     assert not segment.is_system and "20%" in segment.name
     assert override(flag, envs["Production"], segment_id).enabled
@@ -165,14 +166,14 @@ def test_rollback_restores_every_environment(clock, make, project, editor, envs,
             {"type": "PHASED_ROLLOUT", "enabled": True, "initial": 10, "step": 10,
              "interval": 60}]},
     ])
-    bell = runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     run = the_run(flag)
     assert (run.stage_position, run.status) == (3, "rolling_out")
     segment_id = run.rollout_segment_id
     assert state(flag, envs["Development"]) == (True, "v3")
 
-    runs.rollback(project, run.id, Actor.for_user(editor))
+    controls.rollback(project, run.id, Actor.for_user(editor))
 
     assert state(flag, envs["Development"]) == (False, "v1")
     assert state(flag, envs["Staging"]) == (False, "v1")
@@ -193,10 +194,10 @@ def test_rollback_restores_every_environment(clock, make, project, editor, envs,
                          ["remove", "pause", "resume", "advance_now", "rollback", "retry"])
 def test_acting_on_an_ended_run_is_refused(clock, make, project, editor, two_stage, action):
     flag, run = added(project, two_stage, make, editor)
-    runs.remove(project, run.id, Actor.for_user(editor))
+    controls.remove(project, run.id, Actor.for_user(editor))
     before = count(AuditEntry)
     with pytest.raises(Conflict, match="already ended"):
-        getattr(runs, action)(project, run.id, Actor.for_user(editor))
+        getattr(controls, action)(project, run.id, Actor.for_user(editor))
     db.session.rollback()
     assert count(AuditEntry) == before
 
@@ -208,13 +209,13 @@ def test_resume_or_retry_a_run_that_does_not_need_it(clock, make, project, edito
                                                      action, message):
     _flag, run = added(project, two_stage, make, editor)
     with pytest.raises(Conflict, match=message):
-        getattr(runs, action)(project, run.id, Actor.for_user(editor))
+        getattr(controls, action)(project, run.id, Actor.for_user(editor))
 
 
 def test_paused_runs_cannot_be_advanced_or_paused_again(clock, make, project, editor, two_stage):
     _flag, run = added(project, two_stage, make, editor)
-    runs.pause(project, run.id, Actor.for_user(editor))
-    for action in (runs.pause, runs.advance_now):
+    controls.pause(project, run.id, Actor.for_user(editor))
+    for action in (controls.pause, controls.advance_now):
         with pytest.raises(Conflict):
             action(project, run.id, Actor.for_user(editor))
         db.session.rollback()
@@ -224,7 +225,7 @@ def test_paused_runs_cannot_be_advanced_or_paused_again(clock, make, project, ed
 def test_viewers_change_nothing(clock, make, project, editor, viewer, two_stage, action):
     _flag, run = added(project, two_stage, make, editor)
     with pytest.raises(Forbidden):
-        getattr(runs, action)(project, run.id, Actor.for_user(viewer))
+        getattr(controls, action)(project, run.id, Actor.for_user(viewer))
     db.session.rollback()
     assert the_run(_flag).status == "waiting"
 
@@ -233,23 +234,23 @@ def test_a_run_of_another_project_is_not_found(clock, make, project, editor, two
     _flag, run = added(project, two_stage, make, editor)
     other = make.project("Other")
     with pytest.raises(NotFound):
-        runs.pause(other, run.id, Actor.for_user(make.user(project=other)))
+        controls.pause(other, run.id, Actor.for_user(make.user(project=other)))
 
 
 def test_manual_changes_are_refused_while_in_flight(clock, make, project, editor, two_stage):
     flag, run = added(project, two_stage, make, editor)
     with pytest.raises(Conflict, match="Two step"):
         flag_changes.refuse_if_in_flight(flag.id)
-    runs.remove(project, run.id, Actor.for_user(editor))
+    controls.remove(project, run.id, Actor.for_user(editor))
     flag_changes.refuse_if_in_flight(flag.id)  # free again
 
 
 def test_stage_completion_notifies_adder_and_creator_once(clock, make, project, editor, two_stage):
     adder = make.user(project=project, role="editor")
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(adder))
-    engine.advance(bell.run_id, bell.version)
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(adder))
+    sweep.advance(bell.run_id, bell.version)
+    sweep.advance(bell.run_id, bell.version)
     notes = db.session.scalars(select(Notification)).all()
     assert sorted(n.user_id for n in notes) == sorted([adder.id, editor.id])
     assert all("completed stage Dev" in n.message for n in notes)
@@ -266,11 +267,11 @@ def test_a_launched_flag_can_be_rolled_back_while_it_is_its_latest_run(clock, ma
                                                                        editor, envs, two_stage):
     flag, run = added(project, two_stage, make, editor)
     clock.shift(timedelta(days=1))
-    engine.drain()
+    sweep.drain()
     assert the_run(flag).status == "launched"
-    runs.rollback(project, run.id, Actor.for_user(editor))
+    controls.rollback(project, run.id, Actor.for_user(editor))
     assert the_run(flag).status == "rolled_back"
     assert state(flag, envs["Development"]) == (False, None)
     assert state(flag, envs["Staging"]) == (False, None)
     with pytest.raises(Conflict):
-        runs.rollback(project, run.id, Actor.for_user(editor))
+        controls.rollback(project, run.id, Actor.for_user(editor))

@@ -6,8 +6,8 @@ from sqlalchemy import select
 from webapp import redis_conn
 from webapp.extensions import db
 from webapp.models import PipelineRun
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, sweep
 
 from .test_engine import state, the_run
 
@@ -52,7 +52,7 @@ def test_add_from_the_flag_page_enqueues_and_shows_the_track(clock, hx, login, m
 
 def test_add_errors_show_beside_the_field(clock, hx, login, make, project, editor, two_stage):
     flag = make.feature(project)
-    runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     other = make.feature(project)
     login(hx, editor)
     response = hx.post(flag_url(project, other), data={"pipeline_id": 999})
@@ -63,7 +63,7 @@ def test_add_errors_show_beside_the_field(clock, hx, login, make, project, edito
 def test_viewers_see_the_track_but_no_controls(clock, hx, login, make, project, editor, viewer,
                                                two_stage):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     login(hx, viewer)
     body = hx.get(flag_url(project, flag)).get_data(as_text=True)
     assert "Two step" in body and 'hx-trigger="project-changed from:body"' in body
@@ -75,7 +75,7 @@ def test_viewers_see_the_track_but_no_controls(clock, hx, login, make, project, 
 
 def test_other_projects_and_csrf(clock, client, login, make, project, editor, two_stage):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     stranger = make.user(project=make.project("Other"))
     login(client, stranger)
     assert client.get(flag_url(project, flag)).status_code == 404
@@ -88,8 +88,8 @@ def test_other_projects_and_csrf(clock, client, login, make, project, editor, tw
 def test_controls_answer_the_refreshed_panel(clock, hx, login, make, project, editor, two_stage,
                                              action, status):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     login(hx, editor)
     response = hx.post(f"/projects/{project.id}/runs/{bell.run_id}/{action}")
     assert response.status_code == 200
@@ -100,8 +100,8 @@ def test_controls_answer_the_refreshed_panel(clock, hx, login, make, project, ed
 def test_remove_and_rollback_ask_first(clock, hx, client, login, make, project, editor, envs,
                                        two_stage):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)
     login(hx, editor)
     url = f"/projects/{project.id}/runs/{bell.run_id}/rollback"
     asking = hx.get(url).get_data(as_text=True)
@@ -116,14 +116,14 @@ def test_remove_and_rollback_ask_first(clock, hx, client, login, make, project, 
     assert again.status_code == 409 and "already ended" in again.get_data(as_text=True)
     # without htmx: a 303 to the flag page
     login(client, editor)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     response = client.post(f"/projects/{project.id}/runs/{bell.run_id}/remove")
     assert response.status_code == 303
 
 
 def test_resume_a_running_flag_is_a_clear_409(clock, hx, login, make, project, editor, two_stage):
     flag = make.feature(project)
-    bell = runs.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
+    bell = controls.add_flag(project, two_stage.id, flag.id, Actor.for_user(editor))
     login(hx, editor)
     response = hx.post(f"/projects/{project.id}/runs/{bell.run_id}/resume")
     assert response.status_code == 409 and "not paused" in response.get_data(as_text=True)
@@ -133,7 +133,7 @@ def test_pipeline_panel_lists_flags_per_stage_and_adds_many(clock, hx, login, ma
                                                             editor, two_stage):
     flags = [make.feature(project, f"flag_{n}") for n in range(3)]
     busy = make.feature(project, "busy")
-    runs.add_flag(project, two_stage.id, busy.id, Actor.for_user(editor))
+    controls.add_flag(project, two_stage.id, busy.id, Actor.for_user(editor))
     login(hx, editor)
     url = f"/projects/{project.id}/pipelines/{two_stage.id}/flags"
     body = hx.get(url).get_data(as_text=True)

@@ -9,8 +9,8 @@ from tests.gates.conftest import wait_until
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, PipelineRun
 from webapp.models.health import FiringAlert
-from webapp.services import engine, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, sweep
 
 pytestmark = pytest.mark.prometheus
 SECRET = "receiver-secret-0123456789"
@@ -49,29 +49,29 @@ def test_alertmanager_alert_rolls_the_flag_back_once(
         alert_guarded):
     integrate(alert_secret=SECRET)
     alertmanager = alertmanager_for(f"{live_server}/hooks/alerts/{SECRET}")
-    runs.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     clock.shift(1)
-    engine.drain()
+    sweep.drain()
     assert (_run(flag).status, _run(flag).stage_position) == ("watching", 1)
     # An alert without the stage's selector concerns the flag but not this check.
     alertmanager.post_alerts([{"labels": {"alertname": "Noise", "railyard_flag": "guarded_flag",
                                           "severity": "ticket"}}])
     wait_until(lambda: _alert("Noise"), what="the first alert to reach Railyard")
-    engine.drain()
+    sweep.drain()
     assert _run(flag).status == "watching"
     alertmanager.post_alerts([{"labels": {"alertname": "HighErrors",
                                           "railyard_flag": "guarded_flag", "severity": "page"}}])
     wait_until(lambda: _alert("HighErrors"), what="the paging alert to reach Railyard")
-    engine.drain()  # the receiver made the run due now: the gate decides
+    sweep.drain()  # the receiver made the run due now: the gate decides
     run = _run(flag)
     assert run.status == "rolled_back"
     for name in ("Development", "Staging"):
         assert not db.session.scalar(select(FeatureState.enabled).where(
             FeatureState.feature_id == flag.id, FeatureState.environment_id == envs[name].id))
     clock.shift(5)
-    engine.drain()
-    engine.sweep()
+    sweep.drain()
+    sweep.sweep()
     automatic = db.session.scalars(select(AuditEntry).where(
         AuditEntry.event_type == "RELEASE_PIPELINE_FEATURE_ROLLED_BACK_AUTOMATICALLY")).all()
     assert len(automatic) == 1 and "HighErrors" in automatic[0].message
@@ -85,10 +85,10 @@ def _post(client, payload, secret=SECRET, **kwargs):
 def test_held_by_an_alert_then_resolved_and_retried_the_stage_completes(
         client, clock, integrate, project, editor, flag, alert_guarded):
     integrate(alert_secret=SECRET)
-    runs.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     clock.shift(1)
-    engine.drain()
+    sweep.drain()
     firing = {"status": "firing", "fingerprint": "abc",
               "labels": {"alertname": "Slow", "railyard_pipeline": "Guarded",
                          "severity": "page"}}
@@ -99,20 +99,20 @@ def test_held_by_an_alert_then_resolved_and_retried_the_stage_completes(
     db.session.execute(db.update(type(run.stage)).where(type(run.stage).id == run.stage_id)
                        .values(on_unhealthy="HOLD"))
     db.session.commit()
-    engine.drain()
+    sweep.drain()
     assert _run(flag).status == "halted"
     assert _post(client, {"alerts": [{**firing, "status": "resolved"}]}).status_code == 200
     db.session.rollback()
     assert db.session.scalar(select(FiringAlert.id)) is None
-    runs.retry(project, _run(flag).id, Actor.for_user(editor))  # a person decides to go on
-    engine.drain()
+    controls.retry(project, _run(flag).id, Actor.for_user(editor))  # a person decides to go on
+    sweep.drain()
     run = _run(flag)
     assert (run.status, run.stage_position) == ("watching", 1)
     recovered = db.session.scalars(select(AuditEntry).where(
         AuditEntry.event_type == "HEALTH_CHECK_RECOVERED")).all()
     assert len(recovered) == 1 and recovered[0].after["value"] == 0.0
     clock.shift(600)
-    engine.drain()
+    sweep.drain()
     assert _run(flag).status == "launched"
 
 
@@ -143,20 +143,20 @@ def test_unknown_secret_and_bearer_token(client, integrate):
 def test_board_card_and_flag_track_show_each_checks_state(
         client, login, clock, integrate, project, editor, flag, alert_guarded):
     integrate(alert_secret=SECRET)
-    runs.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     login(client, editor)
     board = client.get(BOARD.format(project.id, alert_guarded.id)).get_data(as_text=True)
     assert "Watching health" in board and "check-watching" in board and "paging alerts" in board
     clock.shift(1)
-    engine.drain()
+    sweep.drain()
     _post(client, {"alerts": [{"labels": {"alertname": "Slow", "railyard_flag": "guarded_flag",
                                           "severity": "page"}}]})
     run = _run(flag)
     db.session.execute(db.update(type(run.stage)).where(type(run.stage).id == run.stage_id)
                        .values(on_unhealthy="HOLD"))
     db.session.commit()
-    engine.drain()
+    sweep.drain()
     board = client.get(BOARD.format(project.id, alert_guarded.id)).get_data(as_text=True)
     assert "Held by health check paging alerts: 1 alert(s) firing: Slow" in board
     track = client.get(f"/projects/{project.id}/flags/{flag.id}/pipeline").get_data(as_text=True)

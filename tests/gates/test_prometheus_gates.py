@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment
 from webapp.models.health import HealthCheckState
-from webapp.services import engine, gates, runs
 from webapp.services.actors import Actor
+from webapp.services.runs import controls, gates, planning, sweep
 
 pytestmark = pytest.mark.prometheus
 
@@ -59,12 +59,12 @@ def _events(run, event) -> list[AuditEntry]:
 
 def _tick(clock, seconds=1):
     clock.shift(seconds)
-    engine.drain()
+    sweep.drain()
 
 
 def _start(project, editor, pipeline, flag):
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
 
 
 def test_advances_while_healthy_and_bakes_the_whole_wait(
@@ -109,8 +109,8 @@ def test_bad_value_mid_bake_rolls_back_once_in_every_environment(
     assert not _enabled(flag, envs, "Development") and not _enabled(flag, envs, "Staging")
     # Replays decide nothing: another drain, the sweeper, a job for the old version.
     _tick(clock, 5)
-    engine.sweep()
-    assert gates.watch(run.id, stale_version, cache=engine.Cache(),
+    sweep.sweep()
+    assert gates.watch(run.id, stale_version, cache=planning.Cache(),
                        now=clock_now()) == ("skipped", None)
     restored = _events(run, "FEATURE_STATE_ROLLED_BACK")
     assert sorted(e.environment_id for e in restored) == sorted(

@@ -5,8 +5,8 @@ import pytest
 
 from tests.engine.conftest import START, clock, envs, make_pipeline, work  # noqa: F401
 from tests.support import receiver as receivers
-from webapp.services import webhooks
 from webapp.services.actors import SYSTEM
+from webapp.services.governance import webhooks
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def receiver():
 @pytest.fixture
 def hook(project, receiver):
     """A webhook of the project that wants every event, with a known secret."""
-    from webapp.services.webhook_events import EVENTS
+    from webapp.services.governance.webhook_events import EVENTS
 
     return webhooks.create_webhook(project, SYSTEM, url=receiver.url, events=list(EVENTS),
                                    secret="s3cret")

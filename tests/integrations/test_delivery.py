@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
     Environment,
@@ -19,16 +20,11 @@ from webapp.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from webapp.services import (
-    change_requests,
-    engine,
-    flags,
-    runs,
-    webhook_delivery,
-    webhook_events,
-    webhooks,
-)
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.change_requests import opening, workflow
+from webapp.services.governance import webhook_delivery, webhook_events, webhooks
+from webapp.services.platform import flags
+from webapp.services.runs import controls, planning, sweep, transition
 
 
 def verified(received, secret="s3cret") -> bool:
@@ -60,23 +56,23 @@ def test_every_event_type_arrives_once_and_signed(clock, make, project, editor, 
     seg = make.segment(project, "Pros")
 
     # A flag through the whole pipeline: added, entered, completed, held, launched, rolled back.
-    runs.add_flag(project, pipeline.id, a.id, me)
-    engine.drain()
+    controls.add_flag(project, pipeline.id, a.id, me)
+    sweep.drain()
     run_a = db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == a.id))
-    runs.pause(project, run_a.id, me)
-    runs.resume(project, run_a.id, me)
+    controls.pause(project, run_a.id, me)
+    controls.resume(project, run_a.id, me)
     clock.shift(3600)
-    engine.drain()
-    runs.rollback(project, run_a.id, me)
+    sweep.drain()
+    controls.rollback(project, run_a.id, me)
     # Removed; halted (the engine gives up after its attempts).
-    runs.add_flag(project, pipeline.id, b.id, me)
-    runs.remove(project, db.session.scalar(
+    controls.add_flag(project, pipeline.id, b.id, me)
+    controls.remove(project, db.session.scalar(
         select(PipelineRun.id).where(PipelineRun.feature_id == b.id)), me)
-    runs.add_flag(project, pipeline.id, c.id, me)
+    controls.add_flag(project, pipeline.id, c.id, me)
     run_c = db.session.scalar(select(PipelineRun).where(PipelineRun.feature_id == c.id))
-    for _ in range(engine.MAX_ATTEMPTS):
+    for _ in range(planning.MAX_ATTEMPTS):
         db.session.refresh(run_c)
-        engine.record_failure(run_c.id, run_c.version, "boom", now=engine.clock_now())
+        transition.record_failure(run_c.id, run_c.version, "boom", now=clock_now())
     # By hand: a state, an override set and removed; then change requests in Production.
     flags.set_state(d, envs["Development"].id, me, enabled=True)
     flags.save_override(d, envs["Development"].id, seg.id, me, enabled=True)
@@ -84,11 +80,11 @@ def test_every_event_type_arrives_once_and_signed(clock, make, project, editor, 
     db.session.execute(update(Environment).where(Environment.id == envs["Production"].id)
                        .values(minimum_change_request_approvals=1))
     db.session.commit()
-    approved = change_requests.set_state(d, envs["Production"].id, me, enabled=True)
-    change_requests.approve(project.id, approved.id, Actor.for_user(reviewer))
-    change_requests.commit(project.id, approved.id, me)
-    refused = change_requests.set_state(d, envs["Production"].id, me, enabled=False)
-    change_requests.reject(project.id, refused.id, Actor.for_user(reviewer))
+    approved = opening.set_state(d, envs["Production"].id, me, enabled=True)
+    workflow.approve(project.id, approved.id, Actor.for_user(reviewer))
+    workflow.commit(project.id, approved.id, me)
+    refused = opening.set_state(d, envs["Production"].id, me, enabled=False)
+    workflow.reject(project.id, refused.id, Actor.for_user(reviewer))
 
     deliver_all()
 
@@ -161,7 +157,7 @@ def test_a_receiver_outage_is_retried_with_backoff(clock, project, editor, envs,
     deliver_all()
     delivery = db.session.scalar(select(WebhookDelivery))
     assert (delivery.status, delivery.attempts, len(receiver.received)) == ("pending", 1, 1)
-    assert delivery.next_attempt_at == engine.clock_now() + timedelta(seconds=30)
+    assert delivery.next_attempt_at == clock_now() + timedelta(seconds=30)
     clock.shift(29)
     deliver_all()
     assert len(receiver.received) == 1  # not due yet
@@ -169,7 +165,7 @@ def test_a_receiver_outage_is_retried_with_backoff(clock, project, editor, envs,
     deliver_all()
     assert len(receiver.received) == 2
     assert db.session.get(WebhookDelivery, delivery.id).next_attempt_at == \
-        engine.clock_now() + timedelta(seconds=60)
+        clock_now() + timedelta(seconds=60)
     clock.shift(60)
     deliver_all()
     assert len(receiver.received) == 3
@@ -229,8 +225,8 @@ def test_an_interrupted_attempt_is_sent_again_after_its_lease(clock, project, ed
     delivery = db.session.scalar(select(WebhookDelivery))
     # A worker claimed it and died before recording the answer.
     db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(
-        attempts=1, next_attempt_at=engine.clock_now() + timedelta(seconds=15),
-        last_attempt_at=engine.clock_now()))
+        attempts=1, next_attempt_at=clock_now() + timedelta(seconds=15),
+        last_attempt_at=clock_now()))
     db.session.add(WebhookAttempt(delivery_id=delivery.id, outcome="sending"))
     db.session.commit()
     deliver_all()
@@ -259,8 +255,8 @@ def test_slack_gets_readable_text_for_what_needs_eyes(clock, make, project, edit
                                                       pipeline, receiver):
     webhooks.set_slack(project, receiver.url, SYSTEM)
     flag = make.feature(project, "shiny")
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     deliver_all()
     assert [r.headers["X-Railyard-Event"] for r in receiver.received] == [
         "pipeline.stage_completed"]
@@ -311,8 +307,8 @@ def test_a_webhook_for_stage_entries_hears_the_first_stage_too(clock, make, proj
                                                                envs, pipeline, receiver):
     webhooks.create_webhook(project, SYSTEM, url=receiver.url, events=["pipeline.stage_entered"])
     flag = make.feature(project, "first")
-    runs.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
-    engine.drain()
+    controls.add_flag(project, pipeline.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
     deliver_all()
     entered = [r.json()["stage"]["name"] for r in receiver.received]
     assert entered == ["Dev", "Soak"]

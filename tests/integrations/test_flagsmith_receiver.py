@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from webapp.extensions import db
-from webapp.services import flags, webhook_delivery, webhooks
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.governance import webhook_delivery, webhooks
+from webapp.services.platform import flags
 
 SECRET = "my shared secret"
 

@@ -7,8 +7,9 @@ import pytest
 from playwright.sync_api import expect
 
 from webapp.extensions import db
-from webapp.services import flags, webhook_delivery
 from webapp.services.actors import Actor
+from webapp.services.governance import webhook_delivery
+from webapp.services.platform import flags
 
 pytestmark = pytest.mark.e2e
 

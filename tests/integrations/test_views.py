@@ -6,8 +6,9 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, Webhook, WebhookDelivery
-from webapp.services import flags, webhook_delivery, webhooks
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.governance import webhook_delivery, webhooks
+from webapp.services.platform import flags
 
 PUBLIC = "https://93.184.215.14/hook"  # a global address: accepted without resolving a name
 

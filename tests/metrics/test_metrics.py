@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import PipelineRun
-from webapp.services import engine, runs
+from webapp.services.runs import controls, sweep
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -55,9 +55,9 @@ def test_transitions_runs_by_status_and_lag(client, clock, make, project, editor
     feature = make.feature(project)
     from webapp.services.actors import Actor
 
-    runs.add_flag(project, two_stage.id, feature.id, Actor.for_user(editor))
+    controls.add_flag(project, two_stage.id, feature.id, Actor.for_user(editor))
     clock.shift(5)
-    engine.drain()
+    sweep.drain()
     after = client.get("/metrics").get_data(as_text=True)
     assert (_value(after, "railyard_transitions_applied_total")
             - _value(before, "railyard_transitions_applied_total")) == 1

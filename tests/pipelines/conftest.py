@@ -3,8 +3,8 @@
 import pytest
 
 from webapp.extensions import db
-from webapp.services import pipelines
 from webapp.services.actors import SYSTEM
+from webapp.services.pipelines import builder, catalog
 
 
 class Build:
@@ -15,22 +15,22 @@ class Build:
         self.make = make
 
     def pipeline(self, project, name="Web release", stages=(), publish=False):
-        pipeline = pipelines.create_pipeline(project, name, SYSTEM)
+        pipeline = builder.create_pipeline(project, name, SYSTEM)
         envs = {e.name: e.id for e in self.make.environments(project)}
         for spec in stages:
-            stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=spec.get("name"),
+            stage = builder.add_stage(pipeline, pipeline.version, SYSTEM, name=spec.get("name"),
                                         environment_id=envs.get(spec.get("env")))
             if spec.get("wait"):
                 wait = {"trigger_type": "WAIT_FOR", "wait_amount": str(spec["wait"] // 60),
                         "wait_unit": "minutes"}
-                pipelines.update_stage(pipeline, pipeline.version, stage.id, wait, SYSTEM)
+                builder.update_stage(pipeline, pipeline.version, stage.id, wait, SYSTEM)
             default = [{"action_type": "TOGGLE_FEATURE", "enabled": "true"}]
             for action in spec.get("actions", default):
-                pipelines.add_action(pipeline, pipeline.version, stage.id, action, SYSTEM)
-        pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+                builder.add_action(pipeline, pipeline.version, stage.id, action, SYSTEM)
+        pipeline = catalog.get_pipeline(project.id, pipeline.id)
         if publish:
-            pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
-            pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+            builder.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+            pipeline = catalog.get_pipeline(project.id, pipeline.id)
         return pipeline
 
     def three_stages(self, project, **kwargs):

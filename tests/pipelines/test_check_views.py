@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineStage, StageHealthCheck
-from webapp.services import health_checks
 from webapp.services.actors import SYSTEM
+from webapp.services.pipelines import health_checks
 
 PROM = {"kind": "PROMETHEUS", "name": "errors", "query": 'errors{flag="{{ flag }}"}',
         "comparison": "<", "threshold": "0.05", "interval_seconds": "15",
@@ -102,8 +102,8 @@ def test_publish_lists_a_bad_stored_check(project, build):
     db.session.execute(db.update(StageHealthCheck).where(StageHealthCheck.id == check.id)
                        .values(comparison="~"))
     db.session.commit()
-    from webapp.services import pipelines
+    from webapp.services.pipelines import builder, catalog
 
-    problems = pipelines.publish_problems(pipelines.get_pipeline(project.id, pipeline.id))
+    problems = builder.publish_problems(catalog.get_pipeline(project.id, pipeline.id))
     assert problems == ["Stage 1 (Development), health check 1: Choose one of <, <=, >, >=, "
                         "==, !=."]

@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, PipelineStage, ReleasePipeline, StageAction
-from webapp.services import pipeline_edits, pipelines
 from webapp.services.actors import SYSTEM, Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.pipelines import builder, catalog, describe, edit_sessions, inputs
 
 TOGGLE = {"action_type": "TOGGLE_FEATURE", "enabled": "true"}
 
@@ -23,7 +23,7 @@ def audits(pipeline_id, event=None):
 
 
 def fresh(project, pipeline):
-    return pipelines.get_pipeline(project.id, pipeline.id)
+    return catalog.get_pipeline(project.id, pipeline.id)
 
 
 def snapshot(pipeline_id):
@@ -70,7 +70,7 @@ def snapshot(pipeline_id):
 
 
 def test_create_starts_a_draft_and_audits(project, editor):
-    pipeline = pipelines.create_pipeline(
+    pipeline = builder.create_pipeline(
         project, "  Web release ", Actor.for_user(editor), description="For the web app"
     )
     assert (pipeline.name, pipeline.status, pipeline.version) == ("Web release", "draft", 1)
@@ -91,23 +91,23 @@ def test_create_starts_a_draft_and_audits(project, editor):
 )
 def test_create_refuses_bad_names(project, name, message):
     with pytest.raises(Invalid) as error:
-        pipelines.create_pipeline(project, name, SYSTEM)
+        builder.create_pipeline(project, name, SYSTEM)
     assert error.value.field_errors == {"name": [message]}
     assert db.session.scalar(select(func.count()).select_from(ReleasePipeline)) == 0
 
 
 def test_a_255_character_name_is_fine(project):
-    assert len(pipelines.create_pipeline(project, "x" * 255, SYSTEM).name) == 255
+    assert len(builder.create_pipeline(project, "x" * 255, SYSTEM).name) == 255
 
 
 # --- stages --------------------------------------------------------------------------------------
 
 
 def test_add_stage_names_it_after_its_environment(project, make):
-    pipeline = pipelines.create_pipeline(project, "P", SYSTEM)
+    pipeline = builder.create_pipeline(project, "P", SYSTEM)
     staging = make.environments(project)[1]
-    stage = pipelines.add_stage(pipeline, 1, SYSTEM, environment_id=str(staging.id))
-    second = pipelines.add_stage(fresh(project, pipeline), 2, SYSTEM)
+    stage = builder.add_stage(pipeline, 1, SYSTEM, environment_id=str(staging.id))
+    second = builder.add_stage(fresh(project, pipeline), 2, SYSTEM)
     assert (stage.name, stage.position, stage.trigger_type) == ("Staging", 0, "ON_ENTER")
     assert (second.name, second.position, second.environment_id) == ("Stage 2", 1, None)
     # Both additions, by one actor within minutes, are one session entry of the builder.
@@ -123,7 +123,7 @@ def test_a_31st_stage_is_refused(project, build):
     pipeline = build.pipeline(project, stages=[{"name": f"S{n}"} for n in range(30)])
     before = snapshot(pipeline.id)
     with pytest.raises(Invalid) as error:
-        pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name="One too many")
+        builder.add_stage(pipeline, pipeline.version, SYSTEM, name="One too many")
     assert error.value.field_errors == {"stage": ["A pipeline has at most 30 stages."]}
     assert snapshot(pipeline.id) == before
 
@@ -190,16 +190,16 @@ def test_stage_edits_refuse_bad_input(project, make, build, data, field, message
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
     before = snapshot(pipeline.id)
     with pytest.raises(Invalid) as error:
-        pipelines.update_stage(pipeline, pipeline.version, pipeline.stages[0].id, data, SYSTEM)
+        builder.update_stage(pipeline, pipeline.version, pipeline.stages[0].id, data, SYSTEM)
     assert error.value.field_errors[field] == [message]
     assert snapshot(pipeline.id) == before
 
 
 def test_add_stage_refuses_a_foreign_environment(project, make):
     other_env = make.environments(make.project("Other"))[0]
-    pipeline = pipelines.create_pipeline(project, "P", SYSTEM)
+    pipeline = builder.create_pipeline(project, "P", SYSTEM)
     with pytest.raises(Invalid) as error:
-        pipelines.add_stage(pipeline, 1, SYSTEM, environment_id=other_env.id)
+        builder.add_stage(pipeline, 1, SYSTEM, environment_id=other_env.id)
     assert error.value.field_errors == {
         "environment_id": ["Choose one of this project's environments."]
     }
@@ -219,7 +219,7 @@ def test_add_stage_refuses_a_foreign_environment(project, make):
 def test_waits_are_stored_in_seconds(project, build, amount, unit, seconds):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
     stage_id = pipeline.stages[0].id
-    pipelines.update_stage(
+    builder.update_stage(
         pipeline,
         pipeline.version,
         stage_id,
@@ -238,7 +238,7 @@ def test_waits_are_stored_in_seconds(project, build, amount, unit, seconds):
 
 def test_back_to_on_enter_clears_the_wait(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development", "wait": 600}])
-    pipelines.update_stage(
+    builder.update_stage(
         pipeline,
         pipeline.version,
         pipeline.stages[0].id,
@@ -252,7 +252,7 @@ def test_back_to_on_enter_clears_the_wait(project, build):
 def test_an_edit_that_changes_nothing_saves_nothing(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
     before = snapshot(pipeline.id)
-    pipelines.update_stage(
+    builder.update_stage(
         pipeline,
         pipeline.version,
         pipeline.stages[0].id,
@@ -265,9 +265,9 @@ def test_an_edit_that_changes_nothing_saves_nothing(project, build):
 def test_remove_and_move_keep_positions_dense(project, build, time_machine):
     pipeline = build.pipeline(project, stages=[{"name": n} for n in "ABCD"])
     # The moves and the removal start a builder session of their own.
-    time_machine.move_to(now() + pipeline_edits.COALESCE_WINDOW)
+    time_machine.move_to(now() + edit_sessions.COALESCE_WINDOW)
     b = pipeline.stages[1]
-    pipelines.move_stage(pipeline, pipeline.version, b.id, "down", SYSTEM)
+    builder.move_stage(pipeline, pipeline.version, b.id, "down", SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [(s.name, s.position) for s in pipeline.stages] == [
         ("A", 0),
@@ -275,10 +275,10 @@ def test_remove_and_move_keep_positions_dense(project, build, time_machine):
         ("B", 2),
         ("D", 3),
     ]
-    pipelines.remove_stage(pipeline, pipeline.version, pipeline.stages[0].id, SYSTEM)
+    builder.remove_stage(pipeline, pipeline.version, pipeline.stages[0].id, SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [(s.name, s.position) for s in pipeline.stages] == [("C", 0), ("B", 1), ("D", 2)]
-    pipelines.move_stage(pipeline, pipeline.version, pipeline.stages[2].id, "up", SYSTEM)
+    builder.move_stage(pipeline, pipeline.version, pipeline.stages[2].id, "up", SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [(s.name, s.position) for s in pipeline.stages] == [("C", 0), ("D", 1), ("B", 2)]
     assert db.session.scalar(select(func.count()).select_from(StageAction)) == 3
@@ -298,7 +298,7 @@ def test_moves_past_the_ends_are_refused(project, build, index, direction, messa
     pipeline = build.pipeline(project, stages=[{"name": n} for n in "ABC"])
     before = snapshot(pipeline.id)
     with pytest.raises(Invalid) as error:
-        pipelines.move_stage(
+        builder.move_stage(
             pipeline, pipeline.version, pipeline.stages[index].id, direction, SYSTEM
         )
     assert error.value.field_errors == {"direction": [message]}
@@ -309,7 +309,7 @@ def test_a_stage_of_another_pipeline_is_not_found(project, build):
     first = build.pipeline(project, stages=[{"name": "A"}])
     second = build.pipeline(project, name="Second", stages=[{"name": "B"}])
     with pytest.raises(NotFound):
-        pipelines.remove_stage(first, first.version, second.stages[0].id, SYSTEM)
+        builder.remove_stage(first, first.version, second.stages[0].id, SYSTEM)
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -407,13 +407,13 @@ def test_actions_refuse_bad_input(project, make, build, data, field, message):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "env": "Development"}])
     before = snapshot(pipeline.id)
     with pytest.raises(Invalid) as error:
-        pipelines.add_action(pipeline, pipeline.version, pipeline.stages[0].id, data, SYSTEM)
+        builder.add_action(pipeline, pipeline.version, pipeline.stages[0].id, data, SYSTEM)
     assert error.value.field_errors[field] == [message]
     assert snapshot(pipeline.id) == before
     # The same rules hold when an existing action is edited.
     action_id = pipeline.stages[0].actions[0].id
     with pytest.raises(Invalid) as error:
-        pipelines.update_action(pipeline, pipeline.version, action_id, data, SYSTEM)
+        builder.update_action(pipeline, pipeline.version, action_id, data, SYSTEM)
     assert error.value.field_errors[field] == [message]
     assert snapshot(pipeline.id) == before
 
@@ -421,7 +421,7 @@ def test_actions_refuse_bad_input(project, make, build, data, field, message):
 def test_every_bad_rollout_field_is_reported_at_once(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev"}])
     with pytest.raises(Invalid) as error:
-        pipelines.add_action(
+        builder.add_action(
             pipeline,
             pipeline.version,
             pipeline.stages[0].id,
@@ -448,7 +448,7 @@ def test_every_bad_rollout_field_is_reported_at_once(project, build):
 )
 def test_values_are_stored_as_typed_json(project, build, raw, stored):
     pipeline = build.pipeline(project, stages=[{"name": "Dev", "actions": []}])
-    action = pipelines.add_action(
+    action = builder.add_action(
         pipeline,
         pipeline.version,
         pipeline.stages[0].id,
@@ -459,7 +459,7 @@ def test_values_are_stored_as_typed_json(project, build, raw, stored):
     assert action.sets_value is True
     assert action.value == stored and type(action.value) is type(stored)
     # What the builder shows in the field reads back as the same value.
-    assert pipelines.parse_value(pipelines.value_as_input(action)) == stored
+    assert inputs.parse_value(describe.value_as_input(action)) == stored
 
 
 def test_each_action_type_stores_its_columns(project, make, build):
@@ -482,7 +482,7 @@ def test_each_action_type_stores_its_columns(project, make, build):
         {**ROLLOUT, "value": ""},
     ]
     for form in forms:
-        pipelines.add_action(
+        builder.add_action(
             fresh(project, pipeline), fresh(project, pipeline).version, stage_id, form, SYSTEM
         )
     actions = fresh(project, pipeline).stages[0].actions
@@ -500,7 +500,7 @@ def test_each_action_type_stores_its_columns(project, make, build):
         actions[4].rollout_step,
         actions[4].rollout_interval_seconds,
     ) == (10, 20, 7200)
-    assert [pipelines.describe_action(a) for a in actions] == [
+    assert [describe.describe_action(a) for a in actions] == [
         "Disable for everyone",
         "Set the value to 7 (integer) for everyone",
         "Enable for segment Beta",
@@ -514,12 +514,12 @@ def test_one_phased_rollout_per_stage(project, build):
     stage = pipeline.stages[0]
     message = ["This stage already has a phased rollout (at most one per stage)."]
     with pytest.raises(Invalid) as error:
-        pipelines.add_action(pipeline, pipeline.version, stage.id, ROLLOUT, SYSTEM)
+        builder.add_action(pipeline, pipeline.version, stage.id, ROLLOUT, SYSTEM)
     assert error.value.field_errors == {"action_type": message}
     with pytest.raises(Invalid):
-        pipelines.update_action(pipeline, pipeline.version, stage.actions[1].id, ROLLOUT, SYSTEM)
+        builder.update_action(pipeline, pipeline.version, stage.actions[1].id, ROLLOUT, SYSTEM)
     # Editing the rollout itself is fine.
-    pipelines.update_action(
+    builder.update_action(
         pipeline, pipeline.version, stage.actions[0].id, {**ROLLOUT, "rollout_step": "50"}, SYSTEM
     )
     assert fresh(project, pipeline).stages[0].actions[0].rollout_step == 50
@@ -536,7 +536,7 @@ def test_update_move_and_remove_actions(project, build):
         ],
     )
     first, second, third = pipeline.stages[0].actions
-    pipelines.update_action(
+    builder.update_action(
         pipeline,
         pipeline.version,
         first.id,
@@ -547,10 +547,10 @@ def test_update_move_and_remove_actions(project, build):
     assert (entry.before["Stage 1 · Action 1 · enabled"],
             entry.after["Stage 1 · Action 1 · enabled"]) == (True, False)
     pipeline = fresh(project, pipeline)
-    pipelines.move_action(pipeline, pipeline.version, third.id, "up", SYSTEM)
+    builder.move_action(pipeline, pipeline.version, third.id, "up", SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [a.id for a in pipeline.stages[0].actions] == [first.id, third.id, second.id]
-    pipelines.remove_action(pipeline, pipeline.version, first.id, SYSTEM)
+    builder.remove_action(pipeline, pipeline.version, first.id, SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [(a.id, a.position) for a in pipeline.stages[0].actions] == [
         (third.id, 0),
@@ -564,18 +564,18 @@ def test_update_move_and_remove_actions(project, build):
 def test_a_stale_edit_is_refused_and_changes_nothing(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev"}])
     seen = pipeline.version
-    pipelines.update_stage(pipeline, seen, pipeline.stages[0].id, {"name": "Alice's"}, SYSTEM)
+    builder.update_stage(pipeline, seen, pipeline.stages[0].id, {"name": "Alice's"}, SYSTEM)
     pipeline = fresh(project, pipeline)
     before = snapshot(pipeline.id)
     for edit in (
-        lambda: pipelines.update_stage(
+        lambda: builder.update_stage(
             pipeline, seen, pipeline.stages[0].id, {"name": "Bob's"}, SYSTEM
         ),
-        lambda: pipelines.add_stage(pipeline, seen, SYSTEM, name="Bob's"),
-        lambda: pipelines.remove_stage(pipeline, seen, pipeline.stages[0].id, SYSTEM),
-        lambda: pipelines.add_action(pipeline, seen, pipeline.stages[0].id, TOGGLE, SYSTEM),
-        lambda: pipelines.publish_pipeline(pipeline, seen, SYSTEM),
-        lambda: pipelines.update_details(pipeline, "not a number", SYSTEM, name="Bob's"),
+        lambda: builder.add_stage(pipeline, seen, SYSTEM, name="Bob's"),
+        lambda: builder.remove_stage(pipeline, seen, pipeline.stages[0].id, SYSTEM),
+        lambda: builder.add_action(pipeline, seen, pipeline.stages[0].id, TOGGLE, SYSTEM),
+        lambda: builder.publish_pipeline(pipeline, seen, SYSTEM),
+        lambda: builder.update_details(pipeline, "not a number", SYSTEM, name="Bob's"),
     ):
         with pytest.raises(Conflict, match="Someone else changed this pipeline"):
             edit()
@@ -603,7 +603,7 @@ def test_the_compare_and_set_catches_a_writer_in_between(project, build):
     event.listen(db.engine, "before_cursor_execute", other_writer)
     try:
         with pytest.raises(Conflict, match="Someone else changed this pipeline"):
-            pipelines.update_stage(
+            builder.update_stage(
                 pipeline, pipeline.version, pipeline.stages[0].id, {"name": "Late"}, SYSTEM
             )
     finally:
@@ -615,7 +615,7 @@ def test_the_compare_and_set_catches_a_writer_in_between(project, build):
 def test_every_saved_edit_bumps_the_version(project, build):
     pipeline = build.pipeline(project, stages=[{"name": "Dev"}])
     version = pipeline.version
-    pipelines.update_details(pipeline, version, SYSTEM, name="Renamed", description="d")
+    builder.update_details(pipeline, version, SYSTEM, name="Renamed", description="d")
     assert fresh(project, pipeline).version == version + 1
 
 
@@ -623,9 +623,9 @@ def test_every_saved_edit_bumps_the_version(project, build):
 
 
 def test_publish_an_empty_pipeline_is_refused(project):
-    pipeline = pipelines.create_pipeline(project, "Empty", SYSTEM)
+    pipeline = builder.create_pipeline(project, "Empty", SYSTEM)
     with pytest.raises(Invalid) as error:
-        pipelines.publish_pipeline(pipeline, 1, SYSTEM)
+        builder.publish_pipeline(pipeline, 1, SYSTEM)
     assert error.value.field_errors == {"publish": ["Add at least one stage before publishing."]}
     assert fresh(project, pipeline).status == "draft"
 
@@ -660,7 +660,7 @@ def test_publish_lists_every_problem_at_once(project, make, build):
     db.session.commit()
     pipeline = fresh(project, pipeline)
     with pytest.raises(Invalid) as error:
-        pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+        builder.publish_pipeline(pipeline, pipeline.version, SYSTEM)
     assert error.value.field_errors["publish"] == [
         "Stage 1: give it a name.",
         "Stage 2 (No env): choose an environment.",
@@ -691,7 +691,7 @@ def test_publish_problems_for_stored_rollouts_and_types(project, build):
     )
     pipeline.stages[0].trigger_type = "LATER"
     db.session.commit()
-    problems = pipelines.publish_problems(fresh(project, pipeline))
+    problems = builder.publish_problems(fresh(project, pipeline))
     assert problems == [
         "Stage 1 (Dev): unknown trigger 'LATER'.",
         "Stage 1 (Dev), action 1: the initial percentage must be more than 0 % and at most 100 %.",
@@ -703,7 +703,7 @@ def test_publish_problems_for_stored_rollouts_and_types(project, build):
 
 def test_publish_makes_it_immutable_and_audits(project, editor, build):
     pipeline = build.three_stages(project)
-    pipelines.publish_pipeline(pipeline, pipeline.version, Actor.for_user(editor))
+    builder.publish_pipeline(pipeline, pipeline.version, Actor.for_user(editor))
     pipeline = fresh(project, pipeline)
     assert pipeline.status == "published"
     assert pipeline.published_by_id == editor.id and pipeline.published_at is not None
@@ -717,18 +717,18 @@ def test_published_pipelines_refuse_every_edit(project, make, build):
     v = pipeline.version
     before = snapshot(pipeline.id)
     edits = [
-        lambda: pipelines.update_details(pipeline, v, SYSTEM, name="New"),
-        lambda: pipelines.add_stage(pipeline, v, SYSTEM, name="More"),
-        lambda: pipelines.update_stage(pipeline, v, stage.id, {"name": "X"}, SYSTEM),
-        lambda: pipelines.update_stage(pipeline, v, stage.id, {"trigger_type": "BOGUS"}, SYSTEM),
-        lambda: pipelines.move_stage(pipeline, v, stage.id, "down", SYSTEM),
-        lambda: pipelines.remove_stage(pipeline, v, stage.id, SYSTEM),
-        lambda: pipelines.remove_stage(pipeline, v, 999999, SYSTEM),
-        lambda: pipelines.add_action(pipeline, v, stage.id, TOGGLE, SYSTEM),
-        lambda: pipelines.update_action(pipeline, v, action.id, {"action_type": "?"}, SYSTEM),
-        lambda: pipelines.move_action(pipeline, v, action.id, "down", SYSTEM),
-        lambda: pipelines.remove_action(pipeline, v, action.id, SYSTEM),
-        lambda: pipelines.publish_pipeline(pipeline, v, SYSTEM),
+        lambda: builder.update_details(pipeline, v, SYSTEM, name="New"),
+        lambda: builder.add_stage(pipeline, v, SYSTEM, name="More"),
+        lambda: builder.update_stage(pipeline, v, stage.id, {"name": "X"}, SYSTEM),
+        lambda: builder.update_stage(pipeline, v, stage.id, {"trigger_type": "BOGUS"}, SYSTEM),
+        lambda: builder.move_stage(pipeline, v, stage.id, "down", SYSTEM),
+        lambda: builder.remove_stage(pipeline, v, stage.id, SYSTEM),
+        lambda: builder.remove_stage(pipeline, v, 999999, SYSTEM),
+        lambda: builder.add_action(pipeline, v, stage.id, TOGGLE, SYSTEM),
+        lambda: builder.update_action(pipeline, v, action.id, {"action_type": "?"}, SYSTEM),
+        lambda: builder.move_action(pipeline, v, action.id, "down", SYSTEM),
+        lambda: builder.remove_action(pipeline, v, action.id, SYSTEM),
+        lambda: builder.publish_pipeline(pipeline, v, SYSTEM),
     ]
     for edit in edits:
         with pytest.raises(Conflict, match="published and cannot be changed"):
@@ -757,17 +757,17 @@ def test_unpublish_and_delete_wait_until_no_flag_is_in_flight(project, make, bui
     pipeline = build.three_stages(project, publish=True)
     run = _run(project, pipeline, make)
     with pytest.raises(Conflict, match="in flight"):
-        pipelines.unpublish_pipeline(pipeline, SYSTEM)
+        builder.unpublish_pipeline(pipeline, SYSTEM)
     with pytest.raises(Conflict, match="in flight"):
-        pipelines.delete_pipeline(pipeline, SYSTEM)
+        builder.delete_pipeline(pipeline, SYSTEM)
     assert fresh(project, pipeline).status == "published"
     run.ended_at, run.end_reason, run.status = now(), "launched", "launched"
     db.session.commit()
-    pipelines.unpublish_pipeline(fresh(project, pipeline), SYSTEM)
+    builder.unpublish_pipeline(fresh(project, pipeline), SYSTEM)
     pipeline = fresh(project, pipeline)
     assert pipeline.status == "draft"
-    pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name="Editable again")
-    pipelines.delete_pipeline(fresh(project, pipeline), SYSTEM)
+    builder.add_stage(pipeline, pipeline.version, SYSTEM, name="Editable again")
+    builder.delete_pipeline(fresh(project, pipeline), SYSTEM)
     with pytest.raises(NotFound):
         fresh(project, pipeline)
     assert db.session.get(ReleasePipeline, pipeline.id).deleted_at is not None
@@ -779,20 +779,20 @@ def test_unpublish_and_delete_wait_until_no_flag_is_in_flight(project, make, bui
 def test_a_stage_flags_went_through_stays_after_unpublish(project, make, build):
     pipeline = build.three_stages(project, publish=True)
     _run(project, pipeline, make, status="launched", ended_at=now(), end_reason="launched")
-    pipelines.unpublish_pipeline(fresh(project, pipeline), SYSTEM)
+    builder.unpublish_pipeline(fresh(project, pipeline), SYSTEM)
     pipeline = fresh(project, pipeline)
     with pytest.raises(Conflict, match=r"Stage 1 \(Development\) has release history"):
-        pipelines.remove_stage(pipeline, pipeline.version, pipeline.stages[0].id, SYSTEM)
+        builder.remove_stage(pipeline, pipeline.version, pipeline.stages[0].id, SYSTEM)
     pipeline = fresh(project, pipeline)
     assert [stage.name for stage in pipeline.stages] == ["Development", "Staging", "Production"]
-    pipelines.remove_stage(pipeline, pipeline.version, pipeline.stages[2].id, SYSTEM)
+    builder.remove_stage(pipeline, pipeline.version, pipeline.stages[2].id, SYSTEM)
     assert [stage.name for stage in fresh(project, pipeline).stages] == ["Development", "Staging"]
 
 
 def test_unpublish_a_draft_is_refused(project):
-    pipeline = pipelines.create_pipeline(project, "P", SYSTEM)
+    pipeline = builder.create_pipeline(project, "P", SYSTEM)
     with pytest.raises(Conflict, match="already a draft"):
-        pipelines.unpublish_pipeline(pipeline, SYSTEM)
+        builder.unpublish_pipeline(pipeline, SYSTEM)
 
 
 def test_clone_copies_stages_and_actions_into_a_draft(project, make, build):
@@ -818,7 +818,7 @@ def test_clone_copies_stages_and_actions_into_a_draft(project, make, build):
         ],
         publish=True,
     )
-    copy = pipelines.clone_pipeline(source, SYSTEM)
+    copy = builder.clone_pipeline(source, SYSTEM)
     copy = fresh(project, copy)
     assert (copy.name, copy.status, copy.version) == ("Web (copy)", "draft", 1)
 
@@ -852,7 +852,7 @@ def test_clone_copies_stages_and_actions_into_a_draft(project, make, build):
     assert {s.id for s in copy.stages}.isdisjoint({s.id for s in source.stages})
     [entry] = audits(copy.id, "RELEASE_PIPELINE_CLONED")
     assert entry.before == {"source_id": source.id, "source_name": "Web"}
-    named = pipelines.clone_pipeline(source, SYSTEM, "Web v2")
+    named = builder.clone_pipeline(source, SYSTEM, "Web v2")
     assert named.name == "Web v2"
 
 
@@ -860,13 +860,13 @@ def test_clone_copies_stages_and_actions_into_a_draft(project, make, build):
 def test_clone_refuses_bad_names(project, build, name, message):
     source = build.pipeline(project)
     with pytest.raises(Invalid) as error:
-        pipelines.clone_pipeline(source, SYSTEM, name)
+        builder.clone_pipeline(source, SYSTEM, name)
     assert error.value.field_errors == {"name": [message]}
 
 
 def test_clone_of_a_long_name_is_cut_to_fit(project):
-    source = pipelines.create_pipeline(project, "n" * 255, SYSTEM)
-    assert len(pipelines.clone_pipeline(source, SYSTEM).name) == 255
+    source = builder.create_pipeline(project, "n" * 255, SYSTEM)
+    assert len(builder.clone_pipeline(source, SYSTEM).name) == 255
 
 
 # --- list, values, segments ----------------------------------------------------------------------
@@ -874,9 +874,9 @@ def test_clone_of_a_long_name_is_cut_to_fit(project):
 
 def test_list_counts_stages_flags_in_flight_and_recent_launches(project, make, build):
     a = build.three_stages(project, publish=True)
-    b = pipelines.create_pipeline(project, "Another", SYSTEM)
-    gone = pipelines.create_pipeline(project, "Gone", SYSTEM)
-    pipelines.delete_pipeline(gone, SYSTEM)
+    b = builder.create_pipeline(project, "Another", SYSTEM)
+    gone = builder.create_pipeline(project, "Gone", SYSTEM)
+    builder.delete_pipeline(gone, SYSTEM)
     _run(project, a, make)
     _run(project, a, make)
     _run(
@@ -896,7 +896,7 @@ def test_list_counts_stages_flags_in_flight_and_recent_launches(project, make, b
         status="launched",
     )
     _run(project, a, make, ended_at=now(), end_reason="removed", status="removed")
-    rows = {row.pipeline.name: row for row in pipelines.list_pipelines(project.id)}
+    rows = {row.pipeline.name: row for row in catalog.list_pipelines(project.id)}
     assert set(rows) == {"Web release", "Another"}
     assert (
         rows["Web release"].stage_count,
@@ -916,7 +916,7 @@ def test_list_uses_a_fixed_number_of_queries(app, project, build):
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(db.engine, "before_cursor_execute", listener)
     try:
-        rows = pipelines.list_pipelines(project.id)
+        rows = catalog.list_pipelines(project.id)
         [(row.pipeline.name, row.stage_count) for row in rows]
     finally:
         event.remove(db.engine, "before_cursor_execute", listener)
@@ -948,7 +948,7 @@ def test_check_values_fit(project, make, build, value_type, raw, fits):
             {"name": "Dev", "actions": [{"action_type": "UPDATE_FEATURE_VALUE", "value": raw}]}
         ],
     )
-    problems = pipelines.check_values_fit(pipeline, feature)
+    problems = describe.check_values_fit(pipeline, feature)
     assert (problems == []) is fits
     if not fits:
         assert problems[0].startswith("Stage 1 (Dev), action 1 sets the value")
@@ -959,7 +959,7 @@ def test_segment_choices_and_users(project, make, build):
     beta = make.segment(project, "Beta")
     make.segment(project, "Hidden rollout", is_system=True)
     make.segment(make.project("Other"), "Theirs")
-    assert [s.name for s in pipelines.segment_choices(project.id)] == ["Beta"]
+    assert [s.name for s in catalog.segment_choices(project.id)] == ["Beta"]
     pipeline = build.pipeline(
         project,
         stages=[
@@ -975,12 +975,12 @@ def test_segment_choices_and_users(project, make, build):
             }
         ],
     )
-    assert [p.id for p in pipelines.pipelines_using_segment(beta.id)] == [pipeline.id]
-    pipelines.delete_pipeline(pipeline, SYSTEM)
-    assert pipelines.pipelines_using_segment(beta.id) == []
+    assert [p.id for p in catalog.pipelines_using_segment(beta.id)] == [pipeline.id]
+    builder.delete_pipeline(pipeline, SYSTEM)
+    assert catalog.pipelines_using_segment(beta.id) == []
 
 
 def test_get_pipeline_of_another_project_is_not_found(project, make):
-    pipeline = pipelines.create_pipeline(make.project("Other"), "Theirs", SYSTEM)
+    pipeline = builder.create_pipeline(make.project("Other"), "Theirs", SYSTEM)
     with pytest.raises(NotFound):
-        pipelines.get_pipeline(project.id, pipeline.id)
+        catalog.get_pipeline(project.id, pipeline.id)

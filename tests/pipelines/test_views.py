@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, ReleasePipeline
-from webapp.services import pipelines
+from webapp.services.pipelines import builder, catalog, describe
 
 TOGGLE = {"action_type": "TOGGLE_FEATURE", "enabled": "true"}
 
@@ -112,7 +112,7 @@ def test_viewers_get_403_and_strangers_404(client, login, project, viewer, make,
 
 def test_a_pipeline_of_another_project_is_404(client, login, project, editor, make):
     other = make.project("Other")
-    theirs = pipelines.create_pipeline(
+    theirs = builder.create_pipeline(
         other, "Theirs", __import__("webapp.services.actors", fromlist=["SYSTEM"]).SYSTEM
     )
     login(client, editor)
@@ -173,7 +173,7 @@ def test_each_edit_answers_with_the_updated_builder(hx, login, project, editor, 
     )
     assert response.status_code == 200 and is_fragment(response)
     assert "Staging" in response.get_data(as_text=True)
-    pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+    pipeline = catalog.get_pipeline(project.id, pipeline.id)
     stage = pipeline.stages[1]
     response = hx.post(
         f"{base(project, pipeline)}/stages/{stage.id}",
@@ -198,7 +198,7 @@ def test_each_edit_answers_with_the_updated_builder(hx, login, project, editor, 
         },
     )
     assert response.status_code == 200
-    pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+    pipeline = catalog.get_pipeline(project.id, pipeline.id)
     action = pipeline.stages[1].actions[0]
     assert (action.segment_id, action.enabled) == (beta.id, False)
     response = hx.post(
@@ -206,17 +206,17 @@ def test_each_edit_answers_with_the_updated_builder(hx, login, project, editor, 
         data={"version": pipeline.version, "direction": "up"},
     )
     assert response.status_code == 200
-    pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+    pipeline = catalog.get_pipeline(project.id, pipeline.id)
     assert [s.name for s in pipeline.stages] == ["Staging", "Dev"]
     response = hx.post(
         f"{base(project, pipeline)}/actions/{action.id}",
         data={"version": pipeline.version, "action_type": "UPDATE_FEATURE_VALUE", "value": "42"},
     )
     assert response.status_code == 200
-    assert "42 (integer)" in pipelines.describe_action(
-        pipelines.get_pipeline(project.id, pipeline.id).stages[0].actions[0]
+    assert "42 (integer)" in describe.describe_action(
+        catalog.get_pipeline(project.id, pipeline.id).stages[0].actions[0]
     )
-    pipeline = pipelines.get_pipeline(project.id, pipeline.id)
+    pipeline = catalog.get_pipeline(project.id, pipeline.id)
     response = hx.post(
         f"{base(project, pipeline)}/actions/{action.id}/delete", data={"version": pipeline.version}
     )
@@ -327,7 +327,7 @@ def test_bad_action_input_keeps_what_was_typed(hx, login, project, editor, build
     )
     assert response.status_code == 422
     assert "Choose one of the listed actions." in response.get_data(as_text=True)
-    assert len(pipelines.get_pipeline(project.id, pipeline.id).stages[0].actions) == 1
+    assert len(catalog.get_pipeline(project.id, pipeline.id).stages[0].actions) == 1
 
 
 def test_action_forms_open_on_demand(client, hx, login, project, editor, build):

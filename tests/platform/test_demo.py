@@ -44,15 +44,15 @@ def test_the_demo_has_a_guarded_pipeline_and_the_readme_curl_rolls_its_flag_back
 
     from webapp.clock import now
     from webapp.models.health import ProjectIntegration
-    from webapp.services import engine
+    from webapp.services.runs import sweep
 
     time_machine.move_to(now(), tick=False)
     message = demo.seed_if_empty("boss@example.com", "secret-password")
     secret = db.session.scalar(select(ProjectIntegration.alert_secret))
     assert f"/hooks/alerts/{secret}" in message
-    engine.drain()
+    sweep.drain()
     time_machine.shift(timedelta(seconds=10))
-    engine.drain()  # the first check: healthy, Development has no bake -> Staging, baking
+    sweep.drain()  # the first check: healthy, Development has no bake -> Staging, baking
     run = db.session.scalar(select(PipelineRun).join(Feature).where(Feature.name == "dark_mode"))
     assert (run.status, run.stage_position) == ("watching", 1)
     # The README's curl, as a request.
@@ -61,7 +61,7 @@ def test_the_demo_has_a_guarded_pipeline_and_the_readme_curl_rolls_its_flag_back
                                        "railyard_flag": "dark_mode"}}]})
     assert response.status_code == 200 and response.get_json()["runs_woken"] == 1
     db.session.rollback()  # end the test's read snapshot: the request committed since
-    engine.drain()
+    sweep.drain()
     db.session.rollback()
     run = db.session.get(PipelineRun, run.id)
     assert run.status == "rolled_back"

@@ -5,9 +5,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, Environment, Feature, FeatureState, SegmentOverride
-from webapp.services import flags
 from webapp.services.actors import SYSTEM
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.platform import flags
 
 
 @pytest.mark.parametrize(("kwargs", "field", "message"), [

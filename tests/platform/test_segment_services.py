@@ -5,9 +5,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, Environment, Segment, SegmentOverride, StageAction
-from webapp.services import flags, segments
 from webapp.services.actors import SYSTEM
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.platform import flags, segments
 
 
 def tree(operator="EQUAL", value="pro", prop="plan", rule_type="ALL"):

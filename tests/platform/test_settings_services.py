@@ -5,9 +5,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import AuditEntry, Membership
-from webapp.services import environments, members, projects
 from webapp.services.actors import SYSTEM
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.platform import environments, members, projects
 
 
 @pytest.mark.parametrize(("name", "approvals", "field", "message"), [

@@ -5,8 +5,8 @@ import itertools
 import pytest
 
 from webapp.extensions import db
-from webapp.services import flags, projects, segments, users
 from webapp.services.actors import SYSTEM
+from webapp.services.platform import flags, projects, segments, users
 
 _counter = itertools.count(1)
 

@@ -16,8 +16,9 @@ from wtforms.fields.core import UnboundField
 from webapp.extensions import db
 from webapp.models import ChangeRequest, Environment, Membership, PipelineStage, ReleasePipeline
 from webapp.models import StageAction as Action
-from webapp.services import api_keys, engine, runs
 from webapp.services.actors import SYSTEM, Actor
+from webapp.services.platform import api_keys
+from webapp.services.runs import controls, sweep
 
 # Hostile text, already percent-encoded for a query string or a urlencoded body.
 HOSTILE = [
@@ -59,8 +60,8 @@ def world(make, project, viewer, editor):
     segment = make.segment(project, "Beta")
     published = _pipeline(project, envs, "Release", "published", segment)
     draft = _pipeline(project, envs, "Draft", "draft", segment)
-    bell = runs.add_flag(project, published.id, flag.id, Actor.for_user(editor))
-    engine.advance(bell.run_id, bell.version)  # waits for approval in Production
+    bell = controls.add_flag(project, published.id, flag.id, Actor.for_user(editor))
+    sweep.advance(bell.run_id, bell.version)  # waits for approval in Production
     token, _secret = api_keys.create_user_token(viewer, "laptop", SYSTEM)
     db.session.commit()
     request = db.session.scalar(select(ChangeRequest))

@@ -10,9 +10,9 @@ from tests.conftest import CsrfClient
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import AuditEntry, User
-from webapp.services import users
 from webapp.services.actors import Actor
 from webapp.services.errors import Invalid
+from webapp.services.platform import users
 
 
 def _sign_in(client, email="editor@example.com", password="password123"):

@@ -13,8 +13,8 @@ from webapp import create_app
 from webapp.extensions import db
 from webapp.models import User
 from webapp.redis_conn import redis_url_of, start_embedded
-from webapp.services import api_keys, users
 from webapp.services.actors import SYSTEM
+from webapp.services.platform import api_keys, users
 
 START = datetime(2030, 1, 7, 12, 0, 0, tzinfo=UTC)
 

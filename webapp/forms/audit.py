@@ -7,8 +7,8 @@ from wtforms import Field, SelectField
 from wtforms.validators import Length, Optional, Regexp, ValidationError
 from wtforms.widgets import DateTimeLocalInput
 
-from webapp.services import audit_wording
-from webapp.services.audit_log import AuditFilter, FilterChoices
+from webapp.services.governance import audit_wording
+from webapp.services.governance.audit_log import AuditFilter, FilterChoices
 
 
 class ProjectObjectField(SelectField):

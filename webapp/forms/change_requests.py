@@ -5,7 +5,7 @@ from wtforms import HiddenField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
-from webapp.services.change_requests import MAX_COMMENT
+from webapp.services.change_requests.workflow import MAX_COMMENT
 
 TABS = (("open", "Open"), ("committed", "Committed"), ("rejected", "Rejected / closed"))
 

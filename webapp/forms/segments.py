@@ -13,7 +13,7 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import Optional
 
 from webapp.parsing import ascii_int
-from webapp.services.segments import MAX_DEPTH
+from webapp.services.platform.segments import MAX_DEPTH
 
 # A rule one level deeper than segments allow is still read (so that its 422 says so); fields
 # below it, and indexes beyond MAX_INDEX, are ignored: no form can build a tree too deep or too

@@ -6,8 +6,10 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, Project, Segment, User
-from webapp.services import flags, pipelines, projects, runs, segments, users
 from webapp.services.actors import SYSTEM
+from webapp.services.pipelines import builder, health_checks
+from webapp.services.platform import flags, projects, segments, users
+from webapp.services.runs import alerts, controls
 
 DEMO_FLAGS = [
     ("new_checkout", "The redesigned checkout flow", "none", None),
@@ -89,33 +91,32 @@ def seed_if_empty(admin_email: str | None, admin_password: str | None) -> str | 
 def _seed_guarded_pipeline(project: Project) -> str:
     """The guarded demo pipeline with GUARDED_FLAGS in flight, and the project's alert receiver
     turned on. Returns the receiver's secret (the URL is /hooks/alerts/<secret>)."""
-    from webapp.services import health_checks
 
     environments = dict(db.session.execute(
         select(Environment.name, Environment.id).where(Environment.project_id == project.id)).all())
-    pipeline = pipelines.create_pipeline(
+    pipeline = builder.create_pipeline(
         project, GUARDED_PIPELINE, SYSTEM,
         description="Each stage watches alerts naming the flag and rolls it back if one fires; "
                     "Staging bakes for 30 minutes.")
     for name, wait_minutes in GUARDED_STAGES:
-        stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=name,
+        stage = builder.add_stage(pipeline, pipeline.version, SYSTEM, name=name,
                                     environment_id=environments[name])
         if wait_minutes:
-            pipelines.update_stage(pipeline, pipeline.version, stage.id, {
+            builder.update_stage(pipeline, pipeline.version, stage.id, {
                 "trigger_type": "WAIT_FOR", "wait_amount": str(wait_minutes),
                 "wait_unit": "minutes"}, SYSTEM)
-        pipelines.add_action(pipeline, pipeline.version, stage.id,
+        builder.add_action(pipeline, pipeline.version, stage.id,
                              {"action_type": "TOGGLE_FEATURE", "enabled": "true"}, SYSTEM)
         if name != "Production":
             health_checks.add_check(pipeline, pipeline.version, stage.id, GUARDED_CHECK, SYSTEM)
             health_checks.set_on_unhealthy(pipeline, pipeline.version, stage.id, "ROLL_BACK",
                                            SYSTEM)
-    pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
-    row = health_checks.update_integrations(project, {"alert_receiver": "enable"}, SYSTEM)
+    builder.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+    row = alerts.update_integrations(project, {"alert_receiver": "enable"}, SYSTEM)
     secret = row.alert_secret
     feature_ids = list(db.session.scalars(select(Feature.id).where(
         Feature.project_id == project.id, Feature.name.in_(GUARDED_FLAGS))))
-    runs.add_flags(project, pipeline.id, feature_ids, SYSTEM)
+    controls.add_flags(project, pipeline.id, feature_ids, SYSTEM)
     return secret
 
 
@@ -143,23 +144,23 @@ def _seed_pipeline(project: Project) -> None:
         select(Environment.name, Environment.id).where(Environment.project_id == project.id)).all())
     segment_ids = dict(db.session.execute(
         select(Segment.name, Segment.id).where(Segment.project_id == project.id)).all())
-    pipeline = pipelines.create_pipeline(
+    pipeline = builder.create_pipeline(
         project, DEMO_PIPELINE, SYSTEM,
         description="Development at once; Staging for beta testers, then everyone; "
                     "Production in a phased rollout.")
     for name, wait_minutes, actions in DEMO_STAGES:
-        stage = pipelines.add_stage(pipeline, pipeline.version, SYSTEM, name=name,
+        stage = builder.add_stage(pipeline, pipeline.version, SYSTEM, name=name,
                                     environment_id=environments[name])
         if wait_minutes:
-            pipelines.update_stage(pipeline, pipeline.version, stage.id, {
+            builder.update_stage(pipeline, pipeline.version, stage.id, {
                 "trigger_type": "WAIT_FOR", "wait_amount": str(wait_minutes),
                 "wait_unit": "minutes"}, SYSTEM)
         for action in actions:
             data = dict(action)
             if "segment" in data:
                 data["segment_id"] = str(segment_ids[data.pop("segment")])
-            pipelines.add_action(pipeline, pipeline.version, stage.id, data, SYSTEM)
-    pipelines.publish_pipeline(pipeline, pipeline.version, SYSTEM)
+            builder.add_action(pipeline, pipeline.version, stage.id, data, SYSTEM)
+    builder.publish_pipeline(pipeline, pipeline.version, SYSTEM)
     feature_ids = list(db.session.scalars(select(Feature.id).where(
         Feature.project_id == project.id, Feature.name.in_(DEMO_PIPELINE_FLAGS))))
-    runs.add_flags(project, pipeline.id, feature_ids, SYSTEM)
+    controls.add_flags(project, pipeline.id, feature_ids, SYSTEM)

@@ -1,29 +1,38 @@
-"""Blueprints by screen area. Project navigation shows the areas whose endpoints exist."""
+"""Blueprints by screen area, each registered here by name."""
 
-from flask import Flask
+from flask import Flask, Response
 
-# (label, endpoint) of the project's navigation, in order; each takes `project_id`.
-PROJECT_NAV = [
-    ("Flags", "flags.index"),
-    ("Segments", "segments.index"),
-    ("Pipelines", "pipelines.index"),
-    ("Boards", "board.overview"),
-    ("Change requests", "change_requests.index"),
-    ("Audit log", "audit.index"),
-    ("Settings", "projects.settings"),
-]
+from webapp.views import (
+    admin,
+    alerts,
+    api,
+    audit,
+    auth,
+    board,
+    change_requests,
+    flags,
+    health,
+    notifications,
+    pipelines,
+    projects,
+    runs,
+    segments,
+    webhooks,
+)
+from webapp.views.api import profile
+from webapp.views.context import PROJECT_NAV
+
+BLUEPRINTS = (auth.bp, health.bp, projects.bp, flags.bp, segments.bp, pipelines.bp, runs.bp,
+              board.bp, change_requests.bp, audit.bp, notifications.bp, admin.bp, api.bp,
+              profile.bp, webhooks.bp, alerts.bp)
 
 
 def register_blueprints(app: Flask) -> None:
-    from webapp.views import auth, health, projects
-
-    for module in (auth, health, projects):
-        app.register_blueprint(module.bp)
-    for module in _optional_modules():
-        app.register_blueprint(module.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
 
     @app.after_request
-    def _no_store(response):
+    def _no_store(response: Response) -> Response:
         """Dashboard HTML is never kept by the browser: Back / Forward ask the server again, so
         an old builder (and its stale version number) never comes back from the history cache."""
         if response.mimetype == "text/html" and "Cache-Control" not in response.headers:
@@ -31,19 +40,5 @@ def register_blueprints(app: Flask) -> None:
         return response
 
     @app.context_processor
-    def _navigation():
-        return {"project_nav": [(label, ep) for label, ep in PROJECT_NAV
-                                if ep in app.view_functions]}
-
-
-def _optional_modules():
-    """Screen areas added issue by issue; each module exposes `bp`."""
-    import importlib
-
-    for name in ("flags", "segments", "pipelines", "runs", "board", "change_requests", "audit",
-                 "notifications", "admin", "api", "webhooks", "alerts"):
-        try:
-            yield importlib.import_module(f"webapp.views.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"webapp.views.{name}":
-                raise
+    def _navigation() -> dict[str, list[tuple[str, str]]]:
+        return {"project_nav": PROJECT_NAV}

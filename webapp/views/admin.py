@@ -9,9 +9,9 @@ from webapp.forms.admin import UserForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import ROLES, Project, User
 from webapp.parsing import ascii_int
-from webapp.services import members
-from webapp.services import users as accounts
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.platform import members
+from webapp.services.platform import users as accounts
 from webapp.views.context import actor
 
 bp = Blueprint("admin", __name__)

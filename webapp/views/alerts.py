@@ -5,8 +5,8 @@ from flask import Blueprint, abort, jsonify, request
 
 from jobs import transitions
 from webapp.extensions import csrf
-from webapp.services import health_checks
 from webapp.services.errors import Invalid
+from webapp.services.runs import alerts
 
 bp = Blueprint("alerts", __name__, url_prefix="/hooks/alerts")
 csrf.exempt(bp)
@@ -19,14 +19,14 @@ def receive(secret: str):
     if not secret:
         header = request.headers.get("Authorization", "")
         secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    project_id = health_checks.project_for_secret(secret)
+    project_id = alerts.project_for_secret(secret)
     if project_id is None:
         abort(404)
     if (request.content_length or 0) > MAX_BODY:
         return jsonify({"detail": "Body too large."}), 413
     payload = request.get_json(silent=True)
     try:
-        bells = health_checks.receive_alerts(project_id, payload)
+        bells = alerts.receive_alerts(project_id, payload)
     except Invalid as error:
         return jsonify({"detail": error.message, "errors": error.field_errors}), 400
     transitions.ring(bells)

@@ -6,7 +6,7 @@ from flask_login import login_required
 from webapp.forms.audit import AuditFilterForm
 from webapp.htmx import render
 from webapp.parsing import ascii_int
-from webapp.services import audit_log
+from webapp.services.governance import audit_log
 from webapp.views.context import can, project_or_404
 
 bp = Blueprint("audit", __name__)

@@ -8,7 +8,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from webapp import throttle
 from webapp.forms.auth import LoginForm
 from webapp.htmx import render
-from webapp.services import users
+from webapp.services.platform import users
 
 bp = Blueprint("auth", __name__)
 

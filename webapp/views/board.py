@@ -14,7 +14,8 @@ from flask_login import login_required
 
 from webapp.htmx import render
 from webapp.parsing import ascii_int
-from webapp.services import board
+from webapp.services.pages import board
+from webapp.services.pages import overview as overview_page
 from webapp.views.context import can, project_or_404
 
 bp = Blueprint("board", __name__)
@@ -26,7 +27,7 @@ _COLUMN = re.compile(r"^(s\d{1,3}|launched)$", re.ASCII)
 def overview(project_id: int):
     project = project_or_404(project_id)
     return render("board/overview.html", "overview", project=project,
-                  glances=board.overview(project.id))
+                  glances=overview_page.overview(project.id))
 
 
 @bp.get(f"{PIPELINE}/board")
@@ -46,7 +47,7 @@ def launches(project_id: int, pipeline_id: int):
     project = project_or_404(project_id)
     pipeline = board.published_pipeline(project.id, pipeline_id)
     return render("board/launches.html", "launch_chart", project=project, pipeline=pipeline,
-                  launches=board.launched_per_day(pipeline.id))
+                  launches=overview_page.launched_per_day(pipeline.id))
 
 
 def _board_state() -> dict:

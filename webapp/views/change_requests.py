@@ -15,9 +15,12 @@ from webapp.extensions import db
 from webapp.forms.change_requests import TABS, ActionForm, FilterForm, ReviewForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project
-from webapp.services import audit_log, change_requests, live, projects
+from webapp.services.change_requests import workflow
 from webapp.services.errors import DomainError, Invalid
-from webapp.services.values import show
+from webapp.services.governance import audit_log
+from webapp.services.pages import change_request_pages, live
+from webapp.services.platform import projects
+from webapp.services.platform.values import show
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("change_requests", __name__)
@@ -30,19 +33,19 @@ ONE = f"{PREFIX}/<int:request_id>"
 def index(project_id: int):
     project = project_or_404(project_id)
     form = FilterForm(formdata=request.args).offer(
-        projects.environments_of(project.id), change_requests.flags_with_requests(project.id))
+        projects.environments_of(project.id), change_request_pages.flags_with_requests(project.id))
     context = {"project": project, "form": form, "tabs": TABS,
-               "counts": change_requests.counts_by_status(project.id), "rows": None,
+               "counts": change_request_pages.counts_by_status(project.id), "rows": None,
                "filter_args": {}}
     if not form.validate():
         return render("change_requests/index.html", "change_request_list", status=422, **context)
     context["filter_args"] = form.query_args()
     environment_id = int(form.environment.data) if form.environment.data else None
     feature_id = int(form.flag.data) if form.flag.data else None
-    context["rows"] = change_requests.list_requests(
+    context["rows"] = change_request_pages.list_requests(
         project.id, status=form.status.data or "open", environment_id=environment_id,
         feature_id=feature_id)
-    context["counts"] = change_requests.counts_by_status(
+    context["counts"] = change_request_pages.counts_by_status(
         project.id, environment_id=environment_id, feature_id=feature_id)
     return render("change_requests/index.html", "change_request_list", **context)
 
@@ -57,13 +60,13 @@ def detail(project_id: int, request_id: int):
 @bp.post(f"{ONE}/approve")
 @login_required
 def approve(project_id: int, request_id: int):
-    return _review(project_id, request_id, change_requests.approve)
+    return _review(project_id, request_id, workflow.approve)
 
 
 @bp.post(f"{ONE}/reject")
 @login_required
 def reject(project_id: int, request_id: int):
-    return _review(project_id, request_id, change_requests.reject)
+    return _review(project_id, request_id, workflow.reject)
 
 
 @bp.post(f"{ONE}/commit")
@@ -72,7 +75,7 @@ def commit(project_id: int, request_id: int):
     project = project_or_404(project_id, "editor")
     ActionForm()
     try:
-        bell = change_requests.commit(project.id, request_id, actor())
+        bell = workflow.commit(project.id, request_id, actor())
     except DomainError as error:
         return _refused(project, request_id, error)
     if bell is not None:
@@ -88,7 +91,7 @@ def reopen(project_id: int, request_id: int):
     project = project_or_404(project_id, "editor")
     ActionForm()
     try:
-        change_requests.reopen(project.id, request_id, actor())
+        workflow.reopen(project.id, request_id, actor())
     except DomainError as error:
         return _refused(project, request_id, error)
     outbox.ring()
@@ -101,7 +104,7 @@ def close(project_id: int, request_id: int):
     project = project_or_404(project_id, "editor")
     ActionForm()
     try:
-        change_requests.close(project.id, request_id, actor())
+        workflow.close(project.id, request_id, actor())
     except DomainError as error:
         return _refused(project, request_id, error)
     return _done(project, request_id, f"Change request #{request_id} closed.")
@@ -122,7 +125,7 @@ def _review(project_id: int, request_id: int, use_case):
     except DomainError as error:
         return _refused(project, request_id, error)
     outbox.ring()
-    verb = "approved" if use_case is change_requests.approve else "rejected"
+    verb = "approved" if use_case is workflow.approve else "rejected"
     return _done(project, request_id, f"You {verb} change request #{request_id}.")
 
 
@@ -142,12 +145,12 @@ def _done(project: Project, request_id: int, message: str):
 def _render_detail(project: Project, request_id: int, *, status: int = 200,
                    review_form: ReviewForm | None = None, notice: str | None = None,
                    done: str | None = None):
-    detail = change_requests.get_detail(project.id, request_id)
+    detail = change_request_pages.get_detail(project.id, request_id)
     review_form = review_form or ReviewForm(formdata=None)
     review_form.changes_hash.data = detail.request.changes_hash
     return render("change_requests/detail.html", "change_request", status=status,
                   project=project, d=detail, review_form=review_form, action_form=ActionForm(),
-                  refusal=change_requests.may_review(detail, current_user, g.get("role")),
+                  refusal=change_request_pages.may_review(detail, current_user, g.get("role")),
                   can_edit=can("editor"), notice=notice, done=done, show=show,
                   history_words=audit_log.words(project.id, detail.history),
                   pipeline_link="pipelines.detail" in current_app.view_functions)
@@ -173,7 +176,7 @@ def batch(project_id: int, stage_id: int):
                 return _render_batch(project, stage_id, results, status=400,
                                      notice="Unreadable selection.")
             try:
-                change_requests.approve(project.id, int(request_id), actor(), seen_hash=seen)
+                workflow.approve(project.id, int(request_id), actor(), seen_hash=seen)
             except DomainError as error:
                 db.session.rollback()
                 results.append((int(request_id), error.message, False))

@@ -5,8 +5,20 @@ from flask_login import current_user
 
 from webapp.htmx import wants_fragment
 from webapp.models import Project
-from webapp.services import access, live
 from webapp.services.actors import Actor
+from webapp.services.pages import live
+from webapp.services.platform import access
+
+# (label, endpoint) of the project's navigation, in order; each takes `project_id`.
+PROJECT_NAV = [
+    ("Flags", "flags.index"),
+    ("Segments", "segments.index"),
+    ("Pipelines", "pipelines.index"),
+    ("Boards", "board.overview"),
+    ("Change requests", "change_requests.index"),
+    ("Audit log", "audit.index"),
+    ("Settings", "projects.settings"),
+]
 
 
 def project_or_404(project_id: int, needs: str = "viewer") -> Project:

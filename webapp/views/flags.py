@@ -23,17 +23,11 @@ from webapp.forms.flags import (
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import ChangeRequest, Feature, Project
 from webapp.parsing import ascii_int
-from webapp.services import (
-    analytics,
-    audit_log,
-    change_requests,
-    flag_changes,
-    flags,
-    projects,
-    segments,
-)
+from webapp.services.change_requests import opening
 from webapp.services.errors import Conflict, Invalid
-from webapp.services.values import show
+from webapp.services.governance import audit_log
+from webapp.services.platform import analytics, flag_changes, flags, projects, segments
+from webapp.services.platform.values import show
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("flags", __name__)
@@ -104,9 +98,9 @@ def toggle(project_id: int, feature_id: int, environment_id: int):
     form = ToggleForm()
     on_detail = request.form.get("from") == "detail"
     if on_detail:
-        return _detail_change(project, feature, lambda: change_requests.set_state(
+        return _detail_change(project, feature, lambda: opening.set_state(
             feature, environment_id, actor(), enabled=form.wanted))
-    opened = change_requests.set_state(feature, environment_id, actor(), enabled=form.wanted)
+    opened = opening.set_state(feature, environment_id, actor(), enabled=form.wanted)
     outbox.ring()
     if opened is not None:  # the environment needs approvals: show the new change request
         return _to_change_request(opened)
@@ -137,7 +131,7 @@ def set_value(project_id: int, feature_id: int, environment_id: int):
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
     form = ValueForm()
-    return _detail_change(project, feature, lambda: change_requests.set_state(
+    return _detail_change(project, feature, lambda: opening.set_state(
         feature, environment_id, actor(), raw_value=form.value.data or ""),
         key=f"value-{environment_id}")
 
@@ -148,7 +142,7 @@ def add_override(project_id: int, feature_id: int, environment_id: int):
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
     form = OverrideForm()
-    return _detail_change(project, feature, lambda: change_requests.save_override(
+    return _detail_change(project, feature, lambda: opening.save_override(
         feature, environment_id, _int(request.form.get("segment_id")), actor(),
         enabled=form.enabled.data, raw_value=form.value.data, priority=form.priority.data),
         key=f"override-new-{environment_id}")
@@ -160,7 +154,7 @@ def edit_override(project_id: int, feature_id: int, environment_id: int, segment
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
     form = OverrideForm()
-    return _detail_change(project, feature, lambda: change_requests.save_override(
+    return _detail_change(project, feature, lambda: opening.save_override(
         feature, environment_id, segment_id, actor(), enabled=form.enabled.data,
         raw_value=form.value.data, priority=form.priority.data, must_exist=True),
         key=f"override-{environment_id}-{segment_id}")
@@ -171,7 +165,7 @@ def edit_override(project_id: int, feature_id: int, environment_id: int, segment
 def remove_override(project_id: int, feature_id: int, environment_id: int, segment_id: int):
     project = project_or_404(project_id, "editor")
     feature = flags.get_feature(project.id, feature_id)
-    return _detail_change(project, feature, lambda: change_requests.remove_override(
+    return _detail_change(project, feature, lambda: opening.remove_override(
         feature, environment_id, segment_id, actor()))
 
 

@@ -15,7 +15,7 @@ from flask_login import current_user, login_required
 
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.parsing import ascii_int
-from webapp.services import live
+from webapp.services.pages import live
 from webapp.views.context import project_or_404
 
 bp = Blueprint("notifications", __name__)

@@ -25,8 +25,16 @@ from webapp.forms.pipelines import (
 )
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project, ReleasePipeline
-from webapp.services import health_checks, pipelines, projects, timeline
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.pipelines import (
+    builder,
+    catalog,
+    check_inputs,
+    describe,
+    health_checks,
+    timeline,
+)
+from webapp.services.platform import projects
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("pipelines", __name__)
@@ -50,7 +58,7 @@ def create(project_id: int):
     form = PipelineForm()
     if form.validate_on_submit():
         try:
-            pipeline = pipelines.create_pipeline(project, form.name.data, actor(),
+            pipeline = builder.create_pipeline(project, form.name.data, actor(),
                                                  description=form.description.data or "")
         except Invalid as error:
             _attach(form, error)
@@ -63,7 +71,7 @@ def create(project_id: int):
 def _render_index(project: Project, form: PipelineForm, block: str = "pipeline_list",
                   status: int = 200):
     return render("pipelines/index.html", block, status=status, project=project, form=form,
-                  summaries=pipelines.list_pipelines(project.id), can_edit=can("editor"))
+                  summaries=catalog.list_pipelines(project.id), can_edit=can("editor"))
 
 
 # --- the builder ---------------------------------------------------------------------------------
@@ -81,7 +89,7 @@ def detail(project_id: int, pipeline_id: int):
 @login_required
 def update_details(project_id: int, pipeline_id: int):
     form = PipelineForm(meta={"csrf": False})
-    return _edit(project_id, pipeline_id, "details", lambda p, v: pipelines.update_details(
+    return _edit(project_id, pipeline_id, "details", lambda p, v: builder.update_details(
         p, v, actor(), name=form.name.data, description=form.description.data or ""))
 
 
@@ -89,7 +97,7 @@ def update_details(project_id: int, pipeline_id: int):
 @login_required
 def add_stage(project_id: int, pipeline_id: int):
     form = StageForm()
-    return _edit(project_id, pipeline_id, "new-stage", lambda p, v: pipelines.add_stage(
+    return _edit(project_id, pipeline_id, "new-stage", lambda p, v: builder.add_stage(
         p, v, actor(), name=form.name.data, environment_id=form.environment_id.data))
 
 
@@ -97,7 +105,7 @@ def add_stage(project_id: int, pipeline_id: int):
 @login_required
 def update_stage(project_id: int, pipeline_id: int, stage_id: int):
     form = StageForm()
-    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: pipelines.update_stage(
+    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: builder.update_stage(
         p, v, stage_id, form.submitted(), actor()))
 
 
@@ -105,14 +113,14 @@ def update_stage(project_id: int, pipeline_id: int, stage_id: int):
 @login_required
 def move_stage(project_id: int, pipeline_id: int, stage_id: int):
     form = MoveForm()
-    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: pipelines.move_stage(
+    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: builder.move_stage(
         p, v, stage_id, form.direction.data or "", actor()))
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/delete")
 @login_required
 def remove_stage(project_id: int, pipeline_id: int, stage_id: int):
-    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: pipelines.remove_stage(
+    return _edit(project_id, pipeline_id, f"stage-{stage_id}", lambda p, v: builder.remove_stage(
         p, v, stage_id, actor()))
 
 
@@ -121,7 +129,7 @@ def remove_stage(project_id: int, pipeline_id: int, stage_id: int):
 def add_action(project_id: int, pipeline_id: int, stage_id: int):
     form = ActionForm()
     return _edit(project_id, pipeline_id, f"new-action-{stage_id}",
-                 lambda p, v: pipelines.add_action(p, v, stage_id, form.submitted(), actor()))
+                 lambda p, v: builder.add_action(p, v, stage_id, form.submitted(), actor()))
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/actions/<int:action_id>")
@@ -129,14 +137,14 @@ def add_action(project_id: int, pipeline_id: int, stage_id: int):
 def update_action(project_id: int, pipeline_id: int, action_id: int):
     form = ActionForm()
     return _edit(project_id, pipeline_id, f"action-{action_id}",
-                 lambda p, v: pipelines.update_action(p, v, action_id, form.submitted(), actor()))
+                 lambda p, v: builder.update_action(p, v, action_id, form.submitted(), actor()))
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/actions/<int:action_id>/move")
 @login_required
 def move_action(project_id: int, pipeline_id: int, action_id: int):
     form = MoveForm()
-    return _edit(project_id, pipeline_id, f"action-{action_id}", lambda p, v: pipelines.move_action(
+    return _edit(project_id, pipeline_id, f"action-{action_id}", lambda p, v: builder.move_action(
         p, v, action_id, form.direction.data or "", actor()))
 
 
@@ -144,7 +152,7 @@ def move_action(project_id: int, pipeline_id: int, action_id: int):
 @login_required
 def remove_action(project_id: int, pipeline_id: int, action_id: int):
     return _edit(project_id, pipeline_id, f"action-{action_id}",
-                 lambda p, v: pipelines.remove_action(p, v, action_id, actor()))
+                 lambda p, v: builder.remove_action(p, v, action_id, actor()))
 
 
 # --- health checks of a stage (issue 15): edited like actions ------------------------------------
@@ -186,7 +194,7 @@ def _edit(project_id: int, pipeline_id: int, key: str,
     """Run one draft edit, then answer with the builder: 200 (303 without htmx) when saved,
     422 with the errors beside the form `key`, 409 with the current state and the reason."""
     project = project_or_404(project_id, "editor")
-    pipeline = pipelines.find_pipeline(project.id, pipeline_id)  # the service loads it whole
+    pipeline = catalog.find_pipeline(project.id, pipeline_id)  # the service loads it whole
     try:
         change(pipeline, VersionForm().version.data)
     except Invalid as error:
@@ -204,7 +212,7 @@ def _edit(project_id: int, pipeline_id: int, key: str,
 def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
                     errors: dict | None = None, submitted: dict | None = None,
                     notice: str | None = None, open_key: str = ""):
-    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    pipeline = catalog.get_pipeline(project.id, pipeline_id)
     editable = pipeline.is_draft and can("editor")
     context: dict[str, Any] = {
         "project": project,
@@ -212,9 +220,9 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
         "timeline": timeline.preview(pipeline.stages),
         "editable": editable,
         "can_edit": can("editor"),
-        "in_flight": 0 if pipeline.is_draft else pipelines.in_flight_count(pipeline.id),
-        "svc": pipelines,
-        "checks_svc": health_checks,
+        "in_flight": 0 if pipeline.is_draft else catalog.in_flight_count(pipeline.id),
+        "svc": describe,
+        "checks_svc": check_inputs,
         "runs_panel": "runs.pipeline_panel" in current_app.view_functions,
         "notice": notice,
         "open_key": open_key,
@@ -225,8 +233,8 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
     if editable:
         context.update(
             environment_options=[(str(e.id), e.name) for e in projects.environments_of(project.id)],
-            segment_options=[(str(s.id), s.name) for s in pipelines.segment_choices(project.id)],
-            action_labels=pipelines.ACTION_LABELS,
+            segment_options=[(str(s.id), s.name) for s in catalog.segment_choices(project.id)],
+            action_labels=describe.ACTION_LABELS,
             # Every builder form carries the token (no-JS posts) and the version it edits.
             hidden=Markup('<input type="hidden" name="csrf_token" value="{}">'
                           '<input type="hidden" name="version" value="{}">').format(
@@ -242,11 +250,11 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
 @login_required
 def publish(project_id: int, pipeline_id: int):
     project = project_or_404(project_id, "editor")
-    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    pipeline = catalog.get_pipeline(project.id, pipeline_id)
     status, notice, problems = 200, None, []
     if request.method == "POST":
         try:
-            pipelines.publish_pipeline(pipeline, VersionForm().version.data, actor())
+            builder.publish_pipeline(pipeline, VersionForm().version.data, actor())
         except Invalid as error:
             status, problems = 422, error.field_errors.get("publish", [error.message])
         except Conflict as error:
@@ -254,20 +262,20 @@ def publish(project_id: int, pipeline_id: int):
         else:
             return location(url_for("pipelines.detail", project_id=project.id,
                                     pipeline_id=pipeline_id))
-        pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+        pipeline = catalog.get_pipeline(project.id, pipeline_id)
     elif not pipeline.is_draft:
         status, notice = 409, "This pipeline is already published."
     else:
-        problems = pipelines.publish_problems(pipeline)
+        problems = builder.publish_problems(pipeline)
     return render("pipelines/publish.html", "publish_confirm", status=status, project=project,
                   pipeline=pipeline, timeline=timeline.preview(pipeline.stages), problems=problems,
-                  notice=notice, svc=pipelines)
+                  notice=notice, svc=describe)
 
 
 @bp.route(f"{PREFIX}/<int:pipeline_id>/unpublish", methods=["GET", "POST"])
 @login_required
 def unpublish(project_id: int, pipeline_id: int):
-    return _confirm(project_id, pipeline_id, "unpublish", pipelines.unpublish_pipeline,
+    return _confirm(project_id, pipeline_id, "unpublish", builder.unpublish_pipeline,
                     title="Turn back into a draft",
                     question="Turn “{name}” back into a draft? It can then be edited, and no flag "
                              "can be added to it until it is published again.",
@@ -277,7 +285,7 @@ def unpublish(project_id: int, pipeline_id: int):
 @bp.route(f"{PREFIX}/<int:pipeline_id>/delete", methods=["GET", "POST"])
 @login_required
 def delete(project_id: int, pipeline_id: int):
-    return _confirm(project_id, pipeline_id, "delete", pipelines.delete_pipeline,
+    return _confirm(project_id, pipeline_id, "delete", builder.delete_pipeline,
                     title="Delete pipeline",
                     question="Delete “{name}”? It disappears from the list; the audit log keeps "
                              "its history.",
@@ -287,14 +295,14 @@ def delete(project_id: int, pipeline_id: int):
 def _confirm(project_id: int, pipeline_id: int, endpoint: str, service: Callable, *, title: str,
              question: str, button: str, done: str):
     project = project_or_404(project_id, "editor")
-    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    pipeline = catalog.get_pipeline(project.id, pipeline_id)
     status, notice = 200, None
     if request.method == "POST":
         try:
             service(pipeline, actor())
         except Conflict as error:
             status, notice = 409, error.message
-            pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+            pipeline = catalog.get_pipeline(project.id, pipeline_id)
         else:
             args = {"project_id": project.id}
             if done != "index":
@@ -312,14 +320,14 @@ def _confirm(project_id: int, pipeline_id: int, endpoint: str, service: Callable
 @login_required
 def clone(project_id: int, pipeline_id: int):
     project = project_or_404(project_id, "editor")
-    pipeline = pipelines.get_pipeline(project.id, pipeline_id)
+    pipeline = catalog.get_pipeline(project.id, pipeline_id)
     form = CloneForm()
     status = 200
     if request.method == "GET":
         form.name.data = f"{pipeline.name} (copy)"[:255]
     elif form.validate_on_submit():
         try:
-            copy = pipelines.clone_pipeline(pipeline, actor(), form.name.data)
+            copy = builder.clone_pipeline(pipeline, actor(), form.name.data)
         except Invalid as error:
             _attach(form, error)
         else:

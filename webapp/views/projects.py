@@ -18,9 +18,10 @@ from webapp.forms.settings import (
 )
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project
-from webapp.services import access, environments, health_checks, members, projects
 from webapp.services.errors import Conflict, Invalid
-from webapp.views.context import actor, project_or_404
+from webapp.services.platform import access, environments, members, projects
+from webapp.services.runs import alerts
+from webapp.views.context import PROJECT_NAV, actor, project_or_404
 
 bp = Blueprint("projects", __name__)
 
@@ -54,8 +55,6 @@ def create():
 @login_required
 def home(project_id: int):
     project_or_404(project_id)
-    from webapp.views import PROJECT_NAV
-
     endpoint = next((ep for _label, ep in PROJECT_NAV if ep in current_app.view_functions), None)
     if endpoint is None:
         return redirect(url_for("projects.index"))
@@ -141,7 +140,7 @@ def remove_member(project_id: int, membership_id: int):
 def update_integrations(project_id: int):
     project = project_or_404(project_id, "admin")
     return _settings_change(project, "integration_settings", "integrations",
-                            lambda: health_checks.update_integrations(
+                            lambda: alerts.update_integrations(
                                 project, request.form.to_dict(), actor()))
 
 
@@ -165,7 +164,7 @@ def _render_settings(project: Project, block: str, status: int = 200, **extra: A
         "project": project,
         "environments": projects.environments_of(project.id),
         "memberships": members.list_members(project.id),
-        "integration": health_checks.integration(project.id),
+        "integration": alerts.integration(project.id),
         "roles": ROLE_CHOICES,
         # Site admins create accounts: the members form links them to "New user" (filled in).
         "creates_users": current_user.is_site_admin,

@@ -13,8 +13,9 @@ from webapp.extensions import db
 from webapp.forms.runs import AddFlagsForm, AddToPipelineForm, RunActionForm
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import Feature, PipelineRun, Project
-from webapp.services import board, runs
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.pages import flag_runs, track
+from webapp.services.runs import controls
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("runs", __name__)
@@ -47,8 +48,9 @@ def _pipeline_page_url(project_id: int, pipeline_id: int) -> str:
 
 def _render_flag(project: Project, feature: Feature, *, form=None, status: int = 200,
                  block: str = "run_panel", confirm: str | None = None):
-    view = runs.flag_run(project.id, feature.id)
-    pipelines = runs.addable_pipelines(project.id) if view is None or not view.run.in_flight else []
+    view = flag_runs.flag_run(project.id, feature.id)
+    in_flight = view is not None and view.run.in_flight
+    pipelines = [] if in_flight else flag_runs.addable_pipelines(project.id)
     if form is None:
         form = AddToPipelineForm(formdata=None)
     form.pipeline_id.choices = [(p.id, p.name) for p in pipelines]
@@ -56,10 +58,10 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
     response = render(
         "runs/flag.html", block, status=status, project=project, feature=feature, view=view,
         in_flight=in_flight, pipelines=pipelines, form=form, action_form=RunActionForm(),
-        can_edit=can("editor"), confirm=confirm, time_left=runs.time_left,
+        can_edit=can("editor"), confirm=confirm, time_left=flag_runs.time_left,
         pipeline_url=_pipeline_page_url, flag_url=_flag_page_url(project.id, feature.id),
-        rollback_launched=view is not None and not in_flight and runs.can_roll_back(view.run),
-        track=board.flag_track(project.id, feature.id, run_id=view.run.id) if view else None,
+        rollback_launched=view is not None and not in_flight and controls.can_roll_back(view.run),
+        track=track.flag_track(project.id, feature.id, run_id=view.run.id) if view else None,
     )
     return response, in_flight
 
@@ -78,10 +80,10 @@ def add_from_flag(project_id: int, feature_id: int):
     project = project_or_404(project_id, needs="editor")
     feature = _feature_or_404(project, feature_id)
     form = AddToPipelineForm()
-    form.pipeline_id.choices = [(p.id, p.name) for p in runs.addable_pipelines(project.id)]
+    form.pipeline_id.choices = [(p.id, p.name) for p in flag_runs.addable_pipelines(project.id)]
     if form.validate_on_submit():
         try:
-            bell = runs.add_flag(project, form.pipeline_id.data, feature.id, actor())
+            bell = controls.add_flag(project, form.pipeline_id.data, feature.id, actor())
         except (Invalid, Conflict, NotFound) as error:
             db.session.rollback()
             form.pipeline_id.errors = list(form.pipeline_id.errors) + [error.message]
@@ -128,28 +130,28 @@ def _control(project_id: int, run_id: int, use_case):
 @bp.post(f"{RUN}/pause")
 @login_required
 def pause(project_id: int, run_id: int):
-    return _control(project_id, run_id, runs.pause)
+    return _control(project_id, run_id, controls.pause)
 
 
 @bp.post(f"{RUN}/resume")
 @login_required
 def resume(project_id: int, run_id: int):
-    return _control(project_id, run_id, runs.resume)
+    return _control(project_id, run_id, controls.resume)
 
 
 @bp.post(f"{RUN}/advance")
 @login_required
 def advance(project_id: int, run_id: int):
-    return _control(project_id, run_id, runs.advance_now)
+    return _control(project_id, run_id, controls.advance_now)
 
 
 @bp.post(f"{RUN}/retry")
 @login_required
 def retry(project_id: int, run_id: int):
-    return _control(project_id, run_id, runs.retry)
+    return _control(project_id, run_id, controls.retry)
 
 
-CONFIRMED = {"remove": runs.remove, "rollback": runs.rollback}
+CONFIRMED = {"remove": controls.remove, "rollback": controls.rollback}
 
 
 @bp.get(f"{RUN}/<any(remove, rollback):what>")
@@ -172,14 +174,14 @@ def confirmed(project_id: int, run_id: int, what: str):
 
 
 def _render_pipeline(project: Project, pipeline_id: int, *, form=None, status: int = 200):
-    data = runs.pipeline_flags(project.id, pipeline_id)
-    idle = runs.idle_features(project.id)
+    data = flag_runs.pipeline_flags(project.id, pipeline_id)
+    idle = flag_runs.idle_features(project.id)
     if form is None:
         form = AddFlagsForm(formdata=None)
     form.feature_ids.choices = [(f.id, f.name) for f in idle]
     return render(
         "runs/pipeline.html", "pipeline_runs", status=status, project=project, data=data,
-        form=form, can_edit=can("editor"), time_left=runs.time_left, idle=idle,
+        form=form, can_edit=can("editor"), time_left=flag_runs.time_left, idle=idle,
         flag_url=_flag_page_url, pipeline_url=_pipeline_page_url(project.id, pipeline_id),
         addable=data.pipeline.status == "published" and data.pipeline.deleted_at is None,
     )
@@ -197,10 +199,10 @@ def pipeline_panel(project_id: int, pipeline_id: int):
 def add_from_pipeline(project_id: int, pipeline_id: int):
     project = project_or_404(project_id, needs="editor")
     form = AddFlagsForm()
-    form.feature_ids.choices = [(f.id, f.name) for f in runs.idle_features(project.id)]
+    form.feature_ids.choices = [(f.id, f.name) for f in flag_runs.idle_features(project.id)]
     if form.validate_on_submit():
         try:
-            bells = runs.add_flags(project, pipeline_id, form.feature_ids.data, actor())
+            bells = controls.add_flags(project, pipeline_id, form.feature_ids.data, actor())
         except (Invalid, Conflict) as error:
             db.session.rollback()
             form.feature_ids.errors = list(form.feature_ids.errors) + [error.message]

@@ -13,8 +13,8 @@ from webapp.forms.flags import ConfirmForm
 from webapp.forms.segments import SegmentForm, apply_builder_op, rules_from_form, starter_rules
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project, Segment
-from webapp.services import segments
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.platform import segments
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("segments", __name__)

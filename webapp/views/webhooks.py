@@ -10,9 +10,9 @@ from flask_login import login_required
 from jobs import outbox
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project, Webhook
-from webapp.services import webhooks
 from webapp.services.errors import Conflict, Invalid
-from webapp.services.webhook_events import EVENT_LABELS, EVENTS, SLACK_EVENTS
+from webapp.services.governance import webhooks
+from webapp.services.governance.webhook_events import EVENT_LABELS, EVENTS, SLACK_EVENTS
 from webapp.views.context import actor, project_or_404
 
 bp = Blueprint("webhooks", __name__)

@@ -17,15 +17,6 @@ csrf.exempt(bp)
 bp.after_request(cors.add_headers)
 
 
-@bp.record_once
-def _register_profile(state) -> None:
-    # The profile page (personal tokens) is a dashboard page with CSRF and HTML errors, so it
-    # is its own blueprint outside /api/; it comes and goes with the API.
-    from webapp.views.api import profile
-
-    state.app.register_blueprint(profile.bp)
-
-
 from webapp.views.api import (  # noqa: E402,F401
     audit,
     auth,

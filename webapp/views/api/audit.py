@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Environment, Feature, ReleasePipeline
-from webapp.services import api_auth, audit_log
 from webapp.services.errors import Invalid
+from webapp.services.governance import audit_log
+from webapp.services.platform import api_auth
 from webapp.views.api import bp
 from webapp.views.api.common import (
     DEFAULT_PAGE_SIZE,

@@ -4,7 +4,7 @@ from flask import request
 from werkzeug.exceptions import TooManyRequests
 
 from webapp import throttle
-from webapp.services import api_auth
+from webapp.services.platform import api_auth
 from webapp.views.api import bp
 from webapp.views.api.common import body, operation
 from webapp.views.api.schemas import LoginSchema, LoginTokenSchema

@@ -14,9 +14,12 @@ from flask import request
 from jobs import outbox, transitions
 from webapp.extensions import db
 from webapp.models import ChangeRequest, ChangeRequestReview, Environment, User
-from webapp.services import api_auth, change_requests
-from webapp.services.api_auth import Principal
+from webapp.services.change_requests import workflow
 from webapp.services.errors import Invalid, NotFound
+from webapp.services.pages import change_request_pages
+from webapp.services.platform import api_auth
+from webapp.services.platform.api_auth import Principal
+from webapp.services.runs import approvals
 from webapp.views.api import bp
 from webapp.views.api.common import (
     DEFAULT_PAGE_SIZE,
@@ -62,13 +65,13 @@ def _summary(cr: ChangeRequest, *, environment: dict, feature: dict, requested_b
             "committed_at": iso(cr.committed_at)}
 
 
-def serialize_row(row: change_requests.Row, env: Environment) -> dict[str, Any]:
+def serialize_row(row: change_request_pages.Row, env: Environment) -> dict[str, Any]:
     return _summary(row.request, environment=_environment_ref(env),
                     feature={"id": row.request.feature_id, "name": row.feature_name},
                     requested_by=row.requester, approvals=row.approvals, needed=row.needed)
 
 
-def serialize_detail(detail: change_requests.Detail) -> dict[str, Any]:
+def serialize_detail(detail: change_request_pages.Detail) -> dict[str, Any]:
     """A change request as `GET .../change-requests/<id>/` answers it."""
     cr = detail.request
     answer = _summary(cr, environment=_environment_ref(detail.environment),
@@ -102,14 +105,14 @@ def _change(change: dict[str, Any], segment_names: dict[int, str]) -> dict[str, 
             "before": change.get("before"), "after": change.get("after")}
 
 
-def _review(review: ChangeRequestReview, detail: change_requests.Detail) -> dict[str, Any]:
+def _review(review: ChangeRequestReview, detail: change_request_pages.Detail) -> dict[str, Any]:
     return {"user": _user_ref(review.user), "decision": review.decision,
             "comment": review.comment or "", "created_at": iso(review.created_at),
             "current": detail.current(review)}
 
 
 def read(project_id: int, request_id: int) -> dict[str, Any]:
-    return serialize_detail(change_requests.get_detail(project_id, request_id))
+    return serialize_detail(change_request_pages.get_detail(project_id, request_id))
 
 
 # --- Endpoints ------------------------------------------------------------------------------------
@@ -125,15 +128,15 @@ def read(project_id: int, request_id: int) -> dict[str, Any]:
 def list_change_requests(api_key: str):
     env = api_auth.environment_for(principal(), api_key)
     status = request.args.get("status") or "open"
-    if status not in change_requests.STATUSES:
+    if status not in approvals.STATUSES:
         raise Invalid("Unknown status.", {"status": [
-            f"One of {', '.join(change_requests.STATUSES)}."]})
+            f"One of {', '.join(approvals.STATUSES)}."]})
     feature_id = int_arg("feature")
     page = int_arg("page", 1)
     size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
     filters = {"status": status, "environment_id": env.id, "feature_id": feature_id}
-    count = change_requests.count_requests(env.project_id, **filters)
-    rows = change_requests.list_requests(env.project_id, **filters, limit=size,
+    count = change_request_pages.count_requests(env.project_id, **filters)
+    rows = change_request_pages.list_requests(env.project_id, **filters, limit=size,
                                          offset=(page - 1) * size)
     return page_of(rows, count, page, size, lambda row: serialize_row(row, env), api_key=api_key)
 
@@ -151,7 +154,7 @@ def get_change_request(request_id: int):
            "personal token; optional comment and the changes_hash you reviewed)",
            "change requests", body=ChangeRequestReviewBodySchema, response=ChangeRequestSchema)
 def approve_change_request(request_id: int):
-    return _review_as(change_requests.approve, request_id)
+    return _review_as(workflow.approve, request_id)
 
 
 @bp.post(f"{ONE}reject/")
@@ -159,7 +162,7 @@ def approve_change_request(request_id: int):
            "personal token; optional comment); a pipeline waiting for it halts",
            "change requests", body=ChangeRequestReviewBodySchema, response=ChangeRequestSchema)
 def reject_change_request(request_id: int):
-    return _review_as(change_requests.reject, request_id)
+    return _review_as(workflow.reject, request_id)
 
 
 @bp.post(f"{ONE}commit/")
@@ -169,7 +172,7 @@ def reject_change_request(request_id: int):
 def commit_change_request(request_id: int):
     who = principal()
     cr = _reachable(who, request_id)
-    bell = change_requests.commit(cr.project_id, cr.id, who.actor)
+    bell = workflow.commit(cr.project_id, cr.id, who.actor)
     if bell is not None:
         transitions.ring([bell])
     outbox.ring()

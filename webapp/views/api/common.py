@@ -3,7 +3,9 @@ by marshmallow schemas, paginated lists, and the `operation` decorator the OpenA
 generated from."""
 
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from flask import abort, g, request, url_for
@@ -13,9 +15,9 @@ from werkzeug.exceptions import TooManyRequests
 
 from webapp import throttle
 from webapp.extensions import db
-from webapp.services import api_auth
-from webapp.services.api_auth import Principal
 from webapp.services.errors import Invalid
+from webapp.services.platform import api_auth
+from webapp.services.platform.api_auth import Principal
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -96,7 +98,6 @@ def field_messages(error: ValidationError) -> dict[str, list[str]]:
 
 def wire_errors(renames: dict[str, str]):
     """Re-raise a service's Invalid with field names as the API spells them."""
-    from contextlib import contextmanager
 
     @contextmanager
     def _renaming():
@@ -159,7 +160,6 @@ def page_of(rows: list, count: int, page: int, size: int, serialize: Callable,
 def iso(moment) -> str | None:
     if moment is None:
         return None
-    from datetime import UTC
 
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

@@ -4,8 +4,8 @@ Flagsmith's admin API."""
 from sqlalchemy import select
 
 from webapp.models import Environment, ServerKey
-from webapp.services import api_auth, environments, projects
 from webapp.services.errors import Invalid
+from webapp.services.platform import api_auth, environments, projects
 from webapp.views.api import bp
 from webapp.views.api.common import (
     body,

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Feature
-from webapp.services import api_auth, flags
 from webapp.services.errors import NotFound
+from webapp.services.platform import api_auth, flags
 from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, body, iso, operation, paginate, principal
 from webapp.views.api.schemas import (

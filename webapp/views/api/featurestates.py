@@ -18,8 +18,9 @@ from webapp.models import (
     Segment,
     SegmentOverride,
 )
-from webapp.services import api_auth, change_requests
+from webapp.services.change_requests import opening
 from webapp.services.errors import NotFound
+from webapp.services.platform import api_auth
 from webapp.views.api import bp
 from webapp.views.api import change_requests as change_request_api
 from webapp.views.api.common import (
@@ -126,7 +127,7 @@ def update_featurestate(api_key: str, state_id: int):
     if "feature_state_value" in data:
         changes["raw_value"] = data["feature_state_value"]
     with wire_errors(VALUE_FIELDS):
-        opened = change_requests.set_state(state.feature, env.id, who.actor,
+        opened = opening.set_state(state.feature, env.id, who.actor,
                                            enabled=data.get("enabled"), **changes)
     if opened is not None:
         return _opened(opened)
@@ -162,7 +163,7 @@ def create_segment_override(api_key: str):
     if feature is None or feature.project_id != env.project_id:
         raise NotFound("Feature not found in this project.")
     with wire_errors(VALUE_FIELDS):
-        opened = change_requests.save_override(
+        opened = opening.save_override(
             feature, env.id, data["segment"], who.actor, enabled=data["enabled"],
             raw_value=data["feature_state_value"], priority=data["priority"])
     if opened is not None:
@@ -181,7 +182,7 @@ def update_segment_override(api_key: str, override_id: int):
     override = _override_in(env, override_id)
     data = body(SegmentOverrideUpdateSchema)
     with wire_errors(VALUE_FIELDS):
-        opened = change_requests.save_override(
+        opened = opening.save_override(
             override.feature, env.id, override.segment_id, who.actor, must_exist=True,
             enabled=data.get("enabled", override.enabled),
             raw_value=data.get("feature_state_value", override.value),
@@ -200,7 +201,7 @@ def delete_segment_override(api_key: str, override_id: int):
     who = principal()
     env = api_auth.environment_for(who, api_key, needs="editor")
     override = _override_in(env, override_id)
-    opened = change_requests.remove_override(override.feature, env.id, override.segment_id,
+    opened = opening.remove_override(override.feature, env.id, override.segment_id,
                                              who.actor)
     if opened is not None:
         return _opened(opened)

@@ -7,7 +7,8 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from webapp.services.change_requests import MAX_COMMENT, STATUSES
+from webapp.services.change_requests.workflow import MAX_COMMENT
+from webapp.services.runs.approvals import STATUSES
 from webapp.views.api.common import MAX_ID, MAX_PAGE_SIZE, Shape
 
 # --- change requests ---

@@ -1,9 +1,11 @@
 """Admin API: a project's integrations (`/api/v1/projects/<id>/integrations/`): Prometheus for
 health checks, and the alert receiver. Admins (and organisation keys) only."""
 
+from flask import url_for
 from marshmallow import fields, validate
 
-from webapp.services import api_auth, health_checks
+from webapp.services.platform import api_auth
+from webapp.services.runs import alerts
 from webapp.views.api import bp
 from webapp.views.api.common import Shape, body, operation, principal
 
@@ -29,9 +31,8 @@ class IntegrationsUpdateSchema(Shape):
 
 
 def _answer(project_id: int) -> dict:
-    from flask import url_for
 
-    row = health_checks.integration(project_id)
+    row = alerts.integration(project_id)
     secret = row.alert_secret if row else None
     return {"prometheus_url": row.prometheus_url if row else "",
             "prometheus_auth_header_set": bool(row and row.prometheus_auth_header),
@@ -53,5 +54,5 @@ def update_integrations(project_id: int):
     who = principal()
     project = api_auth.project_for(who, project_id, needs="admin")
     data = body(IntegrationsUpdateSchema)
-    health_checks.update_integrations(project, data, who.actor)
+    alerts.update_integrations(project, data, who.actor)
     return _answer(project.id)

@@ -30,7 +30,7 @@ from webapp.models import (
     StageAction,
 )
 from webapp.models.health import CHECK_KINDS, COMPARISONS, ON_UNHEALTHY
-from webapp.services.pipelines import MAX_STAGES
+from webapp.services.pipelines.inputs import MAX_STAGES
 from webapp.views.api.common import MAX_ID, Id, Shape
 from webapp.views.api.schemas import NAME
 

@@ -6,8 +6,8 @@ from flask_login import current_user, login_required
 
 from webapp.forms.tokens import TokenForm
 from webapp.htmx import location, render, wants_fragment
-from webapp.services import api_auth, api_keys
 from webapp.services.errors import Invalid
+from webapp.services.platform import api_auth, api_keys
 from webapp.views.context import actor
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")

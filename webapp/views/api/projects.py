@@ -4,7 +4,7 @@ from flask import abort
 
 from webapp.extensions import db
 from webapp.models import Organisation, Project
-from webapp.services import api_auth, projects
+from webapp.services.platform import api_auth, projects
 from webapp.views.api import bp
 from webapp.views.api.common import body, iso, operation, paginate_list, principal
 from webapp.views.api.schemas import ProjectCreateSchema, ProjectSchema, page_schema

@@ -18,9 +18,12 @@ from sqlalchemy import select
 from jobs import transitions
 from webapp.extensions import db
 from webapp.models import Feature, PipelineRun, PipelineStage, Project, ReleasePipeline
-from webapp.services import api_auth, health_checks, pipeline_definitions, pipelines, runs
-from webapp.services.engine import Bell
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.pages import flag_runs
+from webapp.services.pipelines import builder, catalog, check_inputs, definitions, drafts
+from webapp.services.platform import api_auth
+from webapp.services.runs import controls
+from webapp.services.runs.planning import Bell
 from webapp.views.api import bp
 from webapp.views.api.common import (
     iso,
@@ -55,7 +58,7 @@ TAG = "release pipelines"
 
 # --- answers ------------------------------------------------------------------------------------
 
-def _summary(item: pipelines.PipelineSummary) -> dict:
+def _summary(item: catalog.PipelineSummary) -> dict:
     return {**_head(item.pipeline), "stages_count": item.stage_count,
             "flags_in_flight": item.in_flight}
 
@@ -67,8 +70,8 @@ def _head(pipeline: ReleasePipeline) -> dict:
 
 
 def _detail(project_id: int, pipeline_id: int) -> dict:
-    pipeline = pipelines.get_pipeline(project_id, pipeline_id)
-    flags = runs.pipeline_flags(project_id, pipeline_id)
+    pipeline = catalog.get_pipeline(project_id, pipeline_id)
+    flags = flag_runs.pipeline_flags(project_id, pipeline_id)
     in_stage = {stage.id: (items, count) for stage, items, count in flags.by_stage}
     return {**_head(pipeline), "stages_count": len(pipeline.stages),
             "flags_in_flight": sum(count for _items, count in in_stage.values()),
@@ -83,7 +86,7 @@ def _stage(stage: PipelineStage, items: list[tuple[PipelineRun, str]], count: in
             "order": stage.position, "trigger": trigger_of(stage),
             "actions": [{"id": action.id, "action_type": action.action_type,
                          "action_body": action_body_of(action)} for action in stage.actions],
-            "health_checks": [health_checks.check_snapshot(c) for c in stage.checks],
+            "health_checks": [check_inputs.check_snapshot(c) for c in stage.checks],
             "on_unhealthy": stage.on_unhealthy,
             "features": [_flag_run(run, name) for run, name in items],
             "features_count": count}
@@ -152,9 +155,9 @@ def _wire_paths(listed: list[int]) -> Iterator[None]:
 
 def _editable(project: Project, pipeline_id: int) -> ReleasePipeline:
     """A draft of the project (a published one is refused before its body is read)."""
-    pipeline = pipelines.find_pipeline(project.id, pipeline_id)
+    pipeline = catalog.find_pipeline(project.id, pipeline_id)
     if not pipeline.is_draft:
-        raise Conflict(pipelines.PUBLISHED_MESSAGE)
+        raise Conflict(drafts.PUBLISHED_MESSAGE)
     return pipeline
 
 
@@ -165,7 +168,7 @@ def _editable(project: Project, pipeline_id: int) -> ReleasePipeline:
            response=page_schema(PipelineSummarySchema), paginated=True)
 def list_release_pipelines(project_id: int):
     project = api_auth.project_for(principal(), project_id)
-    return paginate_list(pipelines.list_pipelines(project.id), _summary, project_id=project_id)
+    return paginate_list(catalog.list_pipelines(project.id), _summary, project_id=project_id)
 
 
 @bp.post(f"{BASE}/")
@@ -178,7 +181,7 @@ def create_release_pipeline(project_id: int):
     data = _load(PipelineCreateSchema)
     stages, listed = _stages_in(data["stages"])
     with _wire_paths(listed):
-        pipeline = pipeline_definitions.create_pipeline(
+        pipeline = definitions.create_pipeline(
             project, who.actor, name=data["name"], description=data["description"],
             stages=stages)
     return _detail(project_id, pipeline.id), 201
@@ -218,7 +221,7 @@ def update_release_pipeline(project_id: int, pipeline_id: int):
     if "stages" in data:
         _redefine(pipeline, data, who.actor, name=name, description=description)
     elif "name" in data or "description" in data:
-        pipelines.update_details(pipeline, data["version"] or pipeline.version, who.actor,
+        builder.update_details(pipeline, data["version"] or pipeline.version, who.actor,
                                  name=name, description=description)
     return _detail(project.id, pipeline_id)
 
@@ -227,7 +230,7 @@ def _redefine(pipeline: ReleasePipeline, data: dict[str, Any], actor, *, name: s
               description: str) -> None:
     stages, listed = _stages_in(data["stages"])
     with _wire_paths(listed):
-        pipeline_definitions.replace_pipeline(
+        definitions.replace_pipeline(
             pipeline, data["version"] or pipeline.version, actor, name=name,
             description=description, stages=stages)
 
@@ -237,7 +240,7 @@ def _redefine(pipeline: ReleasePipeline, data: dict[str, Any], actor, *, name: s
 def delete_release_pipeline(project_id: int, pipeline_id: int):
     who = principal()
     project = api_auth.project_for(who, project_id, needs="editor")
-    pipelines.delete_pipeline(pipelines.find_pipeline(project.id, pipeline_id), who.actor)
+    builder.delete_pipeline(catalog.find_pipeline(project.id, pipeline_id), who.actor)
     return "", 204
 
 
@@ -248,10 +251,10 @@ def delete_release_pipeline(project_id: int, pipeline_id: int):
 def publish_release_pipeline(project_id: int, pipeline_id: int):
     who = principal()
     project = api_auth.project_for(who, project_id, needs="editor")
-    pipeline = pipelines.find_pipeline(project.id, pipeline_id)
+    pipeline = catalog.find_pipeline(project.id, pipeline_id)
     data = _load(PipelinePublishSchema, optional=True)
     with wire_errors({"publish": "problems"}):
-        pipelines.publish_pipeline(pipeline, data["version"] or pipeline.version, who.actor)
+        builder.publish_pipeline(pipeline, data["version"] or pipeline.version, who.actor)
     return _detail(project.id, pipeline_id)
 
 
@@ -261,7 +264,7 @@ def publish_release_pipeline(project_id: int, pipeline_id: int):
 def unpublish_release_pipeline(project_id: int, pipeline_id: int):
     who = principal()
     project = api_auth.project_for(who, project_id, needs="editor")
-    pipelines.unpublish_pipeline(pipelines.find_pipeline(project.id, pipeline_id), who.actor)
+    builder.unpublish_pipeline(catalog.find_pipeline(project.id, pipeline_id), who.actor)
     return _detail(project.id, pipeline_id)
 
 
@@ -271,9 +274,9 @@ def unpublish_release_pipeline(project_id: int, pipeline_id: int):
 def clone_release_pipeline(project_id: int, pipeline_id: int):
     who = principal()
     project = api_auth.project_for(who, project_id, needs="editor")
-    source = pipelines.get_pipeline(project.id, pipeline_id)
+    source = catalog.get_pipeline(project.id, pipeline_id)
     data = _load(PipelineCloneSchema, optional=True)
-    copy = pipelines.clone_pipeline(source, who.actor, data["name"])
+    copy = builder.clone_pipeline(source, who.actor, data["name"])
     return _detail(project.id, copy.id), 201
 
 
@@ -286,10 +289,10 @@ def clone_release_pipeline(project_id: int, pipeline_id: int):
 def add_pipeline_feature(project_id: int, pipeline_id: int):
     who = principal()
     project = api_auth.project_for(who, project_id, needs="editor")
-    pipeline = pipelines.find_pipeline(project.id, pipeline_id)
+    pipeline = catalog.find_pipeline(project.id, pipeline_id)
     data = _load(PipelineFeatureSchema)
     with wire_errors({"feature_ids": "feature_id"}):
-        bell = runs.add_flag(project, pipeline.id, data["feature_id"], who.actor)
+        bell = controls.add_flag(project, pipeline.id, data["feature_id"], who.actor)
     transitions.ring([bell])
     return _run_answer(bell.run_id)
 
@@ -300,7 +303,7 @@ def _control(project_id: int, pipeline_id: int,
     the advance it made due, answer with the run."""
     who = principal()
     project = api_auth.project_for(who, project_id, needs="editor")
-    pipeline = pipelines.find_pipeline(project.id, pipeline_id)
+    pipeline = catalog.find_pipeline(project.id, pipeline_id)
     data = _load(PipelineFeatureSchema)
     run_id = db.session.scalar(
         select(PipelineRun.id)
@@ -322,29 +325,29 @@ def _control_operation(summary: str) -> Callable:
 @bp.post(f"{ONE}/remove-feature/")
 @_control_operation("Take a flag out of the pipeline; its states stay as they are (editors)")
 def remove_pipeline_feature(project_id: int, pipeline_id: int):
-    return _control(project_id, pipeline_id, runs.remove)
+    return _control(project_id, pipeline_id, controls.remove)
 
 
 @bp.post(f"{ONE}/pause-feature/")
 @_control_operation("Pause a waiting or rolling-out flag's clock (editors)")
 def pause_pipeline_feature(project_id: int, pipeline_id: int):
-    return _control(project_id, pipeline_id, runs.pause)
+    return _control(project_id, pipeline_id, controls.pause)
 
 
 @bp.post(f"{ONE}/resume-feature/")
 @_control_operation("Resume a paused flag with the time it had left (editors)")
 def resume_pipeline_feature(project_id: int, pipeline_id: int):
-    return _control(project_id, pipeline_id, runs.resume)
+    return _control(project_id, pipeline_id, controls.resume)
 
 
 @bp.post(f"{ONE}/advance-feature/")
 @_control_operation("Skip a waiting flag's remaining wait: its next step is due now (editors)")
 def advance_pipeline_feature(project_id: int, pipeline_id: int):
-    return _control(project_id, pipeline_id, runs.advance_now)
+    return _control(project_id, pipeline_id, controls.advance_now)
 
 
 @bp.post(f"{ONE}/rollback-feature/")
 @_control_operation("Roll a flag back: restore what the pipeline changed and take it out "
                     "(editors; a launched flag too, while it is its latest run)")
 def rollback_pipeline_feature(project_id: int, pipeline_id: int):
-    return _control(project_id, pipeline_id, runs.rollback)
+    return _control(project_id, pipeline_id, controls.rollback)

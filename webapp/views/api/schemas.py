@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, pre_load, validate
 
 from webapp.models import VALUE_TYPES
-from webapp.services.segments import MAX_DEPTH, OPERATORS, RULE_TYPES
+from webapp.services.platform.segments import MAX_DEPTH, OPERATORS, RULE_TYPES
 from webapp.views.api.common import Id, PageSchema, Shape
 
 NAME = validate.Length(min=1, max=255)

@@ -4,8 +4,8 @@ from typing import Any
 
 from flask import Response, abort, request
 
-from webapp.services import analytics, identities, sdk_documents
-from webapp.services.sdk_documents import Documents, EnvironmentRef
+from webapp.services.platform import analytics, identities, sdk_documents
+from webapp.services.platform.sdk_documents import Documents, EnvironmentRef
 from webapp.views.api import bp
 from webapp.views.api.common import operation
 from webapp.views.api.schemas import (

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Segment
-from webapp.services import api_auth, segments
 from webapp.services.errors import NotFound
+from webapp.services.platform import api_auth, segments
 from webapp.views.api import bp
 from webapp.views.api.common import MAX_ID, body, operation, paginate, principal
 from webapp.views.api.schemas import (

@@ -6,9 +6,10 @@ of known events, a secret made when none is given (every delivery is signed)."""
 from marshmallow import fields, validate
 
 from webapp.models import Webhook
-from webapp.services import api_auth, webhooks
 from webapp.services.errors import NotFound
-from webapp.services.webhook_events import EVENTS
+from webapp.services.governance import webhooks
+from webapp.services.governance.webhook_events import EVENTS
+from webapp.services.platform import api_auth
 from webapp.views.api import bp
 from webapp.views.api.common import Shape, body, iso, operation, paginate_list, principal
 from webapp.views.api.schemas import page_schema

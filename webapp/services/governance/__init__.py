@@ -1,0 +1,2 @@
+"""Audit, notifications and webhooks: what every other service records or sends. Depends on no
+other service package."""

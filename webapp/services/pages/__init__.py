@@ -1,0 +1,2 @@
+"""Read models for pages: what the board, the overview, a flag's track, the run panels, the
+change-request pages and live updates show. Reads only."""

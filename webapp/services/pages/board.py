@@ -1,0 +1,337 @@
+"""What the progress boards show: flags per stage of a published pipeline, the project's
+pipelines at a glance, a flag's track through its pipeline, and launches per day.
+
+Reads only. Every reader runs a fixed number of statements whatever the number of flags: counts
+come from one GROUP BY, the first cards of every column from one window-function query, so a
+board with 10,000 flags in flight costs what a board with 10 costs.
+"""
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, union_all
+
+from webapp.clock import now as clock_now
+from webapp.extensions import db
+from webapp.models import (
+    RUN_ACTIVE_STATUSES,
+    ChangeRequest,
+    Feature,
+    PipelineRun,
+    ReleasePipeline,
+)
+from webapp.services.errors import NotFound
+from webapp.services.pages.overview import Launches, launched_per_day
+from webapp.services.pipelines.describe import StageInfo, load_stages, short_duration
+from webapp.services.platform import analytics
+from webapp.services.runs import gates
+
+PAGE = 20  # cards added by one "show more"
+MAX_CARDS = 1000  # per column, whatever the URL asks for
+# First cards on the whole board: wide pipelines show fewer per column (a 30-stage board's
+# poll stays under 40 KB); "show more" and the search reach the rest.
+CARD_BUDGET = 64
+SEARCH_MAX = 100
+
+STATUS_WORDS = {
+    "waiting": "Waiting",
+    "applying": "Applying",
+    "awaiting_approval": "Awaiting approval",
+    "rolling_out": "Rolling out",
+    "watching": "Watching health",
+    "paused": "Paused",
+    "halted": "Halted",
+    "launched": "Launched",
+    "removed": "Removed",
+    "rolled_back": "Rolled back",
+}
+
+
+def _stages_of(run: PipelineRun) -> list[StageInfo]:
+    """The stages the run went through as they were when it started (today's pipeline only for
+    runs started before runs kept them)."""
+    if run.stages is None:
+        return load_stages(run.pipeline_id)
+    return [StageInfo(**{**stage, "actions": tuple(stage["actions"])}) for stage in run.stages]
+
+
+# --- Cards -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    run_id: int
+    feature_id: int
+    feature_name: str
+    status: str
+    stage_position: int
+    entered_at: datetime
+    remaining: float | None  # seconds until the next step (None: nothing scheduled)
+    status_text: str
+    done: str
+    next: str
+    ended_at: datetime | None = None
+    change_request_id: int | None = None  # the open request an awaiting card waits for
+    # (environment, evaluations since yesterday) where the flag last changed: is it read there?
+    reads: tuple[str, int] | None = None
+    checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
+
+    @property
+    def countdown(self) -> str:
+        if self.remaining is None:
+            return ""
+        return "due now" if self.remaining <= 0 else short_duration(self.remaining)
+
+
+def _card(row: Any, stages: list[StageInfo], now: datetime) -> Card:
+    """What one card says: status, what is done, what comes next and when."""
+    status = row.status
+    total = len(stages)
+    if status == "launched":
+        return Card(row.id, row.feature_id, row.name, status, total, row.entered_at, None,
+                    "Launched", f"All {total} stages", "Nothing: it is launched", row.ended_at)
+    stage = stages[min(row.stage_position, total - 1)]
+    after = (f"then {stages[stage.position + 1].name}" if stage.position + 1 < total
+             else "then launch")
+    remaining = None
+    if status in ("waiting", "rolling_out", "applying") and row.due_at is not None:
+        remaining = (row.due_at - now).total_seconds()
+    done = f"{stage.position} of {total} stages"
+    text = STATUS_WORDS.get(status, status)
+    if status == "waiting":
+        next_ = (f"Acts in {stage.environment} {'now' if stage.trigger_type == 'ON_ENTER' else ''}"
+                 .strip() + f", {after}")
+    elif status == "rolling_out":
+        percent = row.rollout_percent or 0
+        text = f"Rolling out at {percent} %"
+        done = f"{percent} % in {stage.environment}"
+        step = min(100, percent + (stage.rollout_step or 0))
+        next_ = f"{step} % in {stage.environment}" + (", then complete" if step >= 100 else "")
+    elif status == "awaiting_approval":
+        done = f"Change request opened in {stage.environment}"
+        next_ = f"Applies when approved, {after}"
+    elif status == "paused":
+        remaining = None
+        left = short_duration(row.paused_remaining_seconds)
+        text = f"Paused ({left} left)"
+        next_ = f"Resume to continue in {stage.environment}"
+    elif status == "halted":
+        text = f"Halted: {row.last_error or 'unknown error'}"
+        next_ = "Retry, or remove the flag"
+    elif status == "applying":
+        next_ = f"Finishing the actions in {stage.environment}, {after}"
+    elif status == "watching":
+        next_ = f"Completes once healthy for the whole bake in {stage.environment}, {after}"
+    else:
+        next_ = after
+    return Card(row.id, row.feature_id, row.name, status, row.stage_position, row.entered_at,
+                remaining, text, done, next_)
+
+
+def _changed_stage(card: Card, stages: list[StageInfo]) -> StageInfo | None:
+    """The stage whose environment the flag changed last (None before the first applies)."""
+    if card.status == "launched":
+        return stages[-1] if stages else None
+    if card.status in ("rolling_out", "applying"):
+        return stages[min(card.stage_position, len(stages) - 1)]
+    return stages[card.stage_position - 1] if 0 < card.stage_position <= len(stages) else None
+
+
+def _reads(cards: list[Card], stages: list[StageInfo]) -> dict[int, tuple[str, int]]:
+    """Per card (run id), its flag's evaluations since yesterday where it last changed: one
+    query for the whole board."""
+    where = {card.run_id: stage for card in cards
+             if (stage := _changed_stage(card, stages)) and stage.environment_id is not None}
+    found = analytics.recent((card.feature_id, where[card.run_id].environment_id)
+                             for card in cards if card.run_id in where)
+    return {card.run_id: (where[card.run_id].environment,
+                          found.get((card.feature_id, where[card.run_id].environment_id), 0))
+            for card in cards if card.run_id in where}
+
+
+# --- The board of one pipeline -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # "s<position>" or "launched"
+    stage: StageInfo | None  # None: the Launched column
+    count: int
+    cards: list[Card]
+    limit: int
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def more(self) -> int:
+        return max(0, self.count - len(self.cards))
+
+
+@dataclass(frozen=True)
+class Board:
+    pipeline: ReleasePipeline
+    stages: list[StageInfo]
+    columns: list[Column]
+    in_flight: int  # in the whole pipeline, whatever the search
+    query: str
+    limits: dict[str, int]
+    per_column: int
+    launches: Launches
+
+    @property
+    def live(self) -> bool:
+        """Something can still move, so the page should keep asking."""
+        return self.in_flight > 0
+
+
+def per_column_default(stage_count: int) -> int:
+    """The first cards per column: up to PAGE, fewer on wide pipelines (the page stays small)."""
+    return max(2, min(PAGE, CARD_BUDGET // (stage_count + 1)))
+
+
+def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
+                   limits: dict[str, int] | None = None) -> Board:
+    """The board of a published pipeline: per stage its count (by status) and first cards,
+    then the flags launched in the last 30 days. `query` filters flags by name (substring,
+    case-insensitive); `limits` asks for more cards in some columns ({"s3": 40, "launched": 40}).
+
+    Refuses (NotFound) a deleted pipeline or one of another project. Fixed statement count.
+    """
+    pipeline = published_pipeline(project_id, pipeline_id)
+    stages = load_stages(pipeline.id)
+    query = (query or "").strip()[:SEARCH_MAX]
+    default = per_column_default(len(stages))
+    limits = {k: max(1, min(MAX_CARDS, v)) for k, v in (limits or {}).items()}
+    now = clock_now()
+
+    counts: dict[int, dict[str, int]] = {}
+    for position, status, number in db.session.execute(
+        _filtered(select(PipelineRun.stage_position, PipelineRun.status, func.count()), query)
+        .where(PipelineRun.pipeline_id == pipeline.id,
+               PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
+        .group_by(PipelineRun.stage_position, PipelineRun.status)
+    ):
+        counts.setdefault(position, {})[status] = number
+    in_flight = sum(sum(c.values()) for c in counts.values())
+    if query:
+        in_flight = db.session.scalar(
+            select(func.count()).select_from(PipelineRun)
+            .where(PipelineRun.pipeline_id == pipeline.id,
+                   PipelineRun.status.in_(RUN_ACTIVE_STATUSES))) or 0
+
+    cards: dict[int, list[Card]] = {}
+    wanted = {s.position: limits.get(f"s{s.position}", default) for s in stages
+              if counts.get(s.position)}
+    if wanted:
+        params: dict[str, Any] = {"pipeline_id": pipeline.id}
+        if query:
+            params["pattern"] = _pattern(query)
+        for n, (position, limit) in enumerate(wanted.items()):
+            params[f"p{n}"], params[f"l{n}"] = position, limit
+        for row in db.session.execute(_first_cards(len(wanted), bool(query)), params):
+            cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
+        for position, column in cards.items():
+            column.sort(key=lambda c: (c.entered_at, c.run_id))
+            cards[position] = _with_requests(column)
+        cards = _with_checks(cards)
+
+    launches = launched_per_day(pipeline.id, now=now)
+    since = launches.since
+    launched_limit = limits.get("launched", default)
+    launched_rows = db.session.execute(
+        _filtered(select(*_CARD_COLUMNS), query, joined=True)
+        .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
+               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
+        .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc()).limit(launched_limit)
+    ).all()
+    launched_count = launches.total
+    if query:
+        launched_count = db.session.scalar(
+            _filtered(select(func.count()).select_from(PipelineRun), query)
+            .where(PipelineRun.pipeline_id == pipeline.id, PipelineRun.status == "launched",
+                   PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)) or 0
+
+    launched_cards = [_card(r, stages, now) for r in launched_rows]
+    reads = _reads([*launched_cards, *(c for column in cards.values() for c in column)], stages)
+    launched_cards = [replace(c, reads=reads.get(c.run_id)) for c in launched_cards]
+    cards = {position: [replace(c, reads=reads.get(c.run_id)) for c in column]
+             for position, column in cards.items()}
+    columns = [
+        Column(f"s{s.position}", s, sum(counts.get(s.position, {}).values()),
+               cards.get(s.position, []), limits.get(f"s{s.position}", default),
+               counts.get(s.position, {}))
+        for s in stages
+    ]
+    columns.append(Column("launched", None, launched_count, launched_cards, launched_limit))
+    return Board(pipeline, stages, columns, in_flight, query, limits, default, launches)
+
+
+_CARD_COLUMNS = (
+    PipelineRun.id, PipelineRun.feature_id, PipelineRun.status, PipelineRun.stage_position,
+    PipelineRun.entered_at, PipelineRun.due_at, PipelineRun.rollout_percent,
+    PipelineRun.paused_remaining_seconds, PipelineRun.last_error, PipelineRun.ended_at,
+    Feature.name,
+)
+
+
+@lru_cache(maxsize=256)
+def _first_cards(columns: int, search: bool):
+    """One statement for every column's first cards: per column an ordered, limited read of the
+    board index (a window over every run in flight would sort them all on each poll). Built
+    once per shape with bound parameters, so SQLAlchemy's compiled cache serves every poll."""
+    parts = []
+    for n in range(columns):
+        part = (select(*_CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+                .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                       PipelineRun.stage_position == bindparam(f"p{n}"),
+                       PipelineRun.ended_at.is_(None)))
+        if search:
+            part = part.where(func.lower(Feature.name).like(bindparam("pattern"), escape="\\"))
+        parts.append(select(part.order_by(PipelineRun.entered_at, PipelineRun.id)
+                            .limit(bindparam(f"l{n}")).subquery()))
+    return parts[0] if columns == 1 else union_all(*parts)
+
+
+def _with_requests(cards: list[Card]) -> list[Card]:
+    """Cards awaiting approval, with the open change request each waits for (one query)."""
+    waiting = [c.run_id for c in cards if c.status == "awaiting_approval"]
+    if not waiting:
+        return cards
+    found = dict(db.session.execute(
+        select(ChangeRequest.run_id, func.max(ChangeRequest.id))
+        .where(ChangeRequest.run_id.in_(waiting), ChangeRequest.status == "open")
+        .group_by(ChangeRequest.run_id)).all())
+    return [replace(c, change_request_id=found.get(c.run_id)) if c.run_id in found else c
+            for c in cards]
+
+
+def _pattern(query: str) -> str:
+    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filtered(statement, query: str, joined: bool = False):
+    """Join the flag's name when a search or the cards need it."""
+    if query or joined:
+        statement = statement.join(Feature, Feature.id == PipelineRun.feature_id)
+    if query:
+        statement = statement.where(func.lower(Feature.name).like(_pattern(query), escape="\\"))
+    return statement
+
+
+def published_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
+    """A live pipeline of the project (NotFound otherwise), without its stages."""
+    pipeline = db.session.get(ReleasePipeline, pipeline_id)
+    if pipeline is None or pipeline.project_id != project_id or pipeline.deleted_at is not None:
+        raise NotFound("Pipeline not found.")
+    return pipeline
+
+
+def _with_checks(cards: dict[int, list[Card]]) -> dict[int, list[Card]]:
+    """Cards of runs in guarded stages carry their checks' states (one query for all)."""
+    views = gates.check_views([c.run_id for column in cards.values() for c in column])
+    if not views:
+        return cards
+    return {key: [replace(c, checks=tuple(views.get(c.run_id, ()))) for c in column]
+            for key, column in cards.items()}

@@ -1,0 +1,110 @@
+"""Flag evaluation with `flagsmith-flag-engine`, from the same environment document the SDKs
+download, so that remote evaluation here and an SDK's local evaluation agree exactly.
+
+The mapping from document to engine context mirrors the official Python SDK's
+(`flagsmith.mappers.map_environment_document_to_context`): segment keys are segment ids (the
+percentage split hashes on them), and the identity key is `<client key>_<identifier>`, which
+the engine derives from the environment key.
+
+REGEX conditions are matched with RE2, in time linear in the trait value (see
+`webapp.services.regexes`): the engine looks each operator up in its `MATCHERS_BY_OPERATOR`
+table when it evaluates a condition, and Railyard registers its own REGEX entry there, with the
+engine's contract (the condition's value as pattern, the trait's context value as text, a
+match at the start). Everything else (which value a property reads, JSONPath, flags that
+segments read) stays the engine's.
+"""
+
+from typing import Any
+
+from flag_engine.engine import get_evaluation_result
+from flag_engine.segments import constants as engine_operators
+from flag_engine.segments import evaluator as engine_evaluator
+
+from webapp.services.platform import regexes
+
+TRAIT_VALUE_TYPES = (str, int, float, bool)
+
+
+def _match_regex(segment_value: str | None, context_value: Any) -> bool:
+    return context_value is not None and regexes.matches(str(segment_value), str(context_value))
+
+
+if engine_operators.REGEX not in engine_evaluator.MATCHERS_BY_OPERATOR:  # pragma: no cover
+    raise ImportError("flagsmith-flag-engine no longer matches REGEX through "
+                      "MATCHERS_BY_OPERATOR: route REGEX through RE2 another way.")
+engine_evaluator.MATCHERS_BY_OPERATOR[engine_operators.REGEX] = _match_regex
+
+
+def _rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": rule["type"],
+            "conditions": [
+                {
+                    "property": condition.get("property_") or "",
+                    "operator": condition["operator"],
+                    "value": condition["value"],
+                }
+                for condition in rule.get("conditions", [])
+            ],
+            "rules": _rules(rule.get("rules", [])),
+        }
+        for rule in rules
+    ]
+
+
+def _feature_contexts(feature_states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    contexts = []
+    for state in feature_states:
+        context = {
+            "key": str(state.get("django_id") or state["featurestate_uuid"]),
+            "name": state["feature"]["name"],
+            "enabled": state["enabled"],
+            "value": state["feature_state_value"],
+            "metadata": {"id": state["feature"]["id"]},
+        }
+        if segment := state.get("feature_segment"):
+            context["priority"] = segment["priority"]
+        contexts.append(context)
+    return contexts
+
+
+def context_from_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The engine's evaluation context for an environment document (no identity)."""
+    return {
+        "environment": {"key": document["api_key"], "name": document["name"]},
+        "features": {c["name"]: c for c in _feature_contexts(document["feature_states"])},
+        "segments": {
+            str(segment["id"]): {
+                "key": str(segment["id"]),
+                "name": segment["name"],
+                "rules": _rules(segment["rules"]),
+                "overrides": _feature_contexts(segment.get("feature_states") or []),
+                "metadata": {"id": segment["id"], "source": "api"},
+            }
+            for segment in document["project"]["segments"]
+        },
+    }
+
+
+def deciding(context: dict[str, Any]) -> dict[str, Any]:
+    """The context without the segments that override no flag: they cannot change an
+    identity's flags, yet matching them was most of an identify's evaluation time."""
+    return {**context, "segments": {key: segment for key, segment in context["segments"].items()
+                                    if segment["overrides"]}}
+
+
+def identity_flags(context: dict[str, Any], identifier: str,
+                   traits: dict[str, Any]) -> dict[str, tuple[bool, Any]]:
+    """{feature name: (enabled, value)} of the flags a segment override decides for this
+    identity; the others keep their environment default.
+
+    Segments (including hidden phased-rollout segments) are matched on the traits; the
+    matching override with the lowest priority wins.
+    """
+    result = get_evaluation_result({
+        **context,
+        "identity": {"identifier": identifier, "traits": dict(traits)},
+    })
+    return {name: (flag["enabled"], flag["value"]) for name, flag in result["flags"].items()
+            if flag["reason"].startswith("TARGETING_MATCH")}

@@ -1,0 +1,151 @@
+"""Which environment an SDK key opens, and at which revision, without a query per request.
+
+Every change an SDK could see bumps `environment.revision` in the change's own transaction
+(`flag_changes.bump_revision`); the SDK API answers from documents cached per revision. Reading
+the key's row costs a round trip to PostgreSQL on every request, so on PostgreSQL each process
+keeps the key → (environment, revision) answers it has read, and forgets them all when
+PostgreSQL says a revision moved:
+
+- `bump_revision` also runs `pg_notify(CHANNEL)` in the same transaction: PostgreSQL delivers it
+  when (and only if) the transaction commits.
+- A listener thread per process and database holds one connection that LISTENs on CHANNEL and
+  clears the cache on every notification. While it is not listening (starting, reconnecting
+  after PostgreSQL restarted or the connection broke) nothing is served from the cache: every
+  request reads the row, as it would without a cache.
+- A commit in this process that bumped a revision clears the cache at once (after_commit), so
+  a request that follows a change in the same process never waits for the notification.
+
+Staleness bound: another process's change is visible here once the notification has been
+received, a fraction of a millisecond after the commit on an idle machine and a few
+milliseconds (the GIL's switch interval) under load. An SDK request that reads the row may
+equally have started before the commit, so this adds no staleness beyond that window of
+in-flight requests. The listener pings PostgreSQL every LIVENESS_SECONDS and its connection
+has a TCP user timeout of TCP_TIMEOUT_MS, so a connection that silently died (a network
+partition) stops the cache within ~3 s; Flagsmith with its caches on serves flags up to the
+cache's TTL old (60 s by default for its environment cache).
+
+SQLite (one machine, no NOTIFY): the row is read per request; it costs ~15 µs in-process.
+"""
+
+import os
+import threading
+import time
+from typing import Any
+
+import psycopg
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+CHANNEL = "railyard_revision"
+# How often the listener proves its connection alive when no notification came.
+LIVENESS_SECONDS = 1.0
+# libpq's TCP_USER_TIMEOUT: unacknowledged data for this long breaks the connection.
+TCP_TIMEOUT_MS = 2000
+# How long the listener waits before reconnecting after a failure.
+RECONNECT_SECONDS = 0.5
+# The listener's connection, as pg_stat_activity shows it.
+LISTENER_NAME = "railyard-revision-listener"
+_BUMPED = "railyard_revision_bumped"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
+def notify_bumped(session: Session) -> None:
+    """Call in the transaction that bumped a revision: other processes hear of it at commit,
+    this process as soon as its commit returns."""
+    session.info[_BUMPED] = True
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_NOTIFY)
+
+
+class KeyCache:
+    """Key → row answers for one database, valid while the listener listens."""
+
+    def __init__(self, engine: Engine):
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        self._entries: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._generation = 0
+        self.listening = False
+        self._thread = threading.Thread(target=self._listen, daemon=True,
+                                        name="railyard-revision-listener")
+        self._thread.start()
+
+    def get(self, key: str, read):
+        """The cached answer for key, else `read(key)` (cached unless a change came meanwhile)."""
+        if not self.listening:
+            return read(key)
+        found = self._entries.get(key)
+        if found is not None:
+            return found
+        generation = self._generation
+        found = read(key)
+        if found is not None:
+            with self._lock:
+                if self._generation == generation and self.listening:
+                    self._entries[key] = found
+        return found
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+    def _listen(self) -> None:
+
+        while True:
+            try:
+                with psycopg.connect(self._dsn, autocommit=True, keepalives=1,
+                                     keepalives_idle=5, keepalives_interval=1,
+                                     keepalives_count=3, tcp_user_timeout=TCP_TIMEOUT_MS,
+                                     connect_timeout=5,
+                                     application_name=LISTENER_NAME) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    self.invalidate()
+                    self.listening = True
+                    while True:
+                        for _notice in connection.notifies(timeout=LIVENESS_SECONDS):
+                            self.invalidate()
+                        connection.execute("SELECT 1")
+            except Exception:  # noqa: BLE001 (any failure: stop serving from the cache)
+                pass
+            self.listening = False
+            self.invalidate()
+            time.sleep(RECONNECT_SECONDS)
+
+
+_caches: dict[tuple[int, Any], KeyCache] = {}
+_caches_lock = threading.Lock()
+
+
+def key_cache(engine: Engine) -> KeyCache | None:
+    """This process's cache for the engine's database (PostgreSQL only), started on first use."""
+    if engine.dialect.name != "postgresql":
+        return None
+    # Per process (a forked web worker starts its own listener) and database (engines come and
+    # go with apps; the URL stays).
+    index = (os.getpid(), engine.url)
+    cache = _caches.get(index)
+    if cache is None:
+        with _caches_lock:
+            cache = _caches.get(index)
+            if cache is None:
+                cache = _caches[index] = KeyCache(engine)
+    return cache
+
+
+def invalidate_all() -> None:
+    for cache in list(_caches.values()):
+        cache.invalidate()
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_BUMPED, False):
+        invalidate_all()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_BUMPED, None)
