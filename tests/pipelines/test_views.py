@@ -231,7 +231,12 @@ def test_each_edit_answers_with_the_updated_builder(hx, login, project, editor, 
             AuditEntry.pipeline_id == pipeline.id, AuditEntry.actor_user_id == editor.id
         )
     ).all()
-    assert events == ["RELEASE_PIPELINE_UPDATED"] * 7
+    # Seven autosaves by one editor within minutes: one entry of the builder session.
+    assert events == ["RELEASE_PIPELINE_UPDATED"]
+    [session] = db.session.scalars(select(AuditEntry).where(
+        AuditEntry.pipeline_id == pipeline.id, AuditEntry.actor_user_id == editor.id)).all()
+    assert session.message.count("; ") == 6 and session.object_label == "Renamed"
+    assert session.after["name"] == "Renamed"
 
 
 def test_without_javascript_an_edit_redirects_back_to_the_builder(

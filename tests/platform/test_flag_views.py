@@ -167,7 +167,8 @@ def test_toggle_on_the_flag_page_answers_its_environments_and_history_refreshes(
     assert body.strip().startswith('<section id="flag_states"')
     assert response.headers["HX-Trigger"] == "flag-changed"
     history = hx.get(f"/projects/{project.id}/flags/{flag.id}").get_data(as_text=True)
-    assert "Flag checkout enabled in Staging" in history
+    assert "checkout enabled for everyone in Staging" in history  # the sentence, in words
+    assert "Flag changed" in history
 
 
 def test_value_edit_422_beside_the_field_and_nothing_changes(

@@ -26,6 +26,7 @@ def test_toggle_in_staging_then_see_it_in_the_history(
     page.get_by_role("link", name="checkout", exact=True).click()
     expect(page.get_by_role("heading", name="checkout")).to_be_visible()
     history = page.locator("#flag_history")
-    expect(history.get_by_role("cell", name="Flag checkout enabled in Staging")).to_be_visible()
+    expect(history.get_by_role("cell", name="checkout enabled for everyone in Staging")
+           ).to_be_visible()
     expect(history.get_by_role("cell", name=editor.email)).to_be_visible()
     page.screenshot(path="/tmp/platform-journey-flag-page.png", full_page=True)

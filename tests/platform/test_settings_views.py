@@ -1,5 +1,8 @@
 """Project settings (admins only) and the users page (site admins only)."""
 
+import html
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from sqlalchemy import select
 
@@ -138,3 +141,56 @@ def test_users_page_is_for_site_admins(client, hx, login, make, admin):
     response = hx.post("/admin/users", data={"email": "new@example.com", "password": "short"})
     assert response.status_code == 422
     assert "A user with this email already exists." in response.get_data(as_text=True)
+
+
+def test_a_new_user_is_added_to_projects_in_the_same_step(hx, client, login, make, project):
+    other = make.project("Mobile")
+    root = make.user(site_admin=True, email="root@example.com")
+    login(hx, root)
+    form = hx.get("/admin/users").get_data(as_text=True)
+    assert f'name="role-{project.id}"' in form and f'name="role-{other.id}"' in form
+    response = hx.post("/admin/users", data={
+        "email": "pm@example.com", "password": "password123",
+        f"role-{project.id}": "editor", f"role-{other.id}": ""})
+    assert response.status_code == 200
+    assert f"added to {project.name} as editor" in response.get_data(as_text=True)
+    user_id = scalar(select(User.id).where(User.email == "pm@example.com"))
+    roles = db.session.execute(select(Membership.project_id, Membership.role).where(
+        Membership.user_id == user_id)).all()
+    assert [tuple(r) for r in roles] == [(project.id, "editor")]
+    events = db.session.scalars(select(AuditEntry.event_type).where(
+        AuditEntry.object_label == "pm@example.com").order_by(AuditEntry.id)).all()
+    assert events == ["USER_CREATED", "MEMBER_ROLE_SET"]
+
+
+@pytest.mark.parametrize("roles", [{"role-999999": "editor"}, {"role-{project}": "owner"}])
+def test_a_bad_project_role_creates_nobody(hx, login, make, project, roles):
+    root = make.user(site_admin=True, email="root@example.com")
+    login(hx, root)
+    data = {key.format(project=project.id): value for key, value in roles.items()}
+    response = hx.post("/admin/users", data={"email": "pm@example.com",
+                                             "password": "password123", **data})
+    assert response.status_code == 422
+    assert 'id="project-roles-error"' in response.get_data(as_text=True)
+    assert scalar(select(User.id).where(User.email == "pm@example.com")) is None
+
+
+def test_the_members_form_links_site_admins_to_a_filled_in_new_user(hx, client, login, make,
+                                                                    admin, project):
+    login(hx, admin)  # a project admin who is not a site admin is told who creates accounts
+    response = hx.post(f"/projects/{project.id}/settings/members",
+                       data={"email": "ghost@example.com", "role": "viewer"})
+    assert "A site administrator creates the account" in response.get_data(as_text=True)
+    root = make.user(site_admin=True, email="root@example.com", project=project, role="admin")
+    login(hx, root)
+    body = hx.post(f"/projects/{project.id}/settings/members",
+                   data={"email": "ghost@example.com", "role": "viewer"}).get_data(as_text=True)
+    start = body.index('href="/admin/users?') + len('href="')
+    link = html.unescape(body[start:body.index('"', start)])
+    assert link.endswith("#new-user")
+    assert parse_qs(urlsplit(link).query) == {"email": ["ghost@example.com"],
+                                              "project": [str(project.id)], "role": ["viewer"]}
+    login(client, root)
+    page = client.get(link).get_data(as_text=True)
+    assert 'value="ghost@example.com"' in page
+    assert '<option value="viewer" selected>' in page.split(f'id="role-{project.id}"')[1]

@@ -7,6 +7,7 @@ from wtforms import Field, SelectField
 from wtforms.validators import Length, Optional, Regexp, ValidationError
 from wtforms.widgets import DateTimeLocalInput
 
+from webapp.services.governance import audit_wording
 from webapp.services.governance.audit_log import AuditFilter, FilterChoices
 
 
@@ -81,8 +82,10 @@ class AuditFilterForm(FlaskForm):
 
     def offer(self, choices: FilterChoices) -> "AuditFilterForm":
         """Fill the selects with what the project's log holds; keep a shared URL's value shown."""
-        self.event_type.choices = [("", "Any event")] + _with_current(
-            choices.event_types, self.event_type.data)
+        events = _with_current(choices.event_types, self.event_type.data)
+        self.event_type.choices = [("", "Any event")] + sorted(
+            ((value, audit_wording.label(value)) for value, _ in events),
+            key=lambda choice: choice[1].lower())
         self.actor.choices = [("", "Anyone")] + _with_current(choices.actors, self.actor.data)
         self.pipeline.choices = [("", "Any pipeline")] + [(str(i), n) for i, n in choices.pipelines]
         self.flag.choices = [("", "Any flag")] + [(str(i), n) for i, n in choices.features]

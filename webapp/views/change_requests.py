@@ -17,6 +17,7 @@ from webapp.htmx import render, wants_fragment
 from webapp.models import Project
 from webapp.services.change_requests import workflow
 from webapp.services.errors import DomainError, Invalid
+from webapp.services.governance import audit_log
 from webapp.services.pages import change_request_pages, live
 from webapp.services.platform import projects
 from webapp.services.platform.values import show
@@ -39,10 +40,13 @@ def index(project_id: int):
     if not form.validate():
         return render("change_requests/index.html", "change_request_list", status=422, **context)
     context["filter_args"] = form.query_args()
+    environment_id = int(form.environment.data) if form.environment.data else None
+    feature_id = int(form.flag.data) if form.flag.data else None
     context["rows"] = change_request_pages.list_requests(
-        project.id, status=form.status.data or "open",
-        environment_id=int(form.environment.data) if form.environment.data else None,
-        feature_id=int(form.flag.data) if form.flag.data else None)
+        project.id, status=form.status.data or "open", environment_id=environment_id,
+        feature_id=feature_id)
+    context["counts"] = change_request_pages.counts_by_status(
+        project.id, environment_id=environment_id, feature_id=feature_id)
     return render("change_requests/index.html", "change_request_list", **context)
 
 
@@ -155,6 +159,7 @@ def _render_detail(project: Project, request_id: int, *, status: int = 200,
                   project=project, d=detail, review_form=review_form, action_form=ActionForm(),
                   refusal=change_request_pages.may_review(detail, current_user, g.get("role")),
                   can_edit=can("editor"), notice=notice, done=done, show=show,
+                  history_words=audit_log.words(project.id, detail.history),
                   pipeline_link="pipelines.detail" in current_app.view_functions)
 
 

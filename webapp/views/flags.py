@@ -25,6 +25,7 @@ from webapp.models import ChangeRequest, Feature, Project
 from webapp.parsing import ascii_int
 from webapp.services.change_requests import opening
 from webapp.services.errors import Conflict, Invalid
+from webapp.services.governance import audit_log
 from webapp.services.platform import analytics, flag_changes, flags, projects, segments
 from webapp.services.platform.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -238,6 +239,7 @@ def _render_detail(project: Project, feature: Feature, block: str, status: int =
     environments = projects.environments_of(project.id)
     row = flags.flag_rows(project.id, environments, feature_ids=[feature.id])[0]
     run = flag_changes.active_run(feature.id)
+    history = flags.history(feature.id)
     context: dict[str, Any] = {
         "project": project,
         "feature": feature,
@@ -245,7 +247,8 @@ def _render_detail(project: Project, feature: Feature, block: str, status: int =
         "states": dict(zip([env.id for env in environments], row.states, strict=True)),
         "overrides": flags.overrides_of(feature.id),
         "segment_choices": segments.list_segments(project.id),
-        "history": flags.history(feature.id),
+        "history": history,
+        "history_words": audit_log.words(project.id, history),
         "evaluations": analytics.daily(feature.id, environments),
         "run": run,
         "can_edit": can("editor"),

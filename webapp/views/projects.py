@@ -166,6 +166,8 @@ def _render_settings(project: Project, block: str, status: int = 200, **extra: A
         "memberships": members.list_members(project.id),
         "integration": alerts.integration(project.id),
         "roles": ROLE_CHOICES,
+        # Site admins create accounts: the members form links them to "New user" (filled in).
+        "creates_users": current_user.is_site_admin,
         "errors": {},
         "submitted": {},
         "notices": {},

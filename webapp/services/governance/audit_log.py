@@ -8,8 +8,8 @@ here.
 import io
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +18,19 @@ from sqlalchemy import Select, Text, cast, false, func, select, text
 from webapp import csv_export
 from webapp.extensions import db
 from webapp.models import AuditEntry, Environment, Feature, ReleasePipeline
+from webapp.services.governance import audit_reading, audit_wording
+from webapp.services.governance.audit_names import Names
+from webapp.services.governance.audit_reading import DiffLine
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 1000
 MASK = "••••••"
 _SECRET_KEY = re.compile(r"key|token|secret|password", re.IGNORECASE)
 
+# "event" and "description" are what the page shows (the event's words, the sentence with
+# names); they come last so the columns before them keep their places for existing readers.
 CSV_COLUMNS = ("id", "created_at", "actor", "event_type", "environment", "object_type",
-               "object_id", "object_label", "message", "before", "after")
+               "object_id", "object_label", "message", "before", "after", "event", "description")
 
 # Only what a page or a CSV row shows: no ORM objects, no lazy loads.
 _COLUMNS = (
@@ -51,13 +56,6 @@ class AuditFilter:
 
 
 @dataclass(frozen=True)
-class DiffLine:
-    key: str  # "" when the whole value changed (not two JSON objects)
-    before: str | None  # compact JSON; None when absent
-    after: str | None
-
-
-@dataclass(frozen=True)
 class EntryRow:
     id: int
     created_at: datetime
@@ -74,7 +72,9 @@ class EntryRow:
     pipeline_id: int | None
     feature_id: int | None
     change_request_id: int | None
-    diff: list[DiffLine] = field(default_factory=list)
+    diff: list[DiffLine] = field(default_factory=list)  # in words, names resolved
+    label: str = ""  # the event type in words ("Change request opened")
+    sentence: str = ""  # the entry as a sentence with names
 
 
 @dataclass(frozen=True)
@@ -192,17 +192,20 @@ def page(
     before: int | None = None,
     after: int | None = None,
     size: int = PAGE_SIZE,
+    readable: bool = True,
 ) -> Page:
     """One page of the project's log, newest first, by keyset on id: entries older than
     `before`, or newer than `after` (the next page up), else the newest. Two queries at most,
-    however deep the page. `masked` hides secret-looking before/after values (non-admins)."""
+    however deep the page. `masked` hides secret-looking before/after values (non-admins).
+    `readable` adds each entry's words (label, sentence, diff with names): a few more queries
+    for the whole page, one per kind of object mentioned (audit_names)."""
     base = _filtered(project_id, filters)
     if after is not None:
         rows = db.session.execute(
             base.where(AuditEntry.id > after).order_by(AuditEntry.id.asc()).limit(size + 1)
         ).all()
         if len(rows) <= size:  # reached the top: show the newest page, full
-            return page(project_id, filters, masked=masked, size=size)
+            return page(project_id, filters, masked=masked, size=size, readable=readable)
         rows = rows[:size][::-1]
         has_newer = True
         has_older = _exists(base.where(AuditEntry.id <= after))
@@ -215,6 +218,8 @@ def page(
         rows = rows[:size]
         has_newer = before is not None and _exists(base.where(AuditEntry.id >= before))
     entries = [_entry(row, masked) for row in rows]
+    if readable:
+        entries = described(project_id, entries)
     return Page(
         entries=entries,
         newer_cursor=entries[0].id if entries and has_newer else None,
@@ -230,7 +235,32 @@ def _entry(row: Any, masked: bool) -> EntryRow:
     values = row._asdict()
     if masked:
         values["before"], values["after"] = mask(values["before"]), mask(values["after"])
-    return EntryRow(**values, diff=diff(values["before"], values["after"]))
+    return EntryRow(**values)
+
+
+def described(project_id: int, entries: list[EntryRow]) -> list[EntryRow]:
+    """The entries with their words: label, sentence and diff, names resolved for all of them
+    at once."""
+    rows = [vars(entry) for entry in entries]
+    names = Names.for_entries(project_id, rows)
+    return [replace(entry, label=audit_wording.label(entry.event_type),
+                    sentence=audit_reading.sentence(row, names),
+                    diff=audit_reading.diff(entry.before, entry.after, names))
+            for entry, row in zip(entries, rows, strict=True)]
+
+
+def words(project_id: int, entries: Sequence[AuditEntry]) -> dict[int, tuple[str, str]]:
+    """{entry id: (label, sentence)} for audit entries other pages show (a flag's history, a
+    change request's), with the names resolved for all of them at once."""
+    rows = [{column: getattr(entry, column) for column in _WORD_COLUMNS} for entry in entries]
+    names = Names.for_entries(project_id, rows)
+    return {row["id"]: (audit_wording.label(row["event_type"]),
+                        audit_reading.sentence(row, names)) for row in rows}
+
+
+_WORD_COLUMNS = ("id", "actor_label", "event_type", "environment_id", "object_type",
+                 "object_id", "object_label", "message", "before", "after", "pipeline_id",
+                 "feature_id", "change_request_id")
 
 
 def mask(value: Any) -> Any:
@@ -244,24 +274,6 @@ def mask(value: Any) -> Any:
     if isinstance(value, list):
         return [mask(item) for item in value]
     return value
-
-
-def diff(before: Any, after: Any) -> list[DiffLine]:
-    """What changed between two JSON values: one line per changed key when both are objects
-    (or one is absent), else one line for the whole value. Unchanged keys are left out."""
-    if isinstance(before, dict | None) and isinstance(after, dict | None) and (before or after):
-        old, new = before or {}, after or {}
-        keys = list(old) + [k for k in new if k not in old]
-        return [
-            DiffLine(str(k), _json(old[k]) if k in old else None,
-                     _json(new[k]) if k in new else None)
-            for k in keys
-            if k not in old or k not in new or old[k] != new[k]
-        ]
-    if before == after:
-        return []
-    return [DiffLine("", None if before is None else _json(before),
-                     None if after is None else _json(after))]
 
 
 def _json(value: Any) -> str:
@@ -279,15 +291,17 @@ def export_csv(project_id: int, filters: AuditFilter, *, masked: bool,
     writer = csv_export.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     yield _drain(buffer)
-    # before/after as their stored JSON text: parsing and re-encoding 100,000s of documents
-    # would dominate the export; only text that may hold a secret is parsed (to mask it).
+    # before/after as their stored JSON text (re-encoding 100,000s of documents would dominate
+    # the export); they are parsed once, for the description, and only text that may hold a
+    # secret is re-encoded (masked).
     query = (
         _filtered(project_id, filters)
         .with_only_columns(
             AuditEntry.id, AuditEntry.created_at, AuditEntry.actor_label, AuditEntry.event_type,
             AuditEntry.environment_id, AuditEntry.object_type, AuditEntry.object_id,
             AuditEntry.object_label, AuditEntry.message, cast(AuditEntry.before, Text),
-            cast(AuditEntry.after, Text))
+            cast(AuditEntry.after, Text), AuditEntry.pipeline_id, AuditEntry.feature_id,
+            AuditEntry.change_request_id)
         .order_by(AuditEntry.id.desc())
         .limit(batch)
     )
@@ -295,19 +309,35 @@ def export_csv(project_id: int, filters: AuditFilter, *, masked: bool,
     while True:
         page_query = query if last_id is None else query.where(AuditEntry.id < last_id)
         rows = db.session.execute(page_query).all()
-        for (id_, created_at, actor, event_type, environment_id, object_type, object_id,
-             object_label, message, before, after) in rows:
+        parsed = [_export_entry(tuple(row)) for row in rows]
+        names = Names.for_entries(project_id, parsed)
+        for row, entry in zip(rows, parsed, strict=True):
+            (id_, created_at, actor, event_type, environment_id, object_type, object_id,
+             object_label, message, before, after) = tuple(row)[:11]
             writer.writerow((
                 id_, created_at.isoformat(), actor, event_type,
                 environments.get(environment_id, ""), object_type,
                 "" if object_id is None else object_id, object_label, message,
                 _json_text(before, masked), _json_text(after, masked),
+                audit_wording.label(event_type), audit_reading.sentence(entry, names),
             ))
         if rows:
             yield _drain(buffer)
         if len(rows) < batch:
             return
         last_id = rows[-1][0]
+
+
+def _export_entry(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An export row as the fields a sentence reads (before/after parsed)."""
+    return {"id": row[0], "actor_label": row[2], "event_type": row[3], "environment_id": row[4],
+            "object_type": row[5], "object_id": row[6], "object_label": row[7],
+            "message": row[8], "before": _parsed(row[9]), "after": _parsed(row[10]),
+            "pipeline_id": row[11], "feature_id": row[12], "change_request_id": row[13]}
+
+
+def _parsed(stored: str | None) -> Any:
+    return None if stored is None else json.loads(stored)
 
 
 def _json_text(stored: str | None, masked: bool) -> str:

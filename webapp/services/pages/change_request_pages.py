@@ -87,11 +87,17 @@ def list_requests(project_id: int, *, status: str = "open", environment_id: int 
             for r, fname, ename, needed in rows]
 
 
-def counts_by_status(project_id: int) -> dict[str, int]:
-    """How many requests per tab (open, committed, rejected + closed)."""
-    found = dict(db.session.execute(
-        select(ChangeRequest.status, func.count()).where(ChangeRequest.project_id == project_id)
-        .group_by(ChangeRequest.status)).all())
+def counts_by_status(project_id: int, *, environment_id: int | None = None,
+                     feature_id: int | None = None) -> dict[str, int]:
+    """How many requests per tab (open, committed, rejected + closed), of one environment
+    and/or flag when the list is filtered so."""
+    query = select(ChangeRequest.status, func.count()).where(
+        ChangeRequest.project_id == project_id)
+    if environment_id is not None:
+        query = query.where(ChangeRequest.environment_id == environment_id)
+    if feature_id is not None:
+        query = query.where(ChangeRequest.feature_id == feature_id)
+    found = dict(db.session.execute(query.group_by(ChangeRequest.status)).all())
     return {"open": found.get("open", 0), "committed": found.get("committed", 0),
             "rejected": found.get("rejected", 0) + found.get("closed", 0)}
 

@@ -211,7 +211,7 @@ def update_details(pipeline: ReleasePipeline, version: Any, actor: Actor, *, nam
     claim_version(pipeline, expected)
     pipeline.name, pipeline.description = name, description
     _updated(actor, pipeline, f"renamed to {name}" if before["name"] != name
-             else "description changed", before, after)
+             else "description changed", before, after, path="")
 
 
 def add_stage(pipeline: ReleasePipeline, version: Any, actor: Actor, *, name: str | None = None,
@@ -233,7 +233,7 @@ def add_stage(pipeline: ReleasePipeline, version: Any, actor: Actor, *, name: st
     pipeline.stages.append(stage)
     db.session.flush()
     _updated(actor, pipeline, f"stage {stage.position + 1} ({name}) added", None,
-             stage_snapshot(stage))
+             stage_snapshot(stage), path=_stage_path(stage.position))
     return stage
 
 
@@ -274,7 +274,8 @@ def update_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: d
     for key, value in changed.items():
         setattr(stage, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}) changed: "
-             + ", ".join(sorted(changed)), {k: before[k] for k in changed}, changed)
+             + ", ".join(sorted(changed)), {k: before[k] for k in changed}, changed,
+             path=_stage_path(stage.position))
 
 
 def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any,
@@ -294,7 +295,7 @@ def remove_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any,
     for position, other in enumerate(pipeline.stages):
         other.position = position
     _updated(actor, pipeline, f"stage {snapshot['position'] + 1} ({stage.name}) removed",
-             snapshot, None)
+             snapshot, None, path=_stage_path(snapshot["position"]))
     return snapshot
 
 
@@ -317,7 +318,7 @@ def move_stage(pipeline: ReleasePipeline, version: Any, stage_id: Any, direction
     stage.position, other.position = other.position, stage.position
     _updated(actor, pipeline, f"stage {stage.name} moved {direction}",
              {"stage": stage.name, "position": before + 1},
-             {"stage": stage.name, "position": target + 1})
+             {"stage": stage.name, "position": target + 1}, path=f"Stage “{stage.name}”")
 
 
 def add_action(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: dict[str, Any],
@@ -337,7 +338,7 @@ def add_action(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: dic
     db.session.flush()
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): action "
              f"{action.position + 1} ({ACTION_LABELS[action.action_type]}) added",
-             None, _action_snapshot(action))
+             None, _action_snapshot(action), path=_action_path(stage, action.position))
     return action
 
 
@@ -356,7 +357,8 @@ def update_action(pipeline: ReleasePipeline, version: Any, action_id: Any, data:
     for key, value in fields.items():
         setattr(action, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): action "
-             f"{action.position + 1} changed", before, _action_snapshot(action))
+             f"{action.position + 1} changed", before, _action_snapshot(action),
+             path=_action_path(stage, action.position))
 
 
 def remove_action(pipeline: ReleasePipeline, version: Any, action_id: Any, actor: Actor) -> None:
@@ -371,7 +373,8 @@ def remove_action(pipeline: ReleasePipeline, version: Any, action_id: Any, actor
     for position, other in enumerate(stage.actions):
         other.position = position
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): action "
-             f"{snapshot['position'] + 1} removed", snapshot, None)
+             f"{snapshot['position'] + 1} removed", snapshot, None,
+             path=_action_path(stage, snapshot["position"]))
 
 
 def move_action(pipeline: ReleasePipeline, version: Any, action_id: Any, direction: str,
@@ -390,4 +393,14 @@ def move_action(pipeline: ReleasePipeline, version: Any, action_id: Any, directi
     before = action.position
     action.position, other.position = other.position, action.position
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): action "
-             f"{before + 1} moved {direction}", {"position": before + 1}, {"position": target + 1})
+             f"{before + 1} moved {direction}", {"position": before + 1}, {"position": target + 1},
+             path=_action_path(stage, before))
+
+
+def _stage_path(position: int) -> str:
+    """The audit field path of a stage, as the builder numbers it (edit_sessions)."""
+    return f"Stage {position + 1}"
+
+
+def _action_path(stage: PipelineStage, position: int) -> str:
+    return f"Stage {stage.position + 1} · Action {position + 1}"

@@ -19,7 +19,7 @@ from webapp.parsing import ascii_int
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, NotFound
 from webapp.services.governance import audit
-from webapp.services.pipelines import check_inputs
+from webapp.services.pipelines import check_inputs, edit_sessions
 from webapp.services.pipelines.catalog import in_flight_count
 
 PUBLISHED_MESSAGE = (
@@ -160,7 +160,8 @@ def audit_pipeline(actor: Actor, pipeline: ReleasePipeline, event: str, message:
                  pipeline_id=pipeline.id)
 
 
-def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any) -> None:
-    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
-                   f"Release pipeline {pipeline.name}: {what}", before=before, after=after)
+def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any, *,
+             path: str) -> None:
+    """Audit a builder edit (joining the actor's open editing session, edit_sessions), commit."""
+    edit_sessions.record_edit(actor, pipeline, what, before, after, path=path)
     db.session.commit()

@@ -15,7 +15,7 @@ from webapp.models.health import (
 )
 from webapp.services.actors import Actor
 from webapp.services.errors import Invalid, NotFound
-from webapp.services.pipelines import drafts
+from webapp.services.pipelines import drafts, edit_sessions
 from webapp.services.pipelines.check_inputs import (
     KIND_LABELS,
     MAX_CHECKS,
@@ -43,7 +43,7 @@ def add_check(pipeline: ReleasePipeline, version: Any, stage_id: Any, data: dict
     db.session.flush()
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): health check "
              f"{check.position + 1} ({KIND_LABELS[check.kind]}) added", None,
-             check_snapshot(check))
+             check_snapshot(check), path=_check_path(stage, check.position))
     return check
 
 
@@ -58,7 +58,8 @@ def update_check(pipeline: ReleasePipeline, version: Any, check_id: Any, data: d
     for key, value in fields.items():
         setattr(check, key, value)
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): health check "
-             f"{check.position + 1} changed", before, check_snapshot(check))
+             f"{check.position + 1} changed", before, check_snapshot(check),
+             path=_check_path(stage, check.position))
 
 
 def remove_check(pipeline: ReleasePipeline, version: Any, check_id: Any, actor: Actor) -> None:
@@ -72,7 +73,8 @@ def remove_check(pipeline: ReleasePipeline, version: Any, check_id: Any, actor: 
     for position, other in enumerate(stage.checks):
         other.position = position
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): health check "
-             f"{check.position + 1} removed", snapshot, None)
+             f"{check.position + 1} removed", snapshot, None,
+             path=_check_path(stage, check.position))
 
 
 def set_on_unhealthy(pipeline: ReleasePipeline, version: Any, stage_id: Any, raw: Any,
@@ -89,7 +91,7 @@ def set_on_unhealthy(pipeline: ReleasePipeline, version: Any, stage_id: Any, raw
     stage.on_unhealthy = value
     _updated(actor, pipeline, f"stage {stage.position + 1} ({stage.name}): when unhealthy, "
              f"{ON_UNHEALTHY_LABELS[value].lower()}", {"on_unhealthy": before},
-             {"on_unhealthy": value})
+             {"on_unhealthy": value}, path=f"Stage {stage.position + 1}")
 
 
 def _stage_of(pipeline: ReleasePipeline, stage_id: Any) -> PipelineStage:
@@ -112,8 +114,11 @@ def _check_of(pipeline: ReleasePipeline, check_id: Any) -> tuple[PipelineStage, 
     return stage, next(c for c in stage.checks if c.id == check.id)
 
 
-def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any) -> None:
-    drafts.audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UPDATED",
-                             f"Release pipeline {pipeline.name}: {what}", before=before,
-                             after=after)
+def _updated(actor: Actor, pipeline: ReleasePipeline, what: str, before: Any, after: Any, *,
+             path: str) -> None:
+    edit_sessions.record_edit(actor, pipeline, what, before, after, path=path)
     db.session.commit()
+
+
+def _check_path(stage: PipelineStage, position: int) -> str:
+    return f"Stage {stage.position + 1} · Health check {position + 1}"

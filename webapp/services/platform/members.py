@@ -1,5 +1,7 @@
 """A project's members and their roles. A project always keeps at least one admin."""
 
+from collections.abc import Mapping
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
@@ -53,6 +55,32 @@ def add_member_by_email(project: Project, email: str, role: str, actor: Actor) -
         raise Invalid("Check the member.", errors)
     assert user is not None
     return projects.add_member(project, user, role, actor)
+
+
+def create_user_in_projects(email: str, password: str, *, name: str = "",
+                            site_admin: bool = False, roles: Mapping[int, str],
+                            actor: Actor) -> list[tuple[Project, str]]:
+    """Create a user and add them to projects, each with a role, in one unit of work (the site
+    admin's "New user" form): nothing is saved when anything is refused.
+
+    Refuses what `users.create_user` refuses, a project that does not exist and a role other
+    than admin, editor or viewer (Invalid, under "projects"). Audited as USER_CREATED and one
+    MEMBER_ROLE_SET per project. Returns the (project, role) pairs added, by project name.
+    """
+    chosen = {project_id: role for project_id, role in roles.items() if role}
+    found = {project.id: project for project in db.session.scalars(
+        select(Project).where(Project.id.in_(list(chosen))))} if chosen else {}
+    if set(found) != set(chosen) or any(role not in ROLES for role in chosen.values()):
+        raise Invalid("Check the projects.", {"projects": [
+            "Choose admin, editor or viewer for projects that exist."]})
+    user = users.create_user(email, password, name=name, site_admin=site_admin, actor=actor,
+                             commit=False)
+    added = sorted(((found[i], role) for i, role in chosen.items()),
+                   key=lambda pair: pair[0].name.lower())
+    for project, role in added:
+        projects.add_member(project, user, role, actor, commit=False)
+    db.session.commit()
+    return added
 
 
 def _admins_left(project_id: int, without: int) -> int:

@@ -71,9 +71,11 @@ def find_by_email(email: str) -> User | None:
 
 
 def create_user(
-    email: str, password: str, *, name: str = "", site_admin: bool = False, actor: Actor = SYSTEM
+    email: str, password: str, *, name: str = "", site_admin: bool = False, actor: Actor = SYSTEM,
+    commit: bool = True,
 ) -> User:
-    """Create a user. Refuses a duplicate email or a password under 8 characters. Audited."""
+    """Create a user. Refuses a duplicate email or a password under 8 characters. Audited.
+    With commit=False the caller's unit of work goes on (members.create_user_in_projects)."""
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
         raise Invalid("Invalid email.", {"email": ["Enter a valid email address."]})
@@ -90,7 +92,8 @@ def create_user(
     audit.record(actor, "USER_CREATED", f"User {email} created", project_id=None,
                  object_type="user", object_id=user.id, object_label=email,
                  after={"email": email, "site_admin": site_admin})
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return user
 
 

@@ -63,7 +63,8 @@ def list_audit_log():
         until=query["until"][1] if "until" in query else None)
     size = query.get("page_size", DEFAULT_PAGE_SIZE)
     page = audit_log.page(project.id, filters, masked=api_auth.role_in(who, project) != "admin",
-                          before=query.get("before"), after=query.get("after"), size=size)
+                          before=query.get("before"), after=query.get("after"), size=size,
+                          readable=False)  # the API answers ids and JSON, not words
     return {"count": audit_log.count(project.id, filters),
             "next": _link(size, before=page.older_cursor) if page.older_cursor else None,
             "previous": _link(size, after=page.newer_cursor) if page.newer_cursor else None,
