@@ -3,11 +3,11 @@ take the write lock up front (`begin_immediate`). On PostgreSQL: row locks in on
 unit of work retried once when the database aborts it (deadlock, serialization failure)."""
 
 import functools
-from collections.abc import Callable, Hashable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
 
 from flask import Flask, has_request_context, request
-from sqlalchemy import event, select
+from sqlalchemy import ColumnElement, CursorResult, Delete, Update, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -149,3 +149,25 @@ def retry_views(app: Flask) -> None:
     """Every request is a unit of work: a view the database aborted runs again once."""
     for endpoint, view in list(app.view_functions.items()):
         app.view_functions[endpoint] = retry_once(view)
+
+
+def compare_and_set(model: Any, row_id: int, expected_version: int | None, *,
+                    where: Sequence[ColumnElement[bool]] = (), **values: Any) -> bool:
+    """The rule every concurrent writer keeps: write `values` to row `row_id` of `model` and
+    bump its `version`, only if the version is still `expected_version` (None: the row's version
+    whatever it is, bumped) and the row still matches `where`. True when the row was written;
+    False when another writer got there first (nothing written; the caller decides: Conflict,
+    skip, retry). Runs in the caller's transaction; objects in the session are not refreshed."""
+    conditions = [model.id == row_id, *where]
+    if expected_version is None:
+        version: Any = model.version + 1
+    else:
+        conditions.append(model.version == expected_version)
+        version = expected_version + 1
+    statement = update(model).where(*conditions).values(version=version, **values)
+    return changed(statement.execution_options(synchronize_session=False)) == 1
+
+
+def changed(statement: Update | Delete) -> int:
+    """Run a bulk UPDATE or DELETE in the session's transaction; how many rows it changed."""
+    return cast(CursorResult[Any], db.session.execute(statement)).rowcount

@@ -1,5 +1,7 @@
 """Extensions, created unbound; `create_app` binds them."""
 
+from typing import TYPE_CHECKING
+
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -9,6 +11,10 @@ from htmx_flask import Htmx
 from webapp.orm import Base
 
 db = SQLAlchemy(model_class=Base)
+if TYPE_CHECKING:  # what db.Model is made from, for the type checker (it cannot see db.Model)
+    Model = Base
+else:
+    Model = db.Model
 migrate = Migrate()
 csrf = CSRFProtect()
 login = LoginManager()

@@ -1,9 +1,9 @@
 """Declarative base with a constraint naming convention (Alembic needs stable names)."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, registry
 
 NAMING_CONVENTION = {
@@ -37,3 +37,14 @@ class Base(DeclarativeBase):
         metadata=MetaData(naming_convention=NAMING_CONVENTION),
         type_annotation_map={datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON},
     )
+
+
+def fit(column: Any, text: str) -> str:
+    """`text` cut to what the String column holds (`Model.column`), so a long name or title is
+    stored shortened rather than refused by PostgreSQL."""
+    return text[: column.type.length]
+
+
+def table_of(model: Any) -> Table:
+    """The model's Table, for Core statements (bulk inserts, batch updates)."""
+    return cast(Table, model.__table__)

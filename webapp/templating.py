@@ -4,20 +4,14 @@ from datetime import datetime
 
 from flask import Flask
 
+from webapp.durations import duration
 
-def _duration(seconds: float | int | None) -> str:
+
+def _duration(seconds: float | None) -> str:
     """Human duration: 90 -> '1 minute 30 seconds'; 86400 -> '1 day'."""
     if seconds is None:
         return ""
-    seconds = int(round(seconds))
-    if seconds <= 0:
-        return "now"
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
-    return " ".join(parts[:2])
+    return duration(seconds) or "now"
 
 
 def _datetime(value: datetime | None) -> str:

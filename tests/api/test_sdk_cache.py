@@ -21,7 +21,7 @@ CHANGE = """
 import sys
 from webapp import create_app
 from webapp.extensions import db
-from webapp.services import flag_changes
+from webapp.services.platform import flag_changes
 from webapp.services.actors import SYSTEM
 url, instance, environment_id, feature_id, project_id = sys.argv[1:6]
 app = create_app({"SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": "redis://unused",

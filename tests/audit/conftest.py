@@ -1,4 +1,5 @@
-"""Audit log fixtures: entries written through `webapp.services.audit.record`, pipelines as rows."""
+"""Audit log fixtures: entries written through `webapp.services.governance.audit.record`,
+pipelines as rows."""
 
 from datetime import UTC, datetime, timedelta
 

@@ -6,7 +6,7 @@ from wtforms.validators import Optional
 
 
 class UserForm(FlaskForm):
-    # The rules (email shape, uniqueness, password length) live in webapp.services.users.
+    # The rules (email shape, uniqueness, password length) live in webapp.services.platform.users.
     email = StringField("Email", validators=[Optional()])
     name = StringField("Name", validators=[Optional()])
     password = PasswordField(

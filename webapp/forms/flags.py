@@ -1,5 +1,5 @@
 """Forms of the flag screens. Fields and their limits; the rules (value types, pipelines) live in
-`webapp.services.flags`."""
+`webapp.services.platform.flags`."""
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField

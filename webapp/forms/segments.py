@@ -1,6 +1,6 @@
 """The segment form and the rule builder's encoding of a rule tree as form fields.
 
-Input names are the tree paths of `webapp.services.segments`: `r0.type`, `r0.c1.property`,
+Input names are the tree paths of `webapp.services.platform.segments`: `r0.type`, `r0.c1.property`,
 `r0.c1.operator`, `r0.c1.value`, `r0.r0.type` (a nested rule), and so on.
 """
 

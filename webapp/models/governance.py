@@ -8,13 +8,13 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.platform import Organisation, Project
 
 ROLES = ("admin", "editor", "viewer")
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(255), default="")
@@ -38,7 +38,7 @@ class User(UserMixin, db.Model):
         return self.name or self.email
 
 
-class Membership(db.Model):
+class Membership(Model):
     __table_args__ = (UniqueConstraint("user_id", "project_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,7 +53,7 @@ class Membership(db.Model):
     project: Mapped[Project] = relationship()
 
 
-class ApiKey(db.Model):
+class ApiKey(Model):
     """An organisation key (`Api-Key`) or a user token (`Token`). Only a hash is stored."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -71,7 +71,7 @@ class ApiKey(db.Model):
     user: Mapped[User | None] = relationship()
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """Append-only record of a change. Pipeline entries carry an idempotency key (unique)."""
 
     __table_args__ = (
@@ -109,7 +109,7 @@ class AuditEntry(db.Model):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
 
 
-class ChangeRequest(db.Model):
+class ChangeRequest(Model):
     __table_args__ = (Index("ix_change_request_project_status", "project_id", "status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -136,7 +136,7 @@ class ChangeRequest(db.Model):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
 
 
-class ChangeRequestReview(db.Model):
+class ChangeRequestReview(Model):
     __table_args__ = (UniqueConstraint("change_request_id", "user_id", "changes_hash"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -152,7 +152,7 @@ class ChangeRequestReview(db.Model):
     user: Mapped[User] = relationship()
 
 
-class Notification(db.Model):
+class Notification(Model):
     """An in-app notification."""
 
     __table_args__ = (Index("ix_notification_user_unread", "user_id", "read_at"),)
@@ -168,7 +168,7 @@ class Notification(db.Model):
     read_at: Mapped[datetime | None]
 
 
-class OutboxMessage(db.Model):
+class OutboxMessage(Model):
     """Work to do after commit (emails, webhook events), written in the same transaction as
     the change."""
 

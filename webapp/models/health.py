@@ -8,7 +8,7 @@ from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.clock import now
-from webapp.extensions import db
+from webapp.extensions import Model
 
 CHECK_KINDS = ("PROMETHEUS", "ALERT")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
@@ -18,7 +18,7 @@ ON_UNHEALTHY = ("HOLD", "ROLL_BACK")
 CHECK_STATUSES = ("watching", "healthy", "failing", "unknown")
 
 
-class StageHealthCheck(db.Model):
+class StageHealthCheck(Model):
     """A health check on a stage: evaluated while a flag is in the stage (after its actions)."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,7 +39,7 @@ class StageHealthCheck(db.Model):
     selector: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
-class HealthCheckState(db.Model):
+class HealthCheckState(Model):
     """One check's latest result for one run, written in the transaction of the decision it
     caused (the run's compare-and-set guards it)."""
 
@@ -59,7 +59,7 @@ class HealthCheckState(db.Model):
     evaluations: Mapped[int] = mapped_column(default=0)
 
 
-class ProjectIntegration(db.Model):
+class ProjectIntegration(Model):
     """Per-project integration settings (Prometheus, the alert receiver)."""
 
     project_id: Mapped[int] = mapped_column(
@@ -72,7 +72,7 @@ class ProjectIntegration(db.Model):
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
 
 
-class FiringAlert(db.Model):
+class FiringAlert(Model):
     """An alert reported firing by the project's receiver; resolved alerts are deleted."""
 
     __table_args__ = (UniqueConstraint("project_id", "fingerprint"),)

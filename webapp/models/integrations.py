@@ -8,14 +8,14 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.platform import Project
 
 RECEIVER_KINDS = ("webhook", "slack")
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "gave_up")
 
 
-class Webhook(db.Model):
+class Webhook(Model):
     """A receiver of a project's events. `kind` "slack" is the project's Slack incoming webhook
     (readable text, a fixed set of events); "webhook" gets signed JSON for `events`."""
 
@@ -36,7 +36,7 @@ class Webhook(db.Model):
     project: Mapped[Project] = relationship()
 
 
-class WebhookDelivery(db.Model):
+class WebhookDelivery(Model):
     """One event for one receiver: the exact body sent (so every retry signs the same bytes),
     its state, and when it is next due. `idempotency_key` is (event, receiver): never twice."""
 
@@ -61,7 +61,7 @@ class WebhookDelivery(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=now)
 
 
-class WebhookAttempt(db.Model):
+class WebhookAttempt(Model):
     """One try at a delivery. An attempt without `finished_at` was cut short (a killed worker);
     the next claim marks it interrupted."""
 

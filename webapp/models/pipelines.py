@@ -7,7 +7,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.platform import Environment, Feature, Project, Segment
 
 TRIGGER_TYPES = ("ON_ENTER", "WAIT_FOR")
@@ -26,7 +26,7 @@ RUN_ACTIVE_STATUSES = (
 RUN_ENDED_STATUSES = ("launched", "removed", "rolled_back")
 
 
-class ReleasePipeline(db.Model):
+class ReleasePipeline(Model):
     __table_args__ = (Index("ix_release_pipeline_project_live", "project_id", "deleted_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -55,7 +55,7 @@ class ReleasePipeline(db.Model):
         return self.status == "draft"
 
 
-class PipelineStage(db.Model):
+class PipelineStage(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_id: Mapped[int] = mapped_column(
         ForeignKey("release_pipeline.id", ondelete="CASCADE"), index=True
@@ -82,7 +82,7 @@ class PipelineStage(db.Model):
     )
 
 
-class StageAction(db.Model):
+class StageAction(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     stage_id: Mapped[int] = mapped_column(
         ForeignKey("pipeline_stage.id", ondelete="CASCADE"), index=True
@@ -102,7 +102,7 @@ class StageAction(db.Model):
     segment: Mapped[Segment | None] = relationship()
 
 
-class PipelineRun(db.Model):
+class PipelineRun(Model):
     """One flag's journey through one pipeline.
 
     Every transition is a compare-and-set on `version`.
@@ -180,7 +180,7 @@ class PipelineRun(db.Model):
         return self.ended_at is None
 
 
-class StageExecution(db.Model):
+class StageExecution(Model):
     """What happened to a run in one stage: when it entered, applied, completed, and what it
     changed.
 

@@ -9,18 +9,18 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
-from webapp.extensions import db
+from webapp.extensions import Model
 
 VALUE_TYPES = ("none", "string", "integer", "boolean")
 
 
-class Organisation(db.Model):
+class Organisation(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=now)
 
 
-class Project(db.Model):
+class Project(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -29,7 +29,7 @@ class Project(db.Model):
     organisation: Mapped[Organisation] = relationship()
 
 
-class Environment(db.Model):
+class Environment(Model):
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -48,7 +48,7 @@ class Environment(db.Model):
     project: Mapped[Project] = relationship()
 
 
-class ServerKey(db.Model):
+class ServerKey(Model):
     """A named server-side key of an environment, made through the admin API (Flagsmith's
     `environments/<api_key>/api-keys/`) for deployment scripts; stored hashed, shown once. The
     environment's own `server_key` (settings page) works beside these."""
@@ -63,7 +63,7 @@ class ServerKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=now)
 
 
-class FlagEvaluationCount(db.Model):
+class FlagEvaluationCount(Model):
     """How often SDKs evaluated a flag in an environment on a UTC day (their analytics posts,
     buffered in Redis and added here by the sweeper)."""
 
@@ -78,7 +78,7 @@ class FlagEvaluationCount(db.Model):
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class Feature(db.Model):
+class Feature(Model):
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -95,7 +95,7 @@ class Feature(db.Model):
     project: Mapped[Project] = relationship()
 
 
-class FeatureState(db.Model):
+class FeatureState(Model):
     """A feature's environment default: enabled and value."""
 
     __table_args__ = (UniqueConstraint("feature_id", "environment_id"),)
@@ -113,7 +113,7 @@ class FeatureState(db.Model):
     environment: Mapped[Environment] = relationship()
 
 
-class Segment(db.Model):
+class Segment(Model):
     """A named set of rules over identity traits.
 
     `rules` is the whole rule tree as one JSON document, in the flag engine's shape:
@@ -138,7 +138,7 @@ class Segment(db.Model):
     project: Mapped[Project] = relationship()
 
 
-class SegmentOverride(db.Model):
+class SegmentOverride(Model):
     """A feature's enabled/value for members of a segment in one environment (lower priority
     wins).
     """
@@ -161,7 +161,7 @@ class SegmentOverride(db.Model):
     segment: Mapped[Segment] = relationship()
 
 
-class Identity(db.Model):
+class Identity(Model):
     __table_args__ = (UniqueConstraint("environment_id", "identifier"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,8 +2,8 @@
 page (state and value per environment, segment overrides, description and tags, history,
 delete).
 
-Manual changes go through `webapp.services.flags`, which refuses them while a release pipeline
-owns the flag (409, the page says which pipeline).
+Manual changes go through `webapp.services.platform.flags`, which refuses them while a release
+pipeline owns the flag (409, the page says which pipeline).
 """
 
 from typing import Any

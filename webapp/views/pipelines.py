@@ -25,6 +25,7 @@ from webapp.forms.pipelines import (
 )
 from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project, ReleasePipeline
+from webapp.orm import fit
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.pipelines import (
     builder,
@@ -324,7 +325,7 @@ def clone(project_id: int, pipeline_id: int):
     form = CloneForm()
     status = 200
     if request.method == "GET":
-        form.name.data = f"{pipeline.name} (copy)"[:255]
+        form.name.data = fit(ReleasePipeline.name, f"{pipeline.name} (copy)")
     elif form.validate_on_submit():
         try:
             copy = builder.clone_pipeline(pipeline, actor(), form.name.data)

@@ -15,6 +15,7 @@ from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import Feature, PipelineRun, Project
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.pages import flag_runs, track
+from webapp.services.platform import flags
 from webapp.services.runs import controls
 from webapp.views.context import actor, can, project_or_404
 
@@ -25,10 +26,7 @@ RUN = "/projects/<int:project_id>/runs/<int:run_id>"
 
 
 def _feature_or_404(project: Project, feature_id: int) -> Feature:
-    feature = db.session.get(Feature, feature_id)
-    if feature is None or feature.project_id != project.id:
-        raise NotFound("Flag not found.")
-    return feature
+    return flags.get_feature(project.id, feature_id)
 
 
 def _flag_page_url(project_id: int, feature_id: int) -> str:
@@ -105,10 +103,7 @@ def _after_change(project: Project, feature_id: int):
 
 
 def _run_or_404(project: Project, run_id: int) -> PipelineRun:
-    run = db.session.get(PipelineRun, run_id)
-    if run is None or run.project_id != project.id:
-        raise NotFound("This flag is not in that pipeline.")
-    return run
+    return flag_runs.get_run(project.id, run_id)
 
 
 def _control(project_id: int, run_id: int, use_case):

@@ -12,6 +12,7 @@ from webapp.models import (
     Feature,
     Segment,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -80,7 +81,7 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
         value = values.parse(feature.value_type, raw_value)
     except Invalid as error:
         errors.update(error.field_errors)
-    parsed_priority = _priority(priority, errors)
+    parsed_priority = values.parse_priority(priority, errors)
     if errors:
         raise Invalid("Check the override.", errors)
     change = {"kind": "override", "environment_id": environment.id, "feature_id": feature.id,
@@ -140,7 +141,8 @@ def open_manual(feature: Feature, environment: Environment, changes: list[dict[s
     moment = clock_now()
     request = ChangeRequest(
         project_id=feature.project_id, environment_id=environment.id, feature_id=feature.id,
-        title=(title or f"{feature.name}: {_summary(shown, feature)} in {environment.name}")[:500],
+        title=fit(ChangeRequest.title, title or f"{feature.name}: {_summary(shown, feature)} in "
+                                                 f"{environment.name}"),
         description=description, status="open", changes=shown, changes_hash=_hash(shown, 1),
         created_by_id=actor.user_id, version=1, created_at=moment, updated_at=moment)
     db.session.add(request)
@@ -157,19 +159,6 @@ def _environment_of(project_id: int, environment_id: int) -> Environment:
     if environment is None or environment.project_id != project_id:
         raise NotFound("Environment not found.")
     return environment
-
-
-def _priority(raw: Any, errors: dict[str, list[str]]) -> int | None:
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    try:
-        number = int(str(raw).strip())
-    except ValueError:
-        number = -1
-    if number < 0 or number > 1_000_000:
-        errors["priority"] = ["Enter a whole number, 0 or more (lower wins)."]
-        return None
-    return number
 
 
 def _describe(change: dict[str, Any]) -> str:

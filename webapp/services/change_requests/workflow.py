@@ -19,7 +19,7 @@ Rules:
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from webapp import database
 from webapp.clock import now as clock_now
@@ -314,13 +314,7 @@ def _member(actor: Actor, project_id: int, needs: str, refusal: str) -> User:
 
 
 def _cas_run(run: PipelineRun, **values_: Any) -> None:
-    moved = db.session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run.id, PipelineRun.version == run.version)
-        .values(version=run.version + 1, **values_)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not database.compare_and_set(PipelineRun, run.id, run.version, **values_):
         db.session.rollback()
         raise Conflict("The flag moved on meanwhile; look again.")
 

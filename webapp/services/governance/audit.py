@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import webhook_events
 
@@ -45,7 +46,7 @@ def record(
         event_type=event_type,
         object_type=object_type,
         object_id=object_id,
-        object_label=object_label[:320],
+        object_label=fit(AuditEntry.object_label, object_label),
         message=message,
         before=before,
         after=after,
@@ -83,11 +84,11 @@ def record_many(actor: Actor, entries: list[dict[str, Any]]) -> None:
             "event_type": entry["event_type"], "message": entry["message"],
             "project_id": entry.get("project_id"), "environment_id": entry.get("environment_id"),
             "object_type": entry["object_type"], "object_id": entry.get("object_id"),
-            "object_label": (entry.get("object_label") or "")[:320],
+            "object_label": fit(AuditEntry.object_label, entry.get("object_label") or ""),
             "before": entry.get("before"), "after": entry.get("after"),
             "pipeline_id": entry.get("pipeline_id"), "feature_id": entry.get("feature_id"),
             "run_id": entry.get("run_id"), "change_request_id": entry.get("change_request_id"),
             "idempotency_key": entry.get("idempotency_key"),
         })
-    db.session.execute(insert(AuditEntry.__table__), rows)
+    db.session.execute(insert(table_of(AuditEntry)), rows)
     webhook_events.from_audit(actor, rows)

@@ -1,7 +1,8 @@
 """Reading the audit log: filters, keyset pages, masking for non-admins, CSV export in batches.
 
-Recording lives in `webapp.services.audit`; this module only reads. Every query is scoped to
-one project, so an id from another project (a pipeline, a flag) simply matches nothing here.
+Recording lives in `webapp.services.governance.audit`; this module only reads. Every query is
+scoped to one project, so an id from another project (a pipeline, a flag) simply matches nothing
+here.
 """
 
 import io

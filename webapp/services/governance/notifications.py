@@ -12,9 +12,11 @@ from email.message import EmailMessage
 from flask import current_app
 from sqlalchemy import insert, select, update
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Notification, OutboxMessage, User
+from webapp.orm import table_of
 
 log = logging.getLogger(__name__)
 MAX_SEND_ATTEMPTS = 10
@@ -42,11 +44,11 @@ def stage_completed(completions: list[dict], *, project_id: int) -> None:
                          "idempotency_key": f"{key}:user:{uid}"})
             wanted.append((uid, item["message"], link, f"email:{key}:user:{uid}"))
     if rows:
-        db.session.execute(insert(Notification.__table__), rows)
+        db.session.execute(insert(table_of(Notification)), rows)
     if wanted and mail_configured():
         emails = dict(db.session.execute(
             select(User.id, User.email).where(User.id.in_({w[0] for w in wanted}))).all())
-        db.session.execute(insert(OutboxMessage.__table__), [
+        db.session.execute(insert(table_of(OutboxMessage)), [
             {"kind": "email", "idempotency_key": key, "created_at": moment, "attempts": 0,
              "payload": {"to": emails[uid], "subject": f"Railyard: {message}",
                          "body": f"{message}\n\n{link}\n"}}
@@ -95,16 +97,16 @@ def deliver_outbox(limit: int = 100) -> int:
     db.session.rollback()
     handled = 0
     for message_id, attempts in pending:
-        claimed = db.session.execute(
+        claimed = database.changed(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, OutboxMessage.attempts == attempts,
                    OutboxMessage.sent_at.is_(None))
             .values(attempts=attempts + 1)
-        ).rowcount
+        )
         db.session.commit()
         if not claimed:
             continue
-        message = db.session.get(OutboxMessage, message_id)
+        message = db.session.get_one(OutboxMessage, message_id)
         error = None
         if mail_configured():
             try:

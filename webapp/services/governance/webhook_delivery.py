@@ -29,6 +29,7 @@ from flask import current_app
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import (
@@ -39,6 +40,7 @@ from webapp.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from webapp.orm import fit, table_of
 from webapp.services.governance import webhooks
 from webapp.services.governance.webhook_events import SLACK_EVENTS, group_of
 
@@ -98,17 +100,17 @@ def expand(limit: int = BATCH) -> int:
     moment = now()
     rows, expanded = [], 0
     for message_id in pending:
-        claimed = db.session.execute(
+        claimed = database.changed(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None))
             .values(sent_at=moment, attempts=OutboxMessage.attempts + 1)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False))
         if claimed:
-            rows += _deliveries(db.session.get(OutboxMessage, message_id), moment)
+            rows += _deliveries(db.session.get_one(OutboxMessage, message_id), moment)
             expanded += 1
     try:
         if rows:
-            db.session.execute(insert(WebhookDelivery.__table__), rows)
+            db.session.execute(insert(table_of(WebhookDelivery)), rows)
         db.session.commit()
     except IntegrityError:  # expanded by someone else meanwhile: theirs stand
         db.session.rollback()
@@ -133,7 +135,8 @@ def _deliveries(message: OutboxMessage, moment) -> list[dict[str, Any]]:
         else:
             continue
         rows.append({"webhook_id": hook_id, "outbox_message_id": message.id,
-                     "idempotency_key": f"{message.idempotency_key}:receiver:{hook_id}"[:250],
+                     "idempotency_key": fit(WebhookDelivery.idempotency_key,
+                                            f"{message.idempotency_key}:receiver:{hook_id}"),
                      "event_type": event_type, "body": body, "status": "pending", "attempts": 0,
                      "next_attempt_at": moment, "created_at": moment})
     return rows
@@ -169,12 +172,12 @@ def _send_batch(limit: int) -> int:
     lease = moment + timedelta(seconds=_timeout() + LEASE_MARGIN_SECONDS)
     claimed: list[tuple[int, int]] = []
     for delivery_id, attempts in due:
-        moved = db.session.execute(
+        moved = database.changed(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempts,
                    WebhookDelivery.status == "pending")
             .values(attempts=attempts + 1, next_attempt_at=lease, last_attempt_at=moment)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False))
         if not moved:
             continue
         # An attempt still "sending" was cut short (its worker died): say so in the log.
@@ -195,8 +198,8 @@ def _send_batch(limit: int) -> int:
 
 
 def _attempt(delivery_id: int, attempt_id: int) -> None:
-    delivery = db.session.get(WebhookDelivery, delivery_id)
-    hook = db.session.get(Webhook, delivery.webhook_id)
+    delivery = db.session.get_one(WebhookDelivery, delivery_id)
+    hook = db.session.get_one(Webhook, delivery.webhook_id)
     code, excerpt, error = _post(hook, delivery)
     moment = now()
     db.session.execute(
@@ -287,7 +290,7 @@ def _disable(hook: Webhook, delivery: WebhookDelivery, error: str) -> None:
         Membership.project_id == hook.project_id, Membership.role == "admin")).all()
     if admins:
         link = f"/projects/{hook.project_id}/settings/webhooks/{hook.id}/deliveries"
-        db.session.execute(insert(Notification.__table__), [
+        db.session.execute(insert(table_of(Notification)), [
             {"user_id": uid, "project_id": hook.project_id, "kind": "webhook_disabled",
              "message": f"Webhook {label} was disabled: it kept failing. {reason}",
              "link": link, "created_at": now(),

@@ -35,6 +35,7 @@ from webapp.models import (
     Segment,
     Webhook,
 )
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 
 FLAG_UPDATED = "FLAG_UPDATED"
@@ -122,7 +123,7 @@ def flag_changed(actor: Actor, project_id: int,
     feature_ids = {c["feature_id"] for c, *_ in items}
     environment_ids = {c["environment_id"] for c, *_ in items}
     segment_ids = {c["segment_id"] for c, *_ in items if c.get("segment_id")}
-    project = db.session.get(Project, project_id)
+    project = db.session.get_one(Project, project_id)
     features = {f.id: f for f in db.session.scalars(
         select(Feature).where(Feature.id.in_(feature_ids)))}
     environments = dict(db.session.execute(
@@ -183,7 +184,7 @@ def from_audit(actor: Actor, entries: list[dict[str, Any]]) -> None:
             t == "pipeline.flag_added" and "pipeline.stage_entered" in want)]
         if not group:
             continue
-        project = db.session.get(Project, project_id)
+        project = db.session.get_one(Project, project_id)
         runs = _runs({e["run_id"] for e, _ in group if e.get("run_id")})
         requests = _change_requests(
             {e["change_request_id"] for e, _ in group if e.get("change_request_id")})
@@ -232,7 +233,7 @@ def stage_event(event_type: str, actor: Actor, project_id: int, stage_id: int,
     ((run_id, message) pairs) and the stage `stage_id`. Adds to the caller's transaction."""
     if not members or event_type not in wanted(project_id):
         return
-    project = db.session.get(Project, project_id)
+    project = db.session.get_one(Project, project_id)
     runs = _runs({run_id for run_id, _ in members})
     stage = _stages({stage_id}).get(stage_id)
     verb = "completed" if event_type.endswith("completed") else "entered"
@@ -316,14 +317,15 @@ def _row(project_id: int, event_type: str, body: dict[str, Any], slack: str | No
     key = f"event:{event_type}:{key}" if key else f"event:{event_type}:{uuid.uuid4().hex}"
     if event_type not in (FLAG_UPDATED, FLAG_DELETED):
         body["id"] = key
-    return {"kind": "event", "idempotency_key": key[:200], "created_at": now(), "attempts": 0,
+    return {"kind": "event", "idempotency_key": fit(OutboxMessage.idempotency_key, key),
+            "created_at": now(), "attempts": 0,
             "payload": {"project_id": project_id, "event_type": event_type,
                         "body": json.dumps(body, sort_keys=True, default=str), "slack": slack}}
 
 
 def _write(rows: list[dict[str, Any]]) -> None:
     if rows:
-        db.session.execute(insert(OutboxMessage.__table__), rows)
+        db.session.execute(insert(table_of(OutboxMessage)), rows)
 
 
 def _slack(event_type: str, text: str, url: str, label: str) -> str | None:

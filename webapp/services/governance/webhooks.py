@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Project, Webhook, WebhookAttempt, WebhookDelivery
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.governance import audit
@@ -165,9 +167,9 @@ def delete_webhook(hook: Webhook, actor: Actor) -> None:
                  f"{hook.url} removed", project_id=hook.project_id, object_type="webhook",
                  object_id=hook.id, object_label=hook.url, before={"url": hook.url})
     db.session.execute(
-        WebhookAttempt.__table__.delete().where(WebhookAttempt.delivery_id.in_(
+        table_of(WebhookAttempt).delete().where(WebhookAttempt.delivery_id.in_(
             select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == hook.id))))
-    db.session.execute(WebhookDelivery.__table__.delete().where(
+    db.session.execute(table_of(WebhookDelivery).delete().where(
         WebhookDelivery.webhook_id == hook.id))
     db.session.delete(hook)
     db.session.commit()
@@ -236,11 +238,11 @@ def send_again(hook: Webhook, delivery_id: int, actor: Actor) -> WebhookDelivery
     if not hook.enabled:
         raise Conflict("This receiver is disabled; enable it first.")
     moment = now()
-    moved = db.session.execute(
+    moved = database.changed(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status != "pending")
         .values(status="pending", next_attempt_at=moment, first_attempt_at=None)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False))
     if not moved:
         db.session.rollback()
         raise Conflict("This delivery is already waiting to be sent.")

@@ -23,6 +23,7 @@ from webapp.models import (
 )
 from webapp.services.change_requests.workflow import _approvals
 from webapp.services.errors import NotFound
+from webapp.services.lookups import one_in
 from webapp.services.platform import access
 
 # --- Reading for the pages ------------------------------------------------------------------------
@@ -190,3 +191,8 @@ def flags_with_requests(project_id: int) -> list[tuple[int, str]]:
         select(Feature.id, Feature.name).where(Feature.id.in_(
             select(ChangeRequest.feature_id).where(ChangeRequest.project_id == project_id)))
         .order_by(Feature.name))]
+
+
+def find_request(request_id: int) -> ChangeRequest:
+    """The change request, whatever its project (the caller checks who may see it)."""
+    return one_in(ChangeRequest, request_id, "Change request not found.")

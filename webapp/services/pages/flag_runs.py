@@ -18,6 +18,7 @@ from webapp.models import (
     StageExecution,
 )
 from webapp.services.errors import NotFound
+from webapp.services.lookups import one_in
 from webapp.services.pipelines import describe
 
 # --- Reading for the panels -----------------------------------------------------------------------
@@ -132,3 +133,31 @@ def time_left(run: PipelineRun, now: datetime | None = None) -> str:
     if run.hold_kind == "window" and seconds > 0:
         return f"waits for its window (in {describe.duration_words(seconds)})"
     return "due now" if seconds <= 0 else f"in {describe.duration_words(seconds)}"
+
+
+# --- Lookups ------------------------------------------------------------------------------------
+
+
+def get_run(project_id: int, run_id: int) -> PipelineRun:
+    """The project's run; NotFound otherwise."""
+    return one_in(PipelineRun, run_id, "This flag is not in that pipeline.", project_id=project_id)
+
+
+def latest_run_id(pipeline_id: int, feature_id: int) -> int:
+    """The flag's run in the pipeline: the one in flight, else the latest (NotFound if the flag
+    never was in the pipeline)."""
+    run_id = db.session.scalar(
+        select(PipelineRun.id)
+        .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.feature_id == feature_id)
+        .order_by(PipelineRun.ended_at.is_not(None), PipelineRun.id.desc()).limit(1))
+    if run_id is None:
+        raise NotFound("This flag is not in this pipeline.")
+    return run_id
+
+
+def run_and_flag_name(run_id: int) -> tuple[PipelineRun, str]:
+    """The run and its flag's name (one query)."""
+    run, name = db.session.execute(
+        select(PipelineRun, Feature.name).join(Feature, Feature.id == PipelineRun.feature_id)
+        .where(PipelineRun.id == run_id)).one()
+    return run, name

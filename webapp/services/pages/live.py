@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, func, select, update
 
+from webapp import database
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -165,10 +166,10 @@ def mark_read(user_id: int, notification_id: int, *, read: bool = True) -> Notif
 
 def mark_all_read(user_id: int) -> int:
     """Mark every unread notification of the user read; returns how many."""
-    done = db.session.execute(
+    done = database.changed(
         update(Notification).where(Notification.user_id == user_id,
                                    Notification.read_at.is_(None))
-        .values(read_at=clock_now())).rowcount
+        .values(read_at=clock_now()))
     db.session.commit()
     return done
 

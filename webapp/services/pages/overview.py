@@ -14,11 +14,11 @@ from webapp.models import (
     PipelineStage,
     ReleasePipeline,
 )
+from webapp.services.pipelines.catalog import LAUNCHED_DAYS
 
 # --- Launches per day -----------------------------------------------------------------------------
 
 
-LAUNCHED_DAYS = 30
 
 
 @dataclass(frozen=True)

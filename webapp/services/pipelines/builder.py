@@ -19,6 +19,7 @@ from webapp.models import (
     Segment,
     StageAction,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.pipelines import check_inputs
@@ -36,16 +37,15 @@ from webapp.services.pipelines.drafts import (
     stage_snapshot,
 )
 from webapp.services.pipelines.inputs import (
-    MAX_NAME,
     MAX_STAGES,
     MAX_WAIT_SECONDS,
     _action_problems,
     _refuse_second_rollout,
     action_fields,
-    check_name,
     environment_of,
     parse_trigger,
 )
+from webapp.services.platform.projects import check_name
 
 
 def create_pipeline(
@@ -71,7 +71,7 @@ def clone_pipeline(
     """Copy a pipeline (draft or published) with its stages and actions into a new draft, named
     `name` or "<name> (copy)". Refuses an over-long name. Audited as RELEASE_PIPELINE_CLONED."""
     if name is None or not name.strip():
-        name = f"{pipeline.name} (copy)"[:MAX_NAME]
+        name = fit(ReleasePipeline.name, f"{pipeline.name} (copy)")
     name = check_name(name)
     copy = ReleasePipeline(project_id=pipeline.project_id, name=name,
                            description=pipeline.description, created_by_id=actor.user_id)

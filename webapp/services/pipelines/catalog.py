@@ -24,6 +24,9 @@ from webapp.services.errors import NotFound
 # ---------------------------------------------------------------------------------------------
 # Reading
 
+# "Launched" counts runs that launched in this many days (the pipelines list and the boards).
+LAUNCHED_DAYS = 30
+
 
 @dataclass(frozen=True)
 class PipelineSummary:
@@ -58,7 +61,7 @@ def list_pipelines(project_id: int) -> list[PipelineSummary]:
         .where(
             PipelineRun.pipeline_id.in_(ids),
             PipelineRun.end_reason == "launched",
-            PipelineRun.ended_at >= now() - timedelta(days=30),
+            PipelineRun.ended_at >= now() - timedelta(days=LAUNCHED_DAYS),
         )
         .group_by(PipelineRun.pipeline_id)
     ).all())

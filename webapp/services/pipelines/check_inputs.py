@@ -13,6 +13,7 @@ from webapp.models.health import (
     ON_UNHEALTHY,
     StageHealthCheck,
 )
+from webapp.orm import fit
 from webapp.services.errors import Invalid
 
 MAX_CHECKS = 10
@@ -37,7 +38,8 @@ def check_fields(data: dict[str, Any]) -> dict[str, Any]:
     kind = str(data.get("kind") or "").strip().upper()
     if kind not in CHECK_KINDS:
         raise Invalid("Unknown check kind.", {"kind": ["Choose a Prometheus query or an alert."]})
-    fields: dict[str, Any] = {"kind": kind, "name": str(data.get("name") or "").strip()[:255],
+    name = fit(StageHealthCheck.name, str(data.get("name") or "").strip())
+    fields: dict[str, Any] = {"kind": kind, "name": name,
                               "query": None, "comparison": None, "threshold": None,
                               "selector": None}
     fields["interval_seconds"] = _whole(data.get("interval_seconds", 30), "interval_seconds",

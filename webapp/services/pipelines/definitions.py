@@ -25,6 +25,7 @@ from webapp.models import (
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.pipelines import catalog, check_inputs, drafts, inputs
+from webapp.services.platform import projects
 
 NOT_SAVED = "The pipeline was not saved."
 Parsed = list[tuple[dict[str, Any], list[dict[str, Any]]]]  # per stage: its columns, its actions'
@@ -42,7 +43,7 @@ def create_pipeline(project: Project, actor: Actor, *, name: str, description: s
     db.session.rollback()  # this unit of work reads (environments, segments) and then writes
     begin_immediate()
     errors: dict[str, list[str]] = {}
-    name = _attempt(errors, "", lambda: inputs.check_name(name))
+    name = _attempt(errors, "", lambda: projects.check_name(name))
     parsed = _parse_stages(project_id, stages, errors)
     if errors:
         raise Invalid(NOT_SAVED, errors)
@@ -73,7 +74,7 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
     """
     pipeline, expected = drafts.open_draft(pipeline, version, whole=True)
     errors: dict[str, list[str]] = {}
-    name = _attempt(errors, "", lambda: inputs.check_name(name))
+    name = _attempt(errors, "", lambda: projects.check_name(name))
     parsed = _parse_stages(pipeline.project_id, stages, errors)
     if errors:
         raise Invalid(NOT_SAVED, errors)
@@ -118,7 +119,7 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
     for index, spec in enumerate(stages):
         where = f"stages[{index}]."
         columns: dict[str, Any] = {
-            "name": _attempt(errors, where, lambda spec=spec: inputs.check_name(
+            "name": _attempt(errors, where, lambda spec=spec: projects.check_name(
                 spec.get("name"))),
         }
         environment = _attempt(errors, where, lambda spec=spec: inputs.environment_of(

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from webapp.durations import duration
 from webapp.extensions import db
 from webapp.models import (
     Environment,
@@ -17,8 +18,9 @@ from webapp.models import (
     Segment,
     StageAction,
 )
-from webapp.services.pipelines.inputs import UNITS, _fits, _parse_value
+from webapp.services.pipelines.inputs import UNITS, _parse_value
 from webapp.services.pipelines.timeline import human_duration
+from webapp.services.platform.values import value_fits
 
 ACTION_LABELS = {
     "TOGGLE_FEATURE": "Enable / disable for everyone",
@@ -155,14 +157,8 @@ def stage_snapshot(pipeline_id: int) -> list[dict[str, Any]]:
 
 
 def short_duration(seconds: float | None) -> str:
-    """2d 3h, 5h 10m, 4m 30s, 12s (the two largest units)."""
-    seconds = max(0, int(round(seconds or 0)))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return " ".join(parts[:2]) or "0s"
+    """2d 3h, 5h 10m, 4m 30s, 12s (the two largest units): the board's cards."""
+    return duration(seconds or 0, short=True) or "0s"
 
 
 _TYPE_WORDS = {"string": "text", "integer": "whole-number", "boolean": "true/false"}
@@ -176,7 +172,7 @@ def check_values_fit(pipeline: ReleasePipeline, feature: Feature) -> list[str]:
         for action in stage.actions:
             if not action.sets_value or action.value is None:
                 continue
-            if not _fits(feature.value_type, action.value):
+            if not value_fits(feature.value_type, action.value):
                 problems.append(
                     f"Stage {stage.position + 1} ({stage.name}), action {action.position + 1} sets "
                     f"the value {show_value(action.value)}, but {feature.name} "
@@ -187,10 +183,5 @@ def check_values_fit(pipeline: ReleasePipeline, feature: Feature) -> list[str]:
 
 
 def duration_words(seconds: float) -> str:
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
-             f"{minutes}m" if minutes else "", f"{secs}s" if secs and not days else ""]
-    return " ".join(p for p in parts if p) or "0s"
+    """1d 2h 3m, 2h 3m 4s, 45s (every unit; no seconds past a day): time left on a run."""
+    return duration(seconds, short=True, units=None, seconds_with_days=False) or "0s"

@@ -4,11 +4,11 @@ with a compare-and-set, snapshot stages for the audit log and write the audit en
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from webapp.clock import now
-from webapp.database import begin_immediate
+from webapp.database import begin_immediate, compare_and_set
 from webapp.extensions import db
 from webapp.models import (
     PipelineStage,
@@ -40,15 +40,11 @@ def _lock(pipeline: ReleasePipeline, **values: Any) -> ReleasePipeline | None:
     pipeline_id = pipeline.id
     db.session.rollback()
     begin_immediate()
-    conditions = [ReleasePipeline.id == pipeline_id, ReleasePipeline.deleted_at.is_(None)]
+    conditions = [ReleasePipeline.deleted_at.is_(None)]
     if values.get("status") == "draft":
         conditions.append(ReleasePipeline.status == "published")
-    result = db.session.execute(
-        update(ReleasePipeline).where(*conditions)
-        .values(version=ReleasePipeline.version + 1, updated_at=now(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    if not compare_and_set(ReleasePipeline, pipeline_id, None, where=conditions,
+                           updated_at=now(), **values):
         db.session.rollback()
         return None
     if in_flight_count(pipeline_id):
@@ -98,18 +94,9 @@ def open_draft(pipeline: ReleasePipeline, version: Any, *,
 def claim_version(pipeline: ReleasePipeline, expected: int, **values: Any) -> None:
     """Compare-and-set: bump the version only if nobody else did since `expected`, and only
     while the pipeline is a live draft. Another writer in between means Conflict, nothing saved."""
-    result = db.session.execute(
-        update(ReleasePipeline)
-        .where(
-            ReleasePipeline.id == pipeline.id,
-            ReleasePipeline.version == expected,
-            ReleasePipeline.status == "draft",
-            ReleasePipeline.deleted_at.is_(None),
-        )
-        .values(version=expected + 1, updated_at=now(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    live_draft = [ReleasePipeline.status == "draft", ReleasePipeline.deleted_at.is_(None)]
+    if not compare_and_set(ReleasePipeline, pipeline.id, expected, where=live_draft,
+                           updated_at=now(), **values):
         db.session.rollback()
         current = db.session.get(ReleasePipeline, pipeline.id)
         if current is not None and not current.is_draft:

@@ -4,6 +4,7 @@ durations, values, percentages, actions; and whether a pipeline's values fit a f
 
 from typing import Any
 
+from webapp.durations import DAY, HOUR, MINUTE
 from webapp.extensions import db
 from webapp.models import (
     ACTION_TYPES,
@@ -17,24 +18,14 @@ from webapp.parsing import ascii_int
 from webapp.services.errors import Invalid
 
 MAX_STAGES = 30
-MAX_NAME = 255
-MAX_WAIT_SECONDS = 365 * 86400
-UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
+MAX_WAIT_SECONDS = 365 * DAY
+UNITS = {"minutes": MINUTE, "hours": HOUR, "days": DAY}
 # A stage's wait may be any whole number of seconds (Flagsmith's wait_for is a duration; the API
 # sends seconds). The builder offers minutes, hours and days, and seconds only for a wait set so.
 WAIT_UNITS = {"seconds": 1, **UNITS}
 SEGMENT_ACTIONS = ("TOGGLE_FEATURE_FOR_SEGMENT", "UPDATE_FEATURE_VALUE_FOR_SEGMENT")
 TOGGLE_ACTIONS = ("TOGGLE_FEATURE", "TOGGLE_FEATURE_FOR_SEGMENT", "PHASED_ROLLOUT")
 VALUE_ACTIONS = ("UPDATE_FEATURE_VALUE", "UPDATE_FEATURE_VALUE_FOR_SEGMENT")
-
-
-def check_name(name: str | None, field: str = "name") -> str:
-    name = (name or "").strip()
-    if not name:
-        raise Invalid("A name is required.", {field: ["A name is required."]})
-    if len(name) > MAX_NAME:
-        raise Invalid("Name too long.", {field: [f"At most {MAX_NAME} characters."]})
-    return name
 
 
 def parse_trigger(data: dict[str, Any]) -> tuple[str, int | None]:
@@ -180,16 +171,6 @@ def _action_problems(action: StageAction, segments: set[int]) -> list[str]:
         if not interval or not 0 < interval <= MAX_WAIT_SECONDS:
             problems.append("the interval must be more than 0 and at most 365 days.")
     return problems
-
-
-def _fits(value_type: str, value: Any) -> bool:
-    if value_type == "string":
-        return isinstance(value, str)
-    if value_type == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if value_type == "boolean":
-        return isinstance(value, bool)
-    return False
 
 
 def environment_of(project_id: int, raw: Any) -> Environment | None:

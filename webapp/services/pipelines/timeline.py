@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from webapp.durations import duration
 from webapp.models import PipelineStage, StageAction
 
 
@@ -117,9 +118,4 @@ def _rollout(actions: Sequence[StageAction]) -> Rollout | None:
 
 def human_duration(seconds: int) -> str:
     """3 days; 1 day 6 hours; 18 hours; 45 minutes (the two largest units)."""
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
-    return " ".join(parts[:2]) or "0 seconds"
+    return duration(seconds) or "0 seconds"

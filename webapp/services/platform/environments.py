@@ -1,5 +1,5 @@
 """A project's environments: rename, the approvals rule, key rotation. Adding one lives in
-`webapp.services.projects.add_environment` (projects are created with theirs)."""
+`webapp.services.platform.projects.add_environment` (projects are created with theirs)."""
 
 from sqlalchemy import select
 

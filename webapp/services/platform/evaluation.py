@@ -7,7 +7,7 @@ percentage split hashes on them), and the identity key is `<client key>_<identif
 the engine derives from the environment key.
 
 REGEX conditions are matched with RE2, in time linear in the trait value (see
-`webapp.services.regexes`): the engine looks each operator up in its `MATCHERS_BY_OPERATOR`
+`webapp.services.platform.regexes`): the engine looks each operator up in its `MATCHERS_BY_OPERATOR`
 table when it evaluates a condition, and Railyard registers its own REGEX entry there, with the
 engine's contract (the condition's value as pattern, the trait's context value as text, a
 match at the start). Everything else (which value a property reads, JSONPath, flags that

@@ -24,6 +24,7 @@ from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 from webapp.services.governance import audit, webhook_events
@@ -85,12 +86,12 @@ def read_target(change: dict[str, Any]) -> dict[str, Any] | None:
     """What the change's target looks like now: {"enabled", "value"[, "priority"]}, or None
     when it is an override that does not exist."""
     if change["kind"] == "state":
-        row = _state_row(change["feature_id"], change["environment_id"])
-        return None if row is None else {"enabled": row.enabled, "value": row.value}
-    row = _override_row(change["feature_id"], change["environment_id"], change["segment_id"])
-    if row is None:
+        state = _state_row(change["feature_id"], change["environment_id"])
+        return None if state is None else {"enabled": state.enabled, "value": state.value}
+    override = _override_row(change["feature_id"], change["environment_id"], change["segment_id"])
+    if override is None:
         return None
-    return {"enabled": row.enabled, "value": row.value, "priority": row.priority}
+    return {"enabled": override.enabled, "value": override.value, "priority": override.priority}
 
 
 def _next_priority(feature_id: int, environment_id: int) -> int:
@@ -119,10 +120,10 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
         if "value" in change:
             row.value = change["value"]
     elif kind == "override":
-        row = _override_row(feature_id, environment_id, change["segment_id"])
-        if row is None:
+        override = _override_row(feature_id, environment_id, change["segment_id"])
+        if override is None:
             priority = change.get("priority")
-            row = SegmentOverride(
+            override = SegmentOverride(
                 feature_id=feature_id,
                 environment_id=environment_id,
                 segment_id=change["segment_id"],
@@ -131,17 +132,17 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
                 ),
                 **state_now(feature_id, environment_id),
             )
-            db.session.add(row)
+            db.session.add(override)
         elif change.get("priority") is not None:
-            row.priority = change["priority"]
+            override.priority = change["priority"]
         if "enabled" in change:
-            row.enabled = bool(change["enabled"])
+            override.enabled = bool(change["enabled"])
         if "value" in change:
-            row.value = change["value"]
+            override.value = change["value"]
     elif kind == "remove_override":
-        row = _override_row(feature_id, environment_id, change["segment_id"])
-        if row is not None:
-            db.session.delete(row)
+        removed = _override_row(feature_id, environment_id, change["segment_id"])
+        if removed is not None:
+            db.session.delete(removed)
     else:
         raise ValueError(f"unknown change kind {kind!r}")
     db.session.flush()
@@ -248,26 +249,29 @@ def apply_changes(
     row_ids: dict[tuple, int | None] = {}
 
     def target(change: dict[str, Any]) -> tuple:
+        key: tuple[Any, ...]
         if change["kind"] == "state":
             key = ("state", change["feature_id"], change["environment_id"])
             if key not in current:
-                row = states.get(key[1:])
+                row = states.get((key[1], key[2]))
                 row_ids[key] = row.id if row else None
                 current[key] = None if row is None else {"enabled": row.enabled, "value": row.value}
             return key
         key = ("override", change["feature_id"], change["environment_id"], change["segment_id"])
         if key not in current:
-            row = overrides.get(key[1:])
-            row_ids[key] = row.id if row else None
-            current[key] = None if row is None else {
-                "enabled": row.enabled, "value": row.value, "priority": row.priority}
+            override = overrides.get((key[1], key[2], key[3]))
+            row_ids[key] = override.id if override else None
+            current[key] = None if override is None else {
+                "enabled": override.enabled, "value": override.value,
+                "priority": override.priority}
         return key
 
     def state_at_this_point(feature_id: int, environment_id: int) -> dict[str, Any]:
         """`state_now` within the batch: after the batch's earlier changes."""
         key = ("state", feature_id, environment_id)
-        if current.get(key) is not None:
-            return {"enabled": current[key]["enabled"], "value": current[key]["value"]}
+        found = current.get(key)
+        if found is not None:
+            return {"enabled": found["enabled"], "value": found["value"]}
         row = states.get((feature_id, environment_id))
         if row is None:
             return _default_state(feature_id)
@@ -326,6 +330,7 @@ def _write_targets(current: dict[tuple, dict | None], row_ids: dict[tuple, int |
     for key, values in current.items():
         row_id = row_ids[key]
         if key[0] == "state":
+            assert values is not None  # a state is never removed
             params = {"enabled": values["enabled"], "value": values["value"]}
             if row_id is None:
                 state_inserts.append({"feature_id": key[1], "environment_id": key[2],
@@ -346,7 +351,7 @@ def _write_targets(current: dict[tuple, dict | None], row_ids: dict[tuple, int |
                 override_updates.append({"_id": row_id, "_enabled": params["enabled"],
                                          "_value": params["value"],
                                          "_priority": params["priority"]})
-    state, override = FeatureState.__table__, SegmentOverride.__table__
+    state, override = table_of(FeatureState), table_of(SegmentOverride)
     if state_updates:
         db.session.execute(
             state.update().where(state.c.id == bindparam("_id"))

@@ -23,6 +23,7 @@ from webapp.models import (
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.governance import audit
+from webapp.services.lookups import one_in
 from webapp.services.platform import flag_changes, values
 from webapp.services.platform.flag_changes import bump_revision
 from webapp.services.platform.projects import check_name
@@ -95,14 +96,6 @@ class FlagRow:
 
     feature: Feature
     states: list[FeatureState | None]
-
-
-def get_feature(project_id: int, feature_id: int) -> Feature:
-    """The project's feature; NotFound for a feature of another project or none."""
-    feature = db.session.get(Feature, feature_id)
-    if feature is None or feature.project_id != project_id:
-        raise NotFound("Flag not found.")
-    return feature
 
 
 def flag_rows(project_id: int, environments: list[Environment],
@@ -202,7 +195,7 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
         value = values.parse(feature.value_type, raw_value)
     except Invalid as error:
         errors.update(error.field_errors)
-    parsed_priority = _priority(priority, errors)
+    parsed_priority = values.parse_priority(priority, errors)
     if errors:
         raise Invalid("Check the override.", errors)
     change: dict[str, Any] = {"kind": "override", "environment_id": env.id,
@@ -243,19 +236,6 @@ def remove_override(feature: Feature, environment_id: int, segment_id: int, acto
                 f"removed in {env.name}",
         object_label=feature.name)
     db.session.commit()
-
-
-def _priority(raw: Any, errors: dict[str, list[str]]) -> int | None:
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    try:
-        number = int(str(raw).strip())
-    except ValueError:
-        number = -1
-    if number < 0 or number > 1_000_000:
-        errors["priority"] = ["Enter a whole number, 0 or more (lower wins)."]
-        return None
-    return number
 
 
 # --- description, tags, delete ------------------------------------------------------------------
@@ -354,3 +334,31 @@ def pipelines_in_flight(project_id: int) -> dict[int, tuple[int, str]]:
         .join(ReleasePipeline, ReleasePipeline.id == PipelineRun.pipeline_id)
         .where(PipelineRun.project_id == project_id, PipelineRun.ended_at.is_(None)))
     return {feature_id: (pipeline_id, name) for feature_id, pipeline_id, name in rows}
+
+
+# --- Lookups ------------------------------------------------------------------------------------
+
+
+def get_feature(project_id: int, feature_id: int, message: str = "Flag not found.") -> Feature:
+    """The project's flag; NotFound(`message`) for a flag of another project or none."""
+    return one_in(Feature, feature_id, message, project_id=project_id)
+
+
+def get_state(environment_id: int, state_id: int) -> FeatureState:
+    """The environment's feature state; NotFound otherwise."""
+    return one_in(FeatureState, state_id, "Feature state not found.",
+                  environment_id=environment_id)
+
+
+def get_override(environment_id: int, override_id: int) -> SegmentOverride:
+    """The environment's override of a visible segment; NotFound otherwise."""
+    visible = select(Segment.id).where(Segment.is_system.is_(False))
+    return one_in(SegmentOverride, override_id, "Segment override not found.",
+                  SegmentOverride.segment_id.in_(visible), environment_id=environment_id)
+
+
+def find_override(environment_id: int, feature_id: int, segment_id: int) -> SegmentOverride | None:
+    """The flag's override for the segment in the environment, if there is one."""
+    return db.session.scalar(select(SegmentOverride).where(
+        SegmentOverride.environment_id == environment_id,
+        SegmentOverride.feature_id == feature_id, SegmentOverride.segment_id == segment_id))

@@ -20,12 +20,16 @@ from webapp.services.platform import keys
 DEFAULT_ENVIRONMENTS = ("Development", "Staging", "Production")
 
 
-def check_name(name: str, field: str = "name") -> str:
+MAX_NAME = 255  # every name column's length
+
+
+def check_name(name: str | None, field: str = "name") -> str:
+    """The name, trimmed; Invalid when empty or longer than MAX_NAME."""
     name = (name or "").strip()
     if not name:
         raise Invalid("A name is required.", {field: ["A name is required."]})
-    if len(name) > 255:
-        raise Invalid("Name too long.", {field: ["At most 255 characters."]})
+    if len(name) > MAX_NAME:
+        raise Invalid("Name too long.", {field: [f"At most {MAX_NAME} characters."]})
     return name
 
 

@@ -254,7 +254,7 @@ def rules_document(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _build(ref: EnvironmentRef) -> Documents:
-    env = db.session.get(Environment, ref.id)
+    env = db.session.get_one(Environment, ref.id)
     project = env.project
     features = list(db.session.scalars(
         select(Feature).where(Feature.project_id == project.id).order_by(Feature.id)

@@ -22,8 +22,9 @@ from webapp.models import (
     StageAction,
 )
 from webapp.services.actors import Actor
-from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.errors import Conflict, Invalid
 from webapp.services.governance import audit
+from webapp.services.lookups import one_in
 from webapp.services.platform import flag_changes, regexes
 from webapp.services.platform.flag_changes import bump_revision
 from webapp.services.platform.projects import check_name
@@ -194,14 +195,6 @@ def list_segments(project_id: int) -> list[Segment]:
         .order_by(Segment.name, Segment.id)))
 
 
-def get_segment(project_id: int, segment_id: int) -> Segment:
-    """A visible segment of the project; NotFound otherwise (other project, system, none)."""
-    segment = db.session.get(Segment, segment_id)
-    if segment is None or segment.project_id != project_id or segment.is_system:
-        raise NotFound("Segment not found.")
-    return segment
-
-
 def pipelines_using(segment_id: int) -> list[ReleasePipeline]:
     """The release pipelines (not deleted) with an action on the segment, by name."""
     return list(db.session.scalars(
@@ -312,3 +305,9 @@ def delete_segment(segment: Segment, actor: Actor) -> None:
     bump_project_revisions(segment.project_id)
     db.session.delete(segment)
     db.session.commit()
+
+
+def get_segment(project_id: int, segment_id: int) -> Segment:
+    """The project's visible segment (not a rollout's hidden one); NotFound otherwise."""
+    return one_in(Segment, segment_id, "Segment not found.", Segment.is_system.is_(False),
+                  project_id=project_id)

@@ -8,6 +8,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import User
+from webapp.orm import fit
 from webapp.services.actors import SYSTEM, Actor
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.governance import audit
@@ -80,7 +81,7 @@ def create_user(
     if len(password) < MIN_PASSWORD:
         raise Invalid("Password too short.", {"password": [f"At least {MIN_PASSWORD} characters."]})
     user = User(
-        email=email, name=name.strip()[:255], is_site_admin=site_admin,
+        email=email, name=fit(User.name, name.strip()), is_site_admin=site_admin,
         password_hash=generate_password_hash(password),
     )
     db.session.add(user)

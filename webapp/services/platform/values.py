@@ -49,3 +49,30 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def value_fits(value_type: str, value: Any) -> bool:
+    """Whether a stored action value has the flag's type (None always fits: "no value")."""
+    if value is None:
+        return True
+    if value_type == "string":
+        return isinstance(value, str)
+    if value_type == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if value_type == "boolean":
+        return isinstance(value, bool)
+    return False
+
+
+def parse_priority(raw: Any, errors: dict[str, list[str]]) -> int | None:
+    """An override's priority as typed (blank: none); a problem goes into `errors`."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        number = int(str(raw).strip())
+    except ValueError:
+        number = -1
+    if number < 0 or number > 1_000_000:
+        errors["priority"] = ["Enter a whole number, 0 or more (lower wins)."]
+        return None
+    return number

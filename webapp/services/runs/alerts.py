@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from webapp.clock import now
+from webapp.database import compare_and_set
 from webapp.extensions import db
 from webapp.models import PipelineRun, Project, User
 from webapp.models.health import (
@@ -18,6 +19,7 @@ from webapp.models.health import (
     ProjectIntegration,
     StageHealthCheck,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -136,7 +138,8 @@ def receive_alerts(project_id: int, payload: Any) -> list:
             raise Invalid("Malformed alert.", {f"alerts[{number}].status": [
                 "Status is firing or resolved."]})
         labels = alert["labels"]
-        fingerprint = str(alert.get("fingerprint") or _fingerprint(labels))[:200]
+        fingerprint = fit(FiringAlert.fingerprint,
+                          str(alert.get("fingerprint") or _fingerprint(labels)))
         if status == "firing":
             firing[fingerprint] = labels
             resolved.discard(fingerprint)
@@ -158,7 +161,8 @@ def receive_alerts(project_id: int, payload: Any) -> list:
             ).values(labels=labels, received_at=moment))
         else:
             db.session.add(FiringAlert(project_id=project_id, fingerprint=fingerprint,
-                                       name=labels.get("alertname", "")[:255], labels=labels,
+                                       name=fit(FiringAlert.name, labels.get("alertname", "")),
+                                       labels=labels,
                                        started_at=moment, received_at=moment))
     woken = _wake_alert_watchers(project_id, moment)
     db.session.commit()
@@ -181,9 +185,8 @@ def _wake_alert_watchers(project_id: int, moment) -> list:
         PipelineRun.status.in_(("watching", "rolling_out")),
         PipelineRun.stage_id.in_(guarded))).all()
     for run_id, version in rows:
-        db.session.execute(update(PipelineRun).where(
-            PipelineRun.id == run_id, PipelineRun.version == version).values(
-            due_at=moment, lease_until=moment + LEASE_GRACE, version=version + 1))
+        compare_and_set(PipelineRun, run_id, version, due_at=moment,
+                        lease_until=moment + LEASE_GRACE)
     return [Bell(run_id, version + 1, moment) for run_id, version in rows]
 
 

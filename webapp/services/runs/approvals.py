@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from webapp import database
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -24,6 +25,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
+from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
 from webapp.services.governance import audit, notifications
@@ -118,11 +120,11 @@ def open_for_stage(*, run: PipelineRun, pipeline_name: str, stage_id: int, stage
 
     Refuses nothing. Audits CHANGE_REQUEST_OPENED (actor: the pipeline); notifies reviewers.
     """
-    environment = db.session.get(Environment, environment_id)
+    environment = db.session.get_one(Environment, environment_id)
     shown = with_diff(changes)
     request = ChangeRequest(
         project_id=run.project_id, environment_id=environment_id, feature_id=run.feature_id,
-        title=f"{feature_name} → {stage_name} ({pipeline_name})"[:500],
+        title=fit(ChangeRequest.title, f"{feature_name} → {stage_name} ({pipeline_name})"),
         description=f"Release pipeline {pipeline_name} reached stage {stage_name} in "
                     f"{environment.name}.",
         status="open", changes=shown, changes_hash=_hash(shown, 1), created_by_id=run.added_by_id,
@@ -160,13 +162,7 @@ def _close(request: ChangeRequest, actor: Actor, reason: str) -> None:
 
 
 def _cas_request(request: ChangeRequest, **values_: Any) -> None:
-    moved = db.session.execute(
-        update(ChangeRequest)
-        .where(ChangeRequest.id == request.id, ChangeRequest.version == request.version)
-        .values(version=request.version + 1, **values_)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not database.compare_and_set(ChangeRequest, request.id, request.version, **values_):
         db.session.rollback()
         raise Conflict("Someone else acted on this change request meanwhile; look again.")
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import database
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -24,6 +25,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.governance import audit
@@ -98,13 +100,7 @@ def can_roll_back(run: PipelineRun) -> bool:
 
 def _cas(run: PipelineRun, **values: Any) -> None:
     """Compare-and-set the run's columns; a concurrent change makes the use case fail cleanly."""
-    moved = db.session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run.id, PipelineRun.version == run.version)
-        .values(version=run.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not database.compare_and_set(PipelineRun, run.id, run.version, **values):
         db.session.rollback()
         raise Conflict("This flag moved on while you acted; look again and retry.")
 
@@ -214,8 +210,8 @@ def remove(project: Project, run_id: int, actor: Actor) -> None:
          lease_until=None, rollout_segment_id=None)
     if segment_id is not None:
         db.session.execute(update(Segment).where(Segment.id == segment_id).values(
-            is_system=False, name=f"Phased rollout of {run.feature.name} at "
-                                  f"{run.rollout_percent}% (stopped)"[:255]))
+            is_system=False, name=fit(Segment.name, f"Phased rollout of {run.feature.name} at "
+                                                    f"{run.rollout_percent}% (stopped)")))
     _audit(actor, run, "RELEASE_PIPELINE_FEATURE_REMOVED",
            f"{run.feature.name} removed from release pipeline {run.pipeline.name}; "
            "its states stay as they are",
@@ -343,7 +339,7 @@ def roll_back_locked(run: PipelineRun, actor: Actor, *, event: str =
         restored += _restore(run, environment_id, snapshot, actor)
     if segment_id is not None:
         db.session.execute(
-            Segment.__table__.delete().where(Segment.id == segment_id, Segment.is_system))
+            table_of(Segment).delete().where(Segment.id == segment_id, Segment.is_system))
     _audit(actor, run, event,
            f"{run.feature.name} rolled back{' automatically' if why else ''} and taken out of "
            f"release pipeline {run.pipeline.name} ({restored} change(s) restored){why}",

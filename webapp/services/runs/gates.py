@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 
 from webapp import metrics
+from webapp.database import compare_and_set
 from webapp.extensions import db
 from webapp.models import Notification, PipelineRun
 from webapp.models.health import (
@@ -40,6 +41,7 @@ from webapp.models.health import (
     ProjectIntegration,
     StageHealthCheck,
 )
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import audit
 from webapp.services.runs import calendar, controls, planning, stage_effects
@@ -135,12 +137,8 @@ def watch(run_id: int, version: int, *, cache, now: datetime):
         metrics.AUTO_ROLLBACKS.inc()
         return "moved", None
     tail = values.pop("_tail", None)
-    values.update(version=version + 1, attempts=0, last_error=values.get("last_error"),
-                  **calendar.NO_HOLD)
-    moved = db.session.execute(
-        update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.version == version)
-        .values(**values).execution_options(synchronize_session=False)).rowcount
-    if moved != 1:
+    values.update(attempts=0, last_error=values.get("last_error"), **calendar.NO_HOLD)
+    if not compare_and_set(PipelineRun, run_id, version, **values):
         db.session.rollback()
         return "skipped", None
     if tail:
@@ -148,6 +146,11 @@ def watch(run_id: int, version: int, *, cache, now: datetime):
     db.session.commit()
     due = values.get("due_at")
     return "moved", (None if due is None else planning.Bell(run_id, version + 1, due))
+
+
+def _healthy_since(state: HealthCheckState | None) -> datetime:
+    assert state is not None and state.healthy_since is not None  # every check is healthy
+    return state.healthy_since
 
 
 def _states(run_id: int) -> dict[int, HealthCheckState]:
@@ -221,7 +224,7 @@ def _decide(ctx, due_checks: list[CheckInfo], answers: dict[int, Result]) -> dic
         (s.last_checked_at if s and s.last_checked_at else now) + timedelta(
             seconds=c.interval_seconds) for c, s in zip(stage.checks, every, strict=True))
     if all_healthy:
-        since = max(s.healthy_since for s in every)  # type: ignore[union-attr]
+        since = max(_healthy_since(s) for s in every)
         if run.status == "rolling_out" and run.next_step_at is not None:
             # Healthy since the first check after the last step (the whole step interval).
             interval = timedelta(seconds=stage.rollout.rollout_interval_seconds or 60) - \
@@ -371,7 +374,7 @@ def _notify(ctx, kind: str, message: str) -> None:
     if not recipients:
         return
     link = f"/projects/{ctx.pipeline.project_id}/flags/{ctx.run.feature_id}"
-    db.session.execute(insert(Notification.__table__), [
+    db.session.execute(insert(table_of(Notification)), [
         {"user_id": uid, "project_id": ctx.pipeline.project_id, "kind": kind,
          "message": message, "link": link, "created_at": ctx.now,
          "idempotency_key": f"gate:{kind}:run:{ctx.run.id}:v{ctx.run.version}:user:{uid}"}

@@ -35,6 +35,8 @@ ADVANCEABLE = ("waiting", "rolling_out", "watching")
 # A run whose bell should have rung this long ago is the sweeper's to drive.
 LEASE_GRACE = timedelta(seconds=2)
 MAX_ATTEMPTS = 5
+# A failed attempt is retried after 2, 4, 8... seconds, never more than this.
+BACKOFF_CAP_SECONDS = 60
 BATCH_SIZE = 500
 
 
@@ -185,19 +187,6 @@ def plan_stage_changes(run: Any, stage: StageInfo) -> list[dict[str, Any]]:
         else:
             raise ValueError(f"unknown action type {kind!r}")
     return changes
-
-
-def value_fits(value_type: str, value: Any) -> bool:
-    """Whether a stored action value has the flag's type (None always fits: "no value")."""
-    if value is None:
-        return True
-    if value_type == "string":
-        return isinstance(value, str)
-    if value_type == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if value_type == "boolean":
-        return isinstance(value, bool)
-    return False
 
 
 def rollout_rules(percent: int) -> list[dict[str, Any]]:

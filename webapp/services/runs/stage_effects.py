@@ -9,11 +9,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, update
 
+from webapp import database
 from webapp.extensions import db
 from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import audit, notifications, webhook_events
 from webapp.services.platform import flag_changes
@@ -55,7 +57,8 @@ def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
 def _start_rollout(ctx: _Ctx, change: dict[str, Any]) -> None:
     percent = change["percent"]
     segment = Segment(project_id=ctx.pipeline.project_id, is_system=True,
-                      name=f"Phased rollout of {ctx.feature_name} (run {ctx.run.id})"[:255],
+                      name=fit(Segment.name,
+                               f"Phased rollout of {ctx.feature_name} (run {ctx.run.id})"),
                       description=f"Hidden: {ctx.where()}", rules=rollout_rules(percent))
     db.session.add(segment)
     db.session.flush()
@@ -90,9 +93,9 @@ def _step(ctx: _Ctx) -> dict[str, Any]:
     if rollout is None or segment_id is None:
         raise StageFailed(f"Stage {ctx.stage.name} has no rollout in progress.")
     new = min(100, old + (rollout.rollout_step or 100))
-    changed = db.session.execute(
+    changed = database.changed(
         update(Segment).where(Segment.id == segment_id).values(rules=rollout_rules(new))
-    ).rowcount
+    )
     if not changed:
         raise StageFailed(f"The hidden rollout segment of stage {ctx.stage.name} vanished.")
     flag_changes.bump_revision(ctx.stage.environment_id)
@@ -169,7 +172,7 @@ def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Memb
     enter the next stage (or launch). Set-based for batches. Returns the run columns to
     compare-and-set (the same for every member)."""
     if mark_completed:
-        execution = StageExecution.__table__
+        execution = table_of(StageExecution)
         db.session.execute(
             execution.update()
             .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
@@ -214,7 +217,7 @@ def _announce_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Mem
 
 def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str, Any]:
     """Record the runs' entry into `stage`; return the run columns that say so."""
-    db.session.execute(insert(StageExecution.__table__), [
+    db.session.execute(insert(table_of(StageExecution)), [
         {"run_id": run_id, "stage_id": stage.id, "position": stage.position, "entered_at": now,
          "snapshot": {}} for run_id in run_ids])
     due = now + (timedelta(0) if stage.checks else stage.wait())  # guarded: the wait is the bake

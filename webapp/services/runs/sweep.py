@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from webapp import metrics
+from webapp import database, metrics
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
@@ -19,8 +19,10 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.platform import flag_changes
+from webapp.services.platform.values import value_fits
 from webapp.services.runs import approvals, calendar
 from webapp.services.runs.planning import (
     ADVANCEABLE,
@@ -35,7 +37,6 @@ from webapp.services.runs.planning import (
     plan_stage_changes,
     start_writing,
     take_snapshots,
-    value_fits,
 )
 from webapp.services.runs.stage_effects import _describe, _Member, complete_stage
 from webapp.services.runs.transition import transition
@@ -205,7 +206,7 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     flag_changes.apply_changes(items, Actor.for_pipeline(pipeline.name),
                                project_id=pipeline.project_id, event_type=EVENT_BY_PIPELINE,
                                pipeline_id=pipeline.id)
-    execution = StageExecution.__table__
+    execution = table_of(StageExecution)
     db.session.execute(
         execution.update()
         .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
@@ -215,12 +216,12 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
     values = complete_stage(pipeline, stage, members, now, mark_completed=False)
     values.update(attempts=0, last_error=None, **calendar.NO_HOLD)
     # One compare-and-set for the whole group: (id, version) pairs as read under the lock.
-    table = PipelineRun.__table__
-    moved = db.session.execute(
+    table = table_of(PipelineRun)
+    moved = database.changed(
         table.update()
         .where(tuple_(table.c.id, table.c.version).in_([(r.id, r.version) for r in rows]))
         .values(version=table.c.version + 1, **values)
-    ).rowcount
+    )
     if moved != len(rows):  # cannot happen while we hold the lock; never write half a batch
         raise ValueError(f"compare-and-set moved {moved} of {len(rows)} runs")
     due = values.get("due_at")

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import metrics
 from webapp.clock import now as clock_now
+from webapp.database import compare_and_set
 from webapp.extensions import db
 from webapp.models import (
     PipelineRun,
@@ -27,9 +28,11 @@ from webapp.models import (
 )
 from webapp.services.actors import Actor
 from webapp.services.governance import audit
+from webapp.services.platform.values import value_fits
 from webapp.services.runs import approvals, calendar, gates
 from webapp.services.runs.planning import (
     ADVANCEABLE,
+    BACKOFF_CAP_SECONDS,
     LEASE_GRACE,
     MAX_ATTEMPTS,
     Bell,
@@ -42,7 +45,6 @@ from webapp.services.runs.planning import (
     plan_stage_changes,
     start_writing,
     take_snapshot,
-    value_fits,
 )
 from webapp.services.runs.stage_effects import _apply_planned, _complete, _finish_rollout, _step
 
@@ -96,14 +98,9 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
         ctx = _Ctx(run, feature_name, value_type, pipeline, stage, now)
         values = _step(ctx) if run.status == "rolling_out" else _fire(ctx)
         tail = values.pop("_tail", None)
-        values.update(version=version + 1, attempts=0, last_error=None, **calendar.NO_HOLD)
-        moved = db.session.execute(
-            update(PipelineRun)
-            .where(PipelineRun.id == run.id, PipelineRun.version == version)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if moved != 1:  # someone else moved it: write nothing
+        values.update(attempts=0, last_error=None, **calendar.NO_HOLD)
+        if not compare_and_set(PipelineRun, run.id, version, **values):
+            # someone else moved it: write nothing
             db.session.rollback()
             return "skipped", None
         if tail:
@@ -119,11 +116,7 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
 
 def _held(run: PipelineRun, version: int, values: dict[str, Any]) -> tuple[str, Bell | None]:
     """Compare-and-set a due run's hold (calendar.hold_due_run decided it and audited it)."""
-    values["version"] = version + 1
-    moved = db.session.execute(
-        update(PipelineRun).where(PipelineRun.id == run.id, PipelineRun.version == version)
-        .values(**values).execution_options(synchronize_session=False)).rowcount
-    if moved != 1:
+    if not compare_and_set(PipelineRun, run.id, version, **values):
         db.session.rollback()
         return "skipped", None
     db.session.commit()
@@ -218,14 +211,8 @@ def commit_approved(run_id: int, stage_id: int, changes: list[dict[str, Any]], *
         _apply_planned(ctx, change)
     values = _after_apply(ctx)
     tail = values.pop("_tail", None)
-    values.update(version=version + 1, attempts=0, last_error=None, **calendar.NO_HOLD)
-    moved = db.session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run.id, PipelineRun.version == version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    values.update(attempts=0, last_error=None, **calendar.NO_HOLD)
+    if not compare_and_set(PipelineRun, run.id, version, **values):
         raise StageFailed("The flag moved on meanwhile; look again.")
     if tail:
         tail()
@@ -244,8 +231,7 @@ def record_failure(run_id: int, version: int, error: str, *, now: datetime) -> B
         db.session.rollback()
         return None
     attempts = run.attempts + 1
-    values: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000],
-                              "version": version + 1}
+    values: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000]}
     if attempts >= MAX_ATTEMPTS:
         values.update(status="halted", paused_status=run.status, due_at=None, lease_until=None)
         pipeline = db.session.get(ReleasePipeline, run.pipeline_id)
@@ -259,13 +245,9 @@ def record_failure(run_id: int, version: int, error: str, *, now: datetime) -> B
             idempotency_key=f"run:{run.id}:halted:v{version}",
         )
     else:
-        due = now + timedelta(seconds=min(60, 2 ** attempts))
+        due = now + timedelta(seconds=min(BACKOFF_CAP_SECONDS, 2 ** attempts))
         values.update(due_at=due, lease_until=due + LEASE_GRACE)
-    moved = db.session.execute(
-        update(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.version == version)
-        .values(**values).execution_options(synchronize_session=False)
-    ).rowcount
-    if moved != 1:
+    if not compare_and_set(PipelineRun, run_id, version, **values):
         db.session.rollback()
         return None
     db.session.commit()

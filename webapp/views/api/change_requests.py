@@ -12,23 +12,20 @@ from typing import Any
 from flask import request
 
 from jobs import outbox, transitions
-from webapp.extensions import db
 from webapp.models import ChangeRequest, ChangeRequestReview, Environment, User
 from webapp.services.change_requests import workflow
-from webapp.services.errors import Invalid, NotFound
+from webapp.services.errors import Invalid
 from webapp.services.pages import change_request_pages
 from webapp.services.platform import api_auth
 from webapp.services.platform.api_auth import Principal
 from webapp.services.runs import approvals
 from webapp.views.api import bp
 from webapp.views.api.common import (
-    DEFAULT_PAGE_SIZE,
-    MAX_ID,
-    MAX_PAGE_SIZE,
     body,
     int_arg,
     iso,
     operation,
+    page_and_size,
     page_of,
     principal,
 )
@@ -133,12 +130,12 @@ def list_change_requests(api_key: str):
         raise Invalid("Unknown status.", {"status": [
             f"One of {', '.join(approvals.STATUSES)}."]})
     feature_id = int_arg("feature")
-    page = int_arg("page", 1)
-    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-    filters = {"status": status, "environment_id": env.id, "feature_id": feature_id}
-    count = change_request_pages.count_requests(env.project_id, **filters)
-    rows = change_request_pages.list_requests(env.project_id, **filters, limit=size,
-                                         offset=(page - 1) * size)
+    page, size = page_and_size()
+    count = change_request_pages.count_requests(env.project_id, status=status,
+                                                environment_id=env.id, feature_id=feature_id)
+    rows = change_request_pages.list_requests(env.project_id, status=status,
+                                              environment_id=env.id, feature_id=feature_id,
+                                              limit=size, offset=(page - 1) * size)
     return page_of(rows, count, page, size, lambda row: serialize_row(row, env), api_key=api_key)
 
 
@@ -196,9 +193,7 @@ def _review_as(use_case, request_id: int):
 
 def _reachable(who: Principal, request_id: int) -> ChangeRequest:
     """The change request if the principal sees its project (404 otherwise)."""
-    cr = db.session.get(ChangeRequest, request_id) if request_id <= MAX_ID else None
-    if cr is None:
-        raise NotFound("Change request not found.")
+    cr = change_request_pages.find_request(request_id)
     api_auth.project_for(who, cr.project_id)
     return cr
 

@@ -16,6 +16,7 @@ from werkzeug.exceptions import TooManyRequests
 from webapp import throttle
 from webapp.extensions import db
 from webapp.services.errors import Invalid
+from webapp.services.lookups import MAX_ID
 from webapp.services.platform import api_auth
 from webapp.services.platform.api_auth import Principal
 
@@ -23,7 +24,6 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 ERROR_STATUSES = (400, 401, 403, 404, 409, 422)
-MAX_ID = 2**31 - 1  # ids beyond any row; also beyond what SQLite binds (no 500 for them)
 
 
 @dataclass
@@ -124,20 +124,26 @@ def int_arg(name: str, default: int | None = None, *, minimum: int = 1,
     return value
 
 
+def page_and_size() -> tuple[int, int]:
+    """?page= and ?page_size= (both have defaults)."""
+    page = int_arg("page", 1) or 1
+    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+    return page, size
+
+
 def paginate(query: Select, serialize: Callable[[Any], dict], **url_values: Any) -> dict:
     """{count, next, previous, results} for a select(), with ?page= and ?page_size=."""
-    page = int_arg("page", 1)
-    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-    count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    rows = db.session.scalars(query.limit(size).offset((page - 1) * size))
-    return page_of(list(rows), count, page, size, serialize, **url_values)
+    page, size = page_and_size()
+    count = db.session.scalar(
+        select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    rows: list[Any] = list(db.session.scalars(query.limit(size).offset((page - 1) * size)))
+    return page_of(rows, count, page, size, serialize, **url_values)
 
 
 def paginate_list(items: Iterable[Any], serialize: Callable[[Any], dict],
                   **url_values: Any) -> dict:
     items = list(items)
-    page = int_arg("page", 1)
-    size = int_arg("page_size", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    page, size = page_and_size()
     return page_of(items[(page - 1) * size: page * size], len(items), page, size, serialize,
                    **url_values)
 

@@ -4,12 +4,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from webapp.extensions import db
 from webapp.models import Feature
-from webapp.services.errors import NotFound
 from webapp.services.platform import api_auth, flags
 from webapp.views.api import bp
-from webapp.views.api.common import MAX_ID, body, iso, operation, paginate, principal
+from webapp.views.api.common import body, iso, operation, paginate, principal
 from webapp.views.api.schemas import (
     FeatureCreateSchema,
     FeatureSchema,
@@ -37,10 +35,7 @@ def _value_type_of(value: Any) -> str:
 
 
 def feature_in(project_id: int, feature_id: int) -> Feature:
-    feature = db.session.get(Feature, feature_id) if feature_id <= MAX_ID else None
-    if feature is None or feature.project_id != project_id:
-        raise NotFound("Feature not found.")
-    return feature
+    return flags.get_feature(project_id, feature_id, "Feature not found.")
 
 
 @bp.get("/projects/<int:project_id>/features/")

@@ -20,11 +20,10 @@ from webapp.models import (
 )
 from webapp.services.change_requests import opening
 from webapp.services.errors import NotFound
-from webapp.services.platform import api_auth
+from webapp.services.platform import api_auth, flags
 from webapp.views.api import bp
 from webapp.views.api import change_requests as change_request_api
 from webapp.views.api.common import (
-    MAX_ID,
     body,
     int_arg,
     iso,
@@ -57,17 +56,11 @@ def serialize_override(override: SegmentOverride) -> dict:
 
 
 def _state_in(env: Environment, state_id: int) -> FeatureState:
-    state = db.session.get(FeatureState, state_id) if state_id <= MAX_ID else None
-    if state is None or state.environment_id != env.id:
-        raise NotFound("Feature state not found.")
-    return state
+    return flags.get_state(env.id, state_id)
 
 
 def _override_in(env: Environment, override_id: int) -> SegmentOverride:
-    override = db.session.get(SegmentOverride, override_id) if override_id <= MAX_ID else None
-    if override is None or override.environment_id != env.id or override.segment.is_system:
-        raise NotFound("Segment override not found.")
-    return override
+    return flags.get_override(env.id, override_id)
 
 
 # The services name fields as the dashboard's forms do.
@@ -75,9 +68,7 @@ VALUE_FIELDS = {"value": "feature_state_value", "segment_id": "segment"}
 
 
 def _override_of(environment_id: int, feature_id: int, segment_id: int) -> SegmentOverride:
-    return db.session.scalar(select(SegmentOverride).where(
-        SegmentOverride.environment_id == environment_id,
-        SegmentOverride.feature_id == feature_id, SegmentOverride.segment_id == segment_id))
+    return flags.find_override(environment_id, feature_id, segment_id)
 
 
 FEATURE_FILTER = {"feature": {"type": "integer", "required": False}}

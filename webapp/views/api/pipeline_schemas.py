@@ -21,6 +21,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from webapp.durations import DAY, HOUR
 from webapp.models import (
     ACTION_TYPES,
     RUN_ACTIVE_STATUSES,
@@ -84,8 +85,8 @@ class FlagValue(fields.Raw):
 def duration_text(seconds: int | None) -> str | None:
     if seconds is None:
         return None
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
+    days, rest = divmod(seconds, DAY)
+    hours, rest = divmod(rest, HOUR)
     minutes, seconds = divmod(rest, 60)
     text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
     return f"{days} {text}" if days else text

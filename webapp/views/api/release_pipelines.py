@@ -13,12 +13,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from marshmallow import Schema, ValidationError
-from sqlalchemy import select
 
 from jobs import transitions
-from webapp.extensions import db
-from webapp.models import Feature, PipelineRun, PipelineStage, Project, ReleasePipeline
-from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.models import PipelineRun, PipelineStage, Project, ReleasePipeline
+from webapp.services.errors import Conflict, Invalid
 from webapp.services.pages import flag_runs
 from webapp.services.pipelines import builder, catalog, check_inputs, definitions, drafts
 from webapp.services.platform import api_auth
@@ -100,10 +98,7 @@ def _flag_run(run: PipelineRun, name: str) -> dict:
 
 
 def _run_answer(run_id: int) -> dict:
-    run, name = db.session.execute(
-        select(PipelineRun, Feature.name).join(Feature, Feature.id == PipelineRun.feature_id)
-        .where(PipelineRun.id == run_id)).one()
-    return _flag_run(run, name)
+    return _flag_run(*flag_runs.run_and_flag_name(run_id))
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -305,13 +300,7 @@ def _control(project_id: int, pipeline_id: int,
     project = api_auth.project_for(who, project_id, needs="editor")
     pipeline = catalog.find_pipeline(project.id, pipeline_id)
     data = _load(PipelineFeatureSchema)
-    run_id = db.session.scalar(
-        select(PipelineRun.id)
-        .where(PipelineRun.pipeline_id == pipeline.id,
-               PipelineRun.feature_id == data["feature_id"])
-        .order_by(PipelineRun.ended_at.is_not(None), PipelineRun.id.desc()).limit(1))
-    if run_id is None:
-        raise NotFound("This flag is not in this pipeline.")
+    run_id = flag_runs.latest_run_id(pipeline.id, data["feature_id"])
     bell = use_case(project, run_id, who.actor)
     if bell is not None:
         transitions.ring([bell])

@@ -4,12 +4,10 @@ rollouts) are not listed."""
 
 from sqlalchemy import select
 
-from webapp.extensions import db
 from webapp.models import Segment
-from webapp.services.errors import NotFound
 from webapp.services.platform import api_auth, segments
 from webapp.views.api import bp
-from webapp.views.api.common import MAX_ID, body, operation, paginate, principal
+from webapp.views.api.common import body, operation, paginate, principal
 from webapp.views.api.schemas import (
     SegmentCreateSchema,
     SegmentSchema,
@@ -24,10 +22,7 @@ def serialize(segment: Segment) -> dict:
 
 
 def segment_in(project_id: int, segment_id: int) -> Segment:
-    segment = db.session.get(Segment, segment_id) if segment_id <= MAX_ID else None
-    if segment is None or segment.project_id != project_id or segment.is_system:
-        raise NotFound("Segment not found.")
-    return segment
+    return segments.get_segment(project_id, segment_id)
 
 
 @bp.get("/projects/<int:project_id>/segments/")
