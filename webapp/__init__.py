@@ -19,6 +19,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure(app, config)
     _init_extensions(app)
 
+    # Imported here, not at the top: importing the package (any `webapp.x`, e.g. from jobs or
+    # gunicorn's config) must not pull in every view and service; only building an app does.
     from webapp import (
         cli,
         compression,
