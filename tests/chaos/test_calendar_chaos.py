@@ -56,7 +56,7 @@ def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
     start = now()
     freeze, _ = calendar.create_freeze(
         boss, organisation_id=org, project_id=project.id, starts_at=start + timedelta(seconds=7),
-        ends_at=start + timedelta(seconds=11), reason="Chaos freeze",
+        ends_at=start + timedelta(seconds=14), reason="Chaos freeze",
         environment_ids=[envs["Production"].id])
     try:
         transitions.ring(controls.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
@@ -85,7 +85,10 @@ def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
             db.session.rollback()
             launched = db.session.scalar(select(func.count()).select_from(PipelineRun).where(
                 PipelineRun.status == "launched"))
-            if (launched == FLAGS and len(done) == len(plan)) or elapsed > DEADLINE:
+            ended = db.session.scalar(select(func.count()).select_from(AuditEntry).where(
+                AuditEntry.event_type == calendar.EVENT_FREEZE_ENDED))
+            # Done when every flag launched and the sweepers started and ended the freeze.
+            if (launched == FLAGS and len(done) == len(plan) and ended) or elapsed > DEADLINE:
                 break
     finally:
         for process in workers + sweepers:

@@ -137,8 +137,7 @@ def watch(run_id: int, version: int, *, cache, now: datetime):
         metrics.AUTO_ROLLBACKS.inc()
         return "moved", None
     tail = values.pop("_tail", None)
-    values.update(attempts=0, last_error=values.get("last_error"),
-                  **calendar.NO_HOLD)
+    values.update(attempts=0, last_error=values.get("last_error"), **calendar.NO_HOLD)
     if not compare_and_set(PipelineRun, run_id, version, **values):
         db.session.rollback()
         return "skipped", None

@@ -116,11 +116,7 @@ def transition(run_id: int, expected_version: int | None = None, *, cache: Cache
 
 def _held(run: PipelineRun, version: int, values: dict[str, Any]) -> tuple[str, Bell | None]:
     """Compare-and-set a due run's hold (calendar.hold_due_run decided it and audited it)."""
-    values["version"] = version + 1
-    moved = db.session.execute(
-        update(PipelineRun).where(PipelineRun.id == run.id, PipelineRun.version == version)
-        .values(**values).execution_options(synchronize_session=False)).rowcount
-    if moved != 1:
+    if not compare_and_set(PipelineRun, run.id, version, **values):
         db.session.rollback()
         return "skipped", None
     db.session.commit()
