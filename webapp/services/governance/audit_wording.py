@@ -8,7 +8,8 @@ Adding an event type is one line in `WORDING`:
 
     "RELEASE_SLOT_BOOKED": Wording("Release slot booked", "Release slot {object} booked"),
 
-A sentence is a `str.format` template over the fields of `Fields` (names already resolved), or
+A sentence is a `str.format` template over the fields of `Fields` (names already resolved;
+`{message}` is the writer's own text), or
 a function of those fields when the words depend on the values. tests/audit/test_wording.py
 renders every event type, and fails for an event type written anywhere in webapp/ or jobs/
 that has no line here.
@@ -33,6 +34,12 @@ def _rollout(fields: Mapping[str, str]) -> str:
         return (f"Phased rollout of {fields['feature']} raised from {fields['old_percent']}% "
                 f"to {fields['percent']}%{where}")
     return f"Phased rollout of {fields['feature']} complete: its hidden segment removed{where}"
+
+
+def _as_told(label: str) -> "Wording":
+    """Wording whose sentence is the writer's own message, for writers whose message already is
+    a sentence with names and times (the release calendar's); the label when it is empty."""
+    return Wording(label, lambda fields: fields.get("message") or label)
 
 
 def _role(fields: Mapping[str, str]) -> str:
@@ -93,7 +100,8 @@ WORDING: dict[str, Wording] = {
     "RELEASE_PIPELINE_FEATURE_RETRIED": Wording(
         "Flag retried", "{feature} retried in pipeline {pipeline}"),
     "RELEASE_PIPELINE_FEATURE_HELD": Wording(
-        "Flag held by a health check", "{feature} held in pipeline {pipeline}: {note}"),
+        "Flag held", "{feature} held in pipeline {pipeline}: {note}"),
+    "RELEASE_PIPELINE_FEATURE_RELEASED": _as_told("Flag released by the calendar"),
     "RELEASE_PIPELINE_FEATURE_HALTED": Wording(
         "Flag halted", "{feature} halted in pipeline {pipeline}: {note}"),
     "RELEASE_PIPELINE_FEATURE_LAUNCHED": Wording(
@@ -154,6 +162,16 @@ WORDING: dict[str, Wording] = {
     "SLACK_WEBHOOK_SET": Wording("Slack webhook set", "Slack incoming webhook set"),
     "WEBHOOK_DELIVERY_RESENT": Wording(
         "Webhook delivery sent again", "A delivery to webhook {object} sent again"),
+    # Release calendar: its writer's message is already the sentence, with names and times.
+    "DEPLOYMENT_WINDOWS_UPDATED": _as_told("Deployment windows set"),
+    "FREEZE_CREATED": _as_told("Freeze planned"),
+    "FREEZE_UPDATED": _as_told("Freeze changed"),
+    "FREEZE_LIFTED": _as_told("Freeze lifted"),
+    "FREEZE_STARTED": _as_told("Freeze started"),
+    "FREEZE_ENDED": _as_told("Freeze ended"),
+    "LINE_STOPPED": _as_told("Line stopped"),
+    "LINE_LIFTED": _as_told("Line stop lifted"),
+    "CHANGE_REQUEST_BREAK_GLASS": _as_told("Break-glass commit"),
 }
 
 # What a field shows when its name could not be found at all.
@@ -189,6 +207,7 @@ def sentence(event_type: str, fields: Mapping[str, Any], message: str = "") -> s
     if wording is None:
         return message or humanise(event_type)
     values = _Fields({key: "" if value is None else str(value) for key, value in fields.items()})
+    values.setdefault("message", message)
     text = (wording.sentence(values) if callable(wording.sentence)
             else wording.sentence.format_map(values))
     # Names keep their case ("dark_mode enabled..."): templates start with a capital or a name.

@@ -23,7 +23,8 @@ from webapp.services.pipelines.drafts import (
     open_draft,
     stage_snapshot,
 )
-from webapp.services.pipelines.inputs import MAX_STAGES, check_name
+from webapp.services.pipelines.inputs import MAX_STAGES
+from webapp.services.platform.projects import check_name
 
 # What "Wait" offers first when a stage's trigger becomes a wait: one hour, the soak a product
 # manager usually gives a change before the next environment (long enough for dashboards and
