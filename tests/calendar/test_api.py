@@ -7,12 +7,12 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.api.conftest import api, token_for
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import AuditEntry, Freeze, LineStop
 from webapp.services.actors import Actor
 from webapp.services.runs import calendar, controls
 
-from ..engine.conftest import START
 from .conftest import the_run
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import ChangeRequest, Environment, FeatureState
 from webapp.services.actors import Actor
@@ -13,7 +14,6 @@ from webapp.services.change_requests import opening, workflow
 from webapp.services.errors import Conflict, Forbidden, Invalid
 from webapp.services.runs import calendar, calendar_timeline, controls, sweep
 
-from ..engine.conftest import START
 from .conftest import entries, notes, the_run
 
 HOUR = timedelta(hours=1)
@@ -208,3 +208,39 @@ def test_break_glass_commits_into_a_frozen_environment_only_for_an_admin_with_a_
     [glass] = entries(calendar.EVENT_BREAK_GLASS)
     assert "Payment outage fix" in glass.message and glass.actor_user_id == admin.id
     assert glass.after["hold"]["kind"] == "freeze"
+
+
+def test_the_request_page_says_the_environment_is_frozen_and_asks_an_admin_why(
+        clock, client, login, make, project, envs, editor, admin, boss):
+    production = db.session.get(Environment, envs["Production"].id)
+    production.minimum_change_request_approvals = 1
+    db.session.commit()
+    flag = make.feature(project, "checkout")
+    reviewer = make.user(project=project, role="editor")
+    request = opening.set_state(flag, production.id, Actor.for_user(editor), enabled=True)
+    workflow.approve(project.id, request.id, Actor.for_user(reviewer))
+    calendar.create_freeze(boss, organisation_id=project.organisation_id,
+                           project_id=project.id, starts_at=START, ends_at=START + HOUR,
+                           reason="Incident review")
+    page = f"/projects/{project.id}/change-requests/{request.id}"
+
+    login(client, editor)  # an editor sees why, and no way to commit
+    html = client.get(page).text
+    assert "Production: " in html and "Incident review" in html
+    assert "Only an admin can commit it before then" in html
+    assert 'name="break_glass_reason"' not in html
+
+    login(client, admin)
+    html = client.get(page).text
+    assert 'name="break_glass_reason"' in html and "Commit anyway (break glass)" in html
+    refused = client.post(f"{page}/commit", data={"break_glass_reason": "  "})
+    assert refused.status_code == 409 and "break glass" in refused.text
+    assert db.session.get(ChangeRequest, request.id).status == "open"
+    assert not entries(calendar.EVENT_BREAK_GLASS)
+
+    done = client.post(f"{page}/commit", data={"break_glass_reason": "Payment outage fix"})
+    assert done.status_code == 303
+    db.session.rollback()  # end this session's read snapshot: the request committed in another
+    assert db.session.get(ChangeRequest, request.id).status == "committed"
+    [glass] = entries(calendar.EVENT_BREAK_GLASS)
+    assert "Payment outage fix" in glass.message and glass.actor_user_id == admin.id

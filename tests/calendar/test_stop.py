@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, func, insert, select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import AuditEntry, Feature, PipelineRun
 from webapp.services.actors import Actor
@@ -15,7 +16,6 @@ from webapp.services.errors import Conflict, Forbidden, Invalid
 from webapp.services.pages import flag_runs
 from webapp.services.runs import calendar, calendar_timeline, controls, sweep
 
-from ..engine.conftest import START
 from .conftest import entries, notes, the_run
 
 MANY = 10_000

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.support.pipelines import START
 from webapp.extensions import db
 from webapp.models import FeatureState
 from webapp.services.actors import Actor
@@ -13,7 +14,6 @@ from webapp.services.errors import Forbidden, Invalid
 from webapp.services.runs import calendar, calendar_timeline, controls, sweep
 from webapp.services.runs.calendar import Schedule, Window
 
-from ..engine.conftest import START
 from .conftest import entries, the_run, utc
 
 BERLIN_OFFICE = [{"weekday": d, "opens": "09:00", "closes": "16:00"}

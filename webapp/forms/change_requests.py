@@ -45,5 +45,14 @@ class ReviewForm(FlaskForm):
     changes_hash = HiddenField()
 
 
+class CommitForm(FlaskForm):
+    """Commit: while the environment is frozen or the line is stopped, an admin may commit
+    anyway by saying why (break glass: audited)."""
+
+    break_glass_reason = TextAreaField(
+        "Why commit during the freeze (break glass)", validators=[
+            Optional(), Length(max=MAX_COMMENT, message=f"At most {MAX_COMMENT} characters.")])
+
+
 class ActionForm(FlaskForm):
     """Commit, re-open, close: just the CSRF token."""

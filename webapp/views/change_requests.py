@@ -12,13 +12,13 @@ from flask_login import current_user, login_required
 
 from jobs import outbox, transitions
 from webapp.extensions import db
-from webapp.forms.change_requests import TABS, ActionForm, FilterForm, ReviewForm
+from webapp.forms.change_requests import TABS, ActionForm, CommitForm, FilterForm, ReviewForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project
 from webapp.services.change_requests import workflow
 from webapp.services.errors import DomainError, Invalid
 from webapp.services.governance import audit_log
-from webapp.services.pages import change_request_pages, live
+from webapp.services.pages import calendar_display, change_request_pages, live
 from webapp.services.platform import projects
 from webapp.services.platform.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -73,11 +73,15 @@ def reject(project_id: int, request_id: int):
 @login_required
 def commit(project_id: int, request_id: int):
     project = project_or_404(project_id, "editor")
-    ActionForm()
+    form = CommitForm()
+    if not form.validate():
+        return _render_detail(project, request_id, commit_form=form, status=422)
     try:
-        bell = workflow.commit(project.id, request_id, actor())
+        bell = workflow.commit(project.id, request_id, actor(),
+                               break_glass_reason=(form.break_glass_reason.data or "").strip()
+                               or None)
     except DomainError as error:
-        return _refused(project, request_id, error)
+        return _refused(project, request_id, error, commit_form=form)
     if bell is not None:
         transitions.ring([bell])
     outbox.ring()
@@ -136,10 +140,12 @@ def _review(project_id: int, request_id: int, use_case):
     return _done(project, request_id, f"You {verb} change request #{request_id}.")
 
 
-def _refused(project: Project, request_id: int, error: DomainError):
+def _refused(project: Project, request_id: int, error: DomainError,
+             commit_form: CommitForm | None = None):
     if error.status_code == 404:
         raise error
-    return _render_detail(project, request_id, status=error.status_code, notice=error.message)
+    return _render_detail(project, request_id, status=error.status_code, notice=error.message,
+                          commit_form=commit_form)
 
 
 def _done(project: Project, request_id: int, message: str):
@@ -151,12 +157,15 @@ def _done(project: Project, request_id: int, message: str):
 
 def _render_detail(project: Project, request_id: int, *, status: int = 200,
                    review_form: ReviewForm | None = None, notice: str | None = None,
-                   done: str | None = None):
+                   done: str | None = None, commit_form: CommitForm | None = None):
     detail = change_request_pages.get_detail(project.id, request_id)
+    held = (calendar_display.commit_hold(detail.request.environment_id, actor())
+            if detail.request.status == "open" else None)
     review_form = review_form or ReviewForm(formdata=None)
     review_form.changes_hash.data = detail.request.changes_hash
     return render("change_requests/detail.html", "change_request", status=status,
                   project=project, d=detail, review_form=review_form, action_form=ActionForm(),
+                  commit_form=commit_form or CommitForm(formdata=None), held=held,
                   refusal=change_request_pages.may_review(detail, current_user, g.get("role")),
                   can_edit=can("editor"), notice=notice, done=done, show=show,
                   history_words=audit_log.words(project.id, detail.history),

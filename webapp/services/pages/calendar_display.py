@@ -17,6 +17,7 @@ from sqlalchemy import select
 from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import Environment, Freeze, LineStop, PipelineRun, PipelineStage, Project
+from webapp.services.actors import Actor
 from webapp.services.errors import NotFound
 from webapp.services.pages.calendar_words import (
     date_text,
@@ -381,6 +382,26 @@ def _left(run: Any) -> str:
         return ""
     seconds = int((run.held_due_at - run.held_since).total_seconds())
     return human_duration(seconds) if seconds > 0 else ""
+
+
+@dataclass(frozen=True)
+class CommitHold:
+    """Why a change request into a held environment cannot simply be committed now."""
+    text: str  # "Production is frozen until 3 Jan 00:00 UTC by ann@…: holidays"
+    may_break_glass: bool  # this person is an admin who may commit anyway, giving a reason
+
+
+def commit_hold(environment_id: int, actor: Actor) -> CommitHold | None:
+    """A freeze or a stopped line holding the environment now (deployment windows do not hold
+    a change request's commit), with whether this person may break glass; None when free."""
+    memo = calendar.Memo()
+    hold = calendar.hold_at(environment_id, clock_now(), memo, windows=False)
+    if hold is None:
+        return None
+    environment = db.session.get_one(Environment, environment_id)
+    project = db.session.get_one(Project, environment.project_id)
+    return CommitHold(f"{environment.name}: {calendar.describe_hold(hold)}",
+                      calendar.may_administer(actor, project.organisation_id, project.id))
 
 
 def run_hold(run: PipelineRun, environment_id: int | None) -> HoldNote | None:
