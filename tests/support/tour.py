@@ -14,9 +14,11 @@ an app context with an empty database.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import (
     ChangeRequest,
@@ -32,6 +34,7 @@ from webapp.services.actors import SYSTEM
 from webapp.services.governance import webhooks
 from webapp.services.pipelines import builder as pipelines
 from webapp.services.platform import flags, projects, users
+from webapp.services.runs import calendar
 from webapp.services.runs import controls as runs
 from webapp.services.runs import sweep as engine
 
@@ -110,13 +113,15 @@ def build(large_flags: int = 0) -> Tour:
     tour.add("notifications", "/notifications")
     tour.add("admin-users", "/admin/users")
     tour.add("api-docs", "/api/v1/docs/")
+    tour.add("admin-calendar", "/admin/calendar")
     for state, project in (("empty", empty), ("typical", typical), ("large", large)):
         base = f"/projects/{project.id}"
         for name, path in [("home", ""), ("flags", "/flags"), ("segments", "/segments"),
                            ("segment-new", "/segments/new"), ("pipelines", "/pipelines"),
                            ("board", "/board"), ("change-requests", "/change-requests"),
                            ("audit", "/audit"), ("settings", "/settings"),
-                           ("webhooks", "/settings/webhooks")]:
+                           ("webhooks", "/settings/webhooks"),
+                           ("calendar", "/settings/calendar")]:
             tour.add(f"{state}-{name}", base + path)
     base = f"/projects/{typical.id}"
     for name, path in [
@@ -190,6 +195,13 @@ def _typical(project: Project) -> dict[str, int]:
         ReleasePipeline.project_id == project.id, ReleasePipeline.name == demo.DEMO_PIPELINE))
     run = db.session.scalar(select(PipelineRun.id).where(PipelineRun.pipeline_id == standard))
     assert standard is not None and run is not None
+    # Production ships Monday to Thursday, 09:00-16:00 in Berlin, and a freeze is planned.
+    calendar.set_windows(envs["Production"].id, "Europe/Berlin",
+                         [calendar.Window(day, 9 * 60, 16 * 60) for day in range(4)], SYSTEM)
+    soon = clock_now() + timedelta(days=7)
+    calendar.create_freeze(SYSTEM, organisation_id=project.organisation_id, project_id=project.id,
+                           starts_at=soon, ends_at=soon + timedelta(days=14),
+                           reason="Year-end freeze", environment_ids=[envs["Production"].id])
     hook = webhooks.create_webhook(project, SYSTEM, url="https://93.184.215.14/railyard",
                                    events=["change_request.opened"])
     return {"flag": flag, "moving_flag": _feature_id(project, demo.DEMO_PIPELINE_FLAGS[0]),
