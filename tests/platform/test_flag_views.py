@@ -34,6 +34,31 @@ def test_flags_page_has_a_column_per_environment_in_order(client, login, viewer,
     assert "checkout in Staging: off" in page
 
 
+def test_the_flags_table_shows_a_hundred_flags_a_page_and_finds_them_by_name(
+        client, hx, login, viewer, project, make):
+    for n in range(150):
+        make.feature(project, f"flag_{n:03d}")
+    make.feature(project, "Dark_Mode")
+    login(client, viewer)
+    first = client.get(f"/projects/{project.id}/flags").text
+    assert first.count('class="flag-name"') == 100
+    assert "Flags 1–100 of 151" in first and "Page 1 of 2" in first
+    assert "Dark_Mode" in first and "flag_098" in first and "flag_099" not in first
+    assert 'rel="prev"' not in first and 'rel="next"' in first
+    second = client.get(f"/projects/{project.id}/flags?page=2").text
+    assert "Flags 101–151 of 151" in second and second.count('class="flag-name"') == 51
+    assert "flag_099" in second and "flag_149" in second and "Dark_Mode" not in second
+    assert 'rel="next"' not in second
+    beyond = client.get(f"/projects/{project.id}/flags?page=99").text  # clamped, not empty
+    assert "Flags 101–151 of 151" in beyond
+    login(hx, viewer)
+    found = hx.get(f"/projects/{project.id}/flags?q=dark").text
+    assert found.lstrip().startswith('<section id="flag_table"')
+    assert "Dark_Mode" in found and "flag_000" not in found and "1 flag matching “dark”" in found
+    missing = client.get(f"/projects/{project.id}/flags?q=50%25").text  # % is a letter here
+    assert "No flag’s name contains “50%”" in missing
+
+
 def test_project_home_lands_on_the_flags_page(client, login, editor, project):
     login(client, editor)
     response = client.get(f"/projects/{project.id}")

@@ -77,8 +77,11 @@ def _render_index(
     project: Project, form: FeatureForm, block: str = "flag_table", status: int = 200
 ):
     environments = projects.environments_of(project.id)
+    listing = flags.flag_page(project.id, environments,
+                              page=ascii_int(request.args.get("page"), below=10**6) or 1,
+                              query=request.args.get("q", "").strip()[:255])
     return render("flags/index.html", block, status=status, project=project, form=form,
-                  environments=environments, rows=flags.flag_rows(project.id, environments),
+                  environments=environments, listing=listing, rows=listing.rows,
                   in_flight=flags.pipelines_in_flight(project.id), can_edit=can("editor"),
                   show=show, **_pipeline_links())
 
