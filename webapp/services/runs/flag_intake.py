@@ -40,6 +40,7 @@ from webapp.services.governance import webhook_events
 from webapp.services.pipelines import describe
 from webapp.services.pipelines.describe import show_value
 from webapp.services.platform import access
+from webapp.services.platform.values import value_fits
 from webapp.services.runs import planning
 from webapp.services.runs.planning import Bell
 
@@ -146,7 +147,7 @@ def type_problem(stages: Sequence[PipelineStage], value_type: str) -> str:
         f"stage {stage.position + 1} ({stage.name}) sets the value {show_value(action.value)}"
         for stage in stages for action in stage.actions
         if action.sets_value and action.value is not None
-        and not planning.value_fits(value_type, action.value)
+        and not value_fits(value_type, action.value)
     ]
     if not clashes:
         return ""
