@@ -2,9 +2,12 @@
 organisation's key and a non-member's token reach nothing (404) and change nothing, on every
 documented operation that names a project or an object in one."""
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select
 
+from webapp.clock import now as clock_now
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, SegmentOverride
 from webapp.services.actors import SYSTEM, Actor
@@ -12,6 +15,7 @@ from webapp.services.change_requests import opening
 from webapp.services.governance import webhooks
 from webapp.services.pipelines import builder
 from webapp.services.platform import environments
+from webapp.services.runs import calendar
 
 from .conftest import api, token_for
 
@@ -39,8 +43,13 @@ def objects(platform, make):
                                         Actor.for_user(editor), enabled=False)
     hook = webhooks.create_webhook(platform.project, SYSTEM, url="https://93.184.215.14/hook",
                                    events=["FLAG_UPDATED"])
+    soon = clock_now() + timedelta(days=1)
+    freeze, _ = calendar.create_freeze(SYSTEM, organisation_id=platform.project.organisation_id,
+                                       project_id=platform.project.id, starts_at=soon,
+                                       ends_at=soon + timedelta(days=1), reason="Ours")
     return {
-        "webhook_id": hook.id,
+        "webhook_id": hook.id, "organisation_id": platform.project.organisation_id,
+        "freeze_id": freeze.id,
         "project_id": platform.project.id, "api_key": platform.development.client_key,
         "pipeline_id": pipeline.id, "request_id": request.id,
         "feature_id": platform.checkout.id, "segment_id": platform.pro.id,
@@ -73,6 +82,13 @@ def test_out_of_reach_everywhere(client, make, objects, foreign_org_key, who):
         if method in ("POST", "PUT", "PATCH"):
             kwargs["json"] = body
         answer = api(client, method, url, **credentials, **kwargs)
+        if "{organisation_id}" in path and who == "a non-member's token":
+            # A member of the same organisation (of another project) may read its calendar,
+            # never change it, and never see a project's freezes through it.
+            assert answer.status_code in ((200, 404) if method == "GET" else (403, 404)), (
+                method, url, answer.get_json())
+            assert "Ours" not in answer.text
+            continue
         assert answer.status_code == 404, (method, url, answer.get_json())
         checked += 1
     assert checked >= 40

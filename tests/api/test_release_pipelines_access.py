@@ -48,6 +48,7 @@ def _endpoints(scene, project=None):
         ("POST", f"{one}clone/", {"name": "Copy"}, True),
         *[("POST", f"{one}{what}-feature/", flag, True)
           for what in ("add", "remove", "pause", "resume", "advance", "rollback")],
+        ("POST", f"{one}add-features/", {"feature_ids": [scene.feature_id]}, True),
     ]
 
 
