@@ -29,7 +29,8 @@ def test_build_publish_and_clone_a_three_stage_pipeline(
     stages = [page.get_by_role("listitem", name=f"Stage {n}", exact=True) for n in (1, 2, 3)]
     # Staging waits one day, then enables the flag for a segment.
     stages[1].get_by_label("Trigger").select_option("WAIT_FOR")
-    expect(stages[1].get_by_label("Wait for")).to_be_visible()
+    # The trigger is saved first (a new wait is one hour), then the wait is edited.
+    expect(page.locator(".timeline-sentence")).to_contain_text("Staging after 1 hour")
     stages[1].get_by_label("Wait for").fill("1")
     stages[1].get_by_label("Wait unit").select_option("days")
     stages[1].get_by_label("Wait for").press("Tab")
@@ -85,7 +86,7 @@ def test_inline_error_beside_the_wait(page, live_server, sign_in, editor, projec
     page.goto(f"{live_server}/projects/{project.id}/pipelines/{pipeline.id}")
     stage = page.get_by_role("listitem", name="Stage 1", exact=True)
     stage.get_by_label("Trigger").select_option("WAIT_FOR")
-    expect(page.locator(".timeline-sentence")).to_contain_text("Dev after 1 day")
+    expect(page.locator(".timeline-sentence")).to_contain_text("Dev after 1 hour")
     stage.get_by_label("Wait for").fill("0")
     stage.get_by_label("Wait for").press("Tab")
     expect(stage.get_by_text("The wait must be more than 0.")).to_be_visible()
