@@ -49,7 +49,7 @@ def test_a_second_editor_approves_and_commits_the_production_change(
     expect(diff.locator("del")).to_have_text("off")
     expect(diff.locator("ins")).to_have_text("on")
     expect(other.get_by_role("button", name="Commit changes")).to_be_disabled()
-    other.get_by_label("Comment (optional)").fill("Checked with support")
+    other.get_by_label("Comment (optional to approve").fill("Checked with support")
     other.get_by_role("button", name="Approve").click()
     expect(other.get_by_text(f"You approved change request #{request.id}")).to_be_visible()
     expect(other.locator(".cr-approvals")).to_have_text("1 of 1")

@@ -47,6 +47,7 @@ def test_reorder_by_drag_and_by_keyboard_then_undo_a_removal(page, live_server, 
 
     # Keyboard: Space picks Staging up, ↑ twice, Space drops; focus stays on its handle.
     staging = page.get_by_role("button", name="Reorder stage 3 (Staging)")
+    page.wait_for_load_state("networkidle")  # the list the drag saved has been swapped in
     staging.focus()
     page.keyboard.press("Space")
     expect(staging).to_have_attribute("aria-pressed", "true")
@@ -133,7 +134,8 @@ def test_delete_lands_on_the_list_and_a_new_project_opens(page, live_server, sig
     page.get_by_label("Project name").fill("Moonshot")
     page.get_by_role("button", name="Create project").click()
     page.wait_for_url(re.compile(r"/projects/\d+/"))
-    expect(page.locator(".project-name")).to_have_text("Moonshot")
+    expect(page.get_by_role("navigation", name="Project").locator(".project-name")).to_have_text(
+        "Moonshot")
 
 
 def test_in_flight_pipeline_says_why_unpublish_is_unavailable(page, live_server, sign_in, make,
