@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -62,8 +63,12 @@ class KeyCache:
     """Key → row answers for one database, valid while the listener listens."""
 
     def __init__(self, engine: Engine):
-        self._dsn = engine.url.set(drivername="postgresql").render_as_string(
-            hide_password=False)
+        # Connection keywords, not a rendered URL: query options such as
+        # `options=-c synchronous_commit=off` or `sslmode` reach libpq as they are.
+        url = engine.url
+        self._dsn = make_conninfo(**{key: value for key, value in {
+            "host": url.host, "port": url.port, "dbname": url.database, "user": url.username,
+            "password": url.password, **dict(url.query)}.items() if value is not None})
         self._entries: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._generation = 0
