@@ -6,13 +6,12 @@ takes (tests/support/tour.py): no serious or critical violation on any page. The
 One browser, one signed-in session per role, every page visited once at each width.
 """
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support import tour
+from tests.support.npm import npm_ci
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +26,7 @@ PHONE_AXE = ("typical-flags", "typical-pipelines", "typical-board", "typical-pip
 def axe_source() -> str:
     """axe.min.js from tests/a11y/node_modules (`npm ci` from the lock file when absent)."""
     script = HERE / "node_modules" / "axe-core" / "axe.min.js"
-    if not script.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed for the accessibility check (Debian: apt-get install npm).")
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE,
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            pytest.fail(f"npm ci failed in {HERE}:\n{done.stdout}\n{done.stderr}")
+    npm_ci(HERE, script)
     return script.read_text(encoding="utf-8")
 
 

@@ -3,12 +3,13 @@ installed by the test run when missing, and a second origin for the browser SDK'
 
 import functools
 import shutil
-import subprocess
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.support.npm import npm_ci
 
 CLIENTS = Path(__file__).resolve().parent
 
@@ -20,11 +21,7 @@ def node_clients():
     if npm is None or node is None:
         pytest.fail("node and npm are needed for the client tests (Node 20+; Debian: "
                     "apt-get install -y nodejs npm).")
-    if not (CLIENTS / "node_modules" / ".package-lock.json").exists():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENTS,
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            pytest.fail(f"npm ci failed in {CLIENTS}:\n{done.stdout}\n{done.stderr}")
+    npm_ci(CLIENTS, CLIENTS / "node_modules" / ".package-lock.json")
     return CLIENTS
 
 
