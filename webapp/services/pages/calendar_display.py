@@ -3,7 +3,7 @@ open, the freezes and stops in force (the banner), why a held flag waits and unt
 timeline of a pipeline or of a flag in flight with the calendar applied.
 
 Reads only. The rules (when an environment opens, what a freeze or a stop holds) are
-services/calendar.py's; this module asks it and puts the answers into words, each call with one
+services/runs/calendar's; this module asks it and puts the answers into words, each call with one
 `calendar.Memo`, so a page reads each schedule, freeze and stop once.
 """
 
