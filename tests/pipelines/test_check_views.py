@@ -102,8 +102,8 @@ def test_publish_lists_a_bad_stored_check(project, build):
     db.session.execute(db.update(StageHealthCheck).where(StageHealthCheck.id == check.id)
                        .values(comparison="~"))
     db.session.commit()
-    from webapp.services.pipelines import builder, catalog
+    from webapp.services.pipelines import catalog, readiness
 
-    problems = builder.publish_problems(catalog.get_pipeline(project.id, pipeline.id))
+    problems = readiness.publish_problems(catalog.get_pipeline(project.id, pipeline.id))
     assert problems == ["Stage 1 (Development), health check 1: Choose one of <, <=, >, >=, "
                         "==, !=."]

@@ -10,7 +10,14 @@ from webapp.extensions import db
 from webapp.models import AuditEntry, PipelineRun, PipelineStage, ReleasePipeline, StageAction
 from webapp.services.actors import SYSTEM, Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
-from webapp.services.pipelines import builder, catalog, describe, edit_sessions, inputs
+from webapp.services.pipelines import (
+    builder,
+    catalog,
+    describe,
+    edit_sessions,
+    inputs,
+    readiness,
+)
 
 TOGGLE = {"action_type": "TOGGLE_FEATURE", "enabled": "true"}
 
@@ -691,7 +698,7 @@ def test_publish_problems_for_stored_rollouts_and_types(project, build):
     )
     pipeline.stages[0].trigger_type = "LATER"
     db.session.commit()
-    problems = builder.publish_problems(fresh(project, pipeline))
+    problems = readiness.publish_problems(fresh(project, pipeline))
     assert problems == [
         "Stage 1 (Dev): unknown trigger 'LATER'.",
         "Stage 1 (Dev), action 1: the initial percentage must be more than 0 % and at most 100 %.",

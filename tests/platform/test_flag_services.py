@@ -7,6 +7,7 @@ from webapp.extensions import db
 from webapp.models import AuditEntry, Environment, Feature, FeatureState, SegmentOverride
 from webapp.services.actors import SYSTEM
 from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.pages import flag_table
 from webapp.services.platform import flags
 
 
@@ -51,7 +52,7 @@ def test_create_feature_gives_every_environment_its_default_state(project, envs)
 def test_set_state_changes_one_environment_bumps_revision_and_audits(flag, envs, staging):
     revisions = {env.id: env.revision for env in envs.values()}
     flags.set_state(flag, staging.id, SYSTEM, enabled=True)
-    rows = flags.flag_rows(flag.project_id, list(envs.values()))
+    rows = flag_table.flag_rows(flag.project_id, list(envs.values()))
     assert [s.enabled for s in rows[0].states] == [False, True, False]
     db.session.expire_all()
     assert db.session.get(Environment, staging.id).revision == revisions[staging.id] + 1

@@ -26,6 +26,7 @@ from webapp.parsing import ascii_int
 from webapp.services.change_requests import opening
 from webapp.services.errors import Conflict, Invalid
 from webapp.services.governance import audit_log
+from webapp.services.pages import flag_table
 from webapp.services.platform import analytics, flag_changes, flags, projects, segments
 from webapp.services.platform.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -77,7 +78,7 @@ def _render_index(
     project: Project, form: FeatureForm, block: str = "flag_table", status: int = 200
 ):
     environments = projects.environments_of(project.id)
-    listing = flags.flag_page(project.id, environments,
+    listing = flag_table.flag_page(project.id, environments,
                               page=ascii_int(request.args.get("page"), below=10**6) or 1,
                               query=request.args.get("q", "").strip()[:255])
     return render("flags/index.html", block, status=status, project=project, form=form,
@@ -111,7 +112,7 @@ def toggle(project_id: int, feature_id: int, environment_id: int):
         return redirect(
             url_for("flags.index", project_id=project.id, _anchor=f"flag-{feature.id}"), 303)
     environments = projects.environments_of(project.id)
-    row = flags.flag_rows(project.id, environments, feature_ids=[feature.id])[0]
+    row = flag_table.flag_rows(project.id, environments, feature_ids=[feature.id])[0]
     return render("flags/_row.html", "flag_row", project=project, environments=environments,
                   row=row, in_flight=flags.pipelines_in_flight(project.id), can_edit=True,
                   show=show, **_pipeline_links())
@@ -240,7 +241,7 @@ def _detail_change(project: Project, feature: Feature, change, key: str | None =
 
 def _render_detail(project: Project, feature: Feature, block: str, status: int = 200, **extra: Any):
     environments = projects.environments_of(project.id)
-    row = flags.flag_rows(project.id, environments, feature_ids=[feature.id])[0]
+    row = flag_table.flag_rows(project.id, environments, feature_ids=[feature.id])[0]
     run = flag_changes.active_run(feature.id)
     history = flags.history(feature.id)
     context: dict[str, Any] = {

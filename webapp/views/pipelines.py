@@ -12,7 +12,6 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, request, url_for
 from flask_login import login_required
 from flask_wtf.csrf import generate_csrf
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from markupsafe import Markup
 
 from webapp.forms.pipelines import (
@@ -35,11 +34,13 @@ from webapp.services.pipelines import (
     check_inputs,
     describe,
     health_checks,
+    readiness,
     stage_edits,
     timeline,
 )
 from webapp.services.pipelines.inputs import MAX_STAGES
 from webapp.services.platform import projects
+from webapp.views import stage_undo
 from webapp.views.context import actor, can, project_or_404
 
 bp = Blueprint("pipelines", __name__)
@@ -138,7 +139,7 @@ def remove_stage(project_id: int, pipeline_id: int, stage_id: int):
 @bp.post(f"{PREFIX}/<int:pipeline_id>/stages/restore")
 @login_required
 def restore_stage(project_id: int, pipeline_id: int):
-    snapshot = _undone(pipeline_id)
+    snapshot = stage_undo.undone(pipeline_id)
 
     def restore(p: ReleasePipeline, v: Any) -> None:
         if snapshot is None:
@@ -157,34 +158,6 @@ def reorder_stages(project_id: int, pipeline_id: int):
     order = request.form.getlist("order")
     return _edit(project_id, pipeline_id, "stage-order",
                  lambda p, v: stage_edits.reorder_stages(p, v, order, actor()))
-
-
-# Undo is offered for an hour after the removal: long enough to notice, short enough that a
-# stale tab does not resurrect a stage someone forgot.
-UNDO_SECONDS = 3600
-
-
-def _undo_serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="stage-undo")
-
-
-def _undo_offer(pipeline_id: int, token: str) -> tuple[str, str] | None:
-    """(token, the removed stage's name) for the Undo banner, if the token still holds."""
-    stage = _undone(pipeline_id, token) if token else None
-    return (token, str(stage.get("name", ""))) if stage else None
-
-
-def _undone(pipeline_id: int, token: str | None = None) -> dict[str, Any] | None:
-    """The removed stage the Undo form carries, if its signature holds, it is recent and it was
-    removed from this pipeline."""
-    try:
-        data = _undo_serializer().loads(
-            token if token is not None else request.form.get("undo", ""), max_age=UNDO_SECONDS)
-    except BadSignature:
-        return None
-    if not isinstance(data, dict) or data.get("pipeline_id") != pipeline_id:
-        return None
-    return data.get("stage")
 
 
 @bp.post(f"{PREFIX}/<int:pipeline_id>/stages/<int:stage_id>/actions")
@@ -267,8 +240,7 @@ def _edit(project_id: int, pipeline_id: int, key: str,
                                submitted={key: request.form.to_dict()})
     except Conflict as error:
         return _render_builder(project, pipeline_id, 409, notice=error.message)
-    token = (_undo_serializer().dumps({"pipeline_id": pipeline_id, "stage": undo[0]})
-             if undo else "")
+    token = stage_undo.sign(pipeline_id, undo[0]) if undo else ""
     if not wants_fragment():
         anchor = key if key.startswith(("stage-", "action-", "check-")) and not undo else "stages"
         args = {"undo": token} if token else {}
@@ -292,9 +264,9 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
         "can_edit": can("editor"),
         "in_flight": in_flight,
         "blocked": _blocked(in_flight),
-        "problems": builder.publish_problems(pipeline) if pipeline.is_draft else [],
+        "problems": readiness.publish_problems(pipeline) if pipeline.is_draft else [],
         "issues": {stage.id: stage_edits.stage_issues(stage) for stage in pipeline.stages},
-        "undo": _undo_offer(pipeline.id, undo) if editable else None,
+        "undo": stage_undo.offer(pipeline.id, undo) if editable else None,
         "default_wait": stage_edits.wait_parts_default(),
         "max_stages": MAX_STAGES,
         "svc": describe,
@@ -342,7 +314,7 @@ def publish(project_id: int, pipeline_id: int):
     elif not pipeline.is_draft:
         status, notice = 409, "This pipeline is already published."
     else:
-        problems = builder.publish_problems(pipeline)
+        problems = readiness.publish_problems(pipeline)
     return render("pipelines/publish.html", "publish_confirm", status=status, project=project,
                   pipeline=pipeline, timeline=timeline.preview(pipeline.stages), problems=problems,
                   calendar_timeline=calendar_plans.pipeline_plan(pipeline.stages),

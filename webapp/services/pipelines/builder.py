@@ -11,19 +11,16 @@ from typing import Any
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import (
-    TRIGGER_TYPES,
-    Environment,
     PipelineStage,
     Project,
     ReleasePipeline,
-    Segment,
     StageAction,
 )
 from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
-from webapp.services.pipelines import check_inputs
-from webapp.services.pipelines.catalog import _project_ids, stages_have_history
+from webapp.services.pipelines import check_inputs, readiness
+from webapp.services.pipelines.catalog import stages_have_history
 from webapp.services.pipelines.describe import ACTION_LABELS
 from webapp.services.pipelines.drafts import (
     _action_of,
@@ -38,8 +35,6 @@ from webapp.services.pipelines.drafts import (
 )
 from webapp.services.pipelines.inputs import (
     MAX_STAGES,
-    MAX_WAIT_SECONDS,
-    _action_problems,
     _refuse_second_rollout,
     action_fields,
     environment_of,
@@ -80,7 +75,7 @@ def clone_pipeline(
                                   environment_id=stage.environment_id,
                                   trigger_type=stage.trigger_type, wait_seconds=stage.wait_seconds,
                                   on_unhealthy=stage.on_unhealthy)
-        new_stage.checks = _copy_checks(stage)
+        new_stage.checks = check_inputs.copy_checks(stage)
         for action in stage.actions:
             new_stage.actions.append(StageAction(
                 position=action.position, action_type=action.action_type, enabled=action.enabled,
@@ -99,54 +94,6 @@ def clone_pipeline(
     return copy
 
 
-def publish_problems(pipeline: ReleasePipeline) -> list[str]:
-    """Everything that keeps the pipeline from being published, all at once (empty when fine)."""
-    problems: list[str] = []
-    stages = pipeline.stages
-    if not stages:
-        return ["Add at least one stage before publishing."]
-    if len(stages) > MAX_STAGES:
-        problems.append(f"A pipeline has at most {MAX_STAGES} stages; this one has {len(stages)}.")
-    environments = _project_ids(Environment, pipeline.project_id)
-    segments = _project_ids(Segment, pipeline.project_id, visible_only=True)
-    for stage in stages:
-        where = f"Stage {stage.position + 1}" + (f" ({stage.name})" if stage.name else "")
-        if not (stage.name or "").strip():
-            problems.append(f"{where}: give it a name.")
-        if stage.environment_id is None:
-            problems.append(f"{where}: choose an environment.")
-        elif stage.environment_id not in environments:
-            problems.append(f"{where}: its environment is not one of this project's.")
-        if stage.trigger_type not in TRIGGER_TYPES:
-            problems.append(f"{where}: unknown trigger {stage.trigger_type!r}.")
-        elif stage.trigger_type == "WAIT_FOR" and not (
-            stage.wait_seconds and 0 < stage.wait_seconds <= MAX_WAIT_SECONDS
-        ):
-            problems.append(f"{where}: the wait must be more than 0 and at most 365 days.")
-        if not stage.actions:
-            problems.append(f"{where}: add at least one action.")
-        rollouts = 0
-        for action in stage.actions:
-            label = f"{where}, action {action.position + 1}"
-            problems.extend(f"{label}: {p}" for p in _action_problems(action, segments))
-            rollouts += action.action_type == "PHASED_ROLLOUT"
-        if rollouts > 1:
-            problems.append(f"{where}: at most one phased rollout per stage.")
-        problems.extend(_check_problems(where, stage))
-    return problems
-
-
-def _check_problems(where: str, stage: PipelineStage) -> list[str]:
-
-    return [f"{where}, health check {check.position + 1}: {problem}"
-            for check in stage.checks for problem in check_inputs.check_problems(check)]
-
-
-def _copy_checks(stage: PipelineStage) -> list:
-
-    return check_inputs.copy_checks(stage)
-
-
 def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> None:
     """Publish a draft: it becomes immutable and flags can be added to it.
 
@@ -155,7 +102,7 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
     action; refuses a published or stale pipeline (Conflict). Audited as RELEASE_PIPELINE_PUBLISHED.
     """
     pipeline, expected = open_draft(pipeline, version, whole=True)
-    problems = publish_problems(pipeline)
+    problems = readiness.publish_problems(pipeline)
     if problems:
         raise Invalid("This pipeline cannot be published yet.", {"publish": problems})
     claim_version(pipeline, expected, status="published", published_at=now(),
