@@ -26,52 +26,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import psutil  # noqa: E402
 import support  # noqa: E402
-from sqlalchemy import func, insert, select, text  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 
 from webapp import create_app  # noqa: E402
-from webapp.clock import now  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import (  # noqa: E402
-    Feature,
-    FeatureState,
     PipelineRun,
-    PipelineStage,
-    ReleasePipeline,
-    StageAction,
 )
 from webapp.services.actors import SYSTEM, Actor  # noqa: E402
 from webapp.services.platform import projects, users  # noqa: E402
 from webapp.services.runs import flag_intake  # noqa: E402
-
-
-def published_pipeline(project_id: int, user_id: int, envs: dict[str, int]) -> int:
-    row = ReleasePipeline(project_id=project_id, name="Bulk", status="published",
-                          created_by_id=user_id, published_at=now())
-    for position, (env, trigger, wait) in enumerate(
-            [("Development", "ON_ENTER", None), ("Staging", "WAIT_FOR", 86400),
-             ("Production", "ON_ENTER", None)]):
-        stage = PipelineStage(position=position, name=env, environment_id=envs[env],
-                              trigger_type=trigger, wait_seconds=wait)
-        stage.actions.append(StageAction(position=0, action_type="TOGGLE_FEATURE", enabled=True))
-        row.stages.append(stage)
-    db.session.add(row)
-    db.session.commit()
-    return row.id
-
-
-def new_flags(project_id: int, env_ids: list[int], prefix: str, count: int) -> list[int]:
-    moment = now()
-    db.session.execute(insert(Feature.__table__), [
-        {"project_id": project_id, "name": f"{prefix}_{n}", "description": "",
-         "value_type": "none", "default_enabled": False, "default_value": None, "tags": [],
-         "created_at": moment} for n in range(count)])
-    ids = list(db.session.scalars(select(Feature.id).where(
-        Feature.project_id == project_id, Feature.name.like(f"{prefix}\\_%", escape="\\"))))
-    db.session.execute(insert(FeatureState.__table__), [
-        {"feature_id": fid, "environment_id": env, "enabled": False, "value": None,
-         "updated_at": moment} for fid in ids for env in env_ids])
-    db.session.commit()
-    return ids
 
 
 def backend_cpu(kind: str, since: float = 0.0) -> float:
@@ -95,10 +59,12 @@ def run(kind: str, count: int, rounds: int) -> None:
     user = users.create_user("pm@bench.local", "password123", site_admin=True)
     actor = Actor.for_user(user)
     envs = {e.name: e.id for e in projects.environments_of(project.id)}
-    pipeline_id = published_pipeline(project.id, user.id, envs)
+    pipeline_id = support.published_pipeline(project.id, user.id, "Bulk", envs, [
+        ("Development", "ON_ENTER", None), ("Staging", "WAIT_FOR", 86400),
+        ("Production", "ON_ENTER", None)])
     rates = []
     for number in range(1, rounds + 1):
-        ids = new_flags(project.id, list(envs.values()), f"r{number}", count)
+        ids = support.bulk_flags(project.id, list(envs.values()), f"r{number}", count)
         db.session.rollback()
         server = backend_cpu(kind)
         started, cpu = time.perf_counter(), time.process_time()

@@ -44,53 +44,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 import psutil  # noqa: E402
 import redis  # noqa: E402
 import support  # noqa: E402
-from sqlalchemy import create_engine, insert, select  # noqa: E402
+from sqlalchemy import create_engine, select  # noqa: E402
 
 from jobs import transitions  # noqa: E402
 from webapp import create_app, redis_conn  # noqa: E402
-from webapp.clock import now  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import (  # noqa: E402
-    Feature,
-    FeatureState,
     PipelineRun,
-    PipelineStage,
-    ReleasePipeline,
-    StageAction,
     StageExecution,
 )
 from webapp.services.actors import SYSTEM, Actor  # noqa: E402
 from webapp.services.platform import projects, users  # noqa: E402
-from webapp.services.runs import controls, planning  # noqa: E402
-
-
-def pipeline(project_id, user_id, name, envs, stages):
-    row = ReleasePipeline(project_id=project_id, name=name, status="published",
-                          created_by_id=user_id, published_at=now())
-    for position, (env, trigger, wait) in enumerate(stages):
-        stage = PipelineStage(position=position, name=f"{name} {position + 1}",
-                              environment_id=envs[env], trigger_type=trigger, wait_seconds=wait)
-        stage.actions.append(StageAction(position=0, action_type="TOGGLE_FEATURE", enabled=True))
-        row.stages.append(stage)
-    db.session.add(row)
-    db.session.commit()
-    return row.id
-
-
-def bulk_flags(project_id, env_ids, prefix, count):
-    planning.start_writing()  # the worker writes meanwhile: take the writer lock up front
-    moment = now()
-    db.session.execute(insert(Feature.__table__), [
-        {"project_id": project_id, "name": f"{prefix}_{n}", "description": "",
-         "value_type": "none", "default_enabled": False, "default_value": None, "tags": [],
-         "created_at": moment} for n in range(count)])
-    ids = list(db.session.scalars(select(Feature.id).where(
-        Feature.project_id == project_id, Feature.name.like(f"{prefix}\\_%", escape="\\"))))
-    db.session.execute(insert(FeatureState.__table__), [
-        {"feature_id": fid, "environment_id": env, "enabled": False, "value": None,
-         "updated_at": moment} for fid in ids for env in env_ids])
-    db.session.commit()
-    return ids
+from webapp.services.runs import controls  # noqa: E402
 
 
 class Process:
@@ -222,17 +187,20 @@ def run(kind, url, env, args, redis_url):
     actor = Actor.for_user(user)
     envs = {e.name: e.id for e in projects.environments_of(project.id)}
     env_ids = list(envs.values())
-    on_enter = pipeline(project.id, user.id, "Throughput", envs,
-                        [("Development", "ON_ENTER", None), ("Staging", "WAIT_FOR", 86400)])
-    waiting = pipeline(project.id, user.id, "Lag", envs, [("Staging", "WAIT_FOR", 5)])
-    recover = pipeline(project.id, user.id, "Recovery", envs,
-                       [("Production", "ON_ENTER", None), ("Staging", "WAIT_FOR", 86400)])
+    on_enter = support.published_pipeline(
+        project.id, user.id, "Throughput", envs,
+        [("Development", "ON_ENTER", None), ("Staging", "WAIT_FOR", 86400)])
+    waiting = support.published_pipeline(project.id, user.id, "Lag", envs,
+                                         [("Staging", "WAIT_FOR", 5)])
+    recover = support.published_pipeline(
+        project.id, user.id, "Recovery", envs,
+        [("Production", "ON_ENTER", None), ("Staging", "WAIT_FOR", 86400)])
 
     worker = Process(["worker"], env)
     time.sleep(3)  # warm: started and listening long before the bells ring, as in production
 
     # 1. Adding, 2. throughput
-    ids = bulk_flags(project.id, env_ids, "t", args.flags)
+    ids = support.bulk_flags(project.id, env_ids, "t", args.flags)
     started = time.perf_counter()
     bells = controls.add_flags(project, on_enter, ids, actor)
     added = time.perf_counter() - started
@@ -253,7 +221,7 @@ def run(kind, url, env, args, redis_url):
           f"[{support.load()}]", flush=True)
 
     # 3. Lag of waiting runs (the worker keeps running, with its scheduler)
-    ids = bulk_flags(project.id, env_ids, "w", args.waiting)
+    ids = support.bulk_flags(project.id, env_ids, "w", args.waiting)
     watcher = Watcher(url, waiting)
     bells = controls.add_flags(project, waiting, ids, actor)
     transitions.ring(bells)
@@ -273,7 +241,7 @@ def run(kind, url, env, args, redis_url):
 
     # 4. Recovery by the (always running) sweeper alone after FLUSHALL; no worker runs
     sweeper = Process(["sweeper"], env)
-    ids = bulk_flags(project.id, env_ids, "r", args.recover)
+    ids = support.bulk_flags(project.id, env_ids, "r", args.recover)
     time.sleep(3)  # let the sweeper process start, as it would have long ago in production
     watcher = Watcher(url, recover)
     transitions.ring(controls.add_flags(project, recover, ids, actor))

@@ -1,5 +1,6 @@
 """What every bench script shares: databases it creates and drops, the machine's load, memory
-per process (RSS and PSS), wrk runs and their parsing, percentiles.
+per process (RSS and PSS), wrk runs and their parsing, percentiles; and the setup the engine
+benches make before they measure (a published pipeline, flags in bulk).
 
 Figures on a shared machine are noisy: every figure is printed with the load average at the
 moment it was taken, and the scripts run interleaved rounds so ratios compare like with like.
@@ -13,7 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, select, text
+
+from webapp.clock import now
+from webapp.extensions import db
+from webapp.models import Feature, FeatureState, PipelineStage, ReleasePipeline, StageAction
+from webapp.services.runs import planning
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -155,3 +161,40 @@ def wait_http(url: str, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"nothing answered at {url}")
+
+
+# --- Setup of the engine benches (not measured) ---------------------------------------------------
+
+
+def published_pipeline(project_id: int, user_id: int, name: str, envs: dict[str, int],
+                       stages: list[tuple[str, str, int | None]]) -> int:
+    """A published pipeline written straight to the database: one stage per (environment name,
+    trigger, wait seconds), each turning the flag on."""
+    row = ReleasePipeline(project_id=project_id, name=name, status="published",
+                          created_by_id=user_id, published_at=now())
+    for position, (env, trigger, wait) in enumerate(stages):
+        stage = PipelineStage(position=position, name=f"{name} {position + 1}",
+                              environment_id=envs[env], trigger_type=trigger, wait_seconds=wait)
+        stage.actions.append(StageAction(position=0, action_type="TOGGLE_FEATURE", enabled=True))
+        row.stages.append(stage)
+    db.session.add(row)
+    db.session.commit()
+    return row.id
+
+
+def bulk_flags(project_id: int, env_ids: list[int], prefix: str, count: int) -> list[int]:
+    """`count` flags named `prefix`_<n>, each with an off state in every environment, in bulk
+    INSERTs; their ids."""
+    planning.start_writing()  # a worker may write meanwhile: take the writer lock up front
+    moment = now()
+    db.session.execute(insert(Feature.__table__), [
+        {"project_id": project_id, "name": f"{prefix}_{n}", "description": "",
+         "value_type": "none", "default_enabled": False, "default_value": None, "tags": [],
+         "created_at": moment} for n in range(count)])
+    ids = list(db.session.scalars(select(Feature.id).where(
+        Feature.project_id == project_id, Feature.name.like(f"{prefix}\\_%", escape="\\"))))
+    db.session.execute(insert(FeatureState.__table__), [
+        {"feature_id": fid, "environment_id": env, "enabled": False, "value": None,
+         "updated_at": moment} for fid in ids for env in env_ids])
+    db.session.commit()
+    return ids

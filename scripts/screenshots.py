@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from tests.support import tour  # noqa: E402
+from tests.support import tour, tour_walk  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 
@@ -43,15 +43,6 @@ def serve(app):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}"
-
-
-def sign_in(page: Page, base: str, email: str) -> None:
-    page.context.clear_cookies()
-    page.goto(f"{base}/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(tour.PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(lambda url: "/login" not in url)
 
 
 def shoot(page: Page, path: Path) -> None:
@@ -98,14 +89,6 @@ def main() -> int:
     return 1 if problems else 0
 
 
-def _console_watch(page: Page, refusal: dict, problems: list[str]):
-    def _watch(message) -> None:
-        if message.type == "error" and not (refusal["expected"]
-                                            and "status of 403" in message.text):
-            problems.append(f"console {message.type}: {page.url}: {message.text}")
-    return _watch
-
-
 def _walk(base: str, pages: list[tour.Page], out: Path) -> list[str]:
     problems: list[str] = []
     with sync_playwright() as playwright:
@@ -114,28 +97,17 @@ def _walk(base: str, pages: list[tour.Page], out: Path) -> list[str]:
         for width in WIDTHS:
             folder = out / str(width)
             folder.mkdir(parents=True, exist_ok=True)
-            context = browser.new_context(viewport={"width": width, "height": 900})
-            page = context.new_page()
-            refusal = {"expected": False}  # a 403 page logs its own status as an error
-            page.on("console", _console_watch(page, refusal, problems))
-            signed_in_as = None
-            for item in pages:
-                email = tour.VIEWER_EMAIL if item.viewer else tour.ADMIN_EMAIL
-                if item.name == "login":
-                    context.clear_cookies()
-                    signed_in_as = None
-                elif signed_in_as != email:
-                    sign_in(page, base, email)
-                    signed_in_as = email
-                refusal["expected"] = item.name.endswith("-refused")
-                page.goto(base + item.path)
+
+            def visit(page: Page, item: tour.Page, folder: Path = folder) -> list[str]:
                 page.wait_for_load_state("networkidle")
                 shoot(page, folder / f"{item.name}.png")
-                wide = page.evaluate(tour.OVERFLOW_JS)
-                if wide:
-                    problems.append(f"{width} px {item.name}: {wide['scrollWidth']} px wide "
-                                    f"({', '.join(wide['culprits'])})")
-            context.close()
+                return tour_walk.too_wide(page)
+
+            context = browser.new_context(viewport={"width": width, "height": 900})
+            try:
+                problems += tour_walk.walk(context, base, pages, visit)
+            finally:
+                context.close()
         browser.close()
     return problems
 

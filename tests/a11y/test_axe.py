@@ -1,7 +1,8 @@
 """Accessibility: axe-core (pinned in package.json and package-lock.json, installed with `npm ci`
 when node_modules is missing) runs in Chromium on every page of the tour the screenshot script
-takes (tests/support/tour.py): no serious or critical violation on any page. The same walk, at
-390 px, finds no page wider than the phone and no console error (a missing favicon was one).
+takes (tests/support/tour.py, walked by tests/support/tour_walk.py): no serious or critical
+violation on any page. The same walk, at 390 px, finds no page wider than the phone and no
+console error (a missing favicon was one).
 
 One browser, one signed-in session per role, every page visited once at each width.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import tour
+from tests.support import tour, tour_walk
 from tests.support.npm import npm_ci
 
 pytestmark = pytest.mark.e2e
@@ -30,51 +31,15 @@ def axe_source() -> str:
     return script.read_text(encoding="utf-8")
 
 
-def _sign_in(page, base: str, email: str) -> None:
-    page.context.clear_cookies()
-    page.goto(f"{base}/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(tour.PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
 def _walk(browser, base: str, pages: list[tour.Page], width: int, visit,
           axe_source: str) -> list[str]:
-    """Visit each page at `width`, signed in as whom it is for; `visit(page, item)` returns
-    what is wrong there. Console errors are collected as problems too."""
     context = browser.new_context(viewport={"width": width, "height": 900})
     context.add_init_script(script=axe_source)  # through the browser's tools: no CSP applies
     context.set_default_timeout(15_000)
-    page = context.new_page()
-    problems: list[str] = []
-    current = {"item": pages[0]}
-
-    def _console(message) -> None:
-        if message.type != "error":
-            return
-        if current["item"].name.endswith("-refused") and "status of 403" in message.text:
-            return  # the refusal page reports its own status
-        problems.append(f"{width} px {current['item'].name}: console error: {message.text}")
-
-    page.on("console", _console)
-    signed_in_as = None
-    for item in pages:
-        current["item"] = item
-        email = tour.VIEWER_EMAIL if item.viewer else tour.ADMIN_EMAIL
-        if item.name == "login":
-            context.clear_cookies()
-            signed_in_as = None
-        elif signed_in_as != email:
-            _sign_in(page, base, email)
-            signed_in_as = email
-        page.goto(base + item.path)
-        # Parts a page loads after itself (hx-trigger="load") replace their placeholder.
-        page.wait_for_function(
-            """() => !document.querySelector('[hx-trigger="load"], .htmx-request')""")
-        problems.extend(f"{width} px {item.name}: {problem}" for problem in visit(page, item))
-    context.close()
-    return problems
+    try:
+        return tour_walk.walk(context, base, pages, visit)
+    finally:
+        context.close()
 
 
 def test_no_page_has_a_serious_accessibility_violation_or_is_wider_than_a_phone(
@@ -91,10 +56,7 @@ def test_no_page_has_a_serious_accessibility_violation_or_is_wider_than_a_phone(
     def fits(page, item) -> list[str]:
         # axe once more where the phone layout differs most: the menu, the tables as cards.
         found = axe(page, item) if item.name in PHONE_AXE else []
-        wide = page.evaluate(tour.OVERFLOW_JS)
-        if wide:
-            found.append(f"{wide['scrollWidth']} px wide: {', '.join(wide['culprits'])}")
-        return found
+        return found + tour_walk.too_wide(page)
 
     problems = _walk(browser, live_server, pages, 1366, axe, axe_source)
     phone = [p for p in pages if not p.name.startswith(PHONE_SKIPS)]

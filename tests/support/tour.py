@@ -1,5 +1,6 @@
 """A tour of every dashboard page in three states, shared by the screenshot script
-(scripts/screenshots.py) and the accessibility check (tests/a11y/test_axe.py).
+(scripts/screenshots.py) and the accessibility check (tests/a11y/test_axe.py); both walk it in
+a browser with tests/support/tour_walk.py.
 
 - "empty": a project with nothing in it but its environments (a new project);
 - "typical": the demo organisation `make run` creates, with flags launched through a quick
@@ -44,31 +45,6 @@ VIEWER_EMAIL = "viewer@railyard.local"
 LONG_NAME = ("a_flag_whose_name_is_as_long_as_names_may_be_" * 6)[:255]
 LONG_PIPELINE = ("A pipeline whose name is as long as a name may be, " * 6)[:255].strip()
 MAX_STAGES = 30
-
-
-# Run in the browser: None when the page fits the window's width, else how wide it is and the
-# first elements past the window's right edge (ignoring those inside a scrolling container).
-OVERFLOW_JS = """() => {
-  const width = document.documentElement.clientWidth;
-  if (document.documentElement.scrollWidth <= width) return null;
-  const culprits = [];
-  for (const el of document.querySelectorAll('body *')) {
-    const box = el.getBoundingClientRect();
-    if (box.right <= width + 1 || box.width === 0) continue;
-    let clipped = false;
-    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
-      const box = p.getBoundingClientRect();
-      if (getComputedStyle(p).overflowX !== 'visible' && box.right <= width + 1) {
-        clipped = true; break;
-      }
-    }
-    if (!clipped) culprits.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
-      + (typeof el.className === 'string' && el.className.trim()
-         ? '.' + el.className.trim().split(/\\s+/).join('.') : '')
-      + ' ' + Math.round(box.right) + 'px');
-  }
-  return {scrollWidth: document.documentElement.scrollWidth, culprits: culprits.slice(0, 5)};
-}"""
 
 
 @dataclass
