@@ -42,7 +42,7 @@ def set_state(feature: Feature, environment_id: int, actor: Actor, *, enabled: b
 
     Refuses what `flags.set_state` refuses. Audits CHANGE_REQUEST_OPENED; notifies reviewers.
     """
-    environment = _environment_of(feature.project_id, environment_id)
+    environment = flags.environment_of(feature.project_id, environment_id)
     if environment.minimum_change_request_approvals <= 0:
 
         kwargs = {} if raw_value is _UNSET else {"raw_value": raw_value}
@@ -65,25 +65,14 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
 
     Refuses what `flags.save_override` refuses. Audits CHANGE_REQUEST_OPENED.
     """
-    environment = _environment_of(feature.project_id, environment_id)
+    environment = flags.environment_of(feature.project_id, environment_id)
     if environment.minimum_change_request_approvals <= 0:
 
         flags.save_override(feature, environment_id, segment_id, actor, enabled=enabled,
                             raw_value=raw_value, priority=priority, must_exist=must_exist)
         return None
-    segment = db.session.get(Segment, segment_id) if segment_id is not None else None
-    if segment is None or segment.project_id != feature.project_id or segment.is_system:
-        raise Invalid("Unknown segment.",
-                      {"segment_id": ["Choose one of this project's segments."]})
-    errors: dict[str, list[str]] = {}
-    value = None
-    try:
-        value = values.parse(feature.value_type, raw_value)
-    except Invalid as error:
-        errors.update(error.field_errors)
-    parsed_priority = values.parse_priority(priority, errors)
-    if errors:
-        raise Invalid("Check the override.", errors)
+    segment = flags.segment_of(feature.project_id, segment_id)
+    value, parsed_priority = values.parse_override(feature.value_type, raw_value, priority)
     change = {"kind": "override", "environment_id": environment.id, "feature_id": feature.id,
               "segment_id": segment.id, "enabled": bool(enabled), "value": value,
               "priority": parsed_priority}
@@ -103,7 +92,7 @@ def remove_override(feature: Feature, environment_id: int, segment_id: int, acto
 
     Refuses what `flags.remove_override` refuses. Audits CHANGE_REQUEST_OPENED.
     """
-    environment = _environment_of(feature.project_id, environment_id)
+    environment = flags.environment_of(feature.project_id, environment_id)
     if environment.minimum_change_request_approvals <= 0:
 
         flags.remove_override(feature, environment_id, segment_id, actor)
@@ -152,13 +141,6 @@ def open_manual(feature: Feature, environment: Environment, changes: list[dict[s
     _notify_reviewers(request, environment, feature.name)
     db.session.commit()
     return request
-
-
-def _environment_of(project_id: int, environment_id: int) -> Environment:
-    environment = db.session.get(Environment, environment_id)
-    if environment is None or environment.project_id != project_id:
-        raise NotFound("Environment not found.")
-    return environment
 
 
 def _describe(change: dict[str, Any]) -> str:

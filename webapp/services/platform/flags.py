@@ -108,14 +108,16 @@ def history(feature_id: int, limit: int = HISTORY_LIMIT) -> list[AuditEntry]:
         .order_by(AuditEntry.id.desc()).limit(limit)))
 
 
-def _environment_of(project_id: int, environment_id: int) -> Environment:
+def environment_of(project_id: int, environment_id: int) -> Environment:
+    """An environment of the project; NotFound otherwise."""
     env = db.session.get(Environment, environment_id)
     if env is None or env.project_id != project_id:
         raise NotFound("Environment not found.")
     return env
 
 
-def _segment_of(project_id: int, segment_id: int | None) -> Segment:
+def segment_of(project_id: int, segment_id: int | None) -> Segment:
+    """A segment of the project that people may pick (not a system one); Invalid otherwise."""
     segment = db.session.get(Segment, segment_id) if segment_id is not None else None
     if segment is None or segment.project_id != project_id or segment.is_system:
         raise Invalid("Unknown segment.",
@@ -135,7 +137,7 @@ def set_state(feature: Feature, environment_id: int, actor: Actor, *,
     (Conflict naming it). Audited as FEATURE_STATE_UPDATED with before/after; bumps the
     environment's revision.
     """
-    env = _environment_of(feature.project_id, environment_id)
+    env = environment_of(feature.project_id, environment_id)
     change: dict[str, Any] = {"kind": "state", "environment_id": env.id, "feature_id": feature.id}
     if raw_value is not _UNSET:
         change["value"] = values.parse(feature.value_type, raw_value)
@@ -164,16 +166,9 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
     (Invalid), and any change while a release pipeline owns the flag (Conflict). Audited as
     SEGMENT_OVERRIDE_CREATED or SEGMENT_OVERRIDE_UPDATED; bumps the environment's revision.
     """
-    env = _environment_of(feature.project_id, environment_id)
-    segment = _segment_of(feature.project_id, segment_id)
-    errors: dict[str, list[str]] = {}
-    try:
-        value = values.parse(feature.value_type, raw_value)
-    except Invalid as error:
-        errors.update(error.field_errors)
-    parsed_priority = values.parse_priority(priority, errors)
-    if errors:
-        raise Invalid("Check the override.", errors)
+    env = environment_of(feature.project_id, environment_id)
+    segment = segment_of(feature.project_id, segment_id)
+    value, parsed_priority = values.parse_override(feature.value_type, raw_value, priority)
     change: dict[str, Any] = {"kind": "override", "environment_id": env.id,
                               "feature_id": feature.id, "segment_id": segment.id,
                               "enabled": enabled, "value": value, "priority": parsed_priority}
@@ -199,7 +194,7 @@ def remove_override(feature: Feature, environment_id: int, segment_id: int, acto
     Refuses an override that does not exist (NotFound) and any change while a release pipeline
     owns the flag (Conflict). Audited as SEGMENT_OVERRIDE_DELETED; bumps the revision.
     """
-    env = _environment_of(feature.project_id, environment_id)
+    env = environment_of(feature.project_id, environment_id)
     change = {"kind": "remove_override", "environment_id": env.id, "feature_id": feature.id,
               "segment_id": segment_id}
     if flag_changes.read_target(change) is None:

@@ -76,3 +76,18 @@ def parse_priority(raw: Any, errors: dict[str, list[str]]) -> int | None:
         errors["priority"] = ["Enter a whole number, 0 or more (lower wins)."]
         return None
     return number
+
+
+def parse_override(value_type: str, raw_value: Any, raw_priority: Any) -> tuple[Any, int | None]:
+    """An override's value and priority as typed; Invalid ("Check the override.") naming each
+    field that does not fit."""
+    errors: dict[str, list[str]] = {}
+    value = None
+    try:
+        value = parse(value_type, raw_value)
+    except Invalid as error:
+        errors.update(error.field_errors)
+    priority = parse_priority(raw_priority, errors)
+    if errors:
+        raise Invalid("Check the override.", errors)
+    return value, priority
