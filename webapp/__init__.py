@@ -6,6 +6,8 @@ from typing import Any
 
 from flask import Flask
 
+from webapp import config as settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,8 +52,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _configure(app: Flask, config: dict[str, Any] | None) -> None:
-    from webapp import config as settings
-
     instance = Path(app.instance_path)
     # Where SQLite, the secret key and the embedded Redis' socket live: a second instance of
     # `make run` gets its own with INSTANCE_PATH=... (tests pass it in the mapping).
@@ -65,6 +65,8 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
 
 
 def _init_extensions(app: Flask) -> None:
+    # Here, not at the top, as in create_app: importing a light module of the package
+    # (webapp.clock, webapp.config) must not load Flask-SQLAlchemy, Alembic and the models.
     from webapp.database import install_session_hooks, tune_sqlite
     from webapp.extensions import csrf, db, htmx, login, migrate
     from webapp.sessions import SessionInterface
@@ -78,7 +80,7 @@ def _init_extensions(app: Flask) -> None:
     login.login_view = "auth.login"
     login.login_message = "Please sign in to continue."
 
-    import webapp.models  # noqa: F401  (registers the tables)
+    import webapp.models  # noqa: F401  (registers the tables; here for the same cost)
 
     install_session_hooks()
 
@@ -86,7 +88,7 @@ def _init_extensions(app: Flask) -> None:
         if db.engine.dialect.name == "sqlite":
             tune_sqlite(db.engine)
 
-    from webapp.services.platform import realtime, users
+    from webapp.services.platform import realtime, users  # the services: same cost
 
     login.user_loader(users.load_user)
     realtime.register()  # committed environment changes are published to the stream server
