@@ -125,12 +125,12 @@ def _deliveries(message: OutboxMessage, moment) -> list[dict[str, Any]]:
     for hook_id, kind, events in db.session.execute(
             select(Webhook.id, Webhook.kind, Webhook.events)
             .where(Webhook.project_id == payload["project_id"], Webhook.enabled)
-            .order_by(Webhook.id)):
+            .order_by(Webhook.id)).tuples():
         if kind == "slack":
             if event_type not in SLACK_EVENTS or not payload.get("slack"):
                 continue
             body = json.dumps({"text": payload["slack"]})
-        elif group_of(event_type) in (events or ()):
+        elif group_of(event_type) in (events or []):
             body = payload["body"]
         else:
             continue

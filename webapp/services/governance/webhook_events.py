@@ -100,8 +100,8 @@ def wanted(project_id: int) -> set[str]:
     found: set[str] = set()
     for kind, events in db.session.execute(
             select(Webhook.kind, Webhook.events)
-            .where(Webhook.project_id == project_id, Webhook.enabled)):
-        found |= SLACK_EVENTS if kind == "slack" else set(events or ())
+            .where(Webhook.project_id == project_id, Webhook.enabled)).tuples():
+        found |= SLACK_EVENTS if kind == "slack" else set(events or [])
     if FLAG_UPDATED in found:
         found.add(FLAG_DELETED)
     return found
@@ -277,7 +277,8 @@ def _runs(run_ids: set[int]) -> dict[int, dict[str, Any]]:
         .join(Feature, Feature.id == PipelineRun.feature_id)
         .where(PipelineRun.id.in_(run_ids))).all()
     stages = _stages({row[2] for row in rows if row[2]})
-    return {row[0]: {"id": row[0], "status": row[1], "stage": stages.get(row[2]),
+    return {row[0]: {"id": row[0], "status": row[1],
+                     "stage": stages.get(row[2]) if row[2] else None,
                      "pipeline": {"id": row[3], "name": row[4]},
                      "feature": {"id": row[5], "name": row[6]}} for row in rows}
 
