@@ -50,7 +50,7 @@ def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
         .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched",
                PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
         .group_by(day)
-    ):
+    ).tuples():
         found[str(value)[:10]] = number
     series = [(first + timedelta(days=n), 0) for n in range(days)]
     return Launches(since, [(d, found.get(d.isoformat(), 0)) for d, _ in series])
