@@ -76,7 +76,7 @@ def read(pipeline_id: int, query: str, limits: dict[int, int], launched_limit: i
         .where(PipelineRun.pipeline_id == pipeline_id,
                PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
         .group_by(PipelineRun.stage_position, PipelineRun.status)
-    ).tuples():
+    ):
         counts.setdefault(position, {})[status] = number
     in_flight = sum(sum(c.values()) for c in counts.values())
     if query:
@@ -179,7 +179,7 @@ def _search_postgres(pipeline_id: int, like: str, limits: dict[int, int], launch
         {"pipeline_id": pipeline_id, "pattern": like, "since": since, "now": now,
          "positions": list(limits), "limits": list(limits.values()),
          "launched_limit": launched_limit},
-    ).tuples():
+    ):
         if kind == "count":
             counts.setdefault(position, {})[status] = number
         elif kind == "launched":
@@ -196,7 +196,7 @@ def _search_postgres(pipeline_id: int, like: str, limits: dict[int, int], launch
 
 
 @lru_cache(maxsize=1)
-def _search_statement() -> CompoundSelect:
+def _search_statement() -> CompoundSelect[str, int, str, int]:
     """One pass of the name filter over the pipeline's runs (in flight, or launched in the
     window), then from those matches: counts per stage and status ("count"), the launched
     count ("launched"), and the ids of each column's first cards and the Launched column's
