@@ -50,12 +50,13 @@ def drain(until: float | None = None) -> dict:
     seconds): the lag stays at the processing time instead of a scheduler tick.
     """
     report = sweep.Report()
+    deadline = until or 0.0
     for _ in range(20):  # bounded: a frozen test clock never reaches `until`
-        left = (until or 0) - now().timestamp()
+        left = deadline - now().timestamp()
         if left <= 0 or left > 2:
             break
         upcoming = sweep.next_due_at()
-        if upcoming is None or upcoming.timestamp() > until:
+        if upcoming is None or upcoming.timestamp() > deadline:
             break
         time.sleep(max(0.0, min(left, upcoming.timestamp() - now().timestamp())))
         more = sweep.drain(current_app.config.get("ENGINE_DRAIN_LIMIT", 5000))

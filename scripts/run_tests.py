@@ -5,7 +5,8 @@ included).
 
 The lint is `ruff check` over the code and the tests, then `lint-imports` (the import contracts
 in pyproject.toml: views → services → models, jobs → services, nothing imports views, no cycle
-between service packages or modules), both installed next to this Python; any finding stops the
+between service packages or modules), then `mypy` (the type check of webapp and jobs, as
+pyproject.toml's [tool.mypy] sets it), all installed next to this Python; any finding stops the
 run before a test starts.
 
 PostgreSQL: the server DATABASE_URL names, which must answer (a server named on purpose that
@@ -61,7 +62,12 @@ def _lint() -> int:
     print("=== lint-imports ===", flush=True)
     # This checkout's code, whichever checkout the venv's editable install points at.
     env = {**os.environ, "PYTHONPATH": root}
-    return subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=root, env=env)
+    status = subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=root,
+                             env=env)
+    if status:
+        return status
+    print("=== mypy ===", flush=True)
+    return subprocess.call([os.path.join(tools, "mypy")], cwd=root, env=env)
 
 
 class Pass:

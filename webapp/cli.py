@@ -6,7 +6,7 @@ import os
 import sys
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from flask_migrate import upgrade
 from rq import SimpleWorker
@@ -14,7 +14,7 @@ from rq import SimpleWorker
 from jobs import schedule
 from webapp import redis_conn, streams
 from webapp import run_all as runner
-from webapp.extensions import db
+from webapp.extensions import app_object, db
 from webapp.services import demo
 from webapp.services.actors import SYSTEM
 from webapp.services.errors import Invalid
@@ -120,7 +120,7 @@ def register(app: Flask) -> None:
     def realtime(host: str, port: int) -> None:
         """Serve the SDKs' realtime streams (GET /sse/environments/<key>/stream)."""
         click.echo(f"Realtime streams at http://{host}:{port}/")
-        streams.run(current_app._get_current_object(), host, port)
+        streams.run(app_object(), host, port)
 
     @app.cli.command("run-all")
     @click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"))
@@ -139,7 +139,7 @@ def register(app: Flask) -> None:
             # on a busy disk took seconds out of the stop.
             db.engine.dispose()
 
-        status = runner.run(current_app._get_current_object(), host, port, _upgrade, seed,
+        status = runner.run(app_object(), host, port, _upgrade, seed,
                             realtime_port)
         # Everything has stopped: leave now. Tearing down an interpreter that imported the
         # whole app took seconds on a busy machine, after "Stopped." was printed.

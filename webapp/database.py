@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
 from flask import Flask, has_request_context, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import ColumnElement, CursorResult, Delete, Update, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -17,6 +18,7 @@ from webapp.extensions import db
 _IMMEDIATE = "railyard_begin_immediate"
 P = ParamSpec("P")
 R = TypeVar("R")
+SyncView = Callable[..., ResponseReturnValue]
 
 
 def begin_immediate() -> None:
@@ -29,7 +31,8 @@ def begin_immediate() -> None:
     """
     if db.session().in_transaction():
         return
-    db.session.connection(execution_options={_IMMEDIATE: True})
+    options: dict[str, Any] = {_IMMEDIATE: True}  # an option of ours, not one SQLAlchemy knows
+    db.session.connection(execution_options=options)
 
 
 def tune_sqlite(engine: Engine) -> None:
@@ -148,7 +151,8 @@ def retry_once(unit_of_work: Callable[P, R]) -> Callable[P, R]:
 def retry_views(app: Flask) -> None:
     """Every request is a unit of work: a view the database aborted runs again once."""
     for endpoint, view in list(app.view_functions.items()):
-        app.view_functions[endpoint] = retry_once(view)
+        # The app's views are all synchronous (an async one could not be retried this way).
+        app.view_functions[endpoint] = retry_once(cast(SyncView, view))
 
 
 def compare_and_set(model: Any, row_id: int, expected_version: int | None, *,

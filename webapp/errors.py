@@ -21,8 +21,8 @@ def _answer(status: int, message: str, field_errors: dict | None = None):
         return jsonify(body), status
     if htmx.is_htmx():
         # A small fragment; base.html shows it in the #flash area (htmx swaps 4xx, see base.html).
-        body = render_template("_error_fragment.html", status=status, message=message)
-        return htmx.retarget(make_response(body, status), "#flash")
+        fragment = render_template("_error_fragment.html", status=status, message=message)
+        return htmx.retarget(make_response(fragment, status), "#flash")
     return render_template("error.html", status=status, message=message), status
 
 

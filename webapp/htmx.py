@@ -14,7 +14,9 @@ def is_htmx() -> bool:
 def wants_fragment() -> bool:
     """An htmx request that is not a history restore (which needs the full page)."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.history_restore_request
+    if not htmx:
+        return False
+    return not htmx.history_restore_request
 
 
 def render(template: str, block: str, status: int = 200, **context: Any) -> Response:

@@ -147,7 +147,7 @@ def register(app: Flask) -> None:
     def _observe(response):
         started = g.pop("metrics_started", None)
         if started is not None:
-            endpoint = request.endpoint.removeprefix("api.")
+            endpoint = (request.endpoint or "").removeprefix("api.")
             SDK_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
             SDK_REQUESTS.labels(endpoint, str(response.status_code)).inc()
         return response

@@ -16,8 +16,10 @@ import weakref
 from pathlib import Path
 
 import redis
-from flask import Flask, current_app
+from flask import Flask
 from rq import Queue
+
+from webapp.extensions import app_object
 
 QUEUE_NAME = "railyard"
 # A redis-server with nothing to load answers within milliseconds; a loaded machine is slower.
@@ -79,10 +81,12 @@ class EmbeddedRedis:
     def _wait_until_ready(self, binary: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         client = redis.Redis(unix_socket_path=self.socket_file, socket_connect_timeout=1)
+        output_pipe = self.process.stdout
+        assert output_pipe is not None  # started with stdout=PIPE
         try:
             while True:
                 if self.process.poll() is not None:
-                    output = self.process.stdout.read().decode(errors="replace").strip()
+                    output = output_pipe.read().decode(errors="replace").strip()
                     last = output.splitlines()[-1] if output else "no output"
                     self.shutdown()
                     raise RedisUnavailable(
@@ -100,7 +104,7 @@ class EmbeddedRedis:
         finally:
             client.close()
         # Nothing more is read from it; warnings go nowhere instead of filling a pipe.
-        self.process.stdout.close()
+        output_pipe.close()
 
     def shutdown(self) -> None:
         """Stop the server and remove its socket (and private folder); safe to call twice."""
@@ -136,7 +140,7 @@ def redis_url_of(server: EmbeddedRedis) -> str:
 
 def connection(app: Flask | None = None) -> redis.Redis:
     """The app's Redis connection, created on first use."""
-    app = app or current_app._get_current_object()
+    app = app or app_object()
     conn = app.extensions.get("railyard.redis")
     if conn is None:
         url = app.config["REDIS_URL"]

@@ -173,6 +173,7 @@ class StreamServer:
                          b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
                          b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + CORS
                          + b"\r\n" + chunk(f"retry: {RETRY_MS}\n\n".encode()))
+            assert self._redis is not None  # serve() connects before it accepts a stream
             last = await self._redis.hget(LAST_UPDATED, str(environment_id))
             if last is not None:
                 writer.write(chunk(event(float(last))))

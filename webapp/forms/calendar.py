@@ -44,7 +44,7 @@ class CheckboxesField(SelectMultipleField):
         try:
             super().process_formdata(valuelist)
         except ValueError:
-            self.data = []
+            self.data: list[Any] = []
             raise ValueError(self.invalid) from None
 
     def pre_validate(self, form: FlaskForm) -> None:

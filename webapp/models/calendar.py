@@ -10,14 +10,14 @@ from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.platform import Environment
 
 HOLD_KINDS = ("window", "freeze", "stop")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
-class EnvironmentSchedule(db.Model):
+class EnvironmentSchedule(Model):
     """An environment's deployment schedule: its time zone. With no windows the environment is
     always open; with windows, only inside them."""
 
@@ -32,7 +32,7 @@ class EnvironmentSchedule(db.Model):
         order_by="DeploymentWindow.id", cascade="all, delete-orphan")
 
 
-class DeploymentWindow(db.Model):
+class DeploymentWindow(Model):
     """Weekly opening hours: on `weekday` (0 = Monday) from `opens_minute` to `closes_minute`
     after local midnight (0..1440, opens < closes; a window never crosses midnight: two windows
     do)."""
@@ -45,7 +45,7 @@ class DeploymentWindow(db.Model):
     closes_minute: Mapped[int]
 
 
-class Freeze(db.Model):
+class Freeze(Model):
     """A dated period in which no stage applies into the frozen environments: one project's
     (project_id set) or the whole organisation's (project_id NULL). `all_environments`, or the
     environments listed in FreezeEnvironment."""
@@ -83,14 +83,14 @@ class Freeze(db.Model):
         return sorted(e.environment_id for e in self.environments)
 
 
-class FreezeEnvironment(db.Model):
+class FreezeEnvironment(Model):
     freeze_id: Mapped[int] = mapped_column(ForeignKey("freeze.id", ondelete="CASCADE"),
                                            primary_key=True)
     environment_id: Mapped[int] = mapped_column(
         ForeignKey("environment.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
-class LineStop(db.Model):
+class LineStop(Model):
     """The stop-the-line switch, pulled for a project (project_id set) or the whole organisation:
     every transition holds until it is lifted. At most one unlifted stop per scope."""
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
 from webapp.extensions import Model
+from webapp.models.changes import ShownChange
 from webapp.models.platform import Organisation, Project
 
 ROLES = ("admin", "editor", "viewer")
@@ -120,8 +121,7 @@ class ChangeRequest(Model):
     description: Mapped[str] = mapped_column(Text, default="")
     # open|committed|rejected|closed
     status: Mapped[str] = mapped_column(String(16), default="open")
-    # [{"target": "state"|"override", "segment_id", "before": {...}, "after": {...}, ...}]
-    changes: Mapped[list[Any]] = mapped_column(default=list)
+    changes: Mapped[list[ShownChange]] = mapped_column(JSON, default=list)
     # Approvals are bound to this: a change of `changes` makes earlier approvals void.
     changes_hash: Mapped[str] = mapped_column(String(64))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.clock import now
 from webapp.extensions import Model
+from webapp.models.health import StageHealthCheck
 from webapp.models.platform import Environment, Feature, Project, Segment
 
 TRIGGER_TYPES = ("ON_ENTER", "WAIT_FOR")
@@ -77,7 +78,7 @@ class PipelineStage(Model):
         back_populates="stage",
         cascade="all, delete-orphan",
     )
-    checks: Mapped[list["StageHealthCheck"]] = relationship(  # noqa: F821
+    checks: Mapped[list[StageHealthCheck]] = relationship(
         order_by="StageHealthCheck.position", cascade="all, delete-orphan",
     )
 

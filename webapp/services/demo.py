@@ -114,6 +114,7 @@ def _seed_guarded_pipeline(project: Project) -> str:
     builder.publish_pipeline(pipeline, pipeline.version, SYSTEM)
     row = alerts.update_integrations(project, {"alert_receiver": "enable"}, SYSTEM)
     secret = row.alert_secret
+    assert secret is not None  # "enable" made one
     feature_ids = list(db.session.scalars(select(Feature.id).where(
         Feature.project_id == project.id, Feature.name.in_(GUARDED_FLAGS))))
     controls.add_flags(project, pipeline.id, feature_ids, SYSTEM)

@@ -8,6 +8,7 @@ their answer triggers `flag-changed`, on which the board asks for itself again.
 """
 
 import re
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, abort, request, url_for
@@ -77,7 +78,7 @@ def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
         state["q"] = view.query
     if selected:
         state["run"] = selected
-    args = {"project_id": project_id, "pipeline_id": view.pipeline.id}
+    args: dict[str, Any] = {"project_id": project_id, "pipeline_id": view.pipeline.id}
     page = url_for("board.pipeline", **args)
 
     def board_url(more: board.Column | None = None, reset: bool = False,

@@ -7,6 +7,8 @@ error's status (403, 409, 422) with why, nothing changed. A commit rings the run
 the service committed (views enqueue, services never do).
 """
 
+from typing import Any
+
 from flask import Blueprint, current_app, g, redirect, request, url_for
 from flask_login import current_user, login_required
 
@@ -34,7 +36,7 @@ def index(project_id: int):
     project = project_or_404(project_id)
     form = FilterForm(formdata=request.args).offer(
         projects.environments_of(project.id), change_request_pages.flags_with_requests(project.id))
-    context = {"project": project, "form": form, "tabs": TABS,
+    context: dict[str, Any] = {"project": project, "form": form, "tabs": TABS,
                "counts": change_request_pages.counts_by_status(project.id), "rows": None,
                "filter_args": {}}
     if not form.validate():

@@ -243,7 +243,7 @@ def _edit(project_id: int, pipeline_id: int, key: str,
     token = stage_undo.sign(pipeline_id, undo[0]) if undo else ""
     if not wants_fragment():
         anchor = key if key.startswith(("stage-", "action-", "check-")) and not undo else "stages"
-        args = {"undo": token} if token else {}
+        args: dict[str, Any] = {"undo": token} if token else {}
         return redirect(url_for("pipelines.detail", project_id=project.id,
                                 pipeline_id=pipeline_id, _anchor=anchor, **args), 303)
     return _render_builder(project, pipeline_id, undo=token)
@@ -358,7 +358,7 @@ def _confirm(project_id: int, pipeline_id: int, endpoint: str, service: Callable
             pipeline = catalog.get_pipeline(project.id, pipeline_id)
             blocked = notice
         else:
-            args = {"project_id": project.id}
+            args: dict[str, Any] = {"project_id": project.id}
             if done != "index":
                 args["pipeline_id"] = pipeline_id
             target = url_for(f"pipelines.{done}", **args)

@@ -12,6 +12,13 @@ from webapp.models import (
     Feature,
     Segment,
 )
+from webapp.models.changes import (
+    Change,
+    OverrideChange,
+    OverrideRemoval,
+    ShownChange,
+    StateChange,
+)
 from webapp.orm import fit
 from webapp.services.actors import Actor
 from webapp.services.errors import Forbidden, Invalid, NotFound
@@ -48,8 +55,8 @@ def set_state(feature: Feature, environment_id: int, actor: Actor, *, enabled: b
         kwargs = {} if raw_value is _UNSET else {"raw_value": raw_value}
         flags.set_state(feature, environment_id, actor, enabled=enabled, **kwargs)
         return None
-    change: dict[str, Any] = {"kind": "state", "environment_id": environment.id,
-                              "feature_id": feature.id}
+    change: StateChange = {"kind": "state", "environment_id": environment.id,
+                           "feature_id": feature.id}
     if enabled is not None:
         change["enabled"] = bool(enabled)
     if raw_value is not _UNSET:
@@ -73,9 +80,10 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
         return None
     segment = flags.segment_of(feature.project_id, segment_id)
     value, parsed_priority = values.parse_override(feature.value_type, raw_value, priority)
-    change = {"kind": "override", "environment_id": environment.id, "feature_id": feature.id,
-              "segment_id": segment.id, "enabled": bool(enabled), "value": value,
-              "priority": parsed_priority}
+    change: OverrideChange = {
+        "kind": "override", "environment_id": environment.id, "feature_id": feature.id,
+        "segment_id": segment.id, "enabled": bool(enabled), "value": value,
+        "priority": parsed_priority}
     exists = flag_changes.read_target(change) is not None
     if must_exist and not exists:
         raise NotFound("Override not found.")
@@ -97,14 +105,14 @@ def remove_override(feature: Feature, environment_id: int, segment_id: int, acto
 
         flags.remove_override(feature, environment_id, segment_id, actor)
         return None
-    change = {"kind": "remove_override", "environment_id": environment.id,
-              "feature_id": feature.id, "segment_id": segment_id}
+    change: OverrideRemoval = {"kind": "remove_override", "environment_id": environment.id,
+                               "feature_id": feature.id, "segment_id": segment_id}
     if flag_changes.read_target(change) is None:
         raise NotFound("Override not found.")
     return open_manual(feature, environment, [change], actor)
 
 
-def open_manual(feature: Feature, environment: Environment, changes: list[dict[str, Any]],
+def open_manual(feature: Feature, environment: Environment, changes: list[Change],
                 actor: Actor, *, title: str | None = None, description: str = "") -> ChangeRequest:
     """Open a change request for a person's `changes` (flag_changes change dicts) to one flag
     in one environment that needs approvals.
@@ -143,7 +151,7 @@ def open_manual(feature: Feature, environment: Environment, changes: list[dict[s
     return request
 
 
-def _describe(change: dict[str, Any]) -> str:
+def _describe(change: StateChange | OverrideChange | ShownChange) -> str:
     parts = []
     if "enabled" in change:
         parts.append("enabled" if change["enabled"] else "disabled")
@@ -152,7 +160,7 @@ def _describe(change: dict[str, Any]) -> str:
     return " and ".join(parts) or "saved"
 
 
-def _summary(shown: list[dict[str, Any]], feature: Feature) -> str:
+def _summary(shown: list[ShownChange], feature: Feature) -> str:
     change = shown[0]
     if change["kind"] == "state":
         return _describe(change)

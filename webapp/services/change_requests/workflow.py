@@ -17,7 +17,7 @@ Rules:
   two people clicking at once give two approvals and at most one commit.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 
@@ -34,6 +34,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
+from webapp.models.changes import Change, PlannedChange, ShownChange
 from webapp.services.actors import Actor
 from webapp.services.change_requests import opening
 from webapp.services.change_requests.opening import _describe
@@ -178,15 +179,18 @@ def commit(project_id: int, request_id: int, actor: Actor,
     feature_name = _feature_name(request)
     bell = None
     if request.run_id is not None:
+        # A pipeline's request holds what its stage planned.
+        planned = cast("list[PlannedChange]", changes)
         try:
-            bell = transition.commit_approved(request.run_id, request.stage_id, changes,
-                                          change_request_id=request.id, now=moment)
+            bell = transition.commit_approved(request.run_id, request.stage_id, planned,
+                                              change_request_id=request.id, now=moment)
         except planning.StageFailed as error:
             db.session.rollback()
             raise Conflict(str(error)) from None
     else:
-        environment = db.session.get(Environment, request.environment_id)
-        for change in changes:
+        environment = db.session.get_one(Environment, request.environment_id)
+        # A person's request holds flag changes (a rollout only comes from a stage).
+        for change in cast("list[Change]", changes):
             _apply_manual(request, change, actor, feature_name, environment)
     _cas_request(request, status="committed", committed_at=moment, committed_by_id=user.id,
                  updated_at=moment)
@@ -201,17 +205,16 @@ def commit(project_id: int, request_id: int, actor: Actor,
     return bell
 
 
-def _apply_manual(request: ChangeRequest, change: dict[str, Any], actor: Actor,
+def _apply_manual(request: ChangeRequest, change: Change, actor: Actor,
                   feature_name: str, environment: Environment) -> None:
-    kind = change["kind"]
     segment_name = ""
-    if kind != "state":
+    if change["kind"] != "state":
         segment = db.session.get(Segment, change["segment_id"])
         segment_name = segment.name if segment else f"#{change['segment_id']}"
-    if kind == "state":
+    if change["kind"] == "state":
         event = "FEATURE_STATE_UPDATED"
         message = f"Flag {feature_name} {_describe(change)} in {environment.name}"
-    elif kind == "override":
+    elif change["kind"] == "override":
         verb = "updated" if flag_changes.read_target(change) is not None else "created"
         event = f"SEGMENT_OVERRIDE_{verb.upper()}"
         message = (f"Override of {feature_name} for segment {segment_name} {verb} in "
@@ -259,8 +262,8 @@ def reopen(project_id: int, request_id: int, actor: Actor) -> None:
     audit.record(actor, REOPENED, f"Change request #{request.id} re-opened: {request.title}",
                  **_audit_fields(request, feature_name), run_id=request.run_id,
                  after={"changes": fresh})
-    _notify_reviewers(request, db.session.get(Environment, request.environment_id), feature_name,
-                      round_=request.version + 1)
+    _notify_reviewers(request, db.session.get_one(Environment, request.environment_id),
+                      feature_name, round_=request.version + 1)
     db.session.commit()
 
 
@@ -336,7 +339,7 @@ def _halt_run(request: ChangeRequest, actor: Actor, feature_name: str) -> None:
                  feature_id=run.feature_id, run_id=run.id, change_request_id=request.id)
 
 
-def _refresh(request: ChangeRequest, fresh: list[dict[str, Any]], actor: Actor) -> None:
+def _refresh(request: ChangeRequest, fresh: list[ShownChange], actor: Actor) -> None:
     """Store the recomputed diff with a new hash (earlier approvals stop counting), on its own."""
     _cas_request(request, changes=fresh, changes_hash=_hash(fresh, request.version + 1),
                  updated_at=clock_now())

@@ -107,10 +107,10 @@ def filter_choices(project_id: int) -> FilterChoices:
         event_types=_distinct(project_id, "event_type"),
         actors=_distinct(project_id, "actor_label"),
         pipelines=[(p.id, p.name + (" (deleted)" if p.deleted_at else "")) for p in pipelines],
-        features=[tuple(row) for row in db.session.execute(
+        features=[(row.id, row.name) for row in db.session.execute(
             select(Feature.id, Feature.name).where(Feature.project_id == project_id)
             .order_by(Feature.name))],
-        environments=[tuple(row) for row in db.session.execute(
+        environments=[(row.id, row.name) for row in db.session.execute(
             select(Environment.id, Environment.name).where(Environment.project_id == project_id)
             .order_by(Environment.position, Environment.id))],
     )
@@ -175,8 +175,8 @@ def _filtered(project_id: int, filters: AuditFilter) -> Select:
 
 def count(project_id: int, filters: AuditFilter) -> int:
     """How many entries the filters match (the API's `count`)."""
-    return db.session.scalar(select(func.count()).select_from(
-        _filtered(project_id, filters).with_only_columns(AuditEntry.id).subquery()))
+    return db.session.execute(select(func.count()).select_from(
+        _filtered(project_id, filters).with_only_columns(AuditEntry.id).subquery())).scalar_one()
 
 
 def _unindexed(column):

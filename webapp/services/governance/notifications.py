@@ -70,7 +70,7 @@ def announce(recipients: list[tuple[int, int | None]], kind: str, message: str, 
              "created_at": moment, "idempotency_key": k}
             for (uid, pid), k in zip(recipients, keys, strict=True) if k not in seen]
     if rows:
-        db.session.execute(insert(Notification.__table__), rows)
+        db.session.execute(insert(table_of(Notification)), rows)
     return len(rows)
 
 

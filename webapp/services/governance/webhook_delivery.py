@@ -122,21 +122,21 @@ def _deliveries(message: OutboxMessage, moment) -> list[dict[str, Any]]:
     payload = message.payload
     event_type = payload["event_type"]
     rows = []
-    for hook_id, kind, events in db.session.execute(
+    for hook in db.session.execute(
             select(Webhook.id, Webhook.kind, Webhook.events)
             .where(Webhook.project_id == payload["project_id"], Webhook.enabled)
             .order_by(Webhook.id)):
-        if kind == "slack":
+        if hook.kind == "slack":
             if event_type not in SLACK_EVENTS or not payload.get("slack"):
                 continue
             body = json.dumps({"text": payload["slack"]})
-        elif group_of(event_type) in (events or ()):
+        elif group_of(event_type) in (hook.events or ()):
             body = payload["body"]
         else:
             continue
-        rows.append({"webhook_id": hook_id, "outbox_message_id": message.id,
+        rows.append({"webhook_id": hook.id, "outbox_message_id": message.id,
                      "idempotency_key": fit(WebhookDelivery.idempotency_key,
-                                            f"{message.idempotency_key}:receiver:{hook_id}"),
+                                            f"{message.idempotency_key}:receiver:{hook.id}"),
                      "event_type": event_type, "body": body, "status": "pending", "attempts": 0,
                      "next_attempt_at": moment, "created_at": moment})
     return rows

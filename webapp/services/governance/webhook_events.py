@@ -35,6 +35,7 @@ from webapp.models import (
     Segment,
     Webhook,
 )
+from webapp.models.changes import Change, TargetState
 from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 
@@ -98,10 +99,10 @@ def group_of(event_type: str) -> str:
 def wanted(project_id: int) -> set[str]:
     """Event types some enabled receiver of the project wants (empty: write nothing)."""
     found: set[str] = set()
-    for kind, events in db.session.execute(
+    for hook in db.session.execute(
             select(Webhook.kind, Webhook.events)
             .where(Webhook.project_id == project_id, Webhook.enabled)):
-        found |= SLACK_EVENTS if kind == "slack" else set(events or ())
+        found |= SLACK_EVENTS if hook.kind == "slack" else set(hook.events or ())
     if FLAG_UPDATED in found:
         found.add(FLAG_DELETED)
     return found
@@ -111,18 +112,18 @@ def wanted(project_id: int) -> set[str]:
 
 
 def flag_changed(actor: Actor, project_id: int,
-                 items: Iterable[tuple[dict[str, Any], dict | None, dict | None, str | None]]
+                 items: Iterable[tuple[Change, TargetState | None, TargetState | None, str | None]]
                  ) -> None:
     """Announce applied changes as FLAG_UPDATED (FLAG_DELETED for a removed override).
 
     `items` are (change, before, after, idempotency key or None) as flag_changes applied them.
     Adds to the caller's transaction; set-based (a handful of reads per batch)."""
-    items = [item for item in items if item[1] != item[2]]
-    if not items or FLAG_UPDATED not in wanted(project_id):
+    changed = [item for item in items if item[1] != item[2]]
+    if not changed or FLAG_UPDATED not in wanted(project_id):
         return
-    feature_ids = {c["feature_id"] for c, *_ in items}
-    environment_ids = {c["environment_id"] for c, *_ in items}
-    segment_ids = {c["segment_id"] for c, *_ in items if c.get("segment_id")}
+    feature_ids = {c["feature_id"] for c, *_ in changed}
+    environment_ids = {c["environment_id"] for c, *_ in changed}
+    segment_ids = {segment_id for c, *_ in changed if (segment_id := c.get("segment_id"))}
     project = db.session.get_one(Project, project_id)
     features = {f.id: f for f in db.session.scalars(
         select(Feature).where(Feature.id.in_(feature_ids)))}
@@ -133,7 +134,7 @@ def flag_changed(actor: Actor, project_id: int,
         if segment_ids else {}
     stamp = _iso(now())
     rows = []
-    for change, before, after, key in items:
+    for change, before, after, key in changed:
         feature = features[change["feature_id"]]
         feature_json = {
             "id": feature.id, "name": feature.name, "description": feature.description or None,
@@ -146,7 +147,7 @@ def flag_changed(actor: Actor, project_id: int,
                        "name": environments.get(change["environment_id"], "")}
         segment_id = change.get("segment_id")
 
-        def state(values: dict | None, *, feature_json=feature_json, environment=environment,
+        def state(values: TargetState | None, *, feature_json=feature_json, environment=environment,
                   segment_id=segment_id) -> dict | None:
             if values is None:
                 return None
@@ -277,7 +278,8 @@ def _runs(run_ids: set[int]) -> dict[int, dict[str, Any]]:
         .join(Feature, Feature.id == PipelineRun.feature_id)
         .where(PipelineRun.id.in_(run_ids))).all()
     stages = _stages({row[2] for row in rows if row[2]})
-    return {row[0]: {"id": row[0], "status": row[1], "stage": stages.get(row[2]),
+    return {row[0]: {"id": row[0], "status": row[1],
+                     "stage": stages.get(row[2]) if row[2] else None,
                      "pipeline": {"id": row[3], "name": row[4]},
                      "feature": {"id": row[5], "name": row[6]}} for row in rows}
 

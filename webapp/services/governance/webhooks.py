@@ -64,7 +64,7 @@ def address_problem(host: str, port: int) -> str | None:
     except (OSError, UnicodeError):
         return f"The host {host} does not resolve."
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         if not address.is_global or address.is_multicast:

@@ -142,13 +142,13 @@ def _changed_stage(card: Card, stages: list[StageInfo]) -> StageInfo | None:
 def _reads(cards: list[Card], stages: list[StageInfo]) -> dict[int, tuple[str, int]]:
     """Per card (run id), its flag's evaluations since yesterday where it last changed: one
     query for the whole board."""
-    where = {card.run_id: stage for card in cards
+    where = {card.run_id: (card.feature_id, stage.environment, stage.environment_id)
+             for card in cards
              if (stage := _changed_stage(card, stages)) and stage.environment_id is not None}
-    found = analytics.recent((card.feature_id, where[card.run_id].environment_id)
-                             for card in cards if card.run_id in where)
-    return {card.run_id: (where[card.run_id].environment,
-                          found.get((card.feature_id, where[card.run_id].environment_id), 0))
-            for card in cards if card.run_id in where}
+    found = analytics.recent((feature_id, environment_id)
+                             for feature_id, _, environment_id in where.values())
+    return {run_id: (environment, found.get((feature_id, environment_id), 0))
+            for run_id, (feature_id, environment, environment_id) in where.items()}
 
 
 # --- The board of one pipeline -------------------------------------------------------------------

@@ -18,7 +18,7 @@ PostgreSQL and SQLite read them differently, because what is cheap differs:
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from sqlalchemy import (
     Integer,
@@ -45,14 +45,15 @@ CARD_COLUMNS = (
     PipelineRun.hold_kind, PipelineRun.hold_id, PipelineRun.held_since, PipelineRun.held_due_at,
     Feature.name,
 )
+Columns = TypeVarTuple("Columns")
 
 
 @dataclass(frozen=True)
 class BoardRows:
     counts: dict[int, dict[str, int]]  # stage position -> status -> runs (matching the search)
     in_flight: int  # runs in flight in the whole pipeline, whatever the search
-    cards: list[Row[Any]]  # each column's first cards (CARD_COLUMNS), in no particular order
-    launched: list[Row[Any]]  # the Launched column's first cards, latest first
+    cards: list[Row]  # each column's first cards (CARD_COLUMNS), in no particular order
+    launched: list[Row]  # the Launched column's first cards, latest first
     launched_count: int  # launched within the window (matching the search)
 
 
@@ -81,7 +82,7 @@ def read(pipeline_id: int, query: str, limits: dict[int, int], launched_limit: i
     if query:
         in_flight = _in_flight(pipeline_id)
     wanted = {position: limit for position, limit in limits.items() if counts.get(position)}
-    cards: list[Row[Any]] = []
+    cards: list[Row] = []
     if wanted:
         params: dict[str, Any] = {"pipeline_id": pipeline_id}
         if postgres:
@@ -114,7 +115,7 @@ def open_requests(run_ids: list[int]) -> dict[int, int]:
     return {run_id: request_id for run_id, request_id in db.session.execute(
         select(ChangeRequest.run_id, func.max(ChangeRequest.id))
         .where(ChangeRequest.run_id.in_(run_ids), ChangeRequest.status == "open")
-        .group_by(ChangeRequest.run_id))}
+        .group_by(ChangeRequest.run_id)) if run_id is not None}
 
 
 def _in_flight(pipeline_id: int) -> int:
@@ -124,7 +125,8 @@ def _in_flight(pipeline_id: int) -> int:
                PipelineRun.status.in_(RUN_ACTIVE_STATUSES))) or 0
 
 
-def _filtered(statement: Select[Any], query: str, joined: bool = False) -> Select[Any]:
+def _filtered(statement: Select[*Columns], query: str,
+              joined: bool = False) -> Select[*Columns]:
     """Join the flag's name when a search or the cards need it."""
     if query or joined:
         statement = statement.join(Feature, Feature.id == PipelineRun.feature_id)
@@ -133,7 +135,7 @@ def _filtered(statement: Select[Any], query: str, joined: bool = False) -> Selec
     return statement
 
 
-def _column(position: Any, limit: Any, search: bool) -> Select[Any]:
+def _column(position: Any, limit: Any, search: bool) -> Select:
     """One column's first cards: an ordered, limited read of the board index."""
     part = (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
             .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
@@ -144,7 +146,7 @@ def _column(position: Any, limit: Any, search: bool) -> Select[Any]:
 
 
 @lru_cache(maxsize=256)
-def _first_cards_union(columns: int, search: bool) -> Select[Any] | CompoundSelect[Any]:
+def _first_cards_union(columns: int, search: bool) -> Select | CompoundSelect:
     """SQLite: one SELECT per column, in a UNION ALL. Built once per shape with bound
     parameters, so SQLAlchemy's compiled cache serves every poll."""
     parts = [select(_column(bindparam(f"p{n}"), bindparam(f"l{n}"), search).subquery())
@@ -160,7 +162,7 @@ def _wanted_columns() -> Any:
 
 
 @lru_cache(maxsize=1)
-def _first_cards_lateral() -> Select[Any]:
+def _first_cards_lateral() -> Select:
     """PostgreSQL: every column's first cards from one plan (see the module's docstring)."""
     wanted = _wanted_columns()
     column = _column(wanted.c.pos, wanted.c.lim, search=False).lateral("c")
@@ -194,7 +196,7 @@ def _search_postgres(pipeline_id: int, like: str, limits: dict[int, int], launch
 
 
 @lru_cache(maxsize=1)
-def _search_statement() -> CompoundSelect[Any]:
+def _search_statement() -> CompoundSelect[str, int, str, int]:
     """One pass of the name filter over the pipeline's runs (in flight, or launched in the
     window), then from those matches: counts per stage and status ("count"), the launched
     count ("launched"), and the ids of each column's first cards and the Launched column's
@@ -215,9 +217,9 @@ def _search_statement() -> CompoundSelect[Any]:
                      func.count())
               .where(matches.c.status.in_(RUN_ACTIVE_STATUSES))
               .group_by(matches.c.stage_position, matches.c.status))
-    launched_count = (select(literal_column("'launched'"), literal_column("-1"),
-                             literal_column("'launched'"), func.count())
-                      .where(matches.c.ended_at.is_not(None)))
+    launched_count: Select = (select(literal_column("'launched'"), literal_column("-1"),
+                                     literal_column("'launched'"), func.count())
+                              .where(matches.c.ended_at.is_not(None)))
     ranked = (select(matches.c.id, matches.c.stage_position, matches.c.status,
                      func.row_number().over(partition_by=matches.c.stage_position,
                                             order_by=(matches.c.entered_at, matches.c.id))

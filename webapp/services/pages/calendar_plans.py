@@ -40,9 +40,10 @@ class CalendarTimeline:
         stages = self.expected.stages
         if not 0 <= index < len(stages) or stages[index].past:
             return ""
-        if stages[index].acts_at is None:
+        acts_at = stages[index].acts_at
+        if acts_at is None:
             return "not known while held"
-        return moment_text(stages[index].acts_at, self.zones[index], now=self.now)
+        return moment_text(acts_at, self.zones[index], now=self.now)
 
     @property
     def launched(self) -> str:

@@ -106,9 +106,9 @@ def _requesters(requests: list[ChangeRequest]) -> dict[int, str]:
     """Who asked, per request: a person, or "Release pipeline X (flag added by Y)"."""
     user_ids = {r.created_by_id for r in requests if r.created_by_id is not None}
     run_ids = {r.run_id for r in requests if r.run_id is not None}
-    names = {uid: name for uid, name in db.session.execute(
+    names: dict[int, str] = dict(db.session.execute(
         select(User.id, func.coalesce(func.nullif(User.name, ""), User.email))
-        .where(User.id.in_(user_ids)))} if user_ids else {}
+        .where(User.id.in_(user_ids))).all()) if user_ids else {}
     pipelines = dict(db.session.execute(
         select(PipelineRun.id, ReleasePipeline.name)
         .join(ReleasePipeline, ReleasePipeline.id == PipelineRun.pipeline_id)
@@ -150,8 +150,8 @@ def get_detail(project_id: int, request_id: int) -> Detail:
     request = db.session.get(ChangeRequest, request_id)
     if request is None or request.project_id != project_id:
         raise NotFound("Change request not found.")
-    feature = db.session.get(Feature, request.feature_id)
-    environment = db.session.get(Environment, request.environment_id)
+    feature = db.session.get_one(Feature, request.feature_id)
+    environment = db.session.get_one(Environment, request.environment_id)
     run = db.session.get(PipelineRun, request.run_id) if request.run_id else None
     pipeline = db.session.get(ReleasePipeline, run.pipeline_id) if run else None
     stage = db.session.get(PipelineStage, request.stage_id) if request.stage_id else None

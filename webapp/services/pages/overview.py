@@ -45,13 +45,13 @@ def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
                                          hour=0, minute=0, second=0, microsecond=0)
     day = func.date(PipelineRun.ended_at)
     found: dict[str, int] = {}
-    for value, number in db.session.execute(
+    for row in db.session.execute(
         select(day, func.count())
         .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched",
                PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
         .group_by(day)
     ):
-        found[str(value)[:10]] = number
+        found[str(row[0])[:10]] = row[1]  # the date as the database gives it, the count
     series = [(first + timedelta(days=n), 0) for n in range(days)]
     return Launches(since, [(d, found.get(d.isoformat(), 0)) for d, _ in series])
 

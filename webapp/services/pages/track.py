@@ -65,8 +65,8 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
         statement.order_by(PipelineRun.ended_at.is_not(None), PipelineRun.id.desc()).limit(1))
     if run is None:
         return None
-    pipeline = db.session.scalar(
-        select(ReleasePipeline).where(ReleasePipeline.id == run.pipeline_id))
+    pipeline = db.session.execute(
+        select(ReleasePipeline).where(ReleasePipeline.id == run.pipeline_id)).scalar_one()
     stages = _stages_of(run)
     executions = {e.stage_id: e for e in db.session.scalars(
         select(StageExecution).where(StageExecution.run_id == run.id))}
@@ -91,8 +91,8 @@ def flag_track(project_id: int, feature_id: int, run_id: int | None = None) -> T
                                             AuditEntry.run_id == run.id))]
     names = {s.id: s for s in stages}
     for execution in executions.values():
-        stage = names.get(execution.stage_id)
-        label = (f"{stage.name} ({stage.environment})" if stage
+        entered = names.get(execution.stage_id)
+        label = (f"{entered.name} ({entered.environment})" if entered
                  else f"stage {execution.position + 1}")
         history.append(HistoryItem(execution.entered_at, "", f"Entered {label}", "stage"))
         if execution.completed_at is not None:

@@ -118,11 +118,11 @@ def publish_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor) -> N
 def unpublish_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
     """Turn a published pipeline back into a draft. Refuses a draft, or a pipeline with flags in
     flight (Conflict). Audited as RELEASE_PIPELINE_UNPUBLISHED."""
-    pipeline = _lock(pipeline, status="draft")
-    if pipeline is None:
+    locked = _lock(pipeline, status="draft")
+    if locked is None:
         raise Conflict("This pipeline is already a draft.")
-    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_UNPUBLISHED",
-                   f"Release pipeline {pipeline.name} turned back into a draft",
+    audit_pipeline(actor, locked, "RELEASE_PIPELINE_UNPUBLISHED",
+                   f"Release pipeline {locked.name} turned back into a draft",
                    before={"status": "published"}, after={"status": "draft"})
     db.session.commit()
 
@@ -131,12 +131,12 @@ def delete_pipeline(pipeline: ReleasePipeline, actor: Actor) -> None:
     """Soft-delete a pipeline (its name stays in the audit history). Refuses while flags are in
     flight (Conflict). Audited as RELEASE_PIPELINE_DELETED."""
     status = pipeline.status
-    pipeline = _lock(pipeline, deleted_at=now())
-    if pipeline is None:
+    locked = _lock(pipeline, deleted_at=now())
+    if locked is None:
         raise NotFound("Pipeline not found.")
-    audit_pipeline(actor, pipeline, "RELEASE_PIPELINE_DELETED",
-                   f"Release pipeline {pipeline.name} deleted",
-                   before={"name": pipeline.name, "status": status})
+    audit_pipeline(actor, locked, "RELEASE_PIPELINE_DELETED",
+                   f"Release pipeline {locked.name} deleted",
+                   before={"name": locked.name, "status": status})
     db.session.commit()
 
 

@@ -12,7 +12,7 @@ A stage is given as `update_stage` takes one (`name`, `environment_id`, `trigger
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from webapp.database import begin_immediate
 from webapp.extensions import db
@@ -27,6 +27,8 @@ from webapp.services.errors import Conflict, Invalid
 from webapp.services.pipelines import catalog, check_inputs, drafts, inputs
 from webapp.services.platform import projects
 
+P = ParamSpec("P")
+T = TypeVar("T")
 NOT_SAVED = "The pipeline was not saved."
 Parsed = list[tuple[dict[str, Any], list[dict[str, Any]]]]  # per stage: its columns, its actions'
 
@@ -43,7 +45,7 @@ def create_pipeline(project: Project, actor: Actor, *, name: str, description: s
     db.session.rollback()  # this unit of work reads (environments, segments) and then writes
     begin_immediate()
     errors: dict[str, list[str]] = {}
-    name = _attempt(errors, "", lambda: projects.check_name(name))
+    name = _attempt(errors, "", projects.check_name, name) or ""  # None: refused below
     parsed = _parse_stages(project_id, stages, errors)
     if errors:
         raise Invalid(NOT_SAVED, errors)
@@ -74,7 +76,7 @@ def replace_pipeline(pipeline: ReleasePipeline, version: Any, actor: Actor, *, n
     """
     pipeline, expected = drafts.open_draft(pipeline, version, whole=True)
     errors: dict[str, list[str]] = {}
-    name = _attempt(errors, "", lambda: projects.check_name(name))
+    name = _attempt(errors, "", projects.check_name, name) or ""  # None: refused below
     parsed = _parse_stages(pipeline.project_id, stages, errors)
     if errors:
         raise Invalid(NOT_SAVED, errors)
@@ -119,22 +121,19 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
     for index, spec in enumerate(stages):
         where = f"stages[{index}]."
         columns: dict[str, Any] = {
-            "name": _attempt(errors, where, lambda spec=spec: projects.check_name(
-                spec.get("name"))),
+            "name": _attempt(errors, where, projects.check_name, spec.get("name")),
         }
-        environment = _attempt(errors, where, lambda spec=spec: inputs.environment_of(
-            project_id, spec.get("environment_id")))
+        environment = _attempt(errors, where, inputs.environment_of, project_id,
+                               spec.get("environment_id"))
         columns["environment_id"] = environment.id if environment else None
         columns["trigger_type"], columns["wait_seconds"] = _attempt(
-            errors, where, lambda spec=spec: inputs.parse_trigger(spec)) or ("ON_ENTER", None)
-        columns.update(_attempt(errors, where, lambda spec=spec: check_inputs.parse_stage_checks(
-            spec)) or {})
+            errors, where, inputs.parse_trigger, spec) or ("ON_ENTER", None)
+        columns.update(_attempt(errors, where, check_inputs.parse_stage_checks, spec) or {})
         actions = []
         rollouts = 0
         for number, data in enumerate(spec.get("actions") or []):
             here = f"{where}actions[{number}]."
-            fields = _attempt(errors, here, lambda data=data: inputs.action_fields(
-                project_id, data))
+            fields = _attempt(errors, here, inputs.action_fields, project_id, data)
             if fields is None:
                 continue
             rollouts += fields["action_type"] == "PHASED_ROLLOUT"
@@ -146,10 +145,11 @@ def _parse_stages(project_id: int, stages: list[dict[str, Any]],
     return parsed
 
 
-def _attempt(errors: dict[str, list[str]], prefix: str, parse: Callable[[], Any]) -> Any:
-    """parse(), or None with its field errors added to `errors` under `prefix`."""
+def _attempt(errors: dict[str, list[str]], prefix: str, parse: Callable[P, T],
+             *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """parse(*args, **kwargs), or None with its field errors added to `errors` under `prefix`."""
     try:
-        return parse()
+        return parse(*args, **kwargs)
     except Invalid as error:
         where = error.field_errors or {"": [error.message]}
         for field, messages in where.items():

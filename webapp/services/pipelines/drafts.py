@@ -4,7 +4,7 @@ with a compare-and-set, snapshot stages for the audit log and write the audit en
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import selectinload
 
 from webapp.clock import now
@@ -40,7 +40,7 @@ def _lock(pipeline: ReleasePipeline, **values: Any) -> ReleasePipeline | None:
     pipeline_id = pipeline.id
     db.session.rollback()
     begin_immediate()
-    conditions = [ReleasePipeline.deleted_at.is_(None)]
+    conditions: list[ColumnElement[bool]] = [ReleasePipeline.deleted_at.is_(None)]
     if values.get("status") == "draft":
         conditions.append(ReleasePipeline.status == "published")
     if not compare_and_set(ReleasePipeline, pipeline_id, None, where=conditions,
@@ -77,18 +77,18 @@ def open_draft(pipeline: ReleasePipeline, version: Any, *,
             selectinload(ReleasePipeline.stages).selectinload(PipelineStage.actions))
     # Otherwise stages load on first use, and only the edited stage's actions: most edits
     # touch one stage, and the builder answers within a tight time budget.
-    pipeline = db.session.scalar(query)
-    if pipeline is None:
+    draft = db.session.scalar(query)
+    if draft is None:
         raise NotFound("Pipeline not found.")
-    if not pipeline.is_draft:
+    if not draft.is_draft:
         raise Conflict(PUBLISHED_MESSAGE)
     try:
         expected = int(str(version).strip())
     except (TypeError, ValueError):
         raise Conflict(STALE_MESSAGE) from None
-    if expected != pipeline.version:
+    if expected != draft.version:
         raise Conflict(STALE_MESSAGE)
-    return pipeline, expected
+    return draft, expected
 
 
 def claim_version(pipeline: ReleasePipeline, expected: int, **values: Any) -> None:

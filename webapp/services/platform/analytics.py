@@ -74,7 +74,7 @@ def flush() -> int:
     connection = redis_conn.connection()
     written = 0
     for raw_key in connection.smembers(PENDING):
-        key = raw_key.decode()
+        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
         pipe = connection.pipeline(transaction=True)
         pipe.hgetall(key)
         pipe.delete(key)

@@ -43,6 +43,12 @@ class Principal:
     organisation_id: int | None = None
     user: User | None = None
 
+    @property
+    def token_user(self) -> User:
+        """A user token's user: `authenticate` refuses a user token without an active one."""
+        assert self.user is not None
+        return self.user
+
 
 def authenticate(authorization: str | None) -> Principal:
     """The principal of an `Authorization` header value; refuses a missing, malformed,
@@ -84,7 +90,7 @@ def _note_use(row: ApiKey) -> None:
 def role_in(principal: Principal, project: Project) -> str | None:
     if principal.kind == "organisation":
         return "admin" if project.organisation_id == principal.organisation_id else None
-    return access.role_in(principal.user, project.id)
+    return access.role_in(principal.token_user, project.id)
 
 
 def project_for(principal: Principal, project_id: int, needs: str = "viewer") -> Project:
@@ -105,7 +111,7 @@ def visible_projects(principal: Principal) -> list[Project]:
             select(Project).where(Project.organisation_id == principal.organisation_id)
             .order_by(Project.id)
         ))
-    return sorted(access.visible_projects(principal.user), key=lambda p: p.id)
+    return sorted(access.visible_projects(principal.token_user), key=lambda p: p.id)
 
 
 def environment_for(principal: Principal, api_key: str, needs: str = "viewer") -> Environment:

@@ -16,6 +16,7 @@ segments read) stays the engine's.
 
 from typing import Any
 
+from flag_engine.context.types import EvaluationContext, FeatureContext, SegmentRule
 from flag_engine.engine import get_evaluation_result
 from flag_engine.segments import constants as engine_operators
 from flag_engine.segments import evaluator as engine_evaluator
@@ -35,7 +36,7 @@ if engine_operators.REGEX not in engine_evaluator.MATCHERS_BY_OPERATOR:  # pragm
 engine_evaluator.MATCHERS_BY_OPERATOR[engine_operators.REGEX] = _match_regex
 
 
-def _rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rules(rules: list[dict[str, Any]]) -> list[SegmentRule]:
     return [
         {
             "type": rule["type"],
@@ -53,10 +54,10 @@ def _rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _feature_contexts(feature_states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _feature_contexts(feature_states: list[dict[str, Any]]) -> list[FeatureContext]:
     contexts = []
     for state in feature_states:
-        context = {
+        context: FeatureContext = {
             "key": str(state.get("django_id") or state["featurestate_uuid"]),
             "name": state["feature"]["name"],
             "enabled": state["enabled"],
@@ -69,7 +70,7 @@ def _feature_contexts(feature_states: list[dict[str, Any]]) -> list[dict[str, An
     return contexts
 
 
-def context_from_document(document: dict[str, Any]) -> dict[str, Any]:
+def context_from_document(document: dict[str, Any]) -> EvaluationContext:
     """The engine's evaluation context for an environment document (no identity)."""
     return {
         "environment": {"key": document["api_key"], "name": document["name"]},
@@ -87,14 +88,14 @@ def context_from_document(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def deciding(context: dict[str, Any]) -> dict[str, Any]:
+def deciding(context: EvaluationContext) -> EvaluationContext:
     """The context without the segments that override no flag: they cannot change an
     identity's flags, yet matching them was most of an identify's evaluation time."""
     return {**context, "segments": {key: segment for key, segment in context["segments"].items()
                                     if segment["overrides"]}}
 
 
-def identity_flags(context: dict[str, Any], identifier: str,
+def identity_flags(context: EvaluationContext, identifier: str,
                    traits: dict[str, Any]) -> dict[str, tuple[bool, Any]]:
     """{feature name: (enabled, value)} of the flags a segment override decides for this
     identity; the others keep their environment default.

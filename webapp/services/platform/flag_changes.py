@@ -4,7 +4,8 @@ Manual toggles, pipeline stages, change requests and rollbacks all apply changes
 `apply_change`, so each bumps the environment's revision, writes the same audit entry shape and
 announces the change to the project's webhooks (FLAG_UPDATED).
 
-A change is a plain dict (it is also stored in change requests and stage snapshots):
+A change is a plain dict, typed by its kind (webapp/models/changes.py; it is also stored in
+change requests):
   {"kind": "state", "environment_id", "feature_id", "enabled"?, "value"?}
   {"kind": "override", "environment_id", "feature_id", "segment_id", "enabled"?, "value"?,
    "priority"?}
@@ -24,6 +25,7 @@ from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import Environment, Feature, FeatureState, PipelineRun, SegmentOverride
+from webapp.models.changes import Change, TargetState
 from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict
@@ -65,7 +67,7 @@ def _override_row(feature_id: int, environment_id: int, segment_id: int) -> Segm
     )
 
 
-def _default_state(feature_id: int) -> dict[str, Any]:
+def _default_state(feature_id: int) -> TargetState:
     """A flag's state in an environment that has no row for it: the flag's defaults."""
     feature = db.session.get(Feature, feature_id)
     if feature is None:
@@ -73,7 +75,7 @@ def _default_state(feature_id: int) -> dict[str, Any]:
     return {"enabled": bool(feature.default_enabled), "value": feature.default_value}
 
 
-def state_now(feature_id: int, environment_id: int) -> dict[str, Any]:
+def state_now(feature_id: int, environment_id: int) -> TargetState:
     """The flag's {"enabled", "value"} in the environment as of now, in this transaction (so
     after the changes applied before in it): what a new segment override starts from."""
     row = _state_row(feature_id, environment_id)
@@ -82,7 +84,7 @@ def state_now(feature_id: int, environment_id: int) -> dict[str, Any]:
     return {"enabled": row.enabled, "value": row.value}
 
 
-def read_target(change: dict[str, Any]) -> dict[str, Any] | None:
+def read_target(change: Change) -> TargetState | None:
     """What the change's target looks like now: {"enabled", "value"[, "priority"]}, or None
     when it is an override that does not exist."""
     if change["kind"] == "state":
@@ -104,12 +106,11 @@ def _next_priority(feature_id: int, environment_id: int) -> int:
     return 0 if highest is None else highest + 1
 
 
-def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
+def write_target(change: Change) -> tuple[TargetState | None, TargetState | None]:
     """Apply the change to the rows; return (before, after) snapshots. No audit, no revision."""
     before = read_target(change)
-    kind = change["kind"]
     feature_id, environment_id = change["feature_id"], change["environment_id"]
-    if kind == "state":
+    if change["kind"] == "state":
         row = _state_row(feature_id, environment_id)
         if row is None:
             row = FeatureState(feature_id=feature_id, environment_id=environment_id,
@@ -119,10 +120,10 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
             row.enabled = bool(change["enabled"])
         if "value" in change:
             row.value = change["value"]
-    elif kind == "override":
+    elif change["kind"] == "override":
+        priority = change.get("priority")
         override = _override_row(feature_id, environment_id, change["segment_id"])
         if override is None:
-            priority = change.get("priority")
             override = SegmentOverride(
                 feature_id=feature_id,
                 environment_id=environment_id,
@@ -133,24 +134,24 @@ def write_target(change: dict[str, Any]) -> tuple[dict | None, dict | None]:
                 **state_now(feature_id, environment_id),
             )
             db.session.add(override)
-        elif change.get("priority") is not None:
-            override.priority = change["priority"]
+        elif priority is not None:
+            override.priority = priority
         if "enabled" in change:
             override.enabled = bool(change["enabled"])
         if "value" in change:
             override.value = change["value"]
-    elif kind == "remove_override":
+    elif change["kind"] == "remove_override":
         removed = _override_row(feature_id, environment_id, change["segment_id"])
         if removed is not None:
             db.session.delete(removed)
     else:
-        raise ValueError(f"unknown change kind {kind!r}")
+        raise ValueError(f"unknown change kind {change['kind']!r}")
     db.session.flush()
     return before, read_target(change)
 
 
 def apply_change(
-    change: dict[str, Any],
+    change: Change,
     actor: Actor,
     *,
     project_id: int,
@@ -161,7 +162,7 @@ def apply_change(
     pipeline_id: int | None = None,
     run_id: int | None = None,
     change_request_id: int | None = None,
-) -> tuple[dict | None, dict | None]:
+) -> tuple[TargetState | None, TargetState | None]:
     """Apply one change in the caller's transaction: rows, environment revision, audit entry."""
     before, after = write_target(change)
     bump_revision(change["environment_id"])
@@ -205,13 +206,13 @@ def refuse_if_in_flight(feature_id: int) -> None:
 
 
 def apply_changes(
-    items: list[tuple[dict[str, Any], dict[str, Any]]],
+    items: list[tuple[Change, dict[str, Any]]],
     actor: Actor,
     *,
     project_id: int,
     event_type: str,
     pipeline_id: int | None = None,
-) -> list[tuple[dict | None, dict | None]]:
+) -> list[tuple[TargetState | None, TargetState | None]]:
     """`apply_change` for many changes at once (the engine's batches), with the same effects:
     rows, one revision bump per environment touched, one audit entry per change.
 
@@ -245,10 +246,10 @@ def apply_changes(
             highest[pair] = max(highest.get(pair, row.priority), row.priority)
 
     # Current values per target, updated change by change (two changes may hit one target).
-    current: dict[tuple, dict | None] = {}
+    current: dict[tuple, TargetState | None] = {}
     row_ids: dict[tuple, int | None] = {}
 
-    def target(change: dict[str, Any]) -> tuple:
+    def target(change: Change) -> tuple:
         key: tuple[Any, ...]
         if change["kind"] == "state":
             key = ("state", change["feature_id"], change["environment_id"])
@@ -266,7 +267,7 @@ def apply_changes(
                 "priority": override.priority}
         return key
 
-    def state_at_this_point(feature_id: int, environment_id: int) -> dict[str, Any]:
+    def state_at_this_point(feature_id: int, environment_id: int) -> TargetState:
         """`state_now` within the batch: after the batch's earlier changes."""
         key = ("state", feature_id, environment_id)
         found = current.get(key)
@@ -277,25 +278,26 @@ def apply_changes(
             return _default_state(feature_id)
         return {"enabled": row.enabled, "value": row.value}
 
-    results = []
+    results: list[tuple[TargetState | None, TargetState | None]] = []
     for change, _entry in items:
         key = target(change)
         before = current[key]
+        after: TargetState | None
         if change["kind"] == "remove_override":
             after = None
         else:
-            after = dict(before) if before else state_at_this_point(
+            after = before.copy() if before else state_at_this_point(
                 change["feature_id"], change["environment_id"])
             if change["kind"] == "override":
+                priority = change.get("priority")
                 if before is None:
                     pair = (change["feature_id"], change["environment_id"])
-                    priority = change.get("priority")
                     if priority is None:
                         priority = highest.get(pair, -1) + 1
                     highest[pair] = max(highest.get(pair, priority), priority)
                     after["priority"] = priority
-                elif change.get("priority") is not None:
-                    after["priority"] = change["priority"]
+                elif priority is not None:
+                    after["priority"] = priority
             if "enabled" in change:
                 after["enabled"] = bool(change["enabled"])
             if "value" in change:
@@ -322,7 +324,8 @@ def apply_changes(
     return results
 
 
-def _write_targets(current: dict[tuple, dict | None], row_ids: dict[tuple, int | None]) -> None:
+def _write_targets(current: dict[tuple, TargetState | None],
+                   row_ids: dict[tuple, int | None]) -> None:
 
 
     moment = now()

@@ -19,6 +19,7 @@ from webapp.models import (
     Segment,
     SegmentOverride,
 )
+from webapp.models.changes import OverrideChange, OverrideRemoval, StateChange
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.governance import audit
@@ -138,7 +139,7 @@ def set_state(feature: Feature, environment_id: int, actor: Actor, *,
     environment's revision.
     """
     env = environment_of(feature.project_id, environment_id)
-    change: dict[str, Any] = {"kind": "state", "environment_id": env.id, "feature_id": feature.id}
+    change: StateChange = {"kind": "state", "environment_id": env.id, "feature_id": feature.id}
     if raw_value is not _UNSET:
         change["value"] = values.parse(feature.value_type, raw_value)
     if enabled is not None:
@@ -169,7 +170,7 @@ def save_override(feature: Feature, environment_id: int, segment_id: int | None,
     env = environment_of(feature.project_id, environment_id)
     segment = segment_of(feature.project_id, segment_id)
     value, parsed_priority = values.parse_override(feature.value_type, raw_value, priority)
-    change: dict[str, Any] = {"kind": "override", "environment_id": env.id,
+    change: OverrideChange = {"kind": "override", "environment_id": env.id,
                               "feature_id": feature.id, "segment_id": segment.id,
                               "enabled": enabled, "value": value, "priority": parsed_priority}
     exists = flag_changes.read_target(change) is not None
@@ -195,8 +196,8 @@ def remove_override(feature: Feature, environment_id: int, segment_id: int, acto
     owns the flag (Conflict). Audited as SEGMENT_OVERRIDE_DELETED; bumps the revision.
     """
     env = environment_of(feature.project_id, environment_id)
-    change = {"kind": "remove_override", "environment_id": env.id, "feature_id": feature.id,
-              "segment_id": segment_id}
+    change: OverrideRemoval = {"kind": "remove_override", "environment_id": env.id,
+                               "feature_id": feature.id, "segment_id": segment_id}
     if flag_changes.read_target(change) is None:
         raise NotFound("Override not found.")
     segment = db.session.get(Segment, segment_id)

@@ -10,12 +10,13 @@ commit's time). Publishing is best effort: a change is committed whether or not 
 import json
 import logging
 
-from flask import current_app, has_app_context
+from flask import has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from webapp import redis_conn
 from webapp.clock import now
+from webapp.extensions import app_object
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _after_commit(session: Session) -> None:
 
 def publish(environment_ids: set[int]) -> None:
     """Tell the stream server these environments changed now. Never raises."""
-    app = current_app._get_current_object()
+    app = app_object()
     if not app.config.get("REDIS_URL") and "railyard.redis" not in app.extensions:
         return  # no Redis configured (a one-off command): nothing streams from this process
     moment = now().timestamp()

@@ -66,7 +66,8 @@ class KeyCache:
         # Connection keywords, not a rendered URL: query options such as
         # `options=-c synchronous_commit=off` or `sslmode` reach libpq as they are.
         url = engine.url
-        self._dsn = make_conninfo(**{key: value for key, value in {
+        # As text: make_conninfo writes every value with str() anyway.
+        self._dsn = make_conninfo("", **{key: str(value) for key, value in {
             "host": url.host, "port": url.port, "dbname": url.database, "user": url.username,
             "password": url.password, **dict(url.query)}.items() if value is not None})
         self._entries: dict[str, Any] = {}

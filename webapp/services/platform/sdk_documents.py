@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flag_engine.context.types import EvaluationContext
 from sqlalchemy import select
 from werkzeug.http import http_date
 
@@ -49,8 +50,8 @@ class Documents:
     flag_json_by_name: dict[str, bytes]
     environment_document: dict[str, Any]
     environment_document_json: bytes
-    context: dict[str, Any]  # the flag engine's evaluation context (no identity)
-    flags_context: dict[str, Any]  # the same, only the segments that override a flag
+    context: EvaluationContext  # the flag engine's evaluation context (no identity)
+    flags_context: EvaluationContext  # the same, only the segments that override a flag
     updated_at: float  # the document's updated_at in epoch seconds (the realtime SDKs compare)
 
 
@@ -107,9 +108,11 @@ def _one_statement(sql: str, params: tuple, result):
     postgresql = db.engine.dialect.name == "postgresql"
     placeholder = "%s" if postgresql else "?"
     connection = db.engine.raw_connection()
+    driver = connection.driver_connection
+    assert driver is not None  # a connection just checked out of the pool is open
     try:
         if postgresql:
-            connection.driver_connection.autocommit = True
+            driver.autocommit = True
         cursor = connection.cursor()
         cursor.execute(sql.format(*([placeholder] * len(params))), params)
         answer = result(cursor)
@@ -117,7 +120,7 @@ def _one_statement(sql: str, params: tuple, result):
         return answer
     finally:
         if postgresql:
-            connection.driver_connection.autocommit = False
+            driver.autocommit = False
         connection.close()  # back to the pool
 
 
@@ -319,12 +322,12 @@ def _build(ref: EnvironmentRef) -> Documents:
         moments.append(segment.updated_at)
         segment_states = []
         for override in overrides.get(segment.id, []):
-            feature = by_id.get(override.feature_id)
-            if feature is None:
+            overridden = by_id.get(override.feature_id)
+            if overridden is None:
                 continue
             moments.append(override.updated_at)
             segment_states.append(_state_document(
-                "override", override.id, feature, override.enabled, override.value,
+                "override", override.id, overridden, override.enabled, override.value,
                 priority=override.priority,
             ))
         segment_documents.append({

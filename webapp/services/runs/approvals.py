@@ -6,8 +6,9 @@ compare-and-set, audit fields and the reviewers' notifications.
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, update
 
@@ -24,6 +25,14 @@ from webapp.models import (
     PipelineRun,
     StageExecution,
     User,
+)
+from webapp.models.changes import (
+    Change,
+    PlannedChange,
+    RolloutStart,
+    RolloutState,
+    ShownChange,
+    TargetState,
 )
 from webapp.orm import fit
 from webapp.services.actors import Actor
@@ -57,42 +66,44 @@ def link(project_id: int, request_id: int) -> str:
 # --- The exact diff -------------------------------------------------------------------------------
 
 
-def bare(change: dict[str, Any]) -> dict[str, Any]:
-    """The change to apply, without its before/after."""
-    return {k: v for k, v in change.items() if k not in _SHOWN}
+def bare(change: Mapping[str, Any]) -> Change | RolloutStart:
+    """The change to apply, without its before/after (a stored ShownChange: what `with_diff`
+    was given)."""
+    return cast("Change | RolloutStart", {k: v for k, v in change.items() if k not in _SHOWN})
 
 
-def with_diff(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_diff(changes: Sequence[Change | RolloutStart]) -> list[ShownChange]:
     """The changes, each with `before` and `after` as they would be if applied now, in order
     (a later change to the same target starts from the earlier one's result)."""
-    current: dict[tuple, dict[str, Any] | None] = {}
-    out = []
+    current: dict[tuple, TargetState | None] = {}
+    out: list[ShownChange] = []
     for change in map(bare, changes):
-        kind = change["kind"]
-        if kind == "rollout":
-            after = {"percent": change["percent"], "enabled": change["enabled"]}
+        if change["kind"] == "rollout":
+            rollout: RolloutState = {"percent": change["percent"], "enabled": change["enabled"]}
             if "value" in change:
-                after["value"] = change["value"]
-            out.append({**change, "before": None, "after": after})
+                rollout["value"] = change["value"]
+            out.append({**change, "before": None, "after": rollout})
             continue
-        target_kind = "state" if kind == "state" else "override"
+        target_kind = "state" if change["kind"] == "state" else "override"
         key = (target_kind, change["feature_id"], change["environment_id"],
                change.get("segment_id"))
         if key not in current:
-            current[key] = flag_changes.read_target({**change, "kind": target_kind})
+            # An override's removal reads the override it removes.
+            current[key] = flag_changes.read_target(change)
         before = current[key]
-        if kind == "remove_override":
+        after: TargetState | None
+        if change["kind"] == "remove_override":
             after = None
         else:
             if before is not None:
-                after = dict(before)
+                after = before.copy()
             else:  # a new override starts from the flag's state at that point (flag_changes)
                 state = current.get(("state", change["feature_id"], change["environment_id"],
                                      None)) or flag_changes.state_now(change["feature_id"],
                                                                       change["environment_id"])
                 after = {"enabled": state["enabled"], "value": state["value"]}
-            if kind == "override" and change.get("priority") is not None:
-                after["priority"] = change["priority"]
+            if change["kind"] == "override" and (priority := change.get("priority")) is not None:
+                after["priority"] = priority
             if "enabled" in change:
                 after["enabled"] = bool(change["enabled"])
             if "value" in change:
@@ -102,7 +113,7 @@ def with_diff(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _hash(changes: list[dict[str, Any]], version: int) -> str:
+def _hash(changes: list[ShownChange], version: int) -> str:
     # The version salts the hash: re-opening a request (same changes) still voids old reviews.
     text = json.dumps(changes, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(f"v{version}:{text}".encode()).hexdigest()
@@ -112,7 +123,7 @@ def _hash(changes: list[dict[str, Any]], version: int) -> str:
 
 
 def open_for_stage(*, run: PipelineRun, pipeline_name: str, stage_id: int, stage_name: str,
-                   environment_id: int, feature_name: str, changes: list[dict[str, Any]],
+                   environment_id: int, feature_name: str, changes: list[PlannedChange],
                    now: datetime) -> ChangeRequest:
     """Open a change request holding exactly the stage's planned `changes` (each with its
     before/after), in the engine's transition (the caller commits, with the run's
@@ -202,7 +213,7 @@ def _notify_reviewers(request: ChangeRequest, environment: Environment, feature_
             key=f"v{round_ or request.version}:waiting")
 
 
-def _notify(request: ChangeRequest, user_ids: list[int | None], kind: str, message: str, *,
+def _notify(request: ChangeRequest, user_ids: Sequence[int | None], kind: str, message: str, *,
             key: str, skip: int | None = None) -> None:
     users = sorted({u for u in user_ids if u is not None and u != skip})
     if not users:

@@ -21,6 +21,7 @@ from webapp.models import (
     SegmentOverride,
     StageExecution,
 )
+from webapp.models.changes import Change, ChangeTarget, TargetState
 from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, NotFound
@@ -258,9 +259,9 @@ def roll_back_locked(run: PipelineRun, actor: Actor, *, event: str =
 
 def _restore(run: PipelineRun, environment_id: int, snapshot: dict[str, Any], actor: Actor) -> int:
     feature_id = run.feature_id
-    changes: list[dict[str, Any]] = []
+    changes: list[Change] = []
     state = snapshot.get("state")
-    base = {"environment_id": environment_id, "feature_id": feature_id}
+    base: ChangeTarget = {"environment_id": environment_id, "feature_id": feature_id}
     if state is not None:
         current = flag_changes.read_target({"kind": "state", **base})
         if current != state:
@@ -278,7 +279,8 @@ def _restore(run: PipelineRun, environment_id: int, snapshot: dict[str, Any], ac
         select(Segment.id).where(Segment.id.in_(list(wanted)))))
     for segment_id, override in wanted.items():
         now_there = current_overrides.get(segment_id)
-        target = {k: override[k] for k in ("enabled", "value", "priority")}
+        target: TargetState = {"enabled": override["enabled"], "value": override["value"],
+                               "priority": override["priority"]}
         if segment_id in existing_segments and now_there != target:
             changes.append({"kind": "override", **base, "segment_id": segment_id, **target})
     for change in changes:

@@ -34,6 +34,7 @@ from webapp.models import (
     StageExecution,
     User,
 )
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.governance import webhook_events
@@ -319,12 +320,13 @@ def _insert(project_id: int, pipeline: ReleasePipeline, stages: list[PipelineSta
     first = stages[0]
     due = _due(first, moment)
     words = describe.stage_snapshot(pipeline.id)  # the track shows these, whatever comes later
-    runs, executions, entries = (PipelineRun.__table__.c, StageExecution.__table__.c,
-                                 AuditEntry.__table__.c)
+    run_table, execution_table, entry_table = (table_of(PipelineRun), table_of(StageExecution),
+                                               table_of(AuditEntry))
+    runs, executions, entries = run_table.c, execution_table.c, entry_table.c
     run_ids: dict[int, int] = {}
     for chunk in _chunks(joining, BATCH):
         made: dict[int, int] = {}
-        made.update(db.session.execute(_insert_select(PipelineRun.__table__, Feature, {
+        made.update(db.session.execute(_insert_select(run_table, Feature, {
             runs.project_id: project_id, runs.pipeline_id: pipeline.id,
             runs.feature_id: Feature.id, runs.stage_id: first.id, runs.stage_position: 0,
             runs.status: "waiting", runs.entered_at: moment, runs.due_at: due,
@@ -334,11 +336,11 @@ def _insert(project_id: int, pipeline: ReleasePipeline, stages: list[PipelineSta
         run_ids.update(made)
         in_chunk = (PipelineRun.pipeline_id == pipeline.id, PipelineRun.ended_at.is_(None),
                     PipelineRun.feature_id.in_(chunk))
-        db.session.execute(_insert_select(StageExecution.__table__, PipelineRun, {
+        db.session.execute(_insert_select(execution_table, PipelineRun, {
             executions.run_id: PipelineRun.id, executions.stage_id: first.id,
             executions.position: 0, executions.entered_at: moment, executions.snapshot: {},
         }, *in_chunk))
-        db.session.execute(_insert_select(AuditEntry.__table__, PipelineRun, {
+        db.session.execute(_insert_select(entry_table, PipelineRun, {
             entries.created_at: moment,
             entries.organisation_id: actor.organisation_id, entries.project_id: project_id,
             entries.actor_type: actor.kind, entries.actor_user_id: actor.user_id,

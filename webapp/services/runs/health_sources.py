@@ -69,8 +69,9 @@ def query_prometheus(prometheus: tuple[str, str] | None, check: CheckInfo, flag:
     value = _single_value(body)
     if isinstance(value, str):
         return Result("unknown", None, value)
-    ok = _COMPARE[check.comparison or "<"](value, check.threshold)
-    detail = f"{value:g} {'meets' if ok else 'breaks'} {check.comparison} {check.threshold:g}"
+    threshold = check.threshold or 0.0  # every PROMETHEUS check has one (check_inputs)
+    ok = _COMPARE[check.comparison or "<"](value, threshold)
+    detail = f"{value:g} {'meets' if ok else 'breaks'} {check.comparison} {threshold:g}"
     return Result("healthy" if ok else "failing", value, detail)
 
 
@@ -91,7 +92,8 @@ def _single_value(body: Any) -> float | str:
         error = body.get("error") if isinstance(body, dict) else body
         return f"Prometheus answered an error: {str(error)[:300]}"
     data = body.get("data") or {}
-    kind, result = data.get("resultType"), data.get("result")
+    kind = data.get("resultType")
+    result: Any = data.get("result")  # whatever it is: a wrong shape is caught below
     try:
         if kind == "scalar":
             samples = [float(result[1])]

@@ -21,6 +21,7 @@ from webapp.models import (
     SegmentOverride,
     StageAction,
 )
+from webapp.models.changes import ActionTag, ChangeTarget, PlannedChange, RolloutStart
 from webapp.models.health import (
     StageHealthCheck,
 )
@@ -104,7 +105,7 @@ def load_pipeline(pipeline_id: int) -> PipelineInfo:
     if pipeline is None:
         raise LookupError(f"pipeline {pipeline_id} not found")
     rows = db.session.execute(
-        select(PipelineStage, Environment.name)
+        select(PipelineStage, Environment.id, Environment.name)
         .join(Environment, Environment.id == PipelineStage.environment_id)
         .where(PipelineStage.pipeline_id == pipeline_id)
         .order_by(PipelineStage.position)
@@ -122,10 +123,10 @@ def load_pipeline(pipeline_id: int) -> PipelineInfo:
 
     checks = planning.load_checks(pipeline_id)
     stages = tuple(
-        StageInfo(s.id, s.position, s.name or f"Stage {s.position + 1}", s.environment_id, env_name,
+        StageInfo(s.id, s.position, s.name or f"Stage {s.position + 1}", env_id, env_name,
                   s.trigger_type, s.wait_seconds, tuple(actions.get(s.id, ())),
                   checks.get(s.id, ()), s.on_unhealthy)
-        for s, env_name in rows
+        for s, env_id, env_name in rows
     )
     return PipelineInfo(pipeline.id, pipeline.name, pipeline.project_id, pipeline.created_by_id,
                         stages)
@@ -149,7 +150,7 @@ class Cache:
 # --- Planning: what a stage would change (pure: reads, never writes) ------------------------------
 
 
-def plan_stage_changes(run: Any, stage: StageInfo) -> list[dict[str, Any]]:
+def plan_stage_changes(run: Any, stage: StageInfo) -> list[PlannedChange]:
     """The changes a stage's actions make to the run's flag, in order, as flag_changes change dicts.
 
     They are applied in this order, each seeing what the earlier ones did (`flag_changes`): a
@@ -163,30 +164,38 @@ def plan_stage_changes(run: Any, stage: StageInfo) -> list[dict[str, Any]]:
     Each dict also carries `action_id` and `action_type`. A phased rollout is one change of kind
     "rollout" (the hidden segment does not exist yet) with its initial `percent`.
     """
-    base = {"environment_id": stage.environment_id, "feature_id": run.feature_id}
-    changes: list[dict[str, Any]] = []
+    base: ChangeTarget = {"environment_id": stage.environment_id, "feature_id": run.feature_id}
+    changes: list[PlannedChange] = []
     for action in stage.actions:
-        tag = {"action_id": action.id, "action_type": action.action_type}
+        tag: ActionTag = {"action_id": action.id, "action_type": action.action_type}
         kind = action.action_type
         if kind == "TOGGLE_FEATURE":
             changes.append({"kind": "state", **base, "enabled": bool(action.enabled), **tag})
         elif kind == "UPDATE_FEATURE_VALUE":
             changes.append({"kind": "state", **base, "value": action.value, **tag})
         elif kind == "TOGGLE_FEATURE_FOR_SEGMENT":
-            changes.append({"kind": "override", **base, "segment_id": action.segment_id,
+            changes.append({"kind": "override", **base, "segment_id": _segment_of(action, stage),
                             "enabled": bool(action.enabled), **tag})
         elif kind == "UPDATE_FEATURE_VALUE_FOR_SEGMENT":
-            changes.append({"kind": "override", **base, "segment_id": action.segment_id,
+            changes.append({"kind": "override", **base, "segment_id": _segment_of(action, stage),
                             "value": action.value, **tag})
         elif kind == "PHASED_ROLLOUT":
-            change = {"kind": "rollout", **base, "percent": min(100, action.rollout_initial or 0),
-                      "enabled": bool(action.enabled), **tag}
+            change: RolloutStart = {"kind": "rollout", **base,
+                                    "percent": min(100, action.rollout_initial or 0),
+                                    "enabled": bool(action.enabled), **tag}
             if action.sets_value:
                 change["value"] = action.value
             changes.append(change)
         else:
             raise ValueError(f"unknown action type {kind!r}")
     return changes
+
+
+def _segment_of(action: ActionInfo, stage: StageInfo) -> int:
+    # Publishing needs a segment, and a segment a live pipeline uses cannot be deleted.
+    if action.segment_id is None:
+        raise StageFailed(f"The segment of stage {stage.name} no longer exists.")
+    return action.segment_id
 
 
 def rollout_rules(percent: int) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.models.changes import OverrideChange, PlannedChange, RolloutStart, StateChange
 from webapp.orm import fit, table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import audit, notifications, webhook_events
@@ -32,7 +33,7 @@ from webapp.services.runs.planning import (
 log = logging.getLogger(__name__)
 
 
-def _describe(change: dict[str, Any]) -> str:
+def _describe(change: PlannedChange) -> str:
     parts = []
     if "enabled" in change:
         parts.append("enabled" if change["enabled"] else "disabled")
@@ -41,7 +42,7 @@ def _describe(change: dict[str, Any]) -> str:
     return " and ".join(parts)
 
 
-def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
+def _apply_planned(ctx: _Ctx, change: PlannedChange) -> None:
     if change["kind"] == "rollout":
         _start_rollout(ctx, change)
         return
@@ -54,7 +55,7 @@ def _apply_planned(ctx: _Ctx, change: dict[str, Any]) -> None:
     )
 
 
-def _start_rollout(ctx: _Ctx, change: dict[str, Any]) -> None:
+def _start_rollout(ctx: _Ctx, change: RolloutStart) -> None:
     percent = change["percent"]
     segment = Segment(project_id=ctx.pipeline.project_id, is_system=True,
                       name=fit(Segment.name,
@@ -63,9 +64,9 @@ def _start_rollout(ctx: _Ctx, change: dict[str, Any]) -> None:
     db.session.add(segment)
     db.session.flush()
     ctx.segment_id = segment.id
-    override = {"kind": "override", "environment_id": change["environment_id"],
-                "feature_id": change["feature_id"], "segment_id": segment.id,
-                "enabled": change["enabled"], "priority": -1}
+    override: OverrideChange = {"kind": "override", "environment_id": change["environment_id"],
+                                "feature_id": change["feature_id"], "segment_id": segment.id,
+                                "enabled": change["enabled"], "priority": -1}
     if "value" in change:
         override["value"] = change["value"]
     before, after = flag_changes.write_target(override)
@@ -123,8 +124,8 @@ def _finish_rollout(ctx: _Ctx, segment_id: int, percent: int):
     """
     rollout = ctx.stage.rollout
     assert rollout is not None
-    state = {"kind": "state", "environment_id": ctx.stage.environment_id,
-             "feature_id": ctx.run.feature_id, "enabled": bool(rollout.enabled)}
+    state: StateChange = {"kind": "state", "environment_id": ctx.stage.environment_id,
+                          "feature_id": ctx.run.feature_id, "enabled": bool(rollout.enabled)}
     if rollout.sets_value:
         state["value"] = rollout.value
     flag_changes.apply_change(

@@ -19,6 +19,7 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.models.changes import Change
 from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.platform import flag_changes
@@ -97,8 +98,8 @@ def advance_many(pairs: list[tuple[int, int | None]], *, now: datetime | None = 
                 pending.append((run_id, version))  # the next stage fires at once
             else:
                 report.bells.append(Bell(run_id, version, due_at))
-        for run_id, version in singles:
-            outcome, bell = transition(run_id, version, cache=cache, now=moment)
+        for run_id, expected_version in singles:
+            outcome, bell = transition(run_id, expected_version, cache=cache, now=moment)
             if outcome == "moved" and bell is not None and bell.due_at <= moment:
                 report.moved += 1
                 pending.append((bell.run_id, bell.version))
@@ -131,7 +132,7 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
         query = query.with_for_update(of=PipelineRun, skip_locked=True)
     groups: dict[tuple[int, int], list[Any]] = {}
     gated: dict[int, bool] = {}  # environment id -> needs approvals (those runs go one by one)
-    singles: list[tuple[int, int]] = []
+    singles: list[tuple[int, int | None]] = []
     held: dict[int, list[Any]] = {}  # environment id -> due runs the release calendar holds
     memo = calendar.memo_for(cache)
     try:
@@ -192,9 +193,10 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
             raise StageFailed(f"A segment of stage {stage.name} no longer exists.")
     snapshots = take_snapshots([r.feature_id for r in rows], stage.environment_id)
     where = f"(pipeline {pipeline.name}, stage {stage.name}, {stage.environment_name})"
-    items = []
+    items: list[tuple[Change, dict[str, Any]]] = []
     for row in rows:
         for change in plan_stage_changes(row, stage):
+            assert change["kind"] != "rollout"  # a plain stage (fire_batch)
             target = ("for everyone" if change["kind"] == "state"
                       else f"for segment #{change['segment_id']}")
             items.append((change, {

@@ -26,6 +26,7 @@ from webapp.models import (
     Segment,
     StageExecution,
 )
+from webapp.models.changes import PlannedChange
 from webapp.services.actors import Actor
 from webapp.services.governance import audit
 from webapp.services.platform.values import value_fits
@@ -159,7 +160,7 @@ def _after_apply(ctx: _Ctx) -> dict[str, Any]:
     return _complete(ctx)
 
 
-def _check(ctx: _Ctx, changes: list[dict[str, Any]]) -> None:
+def _check(ctx: _Ctx, changes: list[PlannedChange]) -> None:
     for change in changes:
         if "value" in change and not value_fits(ctx.value_type, change["value"]):
             raise StageFailed(f"The value {change['value']!r} of stage {ctx.stage.name} no longer "
@@ -171,7 +172,7 @@ def _check(ctx: _Ctx, changes: list[dict[str, Any]]) -> None:
                 raise StageFailed(f"The segment of stage {ctx.stage.name} no longer exists.")
 
 
-def apply_or_gate(ctx: _Ctx, changes: list[dict[str, Any]]) -> bool:
+def apply_or_gate(ctx: _Ctx, changes: list[PlannedChange]) -> bool:
     """Apply the stage's planned changes now (True), or, when the stage's environment needs
     approvals, open a change request holding exactly `changes` and apply nothing (False).
     """
@@ -187,7 +188,7 @@ def apply_or_gate(ctx: _Ctx, changes: list[dict[str, Any]]) -> bool:
     return True
 
 
-def commit_approved(run_id: int, stage_id: int, changes: list[dict[str, Any]], *,
+def commit_approved(run_id: int, stage_id: int | None, changes: list[PlannedChange], *,
                     change_request_id: int, now: datetime) -> Bell | None:
     """Apply a committed change request's `changes` to its run waiting for approval in
     `stage_id`, through the stage's own code path (audit entries name the change request),
@@ -234,7 +235,7 @@ def record_failure(run_id: int, version: int, error: str, *, now: datetime) -> B
     values: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000]}
     if attempts >= MAX_ATTEMPTS:
         values.update(status="halted", paused_status=run.status, due_at=None, lease_until=None)
-        pipeline = db.session.get(ReleasePipeline, run.pipeline_id)
+        pipeline = db.session.get_one(ReleasePipeline, run.pipeline_id)
         audit.record(
             Actor.for_pipeline(pipeline.name), "RELEASE_PIPELINE_FEATURE_HALTED",
             f"{run.feature.name} halted in pipeline {pipeline.name} after {attempts} attempts: "

@@ -5,7 +5,7 @@ before/after values are hidden from everyone but the project's admins."""
 
 from typing import Any
 
-from flask import request, url_for
+from flask import request
 from marshmallow import ValidationError
 from sqlalchemy import select
 
@@ -21,14 +21,16 @@ from webapp.views.api.common import (
     iso,
     operation,
     principal,
+    url_here,
 )
 from webapp.views.api.governance_schemas import AuditEntrySchema, AuditQuerySchema
 from webapp.views.api.schemas import page_schema
 
 # The project's objects a filter names; an id of another project is refused, as on the page.
-_OBJECTS = {"feature": (Feature, "Pick a feature of this project."),
-            "pipeline": (ReleasePipeline, "Pick a release pipeline of this project."),
-            "environment": (Environment, "Pick an environment of this project.")}
+_OBJECTS: dict[str, tuple[type[Feature | ReleasePipeline | Environment], str]] = {
+    "feature": (Feature, "Pick a feature of this project."),
+    "pipeline": (ReleasePipeline, "Pick a release pipeline of this project."),
+    "environment": (Environment, "Pick an environment of this project.")}
 
 
 def serialize(entry: audit_log.EntryRow) -> dict[str, Any]:
@@ -93,4 +95,4 @@ def _refuse_foreign_objects(project_id: int, query: dict[str, Any]) -> None:
 
 def _link(size: int, **cursor: int) -> str:
     args = {k: v for k, v in request.args.to_dict().items() if k not in ("before", "after")}
-    return url_for(request.endpoint, **{**args, "page_size": size, **cursor}, _external=True)
+    return url_here(**{**args, "page_size": size, **cursor})

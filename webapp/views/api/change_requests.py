@@ -13,6 +13,7 @@ from flask import request
 
 from jobs import outbox, transitions
 from webapp.models import ChangeRequest, ChangeRequestReview, Environment, User
+from webapp.models.changes import ShownChange
 from webapp.services.change_requests import workflow
 from webapp.services.errors import Invalid
 from webapp.services.pages import change_request_pages
@@ -95,7 +96,7 @@ def serialize_detail(detail: change_request_pages.Detail) -> dict[str, Any]:
     return answer
 
 
-def _change(change: dict[str, Any], segment_names: dict[int, str]) -> dict[str, Any]:
+def _change(change: ShownChange, segment_names: dict[int, str]) -> dict[str, Any]:
     segment = change.get("segment_id")
     return {"kind": change["kind"], "segment": segment,
             "segment_name": segment_names.get(segment, f"#{segment}") if segment else None,

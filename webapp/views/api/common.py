@@ -148,12 +148,18 @@ def paginate_list(items: Iterable[Any], serialize: Callable[[Any], dict],
                    **url_values)
 
 
+def url_here(**values: Any) -> str:
+    """The absolute URL of the endpoint serving this request, with `values`."""
+    assert request.endpoint is not None  # only a routed request reaches a view
+    return url_for(request.endpoint, **values, _external=True)
+
+
 def page_of(rows: list, count: int, page: int, size: int, serialize: Callable,
             **url_values: Any) -> dict:
     args = {**request.args.to_dict(), **url_values, "page_size": size}
 
     def link(number: int) -> str:
-        return url_for(request.endpoint, **{**args, "page": number}, _external=True)
+        return url_here(**{**args, "page": number})
 
     return {
         "count": count,

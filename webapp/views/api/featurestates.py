@@ -68,7 +68,10 @@ VALUE_FIELDS = {"value": "feature_state_value", "segment_id": "segment"}
 
 
 def _override_of(environment_id: int, feature_id: int, segment_id: int) -> SegmentOverride:
-    return flags.find_override(environment_id, feature_id, segment_id)
+    override = flags.find_override(environment_id, feature_id, segment_id)
+    if override is None:
+        raise NotFound("Segment override not found.")
+    return override
 
 
 FEATURE_FILTER = {"feature": {"type": "integer", "required": False}}

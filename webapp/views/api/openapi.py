@@ -37,7 +37,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         described = OPERATIONS.get(rule.endpoint)
         if described is None:
             continue
-        (method,) = rule.methods - {"HEAD", "OPTIONS"}
+        (method,) = (rule.methods or set()) - {"HEAD", "OPTIONS"}
         spec.path(view=app.view_functions[rule.endpoint], app=app,
                   operations={method.lower(): _operation(rule, described)})
     return spec.to_dict()
@@ -51,11 +51,11 @@ def _operation(rule, described: Operation) -> dict[str, Any]:
                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}
                            if converter == "int" else {"type": "string"}})
     for name, details in described.query.items():
-        schema = {"type": details["type"]}
+        value_schema = {"type": details["type"]}
         if details["type"] == "integer":
-            schema.update(minimum=1, maximum=MAX_ID)
+            value_schema.update(minimum=1, maximum=MAX_ID)
         parameters.append({"name": name, "in": "query", "required": details["required"],
-                           "schema": schema})
+                           "schema": value_schema})
     if described.paginated:
         for name in ("page", "page_size"):
             parameters.append({"name": name, "in": "query", "required": False,

@@ -57,7 +57,10 @@ class Duration(fields.String):
         super().__init__(*args, **kwargs)
         self.seconds = seconds
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+    # Text on the wire (String's checks, "string" in the OpenAPI document), seconds once
+    # loaded: marshmallow's typing ties the two to one type.
+    def _deserialize(  # type: ignore[override]
+            self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         match = _DURATION.match(super()._deserialize(value, attr, data, **kwargs).strip())
         if match is None:
             raise self.make_error("format")

@@ -111,7 +111,7 @@ def _load(schema: type[Schema], *, optional: bool = False) -> dict[str, Any]:
     try:
         return schema().load(json_object(optional=optional))
     except ValidationError as error:
-        raise Invalid("Invalid input; nothing was saved.", _paths(error.messages)) from None
+        raise Invalid("Invalid input; nothing was saved.", _paths(error.messages_dict)) from None
 
 
 def _paths(messages: dict, prefix: str = "") -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, case, or_, select, tuple_
 
 from webapp.extensions import db
 from webapp.models import Feature, PipelineRun, PipelineStage, Project, ReleasePipeline
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.governance import audit
 from webapp.services.runs.calendar.holds import hold_at
@@ -69,7 +70,7 @@ def hold_in_flight(kind: HoldKind, hold_id: int, organisation_id: int, project_i
     """Hold every run in flight of the scope (in the environments given, else all) whose clock
     runs: one UPDATE (due_at → held_due_at, due_at NULL, version + 1), then an audit entry per
     flag. In the caller's transaction; returns how many runs it held."""
-    table = PipelineRun.__table__
+    table = table_of(PipelineRun)
     conditions = [
         table.c.ended_at.is_(None), table.c.status.in_(HELD_STATUSES),
         table.c.due_at.is_not(None),
@@ -153,7 +154,7 @@ def release_hold(kind: HoldKind, hold_id: int, moment: datetime, memo: Memo | No
     time they had left, spread (`spread_due_times`); a guarded rollout's next step moves on by
     the time held. In the caller's transaction (locks the runs); returns the bells to ring."""
     memo = memo or Memo()
-    table = PipelineRun.__table__
+    table = table_of(PipelineRun)
     query = (select(table.c.id, table.c.version, table.c.feature_id, table.c.pipeline_id,
                     table.c.project_id, table.c.held_since, table.c.held_due_at,
                     table.c.next_step_at, PipelineStage.environment_id)
@@ -282,7 +283,7 @@ def hold_batch(rows: Sequence[Any], environment_id: int, moment: datetime,
     hold = hold_at(environment_id, moment, memo)
     if hold is None:
         return None
-    table = PipelineRun.__table__
+    table = table_of(PipelineRun)
     pairs = [(r.id, r.version) for r in rows]
     values: dict[str, Any] = {"hold_kind": hold.kind, "hold_id": hold.source_id,
                               "held_since": moment}

@@ -22,6 +22,7 @@ from webapp.models import (
     PipelineRun,
     PipelineStage,
 )
+from webapp.orm import table_of
 from webapp.services.actors import Actor
 from webapp.services.errors import Invalid, NotFound
 from webapp.services.governance import audit
@@ -223,7 +224,7 @@ def set_windows(environment_id: int, timezone: str, windows: Sequence[Window], a
                else "; ".join(w.text for w in after.windows) + f" ({timezone})")
     # Runs waiting for this environment's windows are looked at again now (the engine holds
     # them to the new next opening, or applies them if it is open).
-    table = PipelineRun.__table__
+    table = table_of(PipelineRun)
     db.session.execute(
         table.update().where(
             table.c.hold_kind == "window", table.c.ended_at.is_(None),
