@@ -132,27 +132,30 @@ def _timestamp() -> Any:
 
 def _identify_locked(environment_id: int, identifier: str,
                      traits: list[tuple[str, Any, bool]]) -> dict[str, Any]:
-    # Write under SQLite's write lock, re-reading first: a deferred read that turns into a
-    # write fails at once if another writer committed in between, and merging must start from
-    # the latest stored traits so that concurrent identifies do not lose each other's traits.
-    db.session.rollback()
-    begin_immediate()
-    row = db.session.scalar(
-        select(Identity).where(
-            Identity.environment_id == environment_id, Identity.identifier == identifier
-        )
-    )
-    effective, to_store = _merge(dict(row.traits or {}) if row else {}, traits)
-    if row is None:
-        db.session.add(Identity(environment_id=environment_id, identifier=identifier,
-                                traits=to_store))
-    else:
-        row.traits = to_store
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # PostgreSQL: another request created the identity meanwhile; theirs stands.
+    # Write under the identity's lock, re-reading first, so that concurrent identifies do not
+    # lose each other's traits: merging starts from the latest stored traits. SQLite: its write
+    # lock (BEGIN IMMEDIATE; a deferred read that turns into a write fails at once if another
+    # writer committed in between). PostgreSQL: the row's lock (FOR UPDATE); an identity another
+    # request created meanwhile is merged into on a second pass.
+    for _attempt in range(2):
         db.session.rollback()
+        begin_immediate()
+        row = db.session.scalar(
+            select(Identity).where(
+                Identity.environment_id == environment_id, Identity.identifier == identifier
+            ).with_for_update()
+        )
+        effective, to_store = _merge(dict(row.traits or {}) if row else {}, traits)
+        if row is None:
+            db.session.add(Identity(environment_id=environment_id, identifier=identifier,
+                                    traits=to_store))
+        else:
+            row.traits = to_store
+        try:
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
     return effective
 
 
