@@ -106,8 +106,9 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
     # One statement in autocommit when nobody wrote the identity since we read it: an insert
     # that yields to a concurrent one, or an update only if the stored text is still what we
     # read (compare-and-set). Anyone else's write in between: merge again under the lock.
-    # The session's transaction ends first: in a POST it holds SQLite's write lock.
-    db.session.rollback()
+    # A transaction the session opened ends first: in a POST it holds SQLite's write lock.
+    if db.session.registry.has():
+        db.session.rollback()
     postgresql = db.engine.dialect.name == "postgresql"
     if text is None:
         written = execute_one(_INSERT_POSTGRESQL if postgresql else _INSERT,
