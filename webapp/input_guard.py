@@ -48,21 +48,37 @@ def register(app: Flask) -> None:
     @app.before_request
     def _refuse_unusable_text() -> None:
         for source in (request.view_args, request.args, request.form):
-            _check(_texts(source))
+            if refusal := _refusal(_texts(source)):
+                abort(400, refusal)
         if request.is_json:
             try:
                 payload = request.get_json(silent=True)
             except RecursionError:
                 abort(400, DEPTH_MESSAGE)
-            _check(_json_texts(payload))
+            if refusal := json_refusal(payload):
+                abort(400, refusal)
 
 
-def _check(texts: Any) -> None:
+def json_refusal(payload: Any) -> str | None:
+    """Why a parsed JSON body is refused (the 400's message), or None when it is usable.
+    webapp/sdk_fast.py asks too: it answers only what this guard would let through."""
+    try:
+        return _refusal(_json_texts(payload))
+    except _TooDeep:
+        return DEPTH_MESSAGE
+
+
+def _refusal(texts: Any) -> str | None:
     for text in texts:
         if NUL in text:
-            abort(400, NUL_MESSAGE)
+            return NUL_MESSAGE
         if _SURROGATE.search(text):
-            abort(400, SURROGATE_MESSAGE)
+            return SURROGATE_MESSAGE
+    return None
+
+
+class _TooDeep(Exception):
+    pass
 
 
 def _texts(source: Any) -> Any:
@@ -78,7 +94,7 @@ def _texts(source: Any) -> Any:
 
 
 def _json_texts(payload: Any) -> Any:
-    """Every string (keys too) of a parsed JSON body; aborts past MAX_JSON_DEPTH."""
+    """Every string (keys too) of a parsed JSON body; raises _TooDeep past MAX_JSON_DEPTH."""
     stack = [(payload, 1)]
     while stack:
         value, depth = stack.pop()
@@ -86,7 +102,7 @@ def _json_texts(payload: Any) -> Any:
             yield value
         elif isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
-                abort(400, DEPTH_MESSAGE)
+                raise _TooDeep
             if isinstance(value, dict):
                 yield from (key for key in value if isinstance(key, str))
                 stack.extend((item, depth + 1) for item in value.values())

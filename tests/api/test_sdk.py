@@ -183,3 +183,17 @@ def test_hidden_system_segment_is_evaluated(client, platform, project):
     set_override(platform.development, platform.banner, rollout, True, "rolled out")
     body = _identify(client, platform.development.client_key, "zed").get_json()
     assert _flags(body)["banner_text"] == (True, "rolled out")
+
+
+def test_a_segment_reading_another_flag_by_jsonpath_sees_it(client, platform, project):
+    """Flags no segment overrides are left out of an identify's evaluation, unless a condition
+    reads the context by JSONPath: it may read them (here banner_text, on by default)."""
+    from tests.api.conftest import set_override
+
+    banner_on = segments.create_segment(project, "Banner on", [
+        {"type": "ALL", "conditions": [{"property": "$.flags.banner_text.enabled",
+                                        "operator": "EQUAL", "value": "true"}], "rules": []}
+    ], SYSTEM)
+    set_override(platform.development, platform.checkout, banner_on, True)
+    body = _identify(client, platform.development.client_key, "zed").get_json()
+    assert _flags(body)["new_checkout"] == (True, None)

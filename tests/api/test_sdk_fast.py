@@ -1,16 +1,21 @@
-"""`GET /api/v1/flags/` answered before Flask from this process's caches (webapp/sdk_fast.py):
-the same status, headers and body as the Flask view, 304s by ETag, SDK metrics counted, and
-a change seen by the very next read. On SQLite nothing is cached by key, so every read is
-Flask's and the answers are compared all the same."""
+"""`GET /api/v1/flags/` and `POST /api/v1/identities/` answered before Flask from this
+process's caches (webapp/sdk_fast.py): the same status, headers and body as the Flask view (and,
+for an identify, the same stored traits), 304s by ETag, SDK metrics counted, a change seen by the
+very next read, and everything the fast path does not take answered by Flask. On SQLite the key's
+revision is read per request, so a revision another connection moved is never served stale."""
 
+import sqlite3
 import time
 
 import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
 
 from tests.api.conftest import set_state
 from webapp.extensions import db
 from webapp.metrics import SDK_REQUESTS
-from webapp.services.platform import revisions, sdk_documents
+from webapp.models import Identity
+from webapp.services.platform import identities, revisions, sdk_documents
 
 
 @pytest.fixture
@@ -21,26 +26,26 @@ def flask_reads(app):
     return seen
 
 
-def _listening() -> bool:
+def _listening() -> None:
+    """On PostgreSQL, until this process's listener listens (before, no key is cached)."""
     cache = revisions.key_cache(db.engine)
     started = time.monotonic()
     while cache is not None and not cache.listening:
         assert time.monotonic() - started < 5, "the listener did not start"
         time.sleep(0.01)
-    return cache is not None
 
 
-def _count(code: str) -> float:
-    return SDK_REQUESTS.labels("flags", code)._value.get()
+def _count(code: str, endpoint: str = "flags") -> float:
+    return SDK_REQUESTS.labels(endpoint, code)._value.get()
 
 
 def test_the_cached_answer_is_the_flask_answer(client, platform, flask_reads):
     key = platform.development.client_key
-    postgres = _listening()
+    _listening()
     first = client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
     assert len(flask_reads) == 1  # the first read builds the caches, through Flask
     again = client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
-    assert len(flask_reads) == (1 if postgres else 2)
+    assert len(flask_reads) == 1
     assert again.status_code == first.status_code == 200
     assert list(again.headers) == list(first.headers)
     assert again.data == first.data
@@ -49,7 +54,7 @@ def test_the_cached_answer_is_the_flask_answer(client, platform, flask_reads):
 
 def test_conditional_reads_and_cors_match_flask(client, platform, flask_reads):
     key = platform.development.client_key
-    postgres = _listening()
+    _listening()
     etag = client.get("/api/v1/flags/", headers={"X-Environment-Key": key}).headers["ETag"]
     headers = {"X-Environment-Key": key, "If-None-Match": f'W/"x", {etag}',
                "Origin": "https://shop.example"}
@@ -63,11 +68,10 @@ def test_conditional_reads_and_cors_match_flask(client, platform, flask_reads):
     assert len(flask_reads) == reads + 1
     assert list(through_flask.headers) == list(cached.headers)
     assert through_flask.status_code == 304
-    if postgres:
-        weak_only = client.get("/api/v1/flags/", headers={
-            "X-Environment-Key": key, "If-None-Match": f"W/{etag}"})
-        assert weak_only.status_code == 200  # ETags are compared strongly, as Flask does
-        assert len(flask_reads) == reads + 1
+    weak_only = client.get("/api/v1/flags/", headers={
+        "X-Environment-Key": key, "If-None-Match": f"W/{etag}"})
+    assert weak_only.status_code == 200  # ETags are compared strongly, as Flask does
+    assert len(flask_reads) == reads + 1
 
 
 def test_a_change_is_seen_by_the_next_read(client, platform):
@@ -98,3 +102,191 @@ def test_other_reads_are_flasks(client, platform, flask_reads, path, sent):
     response = client.get(path, headers=headers)
     assert len(flask_reads) == reads + 1
     assert response.status_code == (200 if "feature" in path else 401)
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_a_revision_moved_by_another_connection_is_not_served_stale(app, client, platform,
+                                                                            flask_reads):
+    """No notification on SQLite: every read asks the database for the key's revision, so a
+    change another process committed (here: a bare connection to the file) shows at once."""
+    key = platform.development.client_key
+    etag = client.get("/api/v1/flags/", headers={"X-Environment-Key": key}).headers["ETag"]
+    client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
+    reads = len(flask_reads)
+    assert reads == 1  # the second read was the fast path's
+    path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as other:
+        other.execute("UPDATE environment SET revision = revision + 1 WHERE id = ?",
+                      (platform.development.id,))
+    moved = client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
+    assert len(flask_reads) == reads + 1  # the new revision's documents, built by Flask
+    assert moved.headers["ETag"] != etag
+    again = client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
+    assert len(flask_reads) == reads + 1
+    assert again.headers["ETag"] == moved.headers["ETag"]
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_a_flag_changed_by_another_connection_is_seen_by_the_next_read(app, client,
+                                                                              platform):
+    key = platform.development.client_key
+
+    def checkout() -> bool:
+        body = client.get("/api/v1/flags/", headers={"X-Environment-Key": key}).get_json()
+        return {f["feature"]["name"]: f["enabled"] for f in body}["new_checkout"]
+
+    assert not checkout()
+    assert not checkout()
+    set_state(platform.development, platform.checkout, enabled=True)  # the app's own commit
+    assert checkout()
+    path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as other:  # as a change in another process would
+        other.execute("UPDATE feature_state SET enabled = 0 WHERE environment_id = ? "
+                      "AND feature_id = ?", (platform.development.id, platform.checkout.id))
+        other.execute("UPDATE environment SET revision = revision + 1 WHERE id = ?",
+                      (platform.development.id,))
+    assert not checkout()
+
+
+# --- POST /api/v1/identities/ ---------------------------------------------------------------
+
+# One identity's identifies, in order: created, changed, unchanged (no write), a trait removed
+# and a transient one, a transient identify, one without identifier (transient), a bare body.
+IDENTIFIES = [
+    {"identifier": "ada", "traits": [{"trait_key": "plan", "trait_value": "pro"},
+                                     {"trait_key": "age", "trait_value": 31}]},
+    {"identifier": "ada", "traits": [{"trait_key": "country", "trait_value": "FR"},
+                                     {"trait_key": "age", "trait_value": 32.5}]},
+    {"identifier": "ada", "traits": [{"trait_key": "country", "trait_value": "FR"}]},
+    {"identifier": "ada", "traits": [{"trait_key": "plan", "trait_value": None},
+                                     {"trait_key": "vip", "trait_value": True,
+                                      "transient": True}]},
+    {"identifier": "ada", "traits": [{"trait_key": "plan", "trait_value": "pro"}],
+     "transient": True},
+    {"traits": [{"trait_key": "plan", "trait_value": "pro"}]},
+    {"identifier": "ada"},
+]
+
+
+def _identify(client, body, **kwargs):
+    kwargs.setdefault("json", body)
+    return client.post("/api/v1/identities/", **kwargs)
+
+
+def _stored() -> dict:
+    db.session.rollback()  # end the test's read snapshot (SQLite WAL) to see what requests wrote
+    return dict(db.session.execute(select(Identity.identifier, Identity.traits)).all())
+
+
+def test_identify_answers_and_writes_are_flasks(client, platform, flask_reads):
+    key = {"X-Environment-Key": platform.development.client_key}
+    _listening()
+    client.get("/api/v1/flags/", headers=key)  # builds the documents
+    fast = []
+    for body in IDENTIFIES:
+        reads = len(flask_reads)
+        response = _identify(client, body, headers=key)
+        assert len(flask_reads) == reads, body  # answered before Flask
+        fast.append((response.status_code, list(response.headers), response.data, _stored()))
+    db.session.execute(delete(Identity))
+    db.session.commit()
+    through_flask = []
+    for body in IDENTIFIES:
+        sdk_documents.clear_cache()
+        reads = len(flask_reads)
+        response = _identify(client, body, headers=key)
+        assert len(flask_reads) == reads + 1
+        through_flask.append((response.status_code, list(response.headers), response.data,
+                              _stored()))
+    assert fast == through_flask
+    assert fast[-1][3] == {"ada": {"age": 32.5, "country": "FR"}}
+
+
+def test_identify_sees_a_change_at_once_and_counts_its_metrics(client, platform, flask_reads):
+    key = {"X-Environment-Key": platform.development.client_key}
+    _listening()
+    body = {"identifier": "bob", "traits": [{"trait_key": "plan", "trait_value": "free"}]}
+    _identify(client, body, headers=key)
+    before = _count("200", "identify")
+    reads = len(flask_reads)
+
+    def checkout() -> bool:
+        flags = _identify(client, body, headers=key).get_json()["flags"]
+        return {f["feature"]["name"]: f["enabled"] for f in flags}["new_checkout"]
+
+    assert not checkout()
+    assert len(flask_reads) == reads and _count("200", "identify") == before + 1
+    db.session.rollback()  # the test's read snapshot predates bob's write (SQLite WAL)
+    set_state(platform.development, platform.checkout, enabled=True)
+    assert checkout()
+
+
+@pytest.mark.parametrize("data,content_type,status", [
+    (b'{"identifier": "a", "traits": "x"}', "application/json", 400),  # the view refuses
+    (b'{"identifier": "a\\u0000"}', "application/json", 400),  # input_guard refuses (NUL)
+    (b'{"identifier": "a"', "application/json", 400),  # not JSON
+    (b'["a"]', "application/json", 400),  # not an object
+    (b'{"identifier": "a"}', "text/plain", 400),  # not sent as JSON
+    (b'{"identifier": "a"}', "application/json; charset=utf-8", 200),  # fast: charset is fine
+])
+def test_identify_bodies_the_fast_path_leaves_to_flask(client, platform, flask_reads, data,
+                                                       content_type, status):
+    key = {"X-Environment-Key": platform.development.client_key}
+    _listening()
+    client.get("/api/v1/flags/", headers=key)
+    reads = len(flask_reads)
+    response = _identify(client, None, json=None, data=data, content_type=content_type,
+                         headers=key)
+    assert response.status_code == status
+    assert len(flask_reads) == reads + (status != 200)
+    if status != 200:
+        assert response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("sent", ["nope", None])
+def test_identify_without_a_known_key_is_flasks(client, platform, flask_reads, sent):
+    _listening()
+    client.get("/api/v1/flags/", headers={"X-Environment-Key": platform.development.client_key})
+    reads = len(flask_reads)
+    response = _identify(client, IDENTIFIES[0],
+                         headers={} if sent is None else {"X-Environment-Key": sent})
+    assert response.status_code == 401 and len(flask_reads) == reads + 1
+
+
+def test_identify_after_a_database_error_is_flasks(client, platform, flask_reads, monkeypatch):
+    """The fast path leaves a failed write to Flask, which tries again and answers its way."""
+    key = {"X-Environment-Key": platform.development.client_key}
+    _listening()
+    client.get("/api/v1/flags/", headers=key)
+    stored, failures = identities._stored, []
+
+    def failing_once(*args):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("SELECT", {}, Exception("connection lost"))
+        return stored(*args)
+
+    monkeypatch.setattr(identities, "_stored", failing_once)
+    reads = len(flask_reads)
+    response = _identify(client, IDENTIFIES[0], headers=key)
+    assert response.status_code == 200 and failures and len(flask_reads) == reads + 1
+    assert _stored() == {"ada": {"plan": "pro", "age": 31}}
+
+
+def test_a_flags_read_after_a_database_error_is_flasks(client, platform, flask_reads,
+                                                       monkeypatch):
+    key = {"X-Environment-Key": platform.development.client_key}
+    _listening()
+    client.get("/api/v1/flags/", headers=key)
+    find, failures = sdk_documents.find_environment, []
+
+    def failing_once(sent):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("SELECT", {}, Exception("connection lost"))
+        return find(sent)
+
+    monkeypatch.setattr(sdk_documents, "find_environment", failing_once)
+    reads = len(flask_reads)
+    response = client.get("/api/v1/flags/", headers=key)
+    assert response.status_code == 200 and failures and len(flask_reads) == reads + 1

@@ -89,10 +89,25 @@ def context_from_document(document: dict[str, Any]) -> EvaluationContext:
 
 
 def deciding(context: EvaluationContext) -> EvaluationContext:
-    """The context without the segments that override no flag: they cannot change an
-    identity's flags, yet matching them was most of an identify's evaluation time."""
-    return {**context, "segments": {key: segment for key, segment in context["segments"].items()
-                                    if segment["overrides"]}}
+    """The context without what cannot change an identity's flags: segments that override no
+    flag (matching them was most of an identify's evaluation time) and, unless a condition
+    reads the context by JSONPath (`$.…`, which can read other flags), the flags no segment
+    overrides (the engine would evaluate each to its environment default, which the answer
+    already holds)."""
+    segments = {key: segment for key, segment in context["segments"].items()
+                if segment["overrides"]}
+    features = context["features"]
+    if not any(_reads_context(rule) for segment in segments.values()
+               for rule in segment["rules"]):
+        overridden = {override["name"] for segment in segments.values()
+                      for override in segment["overrides"]}
+        features = {name: feature for name, feature in features.items() if name in overridden}
+    return {**context, "segments": segments, "features": features}
+
+
+def _reads_context(rule: SegmentRule) -> bool:
+    return (any(condition["property"].startswith("$") for condition in rule.get("conditions", []))
+            or any(_reads_context(inner) for inner in rule.get("rules", [])))
 
 
 def identity_flags(context: EvaluationContext, identifier: str,

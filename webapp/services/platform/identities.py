@@ -97,6 +97,7 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
 
     Unless the identity (or a trait) is transient, the identity and its changed traits are
     stored; an unchanged identity costs no write. Not audited (SDK traffic, like Flagsmith).
+    On PostgreSQL the write commits asynchronously (see _ASYNCHRONOUS_COMMIT).
     """
     text, stored = _stored(environment_id, identifier)
     effective, to_store = _merge(stored, traits)
@@ -105,21 +106,37 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
     # One statement in autocommit when nobody wrote the identity since we read it: an insert
     # that yields to a concurrent one, or an update only if the stored text is still what we
     # read (compare-and-set). Anyone else's write in between: merge again under the lock.
-    # The session's transaction ends first: in a POST it holds SQLite's write lock.
-    db.session.rollback()
+    # A transaction the session opened ends first: in a POST it holds SQLite's write lock.
+    if db.session.registry.has():
+        db.session.rollback()
+    postgresql = db.engine.dialect.name == "postgresql"
     if text is None:
-        written = execute_one(
-            "INSERT INTO identity (environment_id, identifier, traits, created_at) "
-            "VALUES ({}, {}, {}, {}) ON CONFLICT (environment_id, identifier) DO NOTHING",
-            (environment_id, identifier, json.dumps(to_store), _timestamp()))
+        written = execute_one(_INSERT_POSTGRESQL if postgresql else _INSERT,
+                              (environment_id, identifier, json.dumps(to_store), _timestamp()))
     else:
-        written = execute_one(
-            "UPDATE identity SET traits = {} WHERE environment_id = {} AND identifier = {} "
-            "AND CAST(traits AS TEXT) = {}",
-            (json.dumps(to_store), environment_id, identifier, text))
+        written = execute_one(_UPDATE + _ASYNCHRONOUS_COMMIT if postgresql else _UPDATE,
+                              (json.dumps(to_store), environment_id, identifier, text))
     if written == 1:
         return effective
     return _identify_locked(environment_id, identifier, traits)
+
+
+# On PostgreSQL, trait writes commit asynchronously (synchronous_commit off): the answer does not
+# wait for the WAL to reach the disk, a few milliseconds per write that kept each web worker
+# idle for most of an identify. What a PostgreSQL crash (not a Railyard one) can lose is the last
+# fraction of a second of trait writes (at most 3 x wal_writer_delay, 0.6 s by default), never a
+# half write: the SDKs send an identity's traits with every identify, so the next call stores
+# them again. Only these statements: set_config(..., true) in the statement itself sets it for
+# its own transaction (an autocommit statement has no transaction block to SET LOCAL in), and a
+# row is written only where the condition, so the setting, was evaluated.
+_ASYNCHRONOUS_COMMIT = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+_UPDATE = ("UPDATE identity SET traits = {} WHERE environment_id = {} AND identifier = {} "
+           "AND CAST(traits AS TEXT) = {}")
+_INSERT = ("INSERT INTO identity (environment_id, identifier, traits, created_at) "
+           "VALUES ({}, {}, {}, {}) ON CONFLICT (environment_id, identifier) DO NOTHING")
+_INSERT_POSTGRESQL = ("INSERT INTO identity (environment_id, identifier, traits, created_at) "
+                      "SELECT {}, {}, CAST({} AS JSON), {} WHERE TRUE" + _ASYNCHRONOUS_COMMIT
+                      + " ON CONFLICT (environment_id, identifier) DO NOTHING")
 
 
 def _timestamp() -> Any:
@@ -132,27 +149,30 @@ def _timestamp() -> Any:
 
 def _identify_locked(environment_id: int, identifier: str,
                      traits: list[tuple[str, Any, bool]]) -> dict[str, Any]:
-    # Write under SQLite's write lock, re-reading first: a deferred read that turns into a
-    # write fails at once if another writer committed in between, and merging must start from
-    # the latest stored traits so that concurrent identifies do not lose each other's traits.
-    db.session.rollback()
-    begin_immediate()
-    row = db.session.scalar(
-        select(Identity).where(
-            Identity.environment_id == environment_id, Identity.identifier == identifier
-        )
-    )
-    effective, to_store = _merge(dict(row.traits or {}) if row else {}, traits)
-    if row is None:
-        db.session.add(Identity(environment_id=environment_id, identifier=identifier,
-                                traits=to_store))
-    else:
-        row.traits = to_store
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # PostgreSQL: another request created the identity meanwhile; theirs stands.
+    # Write under the identity's lock, re-reading first, so that concurrent identifies do not
+    # lose each other's traits: merging starts from the latest stored traits. SQLite: its write
+    # lock (BEGIN IMMEDIATE; a deferred read that turns into a write fails at once if another
+    # writer committed in between). PostgreSQL: the row's lock (FOR UPDATE); an identity another
+    # request created meanwhile is merged into on a second pass.
+    for _attempt in range(2):
         db.session.rollback()
+        begin_immediate()
+        row = db.session.scalar(
+            select(Identity).where(
+                Identity.environment_id == environment_id, Identity.identifier == identifier
+            ).with_for_update()
+        )
+        effective, to_store = _merge(dict(row.traits or {}) if row else {}, traits)
+        if row is None:
+            db.session.add(Identity(environment_id=environment_id, identifier=identifier,
+                                    traits=to_store))
+        else:
+            row.traits = to_store
+        try:
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
     return effective
 
 

@@ -47,6 +47,7 @@ class Documents:
     last_modified: str  # HTTP date of the newest change the documents show
     flags: list[dict[str, Any]]  # the /flags/ items, in feature order
     flags_json: bytes
+    flag_by_name: dict[str, dict[str, Any]]  # the same items by feature name, in feature order
     flag_json_by_name: dict[str, bytes]
     environment_document: dict[str, Any]
     environment_document_json: bytes
@@ -178,17 +179,17 @@ def identity_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> b
     Flags no segment override decides are the environment's, already serialized.
     """
     decided = evaluation.identity_flags(docs.flags_context, identifier, traits)
-    parts = []
-    for flag in docs.flags:
-        name = flag["feature"]["name"]
-        if name in decided:
-            enabled, value = decided[name]
-            parts.append(_dumps({**flag, "enabled": enabled, "feature_state_value": value}))
-        else:
-            parts.append(docs.flag_json_by_name[name])
+    if decided:
+        parts = [serialized if name not in decided else _dumps(
+                     {**docs.flag_by_name[name], "enabled": decided[name][0],
+                      "feature_state_value": decided[name][1]})
+                 for name, serialized in docs.flag_json_by_name.items()]
+        flags = b"".join((b"[", b",".join(parts), b"]"))
+    else:
+        flags = docs.flags_json
     trait_list = [{"trait_key": key, "trait_value": value} for key, value in traits.items()]
-    return b"".join((b'{"identifier":', _dumps(identifier), b',"flags":[', b",".join(parts),
-                     b'],"traits":', _dumps(trait_list), b"}"))
+    return b"".join((b'{"identifier":', _dumps(identifier), b',"flags":', flags,
+                     b',"traits":', _dumps(trait_list), b"}"))
 
 
 def clear_cache() -> None:
@@ -374,6 +375,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         last_modified=http_date(max(m for m in moments if m is not None)),
         flags=flags,
         flags_json=_dumps(flags),
+        flag_by_name={flag["feature"]["name"]: flag for flag in flags},
         flag_json_by_name={flag["feature"]["name"]: _dumps(flag) for flag in flags},
         environment_document=document,
         environment_document_json=_dumps(document),
