@@ -105,6 +105,11 @@ def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
     def flag_url(feature_id: int) -> str:
         return f"{flags}{feature_id}"
 
+    # What board_url(select=<run id>, relative=True) gives, less the id: cards append their own
+    # run id (a function call per card costs more than the rest of its link).
+    unselected = urlencode([(k, v) for k, v in state.items() if k != "run"], safe=URL_SAFE)
+    manage = f"?{unselected}&run=" if unselected else "?run="
+
     # One url_for for the pattern, not one per card and action (boards hold hundreds of cards).
     # The runs endpoints: .../runs/<id>/<pause|resume|advance|retry|remove|rollback>; a GET of
     # remove / rollback is their confirmation page (the no-JavaScript way to confirm).
@@ -113,4 +118,5 @@ def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
     def control_url(run_id: int, action: str) -> str:
         return f"{pattern}/{run_id}/{action}"
 
-    return {"board_url": board_url, "control_url": control_url, "flag_url": flag_url}
+    return {"board_url": board_url, "control_url": control_url, "flag_url": flag_url,
+            "flags_url": flags, "manage_url": manage}

@@ -8,6 +8,7 @@ costs what a board with 10 costs.
 """
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -78,7 +79,7 @@ class Card:
     checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
     hold: calendar_display.HoldNote | None = None  # why the release calendar holds it
 
-    @property
+    @cached_property  # a card shows it up to three times
     def countdown(self) -> str:
         if self.remaining is None:
             return ""
