@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     Select,
+    any_,
     bindparam,
     case,
     exists,
@@ -219,17 +220,20 @@ def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int]
             in_flight = number
         else:
             chosen.append(number)
-    rows = _rows(_chosen_cards(), {"ids": chosen}) if chosen else []
+    rows = _rows(_chosen_cards(postgres), {"ids": chosen}) if chosen else []
     cards = [row for row in rows if row.ended_at is None]
     launched = sorted((row for row in rows if row.ended_at is not None),
                       key=lambda row: (row.ended_at, row.id), reverse=True)
     return BoardRows(counts, in_flight, cards, launched, launched_count)
 
 
-@lru_cache(maxsize=1)
-def _chosen_cards() -> Select[Any]:
-    return (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
-            .where(PipelineRun.id.in_(bindparam("ids", expanding=True))))
+@lru_cache(maxsize=2)
+def _chosen_cards(postgres: bool) -> Select[Any]:
+    """The cards a search chose, by id. On PostgreSQL as one array parameter: one statement
+    text and plan whatever the number of ids (an IN list is planned again for each length)."""
+    ids = (PipelineRun.id == any_(bindparam("ids", type_=ARRAY(Integer))) if postgres
+           else PipelineRun.id.in_(bindparam("ids", expanding=True)))
+    return select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id).where(ids)
 
 
 @lru_cache(maxsize=1)
