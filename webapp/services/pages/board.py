@@ -168,6 +168,12 @@ class Column:
     def more(self) -> int:
         return max(0, self.count - len(self.cards))
 
+    @property
+    def status_summary(self) -> str:
+        """"2 halted · 1 paused · 9 waiting": the column's count by status, A to Z."""
+        return " · ".join(f"{n} {status.replace('_', ' ')}"
+                          for status, n in sorted(self.by_status.items()))
+
 
 @dataclass(frozen=True)
 class Board:
