@@ -9,7 +9,7 @@ their answer triggers `flag-changed`, on which the board asks for itself again.
 
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 from flask import Blueprint, abort, request, url_for
 from flask_login import login_required
@@ -93,8 +93,8 @@ def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
             if select:
                 wanted["run"] = select
         # What url_for would build (werkzeug's own query encoding), without its routing work
-        # once per card: a 30-stage board asks for about a hundred of these per poll.
-        query = urlencode(list(wanted.items()), safe=URL_SAFE)
+        # once per column: a 30-stage board asks for about thirty of these per poll.
+        query = _query_string(wanted)
         # Links inside the board are relative to the board page: "?run=12" (the poll stays
         # small).
         if relative:
@@ -106,6 +106,11 @@ def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
     def flag_url(feature_id: int) -> str:
         return f"{flags}{feature_id}"
 
+    # What board_url(select=<run id>, relative=True) gives, less the id: cards append their own
+    # run id (a function call per card costs more than the rest of its link).
+    unselected = _query_string({k: v for k, v in state.items() if k != "run"})
+    manage = f"?{unselected}&run=" if unselected else "?run="
+
     # One url_for for the pattern, not one per card and action (boards hold hundreds of cards).
     # The runs endpoints: .../runs/<id>/<pause|resume|advance|retry|remove|rollback>; a GET of
     # remove / rollback is their confirmation page (the no-JavaScript way to confirm).
@@ -114,4 +119,15 @@ def _links(project_id: int, view: board.Board, selected: int | None) -> dict:
     def control_url(run_id: int, action: str) -> str:
         return f"{pattern}/{run_id}/{action}"
 
-    return {"board_url": board_url, "control_url": control_url, "flag_url": flag_url}
+    # The stage's "review the waiting requests together" page: .../change-requests/stage/<id>.
+    batch = url_for("change_requests.batch", project_id=project_id, stage_id=0)[:-len("0")]
+    return {"board_url": board_url, "control_url": control_url, "flag_url": flag_url,
+            "flags_url": flags, "manage_url": manage, "batch_url": batch}
+
+
+def _query_string(state: dict) -> str:
+    """urlencode(state, safe=URL_SAFE) for the board's state: its keys and numbers need no
+    quoting, only the search text does (the same bytes, without quoting every part)."""
+    return "&".join(f"{key}={value}" if isinstance(value, int)
+                    else f"{key}={quote_plus(value, safe=URL_SAFE)}"
+                    for key, value in state.items())

@@ -9,6 +9,7 @@ costs what a board with 10 costs.
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import func, select
@@ -78,7 +79,7 @@ class Card:
     checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
     hold: calendar_holds.HoldNote | None = None  # why the release calendar holds it
 
-    @property
+    @cached_property  # a card shows it up to three times
     def countdown(self) -> str:
         if self.remaining is None:
             return ""
@@ -167,6 +168,12 @@ class Column:
     def more(self) -> int:
         return max(0, self.count - len(self.cards))
 
+    @property
+    def status_summary(self) -> str:
+        """"2 halted · 1 paused · 9 waiting": the column's count by status, A to Z."""
+        return " · ".join(f"{n} {status.replace('_', ' ')}"
+                          for status, n in sorted(self.by_status.items()))
+
 
 @dataclass(frozen=True)
 class Board:
@@ -208,21 +215,22 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     launches = launched_per_day(pipeline.id, now=now)
     launched_limit = limits.get("launched", default)
     rows = board_reads.read(
-        pipeline.id, query, {s.position: limits.get(f"s{s.position}", default) for s in stages},
+        project_id, pipeline.id, query,
+        {s.position: limits.get(f"s{s.position}", default) for s in stages},
         launched_limit, launches.total, launches.since, now)
     counts, in_flight = rows.counts, rows.in_flight
     cards: dict[int, list[Card]] = {}
     for row in rows.cards:
-        cards.setdefault(row.stage_position, []).append(_card(row, stages, now))
+        card = _card(row, stages, now)
+        if row.change_request_id is not None:
+            card = replace(card, change_request_id=row.change_request_id)
+        cards.setdefault(row.stage_position, []).append(card)
     launched_cards = [_card(r, stages, now) for r in rows.launched]
     launched_count = rows.launched_count
-    requests = board_reads.open_requests(
-        [c.run_id for column in cards.values() for c in column if c.status == "awaiting_approval"])
-    for position, column in cards.items():
+    for column in cards.values():
         column.sort(key=lambda c: (c.entered_at, c.run_id))
-        cards[position] = [replace(c, change_request_id=requests[c.run_id])
-                           if c.run_id in requests else c for c in column]
-    cards = with_holds(_with_checks(cards), [r for r in rows.cards if r.hold_kind], stages, now)
+    cards = _with_checks(cards, {row.id for row in rows.cards if row.guarded})
+    cards = with_holds(cards, [r for r in rows.cards if r.hold_kind], stages, now)
 
     reads = _reads([*launched_cards, *(c for column in cards.values() for c in column)], stages)
     launched_cards = [replace(c, reads=reads.get(c.run_id)) for c in launched_cards]
@@ -272,9 +280,12 @@ def with_holds(cards: dict[int, list[Card]], held: list[Any], stages: list[Stage
             for key, column in cards.items()}
 
 
-def _with_checks(cards: dict[int, list[Card]]) -> dict[int, list[Card]]:
-    """Cards of runs in guarded stages carry their checks' states (one query for all)."""
-    views = gates.check_views([c.run_id for column in cards.values() for c in column])
+def _with_checks(cards: dict[int, list[Card]],
+                 guarded: set[int] | None = None) -> dict[int, list[Card]]:
+    """Cards of runs in guarded stages carry their checks' states (one query for all; none
+    when `guarded`, the runs whose stage has checks, is given and empty)."""
+    views = gates.check_views([c.run_id for column in cards.values() for c in column
+                               if guarded is None or c.run_id in guarded])
     if not views:
         return cards
     return {key: [replace(c, checks=tuple(views.get(c.run_id, ()))) for c in column]

@@ -1,5 +1,6 @@
 """The rows behind a pipeline's board: counts per stage and status, each column's first cards,
-the Launched column. A fixed number of statements whatever the number of flags.
+the Launched column. A fixed number of statements whatever the number of flags, each built
+once (bound parameters) so a poll spends no time building SQL: a board polls every few seconds.
 
 PostgreSQL and SQLite read them differently, because what is cheap differs:
 
@@ -8,22 +9,33 @@ PostgreSQL and SQLite read them differently, because what is cheap differs:
   branch of such a union separately: 30 columns took 16 ms of planning for 0.2 ms of work, so
   there the columns come from `unnest(positions, limits)` with a LATERAL subquery per row, one
   plan whatever the number of columns.
-- A search by name (a substring: no index helps). On SQLite each statement filters. On
-  PostgreSQL the filter runs once, in a CTE both the counts and the first cards read
-  (numbering each column's matches with a window over the matches only), then one more
-  statement reads the chosen cards by id. A per-column LATERAL with the filter is planned as
-  "sort every match of the column", 30 times over (400 ms at 10,000 flags).
+- A search by name (a substring: no index helps). The filter runs once, in a CTE that the
+  counts and the first cards both read (numbering each column's matches with a window over the
+  matches only), then one more statement reads the chosen cards by id. A per-column LATERAL
+  with the filter is planned as "sort every match of the column", 30 times over (400 ms at
+  10,000 flags). PostgreSQL hashes the matching flags and scans the pipeline's runs; SQLite
+  goes from the matching flags to their runs by index (scanning 10,000 runs and looking up
+  each one's flag took it twice as long).
+- Case-insensitive matching: lower(name) LIKE on PostgreSQL; plain LIKE on SQLite, whose LIKE
+  already ignores ASCII case and whose lower() folds ASCII only (the same matches, without a
+  lower() per flag).
+
+Each card comes with the open change request it waits for and whether its stage has health
+checks, so the board asks for requests not at all and for checks only when some card has them.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeVarTuple
+from typing import Any
 
 from sqlalchemy import (
     Integer,
     Select,
+    any_,
     bindparam,
+    case,
+    exists,
     func,
     literal_column,
     select,
@@ -35,8 +47,21 @@ from sqlalchemy.engine import Row
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from webapp.extensions import db
-from webapp.models import RUN_ACTIVE_STATUSES, ChangeRequest, Feature, PipelineRun
+from webapp.models import (
+    RUN_ACTIVE_STATUSES,
+    ChangeRequest,
+    Feature,
+    PipelineRun,
+    StageHealthCheck,
+)
 from webapp.orm import UTCDateTime
+
+# The open change request a run waits for (the latest when several). By project and status
+# first: that index narrows change requests to the project's open ones.
+_OPEN_REQUEST = (select(func.max(ChangeRequest.id))
+                 .where(ChangeRequest.project_id == PipelineRun.project_id,
+                        ChangeRequest.status == "open", ChangeRequest.run_id == PipelineRun.id)
+                 .scalar_subquery())
 
 CARD_COLUMNS = (
     PipelineRun.id, PipelineRun.feature_id, PipelineRun.status, PipelineRun.stage_position,
@@ -44,8 +69,9 @@ CARD_COLUMNS = (
     PipelineRun.paused_remaining_seconds, PipelineRun.last_error, PipelineRun.ended_at,
     PipelineRun.hold_kind, PipelineRun.hold_id, PipelineRun.held_since, PipelineRun.held_due_at,
     Feature.name,
+    case((PipelineRun.status == "awaiting_approval", _OPEN_REQUEST)).label("change_request_id"),
+    exists().where(StageHealthCheck.stage_id == PipelineRun.stage_id).label("guarded"),
 )
-Columns = TypeVarTuple("Columns")
 
 
 @dataclass(frozen=True)
@@ -63,49 +89,32 @@ def pattern(query: str) -> str:
     return f"%{escaped}%"
 
 
-def read(pipeline_id: int, query: str, limits: dict[int, int], launched_limit: int,
-         launched_total: int, since: datetime, now: datetime) -> BoardRows:
+def read(project_id: int, pipeline_id: int, query: str, limits: dict[int, int],
+         launched_limit: int, launched_total: int, since: datetime, now: datetime) -> BoardRows:
     """The board's rows. `limits`: cards wanted per stage position; `launched_total`: launches
     in [since, now] (the board has counted them per day already); `query`: a name search."""
     postgres = db.session.get_bind().dialect.name == "postgresql"
-    if query and postgres:
-        return _search_postgres(pipeline_id, pattern(query), limits, launched_limit, since, now)
+    if query:
+        return _search(project_id, pipeline_id, pattern(query), limits, launched_limit, since,
+                       now, postgres)
     counts: dict[int, dict[str, int]] = {}
-    for position, status, number in db.session.execute(
-        _filtered(select(PipelineRun.stage_position, PipelineRun.status, func.count()), query)
-        .where(PipelineRun.pipeline_id == pipeline_id,
-               PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
-        .group_by(PipelineRun.stage_position, PipelineRun.status)
-    ):
+    for position, status, number in _rows(_counts(), {"pipeline_id": pipeline_id}):
         counts.setdefault(position, {})[status] = number
     in_flight = sum(sum(c.values()) for c in counts.values())
-    if query:
-        in_flight = _in_flight(pipeline_id)
     wanted = {position: limit for position, limit in limits.items() if counts.get(position)}
     cards: list[Row] = []
     if wanted:
         params: dict[str, Any] = {"pipeline_id": pipeline_id}
         if postgres:
             params["positions"], params["limits"] = list(wanted), list(wanted.values())
-            cards = list(db.session.execute(_first_cards_lateral(), params))
+            cards = _rows(_first_cards_lateral(), params)
         else:
-            if query:
-                params["pattern"] = pattern(query)
             for n, (position, limit) in enumerate(wanted.items()):
                 params[f"p{n}"], params[f"l{n}"] = position, limit
-            cards = list(db.session.execute(_first_cards_union(len(wanted), bool(query)), params))
-    launched = list(db.session.execute(
-        _filtered(select(*CARD_COLUMNS), query, joined=True)
-        .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched",
-               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
-        .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc()).limit(launched_limit)))
-    launched_count = launched_total
-    if query:
-        launched_count = db.session.scalar(
-            _filtered(select(func.count()).select_from(PipelineRun), query)
-            .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched",
-                   PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)) or 0
-    return BoardRows(counts, in_flight, cards, launched, launched_count)
+            cards = _rows(_first_cards_union(len(wanted)), params)
+    launched = _rows(_launched(), {"pipeline_id": pipeline_id, "since": since, "now": now,
+                                   "limit": launched_limit})
+    return BoardRows(counts, in_flight, cards, launched, launched_total)
 
 
 def open_requests(run_ids: list[int]) -> dict[int, int]:
@@ -118,38 +127,49 @@ def open_requests(run_ids: list[int]) -> dict[int, int]:
         .group_by(ChangeRequest.run_id)) if run_id is not None}
 
 
-def _in_flight(pipeline_id: int) -> int:
-    return db.session.scalar(
-        select(func.count()).select_from(PipelineRun)
-        .where(PipelineRun.pipeline_id == pipeline_id,
-               PipelineRun.status.in_(RUN_ACTIVE_STATUSES))) or 0
+def _rows(statement: Any, params: dict[str, Any]) -> list[Any]:
+    """Rows of a statement built once, on the session's connection: plain rows, without the
+    ORM's per-row processing (these are columns, not entities)."""
+    return list(db.session.connection().execute(statement, params))
 
 
-def _filtered(statement: Select[*Columns], query: str,
-              joined: bool = False) -> Select[*Columns]:
-    """Join the flag's name when a search or the cards need it."""
-    if query or joined:
-        statement = statement.join(Feature, Feature.id == PipelineRun.feature_id)
-    if query:
-        statement = statement.where(func.lower(Feature.name).like(pattern(query), escape="\\"))
-    return statement
+def _in_window() -> Any:
+    return ((PipelineRun.status == "launched")
+            & (PipelineRun.ended_at >= bindparam("since", type_=UTCDateTime))
+            & (PipelineRun.ended_at <= bindparam("now", type_=UTCDateTime)))
 
 
-def _column(position: Any, limit: Any, search: bool) -> Select:
-    """One column's first cards: an ordered, limited read of the board index."""
-    part = (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+@lru_cache(maxsize=1)
+def _counts() -> Select:
+    """Runs in flight per stage position and status: the columns' counts."""
+    return (select(PipelineRun.stage_position, PipelineRun.status, func.count())
             .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
-                   PipelineRun.stage_position == position, PipelineRun.ended_at.is_(None)))
-    if search:
-        part = part.where(func.lower(Feature.name).like(bindparam("pattern"), escape="\\"))
-    return part.order_by(PipelineRun.entered_at, PipelineRun.id).limit(limit)
+                   PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
+            .group_by(PipelineRun.stage_position, PipelineRun.status))
+
+
+@lru_cache(maxsize=1)
+def _launched() -> Select:
+    """The Launched column's first cards, latest first."""
+    return (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window())
+            .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc())
+            .limit(bindparam("limit", type_=Integer)))
+
+
+def _column(position: Any, limit: Any) -> Select:
+    """One column's first cards: an ordered, limited read of the board index."""
+    return (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                   PipelineRun.stage_position == position, PipelineRun.ended_at.is_(None))
+            .order_by(PipelineRun.entered_at, PipelineRun.id).limit(limit))
 
 
 @lru_cache(maxsize=256)
-def _first_cards_union(columns: int, search: bool) -> Select | CompoundSelect:
+def _first_cards_union(columns: int) -> Select | CompoundSelect:
     """SQLite: one SELECT per column, in a UNION ALL. Built once per shape with bound
     parameters, so SQLAlchemy's compiled cache serves every poll."""
-    parts = [select(_column(bindparam(f"p{n}"), bindparam(f"l{n}"), search).subquery())
+    parts = [select(_column(bindparam(f"p{n}"), bindparam(f"l{n}")).subquery())
              for n in range(columns)]
     return parts[0] if columns == 1 else union_all(*parts)
 
@@ -161,71 +181,117 @@ def _wanted_columns() -> Any:
             .table_valued("pos", "lim").render_derived(name="w"))
 
 
+def _wanted_columns_sqlite(columns: int) -> Any:
+    """SELECT :p0 AS pos, :l0 AS lim UNION ALL ...: the same for SQLite, one shape per count."""
+    parts = [select(bindparam(f"p{n}", type_=Integer).label("pos"),
+                    bindparam(f"l{n}", type_=Integer).label("lim")) for n in range(columns)]
+    return (parts[0] if columns == 1 else union_all(*parts)).subquery("w")
+
+
 @lru_cache(maxsize=1)
 def _first_cards_lateral() -> Select:
     """PostgreSQL: every column's first cards from one plan (see the module's docstring)."""
     wanted = _wanted_columns()
-    column = _column(wanted.c.pos, wanted.c.lim, search=False).lateral("c")
+    column = _column(wanted.c.pos, wanted.c.lim).lateral("c")
     return select(*column.c).select_from(wanted).join(column, true())
 
 
-def _search_postgres(pipeline_id: int, like: str, limits: dict[int, int], launched_limit: int,
-                     since: datetime, now: datetime) -> BoardRows:
+def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int],
+            launched_limit: int, since: datetime, now: datetime, postgres: bool) -> BoardRows:
     counts: dict[int, dict[str, int]] = {}
-    launched_count = 0
+    in_flight = launched_count = 0
     chosen: list[int] = []
-    for kind, position, status, number in db.session.execute(
-        _search_statement(),
-        {"pipeline_id": pipeline_id, "pattern": like, "since": since, "now": now,
-         "positions": list(limits), "limits": list(limits.values()),
-         "launched_limit": launched_limit},
-    ):
+    params: dict[str, Any] = {"project_id": project_id, "pipeline_id": pipeline_id,
+                              "pattern": like, "since": since, "now": now,
+                              "launched_limit": launched_limit}
+    if postgres:
+        params["positions"], params["limits"] = list(limits), list(limits.values())
+        statement = _search_postgres()
+    else:
+        for n, (position, limit) in enumerate(limits.items()):
+            params[f"p{n}"], params[f"l{n}"] = position, limit
+        statement = _search_sqlite(len(limits))
+    for kind, position, status, number in _rows(statement, params):
         if kind == "count":
             counts.setdefault(position, {})[status] = number
         elif kind == "launched":
             launched_count = number
+        elif kind == "in_flight":
+            in_flight = number
         else:
             chosen.append(number)
-    rows = list(db.session.execute(
-        select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
-        .where(PipelineRun.id.in_(chosen)))) if chosen else []
+    rows = _rows(_chosen_cards(postgres), {"ids": chosen}) if chosen else []
     cards = [row for row in rows if row.ended_at is None]
     launched = sorted((row for row in rows if row.ended_at is not None),
                       key=lambda row: (row.ended_at, row.id), reverse=True)
-    return BoardRows(counts, _in_flight(pipeline_id), cards, launched, launched_count)
+    return BoardRows(counts, in_flight, cards, launched, launched_count)
+
+
+@lru_cache(maxsize=2)
+def _chosen_cards(postgres: bool) -> Select:
+    """The cards a search chose, by id. On PostgreSQL as one array parameter: one statement
+    text and plan whatever the number of ids (an IN list is planned again for each length)."""
+    ids = (PipelineRun.id == any_(bindparam("ids", type_=ARRAY(Integer))) if postgres
+           else PipelineRun.id.in_(bindparam("ids", expanding=True)))
+    return select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id).where(ids)
 
 
 @lru_cache(maxsize=1)
-def _search_statement() -> CompoundSelect[str, int, str, int]:
-    """One pass of the name filter over the pipeline's runs (in flight, or launched in the
-    window), then from those matches: counts per stage and status ("count"), the launched
-    count ("launched"), and the ids of each column's first cards and the Launched column's
-    ("card")."""
-    in_window = ((PipelineRun.status == "launched")
-                 & (PipelineRun.ended_at >= bindparam("since", type_=UTCDateTime))
-                 & (PipelineRun.ended_at <= bindparam("now", type_=UTCDateTime)))
+def _search_postgres() -> CompoundSelect:
+    """The search on PostgreSQL: its runs in flight or launched in the window whose flag's
+    name matches, in one pass (a hash of the matching flags)."""
     matches = (
         select(PipelineRun.id, PipelineRun.stage_position, PipelineRun.status,
                PipelineRun.entered_at, PipelineRun.ended_at)
         .join(Feature, Feature.id == PipelineRun.feature_id)
         .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
-               PipelineRun.ended_at.is_(None) | in_window,
+               PipelineRun.ended_at.is_(None) | _in_window(),
                func.lower(Feature.name).like(bindparam("pattern"), escape="\\"))
         .cte("m")
     )
+    return _search_statement(matches, _wanted_columns())
+
+
+@lru_cache(maxsize=256)
+def _search_sqlite(columns: int) -> CompoundSelect:
+    """The search on SQLite: from the project's matching flags to their runs, by index (the
+    run in flight of a flag is unique), and the launched runs of the window among them."""
+    flags = (select(Feature.id).where(Feature.project_id == bindparam("project_id"),
+                                      Feature.name.like(bindparam("pattern"), escape="\\"))
+             .cte("f"))
+    run = (PipelineRun.id, PipelineRun.stage_position, PipelineRun.status,
+           PipelineRun.entered_at, PipelineRun.ended_at)
+    matches = union_all(
+        select(*run).select_from(flags)
+        .join(PipelineRun, (PipelineRun.feature_id == flags.c.id) & PipelineRun.ended_at.is_(None))
+        .where(PipelineRun.pipeline_id == bindparam("pipeline_id")),
+        select(*run).where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window(),
+                           PipelineRun.feature_id.in_(select(flags.c.id))),
+    ).cte("m")
+    return _search_statement(matches, _wanted_columns_sqlite(columns))
+
+
+def _search_statement(matches: Any, wanted: Any) -> CompoundSelect:
+    """From the matches: counts per stage and status ("count"), the launched count
+    ("launched"), the pipeline's runs in flight whatever the search ("in_flight"), and the ids
+    of each column's first cards and the Launched column's ("card")."""
     counts = (select(literal_column("'count'"), matches.c.stage_position, matches.c.status,
                      func.count())
               .where(matches.c.status.in_(RUN_ACTIVE_STATUSES))
               .group_by(matches.c.stage_position, matches.c.status))
     launched_count: Select = (select(literal_column("'launched'"), literal_column("-1"),
-                                     literal_column("'launched'"), func.count())
-                              .where(matches.c.ended_at.is_not(None)))
+                             literal_column("'launched'"), func.count())
+                      .where(matches.c.ended_at.is_not(None)))
+    in_flight: Select = (select(literal_column("'in_flight'"), literal_column("-1"),
+                        literal_column("'in_flight'"), func.count())
+                 .select_from(PipelineRun)
+                 .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                        PipelineRun.status.in_(RUN_ACTIVE_STATUSES)))
     ranked = (select(matches.c.id, matches.c.stage_position, matches.c.status,
                      func.row_number().over(partition_by=matches.c.stage_position,
                                             order_by=(matches.c.entered_at, matches.c.id))
                      .label("rn"))
               .where(matches.c.ended_at.is_(None)).subquery("ranked"))
-    wanted = _wanted_columns()
     first = (select(literal_column("'card'"), ranked.c.stage_position, ranked.c.status,
                     ranked.c.id)
              .join(wanted, wanted.c.pos == ranked.c.stage_position)
@@ -235,7 +301,7 @@ def _search_statement() -> CompoundSelect[str, int, str, int]:
               .limit(bindparam("launched_limit")).subquery("latest"))
     launched = select(literal_column("'card'"), literal_column("-1"),
                       literal_column("'launched'"), latest.c.id)
-    return union_all(counts, launched_count, first, launched)
+    return union_all(counts, launched_count, in_flight, first, launched)
 
 
 __all__ = ["BoardRows", "CARD_COLUMNS", "open_requests", "pattern", "read"]

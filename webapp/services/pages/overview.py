@@ -1,9 +1,12 @@
 """The project's pipelines at a glance, and launches per day. Reads only."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
@@ -14,6 +17,7 @@ from webapp.models import (
     PipelineStage,
     ReleasePipeline,
 )
+from webapp.orm import UTCDateTime
 from webapp.services.pipelines.catalog import LAUNCHED_DAYS
 
 # --- Launches per day -----------------------------------------------------------------------------
@@ -43,17 +47,25 @@ def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
     first = today - timedelta(days=days - 1)
     since = now.replace(year=first.year, month=first.month, day=first.day,
                                          hour=0, minute=0, second=0, microsecond=0)
-    day = func.date(PipelineRun.ended_at)
     found: dict[str, int] = {}
-    for row in db.session.execute(
-        select(day, func.count())
-        .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "launched",
-               PipelineRun.ended_at >= since, PipelineRun.ended_at <= now)
-        .group_by(day)
-    ):
-        found[str(row[0])[:10]] = row[1]  # the date as the database gives it, the count
+    rows: Iterable[tuple[Any, ...]] = db.session.connection().execute(
+        _launched_per_day(), {"pipeline_id": pipeline_id, "since": since, "now": now})
+    for value, number in rows:
+        found[str(value)[:10]] = number
     series = [(first + timedelta(days=n), 0) for n in range(days)]
     return Launches(since, [(d, found.get(d.isoformat(), 0)) for d, _ in series])
+
+
+@lru_cache(maxsize=1)
+def _launched_per_day() -> Select:
+    """Built once: every board poll reads it."""
+    day = func.date(PipelineRun.ended_at)
+    return (select(day, func.count())
+            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                   PipelineRun.status == "launched",
+                   PipelineRun.ended_at >= bindparam("since", type_=UTCDateTime),
+                   PipelineRun.ended_at <= bindparam("now", type_=UTCDateTime))
+            .group_by(day))
 
 
 # --- The project's pipelines at a glance ----------------------------------------------------------

@@ -3,10 +3,11 @@ and the stages of a pipeline as the board shows them.
 """
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from webapp.durations import duration
 from webapp.extensions import db
@@ -115,30 +116,25 @@ class StageInfo:
 
 
 def load_stages(pipeline_id: int) -> list[StageInfo]:
-    """The pipeline's stages in words, read with two plain selects (no ORM graph to build)."""
+    """The pipeline's stages in words, read with one plain select (no ORM graph to build): a
+    row per action, or one for a stage without actions."""
+    stages: list[StageInfo] = []
+    row_of: dict[int, Any] = {}
     actions: dict[int, list[Any]] = {}
-    for row in db.session.execute(
-        select(StageAction.stage_id, StageAction.action_type, StageAction.enabled,
-               StageAction.value, StageAction.sets_value, StageAction.rollout_initial,
-               StageAction.rollout_step, StageAction.rollout_interval_seconds,
-               Segment.name.label("segment_name"))
-        .join(PipelineStage, PipelineStage.id == StageAction.stage_id)
-        .outerjoin(Segment, Segment.id == StageAction.segment_id)
-        .where(PipelineStage.pipeline_id == pipeline_id).order_by(StageAction.position)
-    ):
-        segment = SimpleNamespace(name=row.segment_name) if row.segment_name is not None else None
-        action = SimpleNamespace(**row._asdict(), segment=segment)
-        actions.setdefault(row.stage_id, []).append(action)
-    stages = []
-    for row in db.session.execute(
-        select(PipelineStage.id, PipelineStage.position, PipelineStage.name,
-               PipelineStage.trigger_type, PipelineStage.wait_seconds,
-               PipelineStage.environment_id, Environment.name.label("environment"),
-               Environment.minimum_change_request_approvals.label("approvals"))
-        .outerjoin(Environment, Environment.id == PipelineStage.environment_id)
-        .where(PipelineStage.pipeline_id == pipeline_id).order_by(PipelineStage.position)
-    ):
-        own = actions.get(row.id, [])
+    for row in db.session.connection().execute(_stages_statement(),
+                                               {"pipeline_id": pipeline_id}):
+        if row.id not in row_of:
+            row_of[row.id], actions[row.id] = row, []
+        if row.action_type is not None:
+            segment = (SimpleNamespace(name=row.segment_name) if row.segment_name is not None
+                       else None)
+            actions[row.id].append(SimpleNamespace(
+                action_type=row.action_type, enabled=row.enabled, value=row.value,
+                sets_value=row.sets_value, rollout_initial=row.rollout_initial,
+                rollout_step=row.rollout_step,
+                rollout_interval_seconds=row.rollout_interval_seconds, segment=segment))
+    for stage_id, row in row_of.items():
+        own = actions[stage_id]
         rollout = next((a for a in own if a.action_type == "PHASED_ROLLOUT"), None)
         stages.append(StageInfo(
             id=row.id, position=row.position, name=row.name or f"Stage {row.position + 1}",
@@ -149,6 +145,25 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
             rollout_interval=rollout.rollout_interval_seconds if rollout else None,
             environment_id=row.environment_id))
     return stages
+
+
+@lru_cache(maxsize=1)
+def _stages_statement() -> Select:
+    """Built once: the board reads it on every poll."""
+    return (
+        select(PipelineStage.id, PipelineStage.position, PipelineStage.name,
+               PipelineStage.trigger_type, PipelineStage.wait_seconds,
+               PipelineStage.environment_id, Environment.name.label("environment"),
+               Environment.minimum_change_request_approvals.label("approvals"),
+               StageAction.action_type, StageAction.enabled, StageAction.value,
+               StageAction.sets_value, StageAction.rollout_initial, StageAction.rollout_step,
+               StageAction.rollout_interval_seconds, Segment.name.label("segment_name"))
+        .outerjoin(Environment, Environment.id == PipelineStage.environment_id)
+        .outerjoin(StageAction, StageAction.stage_id == PipelineStage.id)
+        .outerjoin(Segment, Segment.id == StageAction.segment_id)
+        .where(PipelineStage.pipeline_id == bindparam("pipeline_id"))
+        .order_by(PipelineStage.position, PipelineStage.id, StageAction.position)
+    )
 
 
 def stage_snapshot(pipeline_id: int) -> list[dict[str, Any]]:

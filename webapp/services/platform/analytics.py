@@ -11,9 +11,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Date, Select, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import redis_conn
@@ -165,12 +166,19 @@ def recent(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
     since = now().date() - timedelta(days=1)
     features = {feature for feature, _env in pairs}
     environments = {env for _feature, env in pairs}
-    found = db.session.execute(
-        select(FlagEvaluationCount.feature_id, FlagEvaluationCount.environment_id,
-               func.sum(FlagEvaluationCount.count))
-        .where(FlagEvaluationCount.feature_id.in_(features),
-               FlagEvaluationCount.environment_id.in_(environments),
-               FlagEvaluationCount.day >= since)
-        .group_by(FlagEvaluationCount.feature_id, FlagEvaluationCount.environment_id)
-    )
+    found: Iterable[tuple[Any, ...]] = db.session.connection().execute(
+        _recent(), {"features": sorted(features), "environments": sorted(environments),
+                    "since": since})
     return {(f, e): int(n) for f, e, n in found if (f, e) in pairs}
+
+
+@lru_cache(maxsize=1)
+def _recent() -> Select:
+    """Built once: every board poll reads it."""
+    return (select(FlagEvaluationCount.feature_id, FlagEvaluationCount.environment_id,
+                   func.sum(FlagEvaluationCount.count))
+            .where(FlagEvaluationCount.feature_id.in_(bindparam("features", expanding=True)),
+                   FlagEvaluationCount.environment_id.in_(
+                       bindparam("environments", expanding=True)),
+                   FlagEvaluationCount.day >= bindparam("since", type_=Date))
+            .group_by(FlagEvaluationCount.feature_id, FlagEvaluationCount.environment_id))
