@@ -65,7 +65,7 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
 
 
 def _init_extensions(app: Flask) -> None:
-    from webapp.database import install_session_hooks, tune_sqlite
+    from webapp.database import install_session_hooks, tune_postgres, tune_sqlite
     from webapp.extensions import csrf, db, htmx, login, migrate
     from webapp.sessions import SessionInterface
 
@@ -85,6 +85,8 @@ def _init_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             tune_sqlite(db.engine)
+        elif db.engine.dialect.name == "postgresql":
+            tune_postgres(db.engine)
 
     from webapp.services.platform import realtime, users
 
