@@ -2,9 +2,10 @@
 
 A job advances the runs it was rung for and then drains whatever else is due, so one job does
 many transitions (a job per transition would cap the engine at the queue's rate). Runs due
-now get a job each (`advance-{run}-v{version}`); runs due later get one job per second they
-fall due in (`advance-due-{second}`), whatever their number: the job starts in the second
-before and moves the runs as they fall due, together with whatever else fell due meanwhile.
+later get one job per second they fall due in (`advance-due-{second}`), whatever their number:
+the job starts in the second before and passes over the database every tick until its second
+ends, moving what fell due meanwhile in one batch per stage. Runs due now get a job each
+(`advance-{run}-v{version}`), unless such a drain job is passing: then its next pass moves them.
 Job ids are deterministic and enqueued with `unique=True`: ringing twice queues one job.
 Ringing never raises: if Redis is away, the sweeper finds the runs in the database.
 """
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import redis
 from flask import current_app
 from rq import Queue
 from rq.exceptions import DuplicateJobError
@@ -42,6 +44,13 @@ DRAIN_TICK_SECONDS = 0.2
 # Job statuses under which a drain job has not yet looked at the database: a bell rung for its
 # second while it is so needs no job of its own.
 _NOT_YET_RUN = frozenset({"scheduled", "queued"})
+# Set by a drain job while it passes over the database every tick (and for this long after its
+# last pass, should it be killed). Runs due at once, rung meanwhile, need no job of their own:
+# the drain job moves them in its next pass, or in the last one it makes after clearing this.
+DRAINING_KEY = "railyard:engine:draining"
+_DRAINING_TTL_MS = 1000
+# Due-now bells fewer than this ride on a drain job's passes; a bulk add gets its own jobs.
+_RIDE_LIMIT = 100
 
 
 def advance(run_id: int, version: int | None = None) -> dict:
@@ -61,17 +70,34 @@ def drain(until: float | None = None) -> dict:
     due before `until` (epoch seconds: the end of the second this job was rung for). Runs that
     fall due within a tick of each other move together, in one batch."""
     cache = Cache()
-    report = sweep.drain(_drain_limit(), cache=cache)
-    for _ in range(_MAX_PASSES):
-        moment = now().timestamp()
-        upcoming = sweep.next_due_at()
-        if until is None or moment >= until or upcoming is None or upcoming.timestamp() >= until:
-            break
-        time.sleep(DRAIN_TICK_SECONDS)
-        if now().timestamp() == moment:
-            break  # a frozen (test) clock never reaches `until`
-        _merge(report, sweep.drain(_drain_limit(), cache=cache))
-    return _finish(report, cache)
+    _mark_draining(True)
+    try:
+        report = sweep.drain(_drain_limit(), cache=cache)
+        for _ in range(_MAX_PASSES):
+            moment = now().timestamp()
+            upcoming = sweep.next_due_at()
+            if (until is None or moment >= until or upcoming is None
+                    or upcoming.timestamp() >= until):
+                break
+            time.sleep(DRAIN_TICK_SECONDS)
+            if now().timestamp() == moment:
+                break  # a frozen (test) clock never reaches `until`
+            _mark_draining(True)
+            _merge(report, sweep.drain(_drain_limit(), cache=cache))
+    finally:
+        _mark_draining(False)
+    return _finish(report, cache)  # its pass comes after the mark is gone
+
+
+def _mark_draining(on: bool) -> None:
+    try:
+        connection = redis_conn.connection()
+        if on:
+            connection.set(DRAINING_KEY, 1, px=_DRAINING_TTL_MS)
+        else:
+            connection.delete(DRAINING_KEY)
+    except redis.RedisError:  # rings enqueue jobs of their own meanwhile; nothing is lost
+        log.warning("could not mark the drain job's passes", exc_info=True)
 
 
 # A drain job spans DRAIN_LEAD_SECONDS + 1 seconds: that many ticks, and a few to spare.
@@ -119,6 +145,8 @@ def _ring(bells: list[Bell]) -> None:
     current = now()
     due = [b for b in bells if b.due_at <= current]
     later = [b for b in bells if b.due_at > current]
+    if due and len(due) < _RIDE_LIMIT and queue.connection.exists(DRAINING_KEY):
+        due = []  # a drain job's next (or last) pass moves them
     if len(due) == 1:
         _unique(queue.enqueue, advance, due[0].run_id, due[0].version,
                 job_id=job_id(due[0]), job_timeout=JOB_TIMEOUT)

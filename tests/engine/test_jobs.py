@@ -91,6 +91,26 @@ def test_waits_ending_in_one_second_share_one_drain_job_started_a_second_before(
     assert max(slept) == transitions.DRAIN_TICK_SECONDS
 
 
+def test_a_flag_added_while_a_drain_job_passes_moves_in_its_next_pass(
+        clock, make, project, editor, envs, make_pipeline, two_stage, work, monkeypatch):
+    waiting = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 1}], name="Wait")
+    add(project, waiting, [make.feature(project)], editor)  # its drain job passes until + 2 s
+    flag = make.feature(project)
+    rung = []
+
+    def sleep(seconds):
+        if not rung:  # between two passes, a flag is added and its bell rung
+            add(project, two_stage, [flag], editor)
+            rung.append(list(redis_conn.queue().job_ids))
+        clock.shift(timedelta(seconds=seconds))
+
+    monkeypatch.setattr(transitions.time, "sleep", sleep)
+    work()
+    assert rung == [[]]  # no job of its own
+    assert state(flag, envs["Development"]) == (True, None)
+    assert not redis_conn.connection().exists(transitions.DRAINING_KEY)
+
+
 def test_a_wait_ending_in_a_second_whose_job_already_started_gets_a_job_of_its_own(
         clock, make, project, editor, make_pipeline):
     pipeline = make_pipeline([{"env": "Development", "trigger": "WAIT_FOR", "wait": 5}])
