@@ -84,9 +84,22 @@ def drain(until: float | None = None) -> dict:
                 break  # a frozen (test) clock never reaches `until`
             _mark_draining(True)
             _merge(report, sweep.drain(_drain_limit(), cache=cache))
+        if until is not None:
+            _leave_the_rest(until)
     finally:
         _mark_draining(False)
     return _finish(report, cache)  # its pass comes after the mark is gone
+
+
+def _leave_the_rest(until: float) -> None:
+    """Runs of this job's second that are still not due (the clock stood still, as a test's
+    does, or the passes ran out) get a job at their due time."""
+    left = sweep.next_due_at()
+    if left is None or left <= now() or left.timestamp() >= until:
+        return
+    _unique(redis_conn.queue().enqueue_at, _naive_utc(left), drain, until,
+            job_id=f"advance-due-{int(until) - 1}-rest-{int(left.timestamp() * 1000)}",
+            job_timeout=JOB_TIMEOUT, result_ttl=0)
 
 
 def _mark_draining(on: bool) -> None:
