@@ -67,7 +67,7 @@ def _configure(app: Flask, config: dict[str, Any] | None) -> None:
 def _init_extensions(app: Flask) -> None:
     # Here, not at the top, as in create_app: importing a light module of the package
     # (webapp.clock, webapp.config) must not load Flask-SQLAlchemy, Alembic and the models.
-    from webapp.database import install_session_hooks, tune_sqlite
+    from webapp.database import install_session_hooks, tune_postgres, tune_sqlite
     from webapp.extensions import csrf, db, htmx, login, migrate
     from webapp.sessions import SessionInterface
 
@@ -87,6 +87,8 @@ def _init_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             tune_sqlite(db.engine)
+        elif db.engine.dialect.name == "postgresql":
+            tune_postgres(db.engine)
 
     from webapp.services.platform import realtime, users  # the services: same cost
 

@@ -2,6 +2,7 @@
 command).
 """
 
+import gc
 import os
 import sys
 
@@ -86,6 +87,10 @@ def _worker(burst: bool = False) -> None:
     # SimpleWorker runs jobs in this process (inside the app context): the engine batches due
     # runs per job, and a SIGKILL mid-job is recovered by the sweeper from the database.
     worker = SimpleWorker([redis_conn.queue()], connection=redis_conn.connection())
+    # RQ forks its scheduler from this process. What the app made so far (~150,000 objects)
+    # leaves the cyclic GC: a full collection would write to every page holding one, taking
+    # them back from the fork one by one (its memory twice over), and pause the jobs.
+    gc.freeze()
     worker.work(with_scheduler=True, burst=burst)
 
 

@@ -1,15 +1,17 @@
 """Jobs through a real RQ SimpleWorker on the test's real Redis; the sweeper survives FLUSHALL."""
 
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from rq import Queue
+from rq.job import Job, JobStatus
 from sqlalchemy import select
 
 from jobs import schedule, transitions
+from tests.support.pipelines import START
 from webapp import redis_conn
 from webapp.extensions import db
-from webapp.models import PipelineRun
+from webapp.models import PipelineRun, StageExecution
 from webapp.services.actors import Actor
 from webapp.services.runs import controls, planning, sweep
 
@@ -31,9 +33,9 @@ def test_a_worker_applies_on_enter_then_the_scheduler_fires_the_wait(clock, make
 
     work()
     assert state(flag, envs["Development"]) == (True, None)
-    run = the_run(flag)
+    # one job for the second the wait ends in (started a second before it), not one per run
     scheduled = queue.scheduled_job_registry.get_job_ids()
-    assert scheduled == [f"advance-{run.id}-v{run.version}"]
+    assert scheduled == [f"advance-due-{int((START + timedelta(days=1)).timestamp())}"]
 
     work()  # not due yet: nothing moves
     assert state(flag, envs["Staging"]) == (False, None)
@@ -58,6 +60,68 @@ def test_a_bulk_add_rings_one_job_that_moves_them_all(clock, make, project, edit
     clock.shift(timedelta(days=1, seconds=1))
     work()
     assert {r.status for r in db.session.scalars(select(PipelineRun))} == {"launched"}
+
+
+def test_waits_ending_in_one_second_share_one_drain_job_started_a_second_before(
+        clock, make, project, editor, make_pipeline, work, monkeypatch):
+    pipeline = make_pipeline([{"env": "Development", "trigger": "WAIT_FOR", "wait": 1}])
+    first, second = make.feature(project), make.feature(project)
+    add(project, pipeline, [first], editor)  # due at START + 1 s
+    clock.shift(timedelta(milliseconds=500))
+    add(project, pipeline, [second], editor)  # due at START + 1.5 s, the same second
+    queue = redis_conn.queue()
+    # its start (START) has come: queued at once, not scheduled
+    assert queue.job_ids == [f"advance-due-{int(START.timestamp()) + 1}"]
+    slept = []
+
+    def sleep(seconds):  # the drain job's waits move the test's clock
+        slept.append(seconds)
+        clock.shift(timedelta(seconds=seconds))
+
+    monkeypatch.setattr(transitions.time, "sleep", sleep)
+    work()
+    applied = db.session.execute(
+        select(StageExecution.run_id, StageExecution.applied_at)).all()
+    assert len(applied) == 2
+    due = {the_run(first).id: START + timedelta(seconds=1),
+           the_run(second).id: START + timedelta(seconds=1.5)}
+    for run_id, moment in applied:  # each moved within a tick of falling due
+        late = moment.replace(tzinfo=UTC) - due[run_id]
+        assert timedelta(0) <= late <= timedelta(seconds=transitions.DRAIN_TICK_SECONDS * 1.5)
+    assert max(slept) == transitions.DRAIN_TICK_SECONDS
+
+
+def test_a_flag_added_while_a_drain_job_passes_moves_in_its_next_pass(
+        clock, make, project, editor, envs, make_pipeline, two_stage, work, monkeypatch):
+    waiting = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 1}], name="Wait")
+    add(project, waiting, [make.feature(project)], editor)  # its drain job passes until + 2 s
+    flag = make.feature(project)
+    rung = []
+
+    def sleep(seconds):
+        if not rung:  # between two passes, a flag is added and its bell rung
+            add(project, two_stage, [flag], editor)
+            rung.append(list(redis_conn.queue().job_ids))
+        clock.shift(timedelta(seconds=seconds))
+
+    monkeypatch.setattr(transitions.time, "sleep", sleep)
+    work()
+    assert rung == [[]]  # no job of its own
+    assert state(flag, envs["Development"]) == (True, None)
+    assert not redis_conn.connection().exists(transitions.DRAINING_KEY)
+
+
+def test_a_wait_ending_in_a_second_whose_job_already_started_gets_a_job_of_its_own(
+        clock, make, project, editor, make_pipeline):
+    pipeline = make_pipeline([{"env": "Development", "trigger": "WAIT_FOR", "wait": 5}])
+    first, second = make.feature(project), make.feature(project)
+    add(project, pipeline, [first], editor)
+    registry = redis_conn.queue().scheduled_job_registry
+    name = f"advance-due-{int(START.timestamp()) + 5}"
+    assert registry.get_job_ids() == [name]
+    Job.fetch(name, connection=redis_conn.connection()).set_status(JobStatus.STARTED)
+    [bell] = add(project, pipeline, [second], editor)
+    assert sorted(registry.get_job_ids()) == [name, f"{name}-after-{bell.run_id}-v1"]
 
 
 def test_ringing_twice_queues_one_job(clock, make, project, editor, two_stage):

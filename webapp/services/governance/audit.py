@@ -5,8 +5,7 @@ webhooks (webhook_events.from_audit), in the same unit of work."""
 
 from typing import Any
 
-from sqlalchemy import insert
-
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry
@@ -90,8 +89,5 @@ def record_many(actor: Actor, entries: list[dict[str, Any]]) -> None:
             "run_id": entry.get("run_id"), "change_request_id": entry.get("change_request_id"),
             "idempotency_key": entry.get("idempotency_key"),
         })
-    # RETURNING makes SQLAlchemy pack the rows into multi-row INSERTs (insertmanyvalues);
-    # without it psycopg's executemany sends one statement per row.
-    table = table_of(AuditEntry)
-    db.session.execute(insert(table).returning(table.c.id), rows).all()
+    database.insert_rows(table_of(AuditEntry), rows)
     webhook_events.from_audit(actor, rows)

@@ -43,8 +43,7 @@ def stage_completed(completions: list[dict], *, project_id: int) -> None:
                          "message": item["message"], "link": link, "created_at": moment,
                          "idempotency_key": f"{key}:user:{uid}"})
             wanted.append((uid, item["message"], link, f"email:{key}:user:{uid}"))
-    if rows:
-        db.session.execute(insert(table_of(Notification)), rows)
+    database.insert_rows(table_of(Notification), rows)
     if wanted and mail_configured():
         emails = dict(db.session.execute(
             select(User.id, User.email).where(User.id.in_({w[0] for w in wanted}))).all())

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app, has_request_context, url_for
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
+from webapp import database
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import (
@@ -96,8 +97,24 @@ def group_of(event_type: str) -> str:
     return FLAG_UPDATED if event_type == FLAG_DELETED else event_type
 
 
+_WANTED = "railyard.webhooks_wanted"
+
+
 def wanted(project_id: int) -> set[str]:
-    """Event types some enabled receiver of the project wants (empty: write nothing)."""
+    """Event types some enabled receiver of the project wants (empty: write nothing). Read
+    once per transaction: an engine batch asks for every change and stage event it writes."""
+    transaction = db.session().get_transaction()
+    if transaction is None:  # nothing read yet in this unit of work: nothing to share
+        return _read_wanted(project_id)
+    memo: tuple[object, dict[int, set[str]]] | None = db.session.info.get(_WANTED)
+    if memo is None or memo[0] is not transaction:
+        memo = db.session.info[_WANTED] = (transaction, {})
+    if project_id not in memo[1]:
+        memo[1][project_id] = _read_wanted(project_id)
+    return memo[1][project_id]
+
+
+def _read_wanted(project_id: int) -> set[str]:
     found: set[str] = set()
     for hook in db.session.execute(
             select(Webhook.kind, Webhook.events)
@@ -327,7 +344,7 @@ def _row(project_id: int, event_type: str, body: dict[str, Any], slack: str | No
 
 def _write(rows: list[dict[str, Any]]) -> None:
     if rows:
-        db.session.execute(insert(table_of(OutboxMessage)), rows)
+        database.insert_rows(table_of(OutboxMessage), rows)
 
 
 def _slack(event_type: str, text: str, url: str, label: str) -> str | None:

@@ -19,7 +19,7 @@ the result of the ones before it (a release stage's actions rely on this).
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, select, update
 
 from webapp import database
 from webapp.clock import now
@@ -229,8 +229,8 @@ def apply_changes(
         for row in db.session.execute(
             select(FeatureState.id, FeatureState.feature_id, FeatureState.environment_id,
                    FeatureState.enabled, FeatureState.value)
-            .where(FeatureState.feature_id.in_(features),
-                   FeatureState.environment_id.in_(environments)))
+            .where(database.in_(FeatureState.feature_id, features),
+                   database.in_(FeatureState.environment_id, environments)))
     }
     overrides: dict[tuple[int, int, int], Any] = {}
     highest: dict[tuple[int, int], int] = {}
@@ -239,8 +239,8 @@ def apply_changes(
             select(SegmentOverride.id, SegmentOverride.feature_id, SegmentOverride.environment_id,
                    SegmentOverride.segment_id, SegmentOverride.enabled, SegmentOverride.value,
                    SegmentOverride.priority)
-            .where(SegmentOverride.feature_id.in_(features),
-                   SegmentOverride.environment_id.in_(environments))):
+            .where(database.in_(SegmentOverride.feature_id, features),
+                   database.in_(SegmentOverride.environment_id, environments))):
             overrides[(row.feature_id, row.environment_id, row.segment_id)] = row
             pair = (row.feature_id, row.environment_id)
             highest[pair] = max(highest.get(pair, row.priority), row.priority)
@@ -339,8 +339,7 @@ def _write_targets(current: dict[tuple, TargetState | None],
                 state_inserts.append({"feature_id": key[1], "environment_id": key[2],
                                       "updated_at": moment, **params})
             else:
-                state_updates.append({"_id": row_id, "_enabled": params["enabled"],
-                                      "_value": params["value"]})
+                state_updates.append({"id": row_id, **params})
         elif values is None:
             if row_id is not None:
                 removals.append(row_id)
@@ -351,24 +350,11 @@ def _write_targets(current: dict[tuple, TargetState | None],
                 override_inserts.append({"feature_id": key[1], "environment_id": key[2],
                                          "segment_id": key[3], "updated_at": moment, **params})
             else:
-                override_updates.append({"_id": row_id, "_enabled": params["enabled"],
-                                         "_value": params["value"],
-                                         "_priority": params["priority"]})
+                override_updates.append({"id": row_id, **params})
     state, override = table_of(FeatureState), table_of(SegmentOverride)
-    if state_updates:
-        db.session.execute(
-            state.update().where(state.c.id == bindparam("_id"))
-            .values(enabled=bindparam("_enabled"), value=bindparam("_value"), updated_at=moment),
-            state_updates)
-    if state_inserts:
-        db.session.execute(insert(state), state_inserts)
-    if override_updates:
-        db.session.execute(
-            override.update().where(override.c.id == bindparam("_id"))
-            .values(enabled=bindparam("_enabled"), value=bindparam("_value"),
-                    priority=bindparam("_priority"), updated_at=moment),
-            override_updates)
-    if override_inserts:
-        db.session.execute(insert(override), override_inserts)
+    database.update_rows(state, "id", state_updates, updated_at=moment)
+    database.insert_rows(state, state_inserts)
+    database.update_rows(override, "id", override_updates, updated_at=moment)
+    database.insert_rows(override, override_inserts)
     if removals:
-        db.session.execute(delete(override).where(override.c.id.in_(removals)))
+        db.session.execute(delete(override).where(database.in_(override.c.id, removals)))

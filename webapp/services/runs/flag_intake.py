@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Column, ColumnElement, Insert, Table, insert, literal, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, selectinload
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
@@ -124,8 +124,10 @@ def require_editor(actor: Actor, project_id: int) -> None:
 
 
 def published_pipeline(project_id: int, pipeline_id: int) -> ReleasePipeline:
-    """The project's pipeline if it takes flags; NotFound or Conflict (saying why) otherwise."""
-    pipeline = db.session.get(ReleasePipeline, pipeline_id)
+    """The project's pipeline if it takes flags, its stages and their actions loaded (three
+    reads, whatever the number of stages); NotFound or Conflict (saying why) otherwise."""
+    pipeline = db.session.get(ReleasePipeline, pipeline_id, populate_existing=True, options=[
+        selectinload(ReleasePipeline.stages).selectinload(PipelineStage.actions)])
     if pipeline is None or pipeline.project_id != project_id:
         raise NotFound("Pipeline not found.")
     if pipeline.deleted_at is not None:

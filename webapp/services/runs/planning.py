@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from webapp import database
 from webapp.database import begin_immediate
 from webapp.extensions import db
 from webapp.models import (
@@ -270,13 +271,13 @@ def take_snapshots(feature_ids: list[int], environment_id: int) -> dict[int, dic
         for fid in feature_ids}
     for row in db.session.execute(
         select(FeatureState.feature_id, FeatureState.enabled, FeatureState.value).where(
-            FeatureState.feature_id.in_(feature_ids),
+            database.in_(FeatureState.feature_id, feature_ids),
             FeatureState.environment_id == environment_id)):
         snapshots[row.feature_id]["state"] = {"enabled": row.enabled, "value": row.value}
     for row in db.session.execute(
         select(SegmentOverride.feature_id, SegmentOverride.segment_id, SegmentOverride.enabled,
                SegmentOverride.value, SegmentOverride.priority)
-        .where(SegmentOverride.feature_id.in_(feature_ids),
+        .where(database.in_(SegmentOverride.feature_id, feature_ids),
                SegmentOverride.environment_id == environment_id)
         .order_by(SegmentOverride.segment_id)):
         snapshots[row.feature_id]["overrides"].append(

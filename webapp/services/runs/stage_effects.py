@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import delete, update
 
 from webapp import database
 from webapp.extensions import db
@@ -176,9 +176,9 @@ def complete_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Memb
         execution = table_of(StageExecution)
         db.session.execute(
             execution.update()
-            .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
-            .values(completed_at=now),
-            [{"_run": m.run_id} for m in members])
+            .where(database.in_(execution.c.run_id, [m.run_id for m in members]),
+                   execution.c.stage_id == stage.id)
+            .values(completed_at=now))
     notifications.stage_completed([
         {"run_id": m.run_id, "stage_id": stage.id, "feature_id": m.feature_id,
          "recipients": (m.added_by_id, pipeline.created_by_id),
@@ -218,7 +218,7 @@ def _announce_stage(pipeline: PipelineInfo, stage: StageInfo, members: list[_Mem
 
 def enter_stage(run_ids: list[int], stage: StageInfo, now: datetime) -> dict[str, Any]:
     """Record the runs' entry into `stage`; return the run columns that say so."""
-    db.session.execute(insert(table_of(StageExecution)), [
+    database.insert_rows(table_of(StageExecution), [
         {"run_id": run_id, "stage_id": stage.id, "position": stage.position, "entered_at": now,
          "snapshot": {}} for run_id in run_ids])
     due = now + (timedelta(0) if stage.checks else stage.wait())  # guarded: the wait is the bake

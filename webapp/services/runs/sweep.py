@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, tuple_
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp import database, metrics
@@ -125,7 +125,7 @@ def fire_batch(pairs: list[tuple[int, int | None]], *, cache: Cache, now: dateti
                PipelineRun.feature_id, PipelineRun.added_by_id, PipelineRun.project_id,
                Feature.name, Feature.value_type)
         .join(Feature, Feature.id == PipelineRun.feature_id)
-        .where(PipelineRun.id.in_(list(expected)))
+        .where(database.in_(PipelineRun.id, expected))
         .order_by(PipelineRun.id)  # the runs' locks in id order (webapp/database.py)
     )
     if _is_postgres():
@@ -209,21 +209,15 @@ def _fire_group(pipeline: PipelineInfo, stage: StageInfo, rows: list[Any], now: 
                                project_id=pipeline.project_id, event_type=EVENT_BY_PIPELINE,
                                pipeline_id=pipeline.id)
     execution = table_of(StageExecution)
-    db.session.execute(
-        execution.update()
-        .where(execution.c.run_id == bindparam("_run"), execution.c.stage_id == stage.id)
-        .values(snapshot=bindparam("_snapshot"), applied_at=now, completed_at=now),
-        [{"_run": r.id, "_snapshot": snapshots[r.feature_id]} for r in rows])
+    database.update_rows(execution, "run_id",
+                         [{"run_id": r.id, "snapshot": snapshots[r.feature_id]} for r in rows],
+                         execution.c.stage_id == stage.id, applied_at=now, completed_at=now)
     members = [_Member(r.id, r.feature_id, r.name, r.added_by_id) for r in rows]
     values = complete_stage(pipeline, stage, members, now, mark_completed=False)
     values.update(attempts=0, last_error=None, **calendar.NO_HOLD)
     # One compare-and-set for the whole group: (id, version) pairs as read under the lock.
-    table = table_of(PipelineRun)
-    moved = database.changed(
-        table.update()
-        .where(tuple_(table.c.id, table.c.version).in_([(r.id, r.version) for r in rows]))
-        .values(version=table.c.version + 1, **values)
-    )
+    moved = database.compare_and_set_many(table_of(PipelineRun),
+                                          [(r.id, r.version) for r in rows], **values)
     if moved != len(rows):  # cannot happen while we hold the lock; never write half a batch
         raise ValueError(f"compare-and-set moved {moved} of {len(rows)} runs")
     due = values.get("due_at")
