@@ -233,8 +233,8 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     cards = with_holds(cards, [r for r in rows.cards if r.hold_kind], stages, now)
 
     reads = _reads([*launched_cards, *(c for column in cards.values() for c in column)], stages)
-    launched_cards = [replace(c, reads=reads.get(c.run_id)) for c in launched_cards]
-    cards = {position: [replace(c, reads=reads.get(c.run_id)) for c in column]
+    launched_cards = [_with_reads(c, reads) for c in launched_cards]
+    cards = {position: [_with_reads(c, reads) for c in column]
              for position, column in cards.items()}
     columns = [
         Column(f"s{s.position}", s, sum(counts.get(s.position, {}).values()),
@@ -244,6 +244,11 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     ]
     columns.append(Column("launched", None, launched_count, launched_cards, launched_limit))
     return Board(pipeline, stages, columns, in_flight, query, limits, default, launches)
+
+
+def _with_reads(card: Card, reads: dict[int, tuple[str, int]]) -> Card:
+    found = reads.get(card.run_id)
+    return replace(card, reads=found) if found is not None else card
 
 
 def _with_requests(cards: list[Card]) -> list[Card]:
