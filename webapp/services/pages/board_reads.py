@@ -129,8 +129,9 @@ def open_requests(run_ids: list[int]) -> dict[int, int]:
 
 def _rows(statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
     """Rows of a statement built once, on the session's connection: plain rows, without the
-    ORM's per-row processing (these are columns, not entities)."""
-    return list(db.session.connection().execute(statement, params))
+    ORM's per-row processing (these are columns, not entities), fetched at once (iterating a
+    result fetches row by row)."""
+    return list(db.session.connection().execute(statement, params).all())
 
 
 def _in_window() -> Any:

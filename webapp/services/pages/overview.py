@@ -48,7 +48,7 @@ def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
                                          hour=0, minute=0, second=0, microsecond=0)
     found: dict[str, int] = {}
     for value, number in db.session.connection().execute(
-            _launched_per_day(), {"pipeline_id": pipeline_id, "since": since, "now": now}):
+            _launched_per_day(), {"pipeline_id": pipeline_id, "since": since, "now": now}).all():
         found[str(value)[:10]] = number
     series = [(first + timedelta(days=n), 0) for n in range(days)]
     return Launches(since, [(d, found.get(d.isoformat(), 0)) for d, _ in series])
