@@ -141,7 +141,7 @@ def _in_window() -> Any:
 
 
 @lru_cache(maxsize=1)
-def _counts() -> Select[Any]:
+def _counts() -> Select:
     """Runs in flight per stage position and status: the columns' counts."""
     return (select(PipelineRun.stage_position, PipelineRun.status, func.count())
             .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
 
@@ -38,14 +37,19 @@ class Launches:
         return max((n for _, n in self.days), default=0)
 
 
+def launch_window(now: datetime, days: int = LAUNCHED_DAYS) -> datetime:
+    """Where the last `days` days (today included) begin: midnight UTC, `days - 1` days ago."""
+    first = now.date() - timedelta(days=days - 1)
+    return now.replace(year=first.year, month=first.month, day=first.day,
+                       hour=0, minute=0, second=0, microsecond=0)
+
+
 def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
                      now: datetime | None = None) -> Launches:
     """Flags launched per UTC day over the last `days` days (today included), zeros kept."""
     now = now or clock_now()
-    today = now.date()
-    first = today - timedelta(days=days - 1)
-    since = now.replace(year=first.year, month=first.month, day=first.day,
-                                         hour=0, minute=0, second=0, microsecond=0)
+    since = launch_window(now, days)
+    first = since.date()
     found: dict[str, int] = {}
     for value, number in db.session.connection().execute(
             _launched_per_day(), {"pipeline_id": pipeline_id, "since": since, "now": now}).all():
@@ -55,7 +59,7 @@ def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
 
 
 @lru_cache(maxsize=1)
-def _launched_per_day() -> Select[Any]:
+def _launched_per_day() -> Select:
     """Built once: every board poll reads it."""
     day = func.date(PipelineRun.ended_at)
     return (select(day, func.count())

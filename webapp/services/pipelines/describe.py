@@ -148,7 +148,7 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
 
 
 @lru_cache(maxsize=1)
-def _stages_statement() -> Select[Any]:
+def _stages_statement() -> Select:
     """Built once: the board reads it on every poll."""
     return (
         select(PipelineStage.id, PipelineStage.position, PipelineStage.name,

@@ -8,7 +8,7 @@ have are dropped at flush, as Flagsmith drops them.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
@@ -168,14 +168,14 @@ def recent(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
     features = {feature for feature, _env in pairs}
     environments = {env for _feature, env in pairs}
     postgres = db.session.get_bind().dialect.name == "postgresql"
-    found = db.session.connection().execute(
+    found: Sequence[Any] = db.session.connection().execute(
         _recent(postgres), {"features": sorted(features), "environments": sorted(environments),
                             "since": since}).all()
     return {(f, e): int(n) for f, e, n in found if (f, e) in pairs}
 
 
 @lru_cache(maxsize=2)
-def _recent(postgres: bool) -> Select[Any]:
+def _recent(postgres: bool) -> Select:
     """Built once: every board poll reads it. The ids go to PostgreSQL as two arrays: one
     statement (and plan) whatever their number, where IN lists make one per length."""
     def among(column: Any, name: str) -> Any:
