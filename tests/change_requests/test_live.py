@@ -168,6 +168,18 @@ def test_notifications_are_marked_read_one_or_all_and_only_ones_own(
     assert hx.post("/notifications/read", csrf=False).status_code == 400
 
 
+def test_a_board_search_shows_the_change_request_a_card_waits_for(
+    clock, client, login, reviewer, project, make, to_production
+):
+    alpha, beta = make.feature(project, "alpha"), make.feature(project, "beta")
+    first, second = to_production(alpha, beta)
+    pipeline_id = db.session.get(PipelineRun, first.run_id).pipeline_id
+    board = login(client, reviewer).get(
+        f"/projects/{project.id}/pipelines/{pipeline_id}/board?q=ALPH").text
+    assert f"change request #{first.id}" in board
+    assert f"change request #{second.id}" not in board and ">beta</a>" not in board
+
+
 def test_a_reviewer_approves_several_requests_of_one_stage_each_bound_to_its_changes(
     clock, client, hx, login, reviewer, editor, project, make, to_production
 ):

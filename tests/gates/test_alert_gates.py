@@ -161,3 +161,15 @@ def test_board_card_and_flag_track_show_each_checks_state(
     assert "Held by health check paging alerts: 1 alert(s) firing: Slow" in board
     track = client.get(f"/projects/{project.id}/flags/{flag.id}/pipeline").get_data(as_text=True)
     assert "check-failing" in track and "paging alerts" in track
+
+
+def test_a_board_search_shows_the_checks_of_the_cards_it_finds(
+        client, login, clock, integrate, project, editor, flag, alert_guarded):
+    integrate(alert_secret=SECRET)
+    controls.add_flag(project, alert_guarded.id, flag.id, Actor.for_user(editor))
+    sweep.drain()
+    login(client, editor)
+    found = client.get(BOARD.format(project.id, alert_guarded.id) + "?q=GUARDED").text
+    assert "guarded_flag" in found and "check-watching" in found and "paging alerts" in found
+    assert "check-watching" not in client.get(
+        BOARD.format(project.id, alert_guarded.id) + "?q=nothing_like_it").text

@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 from flask import Blueprint, abort, request, url_for
 from flask_login import login_required
 
-from webapp.htmx import render
+from webapp.htmx import render, wants_fragment
 from webapp.parsing import ascii_int
 from webapp.services.pages import board
 from webapp.services.pages import overview as overview_page
@@ -40,7 +40,7 @@ def pipeline(project_id: int, pipeline_id: int):
     project = project_or_404(project_id)
     state = _board_state()
     selected = state.pop("selected")
-    view = board.pipeline_board(project.id, pipeline_id, **state)
+    view = board.pipeline_board(project.id, pipeline_id, chart=not wants_fragment(), **state)
     return render("board/pipeline.html", "board", project=project, board=view,
                   can_edit=can("editor"), selected=selected, **_links(project.id, view, selected))
 

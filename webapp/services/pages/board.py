@@ -23,7 +23,7 @@ from webapp.models import (
 )
 from webapp.services.errors import NotFound
 from webapp.services.pages import board_reads, calendar_holds
-from webapp.services.pages.overview import Launches, launched_per_day
+from webapp.services.pages.overview import Launches, launch_window, launched_per_day
 from webapp.services.pipelines.describe import StageInfo, load_stages, short_duration
 from webapp.services.platform import analytics
 from webapp.services.runs import gates
@@ -184,7 +184,7 @@ class Board:
     query: str
     limits: dict[str, int]
     per_column: int
-    launches: Launches
+    launches: Launches | None  # None: not asked for (see pipeline_board)
 
     @property
     def live(self) -> bool:
@@ -198,10 +198,12 @@ def per_column_default(stage_count: int) -> int:
 
 
 def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
-                   limits: dict[str, int] | None = None) -> Board:
+                   limits: dict[str, int] | None = None, chart: bool = True) -> Board:
     """The board of a published pipeline: per stage its count (by status) and first cards,
     then the flags launched in the last 30 days. `query` filters flags by name (substring,
     case-insensitive); `limits` asks for more cards in some columns ({"s3": 40, "launched": 40}).
+    Without `chart` (the board's own block, which draws no launch chart), a search skips the
+    launches per day (the Launched column's count then comes from the search).
 
     Refuses (NotFound) a deleted pipeline or one of another project. Fixed statement count.
     """
@@ -212,12 +214,13 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     limits = {k: max(1, min(MAX_CARDS, v)) for k, v in (limits or {}).items()}
     now = clock_now()
 
-    launches = launched_per_day(pipeline.id, now=now)
+    launches = launched_per_day(pipeline.id, now=now) if chart or not query else None
     launched_limit = limits.get("launched", default)
     rows = board_reads.read(
         project_id, pipeline.id, query,
         {s.position: limits.get(f"s{s.position}", default) for s in stages},
-        launched_limit, launches.total, launches.since, now)
+        launched_limit, launches.total if launches else 0,
+        launches.since if launches else launch_window(now), now)
     counts, in_flight = rows.counts, rows.in_flight
     cards: dict[int, list[Card]] = {}
     for row in rows.cards:
@@ -233,8 +236,8 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     cards = with_holds(cards, [r for r in rows.cards if r.hold_kind], stages, now)
 
     reads = _reads([*launched_cards, *(c for column in cards.values() for c in column)], stages)
-    launched_cards = [replace(c, reads=reads.get(c.run_id)) for c in launched_cards]
-    cards = {position: [replace(c, reads=reads.get(c.run_id)) for c in column]
+    launched_cards = [_with_reads(c, reads) for c in launched_cards]
+    cards = {position: [_with_reads(c, reads) for c in column]
              for position, column in cards.items()}
     columns = [
         Column(f"s{s.position}", s, sum(counts.get(s.position, {}).values()),
@@ -244,6 +247,11 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     ]
     columns.append(Column("launched", None, launched_count, launched_cards, launched_limit))
     return Board(pipeline, stages, columns, in_flight, query, limits, default, launches)
+
+
+def _with_reads(card: Card, reads: dict[int, tuple[str, int]]) -> Card:
+    found = reads.get(card.run_id)
+    return replace(card, reads=found) if found is not None else card
 
 
 def _with_requests(cards: list[Card]) -> list[Card]:

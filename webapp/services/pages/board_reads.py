@@ -32,12 +32,12 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     Select,
-    any_,
     bindparam,
     case,
     exists,
     func,
     literal_column,
+    null,
     select,
     true,
     union_all,
@@ -129,8 +129,9 @@ def open_requests(run_ids: list[int]) -> dict[int, int]:
 
 def _rows(statement: Any, params: dict[str, Any]) -> list[Any]:
     """Rows of a statement built once, on the session's connection: plain rows, without the
-    ORM's per-row processing (these are columns, not entities)."""
-    return list(db.session.connection().execute(statement, params))
+    ORM's per-row processing (these are columns, not entities), fetched at once (iterating a
+    result fetches row by row)."""
+    return list(db.session.connection().execute(statement, params).all())
 
 
 def _in_window() -> Any:
@@ -200,7 +201,8 @@ def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int]
             launched_limit: int, since: datetime, now: datetime, postgres: bool) -> BoardRows:
     counts: dict[int, dict[str, int]] = {}
     in_flight = launched_count = 0
-    chosen: list[int] = []
+    cards: list[Row] = []
+    launched: list[Row] = []
     params: dict[str, Any] = {"project_id": project_id, "pipeline_id": pipeline_id,
                               "pattern": like, "since": since, "now": now,
                               "launched_limit": launched_limit}
@@ -211,29 +213,17 @@ def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int]
         for n, (position, limit) in enumerate(limits.items()):
             params[f"p{n}"], params[f"l{n}"] = position, limit
         statement = _search_sqlite(len(limits))
-    for kind, position, status, number in _rows(statement, params):
-        if kind == "count":
-            counts.setdefault(position, {})[status] = number
-        elif kind == "launched":
-            launched_count = number
-        elif kind == "in_flight":
-            in_flight = number
+    for row in _rows(statement, params):
+        if row.kind == "card":
+            (cards if row.ended_at is None else launched).append(row)
+        elif row.kind == "count":
+            counts.setdefault(row.stage_position, {})[row.status] = row.id
+        elif row.kind == "launched":
+            launched_count = row.id
         else:
-            chosen.append(number)
-    rows = _rows(_chosen_cards(postgres), {"ids": chosen}) if chosen else []
-    cards = [row for row in rows if row.ended_at is None]
-    launched = sorted((row for row in rows if row.ended_at is not None),
-                      key=lambda row: (row.ended_at, row.id), reverse=True)
+            in_flight = row.id
+    launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
     return BoardRows(counts, in_flight, cards, launched, launched_count)
-
-
-@lru_cache(maxsize=2)
-def _chosen_cards(postgres: bool) -> Select:
-    """The cards a search chose, by id. On PostgreSQL as one array parameter: one statement
-    text and plan whatever the number of ids (an IN list is planned again for each length)."""
-    ids = (PipelineRun.id == any_(bindparam("ids", type_=ARRAY(Integer))) if postgres
-           else PipelineRun.id.in_(bindparam("ids", expanding=True)))
-    return select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id).where(ids)
 
 
 @lru_cache(maxsize=1)
@@ -272,36 +262,41 @@ def _search_sqlite(columns: int) -> CompoundSelect:
 
 
 def _search_statement(matches: Any, wanted: Any) -> CompoundSelect:
-    """From the matches: counts per stage and status ("count"), the launched count
-    ("launched"), the pipeline's runs in flight whatever the search ("in_flight"), and the ids
-    of each column's first cards and the Launched column's ("card")."""
-    counts = (select(literal_column("'count'"), matches.c.stage_position, matches.c.status,
-                     func.count())
-              .where(matches.c.status.in_(RUN_ACTIVE_STATUSES))
-              .group_by(matches.c.stage_position, matches.c.status))
-    launched_count: Select = (select(literal_column("'launched'"), literal_column("-1"),
-                             literal_column("'launched'"), func.count())
-                      .where(matches.c.ended_at.is_not(None)))
-    in_flight: Select = (select(literal_column("'in_flight'"), literal_column("-1"),
-                        literal_column("'in_flight'"), func.count())
-                 .select_from(PipelineRun)
-                 .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
-                        PipelineRun.status.in_(RUN_ACTIVE_STATUSES)))
-    ranked = (select(matches.c.id, matches.c.stage_position, matches.c.status,
+    """From the matches, in one statement: each column's first cards and the Launched
+    column's ("card" rows: CARD_COLUMNS), counts per stage and status ("count"), the launched
+    count ("launched") and the pipeline's runs in flight whatever the search ("in_flight").
+    A count travels in the `id` column, its stage and status in theirs."""
+    ranked = (select(matches.c.id, matches.c.stage_position,
                      func.row_number().over(partition_by=matches.c.stage_position,
                                             order_by=(matches.c.entered_at, matches.c.id))
                      .label("rn"))
               .where(matches.c.ended_at.is_(None)).subquery("ranked"))
-    first = (select(literal_column("'card'"), ranked.c.stage_position, ranked.c.status,
-                    ranked.c.id)
-             .join(wanted, wanted.c.pos == ranked.c.stage_position)
-             .where(ranked.c.rn <= wanted.c.lim))
     latest = (select(matches.c.id).where(matches.c.ended_at.is_not(None))
               .order_by(matches.c.ended_at.desc(), matches.c.id.desc())
               .limit(bindparam("launched_limit")).subquery("latest"))
-    launched = select(literal_column("'card'"), literal_column("-1"),
-                      literal_column("'launched'"), latest.c.id)
-    return union_all(counts, launched_count, in_flight, first, launched)
+    chosen = union_all(
+        select(ranked.c.id).join(wanted, wanted.c.pos == ranked.c.stage_position)
+        .where(ranked.c.rn <= wanted.c.lim),
+        select(latest.c.id),
+    ).cte("chosen")
+    cards = (select(literal_column("'card'").label("kind"), *CARD_COLUMNS)
+             .select_from(chosen).join(PipelineRun, PipelineRun.id == chosen.c.id)
+             .join(Feature, Feature.id == PipelineRun.feature_id))
+
+    def tally(kind: str, number: Any, status: Any = None, position: Any = None) -> Select:
+        # CARD_COLUMNS begin with id, feature_id, status, stage_position.
+        rest = [null()] * (len(CARD_COLUMNS) - 4)
+        return select(literal_column(f"'{kind}'"), number, null(), status, position, *rest)
+
+    counts = (tally("count", func.count(), matches.c.status, matches.c.stage_position)
+              .where(matches.c.status.in_(RUN_ACTIVE_STATUSES))
+              .group_by(matches.c.stage_position, matches.c.status))
+    launched_count = tally("launched", func.count()).where(matches.c.ended_at.is_not(None))
+    in_flight = (tally("in_flight", func.count()).select_from(PipelineRun)
+                 .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                        PipelineRun.status.in_(RUN_ACTIVE_STATUSES)))
+    # The cards first: the union's columns take their types (aware datetimes) from them.
+    return union_all(cards, counts, launched_count, in_flight)
 
 
 __all__ = ["BoardRows", "CARD_COLUMNS", "open_requests", "pattern", "read"]

@@ -1,6 +1,6 @@
 """The project's pipelines at a glance, and launches per day. Reads only."""
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -39,17 +39,22 @@ class Launches:
         return max((n for _, n in self.days), default=0)
 
 
+def launch_window(now: datetime, days: int = LAUNCHED_DAYS) -> datetime:
+    """Where the last `days` days (today included) begin: midnight UTC, `days - 1` days ago."""
+    first = now.date() - timedelta(days=days - 1)
+    return now.replace(year=first.year, month=first.month, day=first.day,
+                       hour=0, minute=0, second=0, microsecond=0)
+
+
 def launched_per_day(pipeline_id: int, *, days: int = LAUNCHED_DAYS,
                      now: datetime | None = None) -> Launches:
     """Flags launched per UTC day over the last `days` days (today included), zeros kept."""
     now = now or clock_now()
-    today = now.date()
-    first = today - timedelta(days=days - 1)
-    since = now.replace(year=first.year, month=first.month, day=first.day,
-                                         hour=0, minute=0, second=0, microsecond=0)
+    since = launch_window(now, days)
+    first = since.date()
     found: dict[str, int] = {}
-    rows: Iterable[tuple[Any, ...]] = db.session.connection().execute(
-        _launched_per_day(), {"pipeline_id": pipeline_id, "since": since, "now": now})
+    rows: Sequence[Any] = db.session.connection().execute(
+        _launched_per_day(), {"pipeline_id": pipeline_id, "since": since, "now": now}).all()
     for value, number in rows:
         found[str(value)[:10]] = number
     series = [(first + timedelta(days=n), 0) for n in range(days)]

@@ -122,7 +122,7 @@ def load_stages(pipeline_id: int) -> list[StageInfo]:
     row_of: dict[int, Any] = {}
     actions: dict[int, list[Any]] = {}
     for row in db.session.connection().execute(_stages_statement(),
-                                               {"pipeline_id": pipeline_id}):
+                                               {"pipeline_id": pipeline_id}).all():
         if row.id not in row_of:
             row_of[row.id], actions[row.id] = row, []
         if row.action_type is not None:

@@ -8,14 +8,15 @@ have are dropped at flush, as Flagsmith drops them.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Date, Select, bindparam, func, select
+from sqlalchemy import Date, Integer, Select, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from webapp import redis_conn
 from webapp.clock import now
@@ -166,19 +167,25 @@ def recent(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
     since = now().date() - timedelta(days=1)
     features = {feature for feature, _env in pairs}
     environments = {env for _feature, env in pairs}
-    found: Iterable[tuple[Any, ...]] = db.session.connection().execute(
-        _recent(), {"features": sorted(features), "environments": sorted(environments),
-                    "since": since})
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    found: Sequence[Any] = db.session.connection().execute(
+        _recent(postgres), {"features": sorted(features), "environments": sorted(environments),
+                            "since": since}).all()
     return {(f, e): int(n) for f, e, n in found if (f, e) in pairs}
 
 
-@lru_cache(maxsize=1)
-def _recent() -> Select:
-    """Built once: every board poll reads it."""
+@lru_cache(maxsize=2)
+def _recent(postgres: bool) -> Select:
+    """Built once: every board poll reads it. The ids go to PostgreSQL as two arrays: one
+    statement (and plan) whatever their number, where IN lists make one per length."""
+    def among(column: Any, name: str) -> Any:
+        if postgres:
+            return column == any_(bindparam(name, type_=ARRAY(Integer)))
+        return column.in_(bindparam(name, expanding=True))
+
     return (select(FlagEvaluationCount.feature_id, FlagEvaluationCount.environment_id,
                    func.sum(FlagEvaluationCount.count))
-            .where(FlagEvaluationCount.feature_id.in_(bindparam("features", expanding=True)),
-                   FlagEvaluationCount.environment_id.in_(
-                       bindparam("environments", expanding=True)),
+            .where(among(FlagEvaluationCount.feature_id, "features"),
+                   among(FlagEvaluationCount.environment_id, "environments"),
                    FlagEvaluationCount.day >= bindparam("since", type_=Date))
             .group_by(FlagEvaluationCount.feature_id, FlagEvaluationCount.environment_id))
