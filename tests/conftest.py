@@ -20,7 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.support import routing
+from tests.support import routing, statements, templates
 from webapp import create_app
 from webapp.extensions import db
 
@@ -38,7 +38,10 @@ def pytest_configure(config):
     # tests' to flush: neither the apps built here nor the processes the tests start see them.
     for name in ("REDIS_URL", "DATABASE_URL", "INSTANCE_PATH"):
         os.environ.pop(name, None)
-    routing.install()  # an app per test, its URL builders compiled once per run
+    # An app per test; its URL builders, templates and SQL compiled once per run.
+    routing.install()
+    templates.install()
+    statements.install()
 
 
 def _worker_index(config) -> int:
