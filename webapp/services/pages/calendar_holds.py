@@ -161,13 +161,6 @@ def commit_hold(environment_id: int, actor: Actor) -> CommitHold | None:
                       calendar.may_administer(actor, project.organisation_id, project.id))
 
 
-def run_hold(run: PipelineRun, environment_id: int | None) -> HoldNote | None:
-    """Why this run waits, if the calendar holds it."""
-    if not run.hold_kind:
-        return None
-    return hold_notes([HeldRun.of(run, environment_id)]).get(run.id)
-
-
 @dataclass(frozen=True)
 class HeldRun:
     """What `hold_notes` reads of a run (a board row or the run itself)."""
