@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from webapp.clock import now as clock_now
 from webapp.extensions import db
-from webapp.models import Environment, Freeze, LineStop, PipelineRun, Project
+from webapp.models import Environment, Freeze, LineStop, Project
 from webapp.services.actors import Actor
 from webapp.services.errors import NotFound
 from webapp.services.pages.calendar_words import date_text, moment_text
