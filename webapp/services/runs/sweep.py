@@ -237,6 +237,19 @@ def due_run_ids(limit: int, *, now: datetime | None = None, lease_expired: bool 
     return ids
 
 
+def due_before(until: datetime, limit: int, *, now: datetime) -> tuple[list[int], datetime | None]:
+    """In one read: up to `limit` runs due at `now`, and when the first of the others falls due
+    if it does before `until` (`now` when more than `limit` are due), else None."""
+    rows = db.session.execute(
+        select(PipelineRun.id, PipelineRun.due_at)
+        .where(PipelineRun.status.in_(ADVANCEABLE), PipelineRun.due_at < until)
+        .order_by(PipelineRun.due_at).limit(limit + 1)).all()
+    db.session.rollback()
+    due = [row.id for row in rows[:limit] if row.due_at <= now]
+    later = [row.due_at for row in rows[len(due):]]
+    return due, (max(later[0], now) if later else None)
+
+
 def next_due_at() -> datetime | None:
     """When the next waiting or rolling-out run becomes due."""
     moment = db.session.scalar(select(func.min(PipelineRun.due_at)).where(
