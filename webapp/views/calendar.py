@@ -19,7 +19,7 @@ from webapp.forms.calendar import FreezeForm, LiftForm, StopForm, WindowForm
 from webapp.htmx import render, wants_fragment
 from webapp.models import Project
 from webapp.services.errors import Conflict, Invalid
-from webapp.services.pages import calendar_display
+from webapp.services.pages import calendar_holds, calendar_page
 from webapp.services.platform import projects
 from webapp.services.runs import calendar
 from webapp.views.context import actor, can, project_or_404
@@ -34,7 +34,7 @@ ORGANISATION = "/admin/calendar"
 def _calendar_globals() -> dict[str, Any]:
     """`calendar_state(project_id)`: what the banner of a project's page shows (one call per
     page, made by the page that shows the banner)."""
-    return {"calendar_state": calendar_display.banner}
+    return {"calendar_state": calendar_holds.banner}
 
 
 # --- a project's calendar ------------------------------------------------------------------------
@@ -52,14 +52,14 @@ def project(project_id: int):
 def banner(project_id: int):
     found = project_or_404(project_id)
     return render("calendar/_banner.html", "calendar_banner", project=found,
-                  banner=calendar_display.banner(found.id))
+                  banner=calendar_holds.banner(found.id))
 
 
 @bp.post(f"{PAGE}/environments/<int:environment_id>/window")
 @login_required
 def set_window(project_id: int, environment_id: int):
     found = project_or_404(project_id, "admin")
-    environment = calendar_display.environment_of(found.id, environment_id)
+    environment = calendar_page.environment_of(found.id, environment_id)
     form = WindowForm(prefix=f"env-{environment.id}")
     return _change(found, "window_list", {"window_forms": {environment.id: form}}, form,
                    lambda: calendar.set_windows(environment.id, form.timezone.data or "UTC",
@@ -70,7 +70,7 @@ def set_window(project_id: int, environment_id: int):
 @login_required
 def clear_window(project_id: int, environment_id: int):
     found = project_or_404(project_id, "admin")
-    environment = calendar_display.environment_of(found.id, environment_id)
+    environment = calendar_page.environment_of(found.id, environment_id)
     schedule = calendar.get_schedule(environment.id)
     return _change(found, "window_list", {}, LiftForm(),
                    lambda: calendar.set_windows(environment.id, schedule.timezone, [], actor()))
@@ -139,7 +139,7 @@ def _change(found: Project, block: str, forms: dict[str, Any], form: FlaskForm,
 
 
 def _render_project(found: Project, block: str, status: int = 200, **extra: Any):
-    view = calendar_display.project_calendar(found)
+    view = calendar_page.project_calendar(found)
     window_forms = {cal.environment_id: WindowForm(
         formdata=None, prefix=f"env-{cal.environment_id}", **cal.form_defaults)
         for cal in view.calendars}
@@ -192,7 +192,7 @@ def create_organisation_freeze():
     form = _freeze_form(None)
     return _organisation_change("organisation_calendar", {"freeze_form": form}, form,
                                 lambda: _rung(calendar.create_freeze(
-                                    actor(), organisation_id=calendar_display.organisation_of(),
+                                    actor(), organisation_id=calendar_page.organisation_of(),
                                     project_id=None, starts_at=form.starts_at(),
                                     ends_at=form.ends_at(), reason=form.reason.data or "")))
 
@@ -204,7 +204,7 @@ def lift_organisation_freeze(freeze_id: int):
     return _organisation_change("organisation_calendar", {}, LiftForm(),
                                 lambda: _rung(calendar.lift_freeze(
                                     actor(), freeze_id,
-                                    organisation_id=calendar_display.organisation_of(),
+                                    organisation_id=calendar_page.organisation_of(),
                                     project_id=None)))
 
 
@@ -215,7 +215,7 @@ def stop_organisation():
     form = StopForm(prefix="stop")
     return _organisation_change("organisation_calendar", {"stop_form": form}, form,
                                 lambda: calendar.stop_line(
-                                    actor(), organisation_id=calendar_display.organisation_of(),
+                                    actor(), organisation_id=calendar_page.organisation_of(),
                                     project_id=None, reason=form.reason.data or ""))
 
 
@@ -225,7 +225,7 @@ def lift_organisation_stop():
     _site_admin_only()
     return _organisation_change("organisation_calendar", {}, LiftForm(),
                                 lambda: _rung(calendar.lift_stop(
-                                    actor(), organisation_id=calendar_display.organisation_of(),
+                                    actor(), organisation_id=calendar_page.organisation_of(),
                                     project_id=None)))
 
 
@@ -246,7 +246,7 @@ def _organisation_change(block: str, forms: dict[str, Any], form: FlaskForm,
 
 
 def _render_organisation(block: str, status: int = 200, **extra: Any):
-    view = calendar_display.organisation_calendar()
+    view = calendar_page.organisation_calendar()
     context: dict[str, Any] = {
         "freezes": view.freezes,
         "stop": view.stop,

@@ -18,7 +18,7 @@ from webapp.models import Project
 from webapp.services.change_requests import workflow
 from webapp.services.errors import DomainError, Invalid
 from webapp.services.governance import audit_log
-from webapp.services.pages import calendar_display, change_request_pages, live
+from webapp.services.pages import calendar_holds, change_request_pages, live
 from webapp.services.platform import projects
 from webapp.services.platform.values import show
 from webapp.views.context import actor, can, project_or_404
@@ -159,7 +159,7 @@ def _render_detail(project: Project, request_id: int, *, status: int = 200,
                    review_form: ReviewForm | None = None, notice: str | None = None,
                    done: str | None = None, commit_form: CommitForm | None = None):
     detail = change_request_pages.get_detail(project.id, request_id)
-    held = (calendar_display.commit_hold(detail.request.environment_id, actor())
+    held = (calendar_holds.commit_hold(detail.request.environment_id, actor())
             if detail.request.status == "open" else None)
     review_form = review_form or ReviewForm(formdata=None)
     review_form.changes_hash.data = detail.request.changes_hash

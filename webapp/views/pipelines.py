@@ -28,7 +28,7 @@ from webapp.htmx import location, render, wants_fragment
 from webapp.models import Project, ReleasePipeline
 from webapp.orm import fit
 from webapp.services.errors import Conflict, Invalid
-from webapp.services.pages import calendar_display
+from webapp.services.pages import calendar_plans
 from webapp.services.pipelines import (
     builder,
     catalog,
@@ -287,7 +287,7 @@ def _render_builder(project: Project, pipeline_id: int, status: int = 200, *,
         "project": project,
         "pipeline": pipeline,
         "timeline": timeline.preview(pipeline.stages),
-        "calendar_timeline": calendar_display.pipeline_plan(pipeline.stages),
+        "calendar_timeline": calendar_plans.pipeline_plan(pipeline.stages),
         "editable": editable,
         "can_edit": can("editor"),
         "in_flight": in_flight,
@@ -345,7 +345,7 @@ def publish(project_id: int, pipeline_id: int):
         problems = builder.publish_problems(pipeline)
     return render("pipelines/publish.html", "publish_confirm", status=status, project=project,
                   pipeline=pipeline, timeline=timeline.preview(pipeline.stages), problems=problems,
-                  calendar_timeline=calendar_display.pipeline_plan(pipeline.stages),
+                  calendar_timeline=calendar_plans.pipeline_plan(pipeline.stages),
                   notice=notice, svc=describe)
 
 

@@ -14,7 +14,7 @@ from webapp.forms.runs import AddFlagsForm, AddToPipelineForm, RunActionForm
 from webapp.htmx import location, render, trigger, wants_fragment
 from webapp.models import Feature, PipelineRun, Project
 from webapp.services.errors import Conflict, Invalid, NotFound
-from webapp.services.pages import calendar_display, flag_runs, track
+from webapp.services.pages import calendar_plans, flag_runs, track
 from webapp.services.platform import flags
 from webapp.services.runs import controls, flag_intake
 from webapp.views.context import actor, can, project_or_404
@@ -60,7 +60,7 @@ def _render_flag(project: Project, feature: Feature, *, form=None, status: int =
         pipeline_url=_pipeline_page_url, flag_url=_flag_page_url(project.id, feature.id),
         rollback_launched=view is not None and not in_flight and controls.can_roll_back(view.run),
         track=track.flag_track(project.id, feature.id, run_id=view.run.id) if view else None,
-        plan=calendar_display.flag_plan(view.run) if in_flight and view else None,
+        plan=calendar_plans.flag_plan(view.run) if in_flight and view else None,
     )
     return response, in_flight
 

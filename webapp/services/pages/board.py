@@ -21,7 +21,7 @@ from webapp.models import (
     ReleasePipeline,
 )
 from webapp.services.errors import NotFound
-from webapp.services.pages import board_reads, calendar_display
+from webapp.services.pages import board_reads, calendar_holds
 from webapp.services.pages.overview import Launches, launched_per_day
 from webapp.services.pipelines.describe import StageInfo, load_stages, short_duration
 from webapp.services.platform import analytics
@@ -76,7 +76,7 @@ class Card:
     # (environment, evaluations since yesterday) where the flag last changed: is it read there?
     reads: tuple[str, int] | None = None
     checks: tuple = ()  # gates.CheckView of a guarded stage: state, last value, when
-    hold: calendar_display.HoldNote | None = None  # why the release calendar holds it
+    hold: calendar_holds.HoldNote | None = None  # why the release calendar holds it
 
     @property
     def countdown(self) -> str:
@@ -265,8 +265,8 @@ def with_holds(cards: dict[int, list[Card]], held: list[Any], stages: list[Stage
     `held` are their rows: hold columns and stage position)."""
     if not held:
         return cards
-    notes = calendar_display.hold_notes([
-        calendar_display.HeldRun.of(row, stages[min(row.stage_position, len(stages) - 1)]
+    notes = calendar_holds.hold_notes([
+        calendar_holds.HeldRun.of(row, stages[min(row.stage_position, len(stages) - 1)]
                                     .environment_id) for row in held], now)
     return {key: [replace(c, hold=notes[c.run_id]) if c.run_id in notes else c for c in column]
             for key, column in cards.items()}

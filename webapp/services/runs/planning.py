@@ -137,8 +137,8 @@ class Cache:
     """Per-call memo of pipeline shapes and user emails (one job, one sweep)."""
 
     pipelines: dict[int, PipelineInfo] = field(default_factory=dict)
-    # The release calendar's memo (runs/calendar.py's Memo; set by calendar.memo_for, typed Any
-    # because the calendar imports this module).
+    # The release calendar's memo (runs/calendar/records.py's Memo; set by calendar.memo_for,
+    # typed Any because the calendar imports this module).
     calendar_memo: Any = None
 
     def pipeline(self, pipeline_id: int) -> PipelineInfo:

@@ -8,10 +8,10 @@ one of its projects); writes for admins only (project admins, the organisation's
 admins; the organisation's own calendar: its key and site admins). Bad input answers 4xx JSON
 with a reason and changes nothing."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import request
-from marshmallow import fields, validate
 from sqlalchemy import select
 
 from jobs import outbox, transitions
@@ -23,150 +23,47 @@ from webapp.services.platform import api_auth
 from webapp.services.platform.api_auth import Principal
 from webapp.services.runs import calendar
 from webapp.views.api import bp
-from webapp.views.api.common import MAX_ID, Id, Shape, body, operation, principal
+from webapp.views.api.calendar_schemas import (
+    FreezeChangeSchema,
+    FreezeCreateSchema,
+    FreezeListSchema,
+    FreezeSchema,
+    FreezeUpdateSchema,
+    LiftResultSchema,
+    ScheduleBodySchema,
+    ScheduleSchema,
+    StopBodySchema,
+    StopResultSchema,
+    StopStateSchema,
+)
+from webapp.views.api.common import MAX_ID, body, operation, principal
 
 CALENDAR = "release calendar"
 PAST = {"include_past": {"type": "boolean", "required": False}}
 
 
-class WindowSchema(Shape):
-    weekday = fields.Raw(required=True, metadata={
-        "description": "0 (Monday) to 6 (Sunday), or the English name of the day."})
-    opens = fields.String(required=True, metadata={"description": "HH:MM, local time."})
-    closes = fields.String(required=True, metadata={
-        "description": "HH:MM, local time, after `opens` (24:00 closes at midnight)."})
-
-
-class ScheduleSchema(Shape):
-    environment_id = fields.Integer(required=True)
-    environment = fields.String(required=True)
-    timezone = fields.String(required=True, metadata={"description": "IANA time zone."})
-    windows = fields.List(fields.Nested(WindowSchema), required=True, metadata={
-        "description": "Weekly opening hours; none: always open."})
-    open_now = fields.Boolean(required=True)
-    next_opening = fields.String(allow_none=True, required=True, metadata={
-        "description": "When a stage may next apply (windows, freezes, the stop switch); null "
-                       "while the line is stopped."})
-    note = fields.String(allow_none=True, required=True, metadata={
-        "description": "e.g. \"Production: next window Monday 09:00\"; null when open."})
-
-
-class ScheduleBodySchema(Shape):
-    timezone = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    windows = fields.List(fields.Dict(), required=True, validate=validate.Length(
-        max=calendar.MAX_WINDOWS))
-
-
-class FreezeSchema(Shape):
-    id = fields.Integer(required=True)
-    scope = fields.String(required=True, metadata={"description": "project | organisation"})
-    organisation_id = fields.Integer(required=True)
-    project_id = fields.Integer(allow_none=True, required=True)
-    starts_at = fields.String(required=True)
-    ends_at = fields.String(required=True)
-    reason = fields.String(required=True)
-    all_environments = fields.Boolean(required=True)
-    environments = fields.List(fields.Integer(), required=True, metadata={
-        "description": "Environment ids frozen when not all_environments."})
-    created_by = fields.String(required=True)
-    created_at = fields.String(required=True)
-    lifted_at = fields.String(allow_none=True, required=True)
-    lifted_by = fields.String(allow_none=True, required=True)
-    version = fields.Integer(required=True)
-    state = fields.String(required=True, metadata={
-        "description": "scheduled | active | ended | lifted"})
-
-
-class FreezeListSchema(Shape):
-    count = fields.Integer(required=True)
-    results = fields.List(fields.Nested(FreezeSchema), required=True)
-
-
-class FreezeCreateSchema(Shape):
-    starts_at = fields.AwareDateTime(required=True, metadata={
-        "description": "ISO 8601 with a zone, e.g. 2030-12-20T00:00:00Z."})
-    ends_at = fields.AwareDateTime(required=True)
-    reason = fields.String(required=True, validate=validate.Length(
-        min=1, max=calendar.MAX_REASON))
-    environments = fields.List(Id(), allow_none=True, load_default=None,
-                               validate=validate.Length(min=1, max=500), metadata={
-                                   "description": "Environment ids; omit or null for all."})
-
-
-class FreezeUpdateSchema(Shape):
-    starts_at = fields.AwareDateTime()
-    ends_at = fields.AwareDateTime()
-    reason = fields.String(validate=validate.Length(min=1, max=calendar.MAX_REASON))
-    environments = fields.List(Id(), allow_none=True, validate=validate.Length(min=1, max=500),
-                               metadata={"description": "Environment ids; null for all."})
-    version = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID), metadata={
-        "description": "The version you read: a stale edit answers 409."})
-
-
-class ReleaseSchema(Shape):
-    resumed = fields.Integer(required=True, metadata={
-        "description": "Flags that resume with the time they had left."})
-    still_held = fields.Integer(required=True, metadata={
-        "description": "Flags another freeze or stop still holds."})
-    first_due = fields.String(allow_none=True, required=True)
-    last_due = fields.String(allow_none=True, required=True, metadata={
-        "description": "Their due work is spread: this is when the last one is due."})
-
-
-class FreezeChangeSchema(Shape):
-    freeze = fields.Nested(FreezeSchema, required=True)
-    released = fields.Nested(ReleaseSchema, required=True)
-
-
-class StopSchema(Shape):
-    id = fields.Integer(required=True)
-    scope = fields.String(required=True)
-    organisation_id = fields.Integer(required=True)
-    project_id = fields.Integer(allow_none=True, required=True)
-    reason = fields.String(required=True)
-    stopped_by = fields.String(required=True)
-    stopped_at = fields.String(required=True)
-    lifted_at = fields.String(allow_none=True, required=True)
-    lifted_by = fields.String(allow_none=True, required=True)
-    active = fields.Boolean(required=True)
-
-
-class HoldSchema(Shape):
-    kind = fields.String(required=True, metadata={"description": "stop | freeze | window"})
-    scope = fields.String(required=True)
-    id = fields.Integer(allow_none=True, required=True)
-    who = fields.String(required=True)
-    why = fields.String(required=True)
-    since = fields.String(allow_none=True, required=True)
-    until = fields.String(allow_none=True, required=True)
-    text = fields.String(required=True)
-
-
-class StopStateSchema(Shape):
-    stopped = fields.Boolean(required=True, metadata={
-        "description": "Whether this scope's own switch is pulled."})
-    stop = fields.Nested(StopSchema, allow_none=True, required=True)
-    holds = fields.List(fields.Nested(HoldSchema), required=True, metadata={
-        "description": "What holds transitions now (a project: its stop or the "
-                       "organisation's, then active freezes)."})
-
-
-class StopBodySchema(Shape):
-    reason = fields.String(required=True, validate=validate.Length(
-        min=1, max=calendar.MAX_REASON))
-
-
-class StopResultSchema(Shape):
-    stop = fields.Nested(StopSchema, required=True)
-    held = fields.Integer(required=True, metadata={"description": "Flags held in place."})
-
-
-class LiftResultSchema(Shape):
-    stop = fields.Nested(StopSchema, required=True)
-    released = fields.Nested(ReleaseSchema, required=True)
-
-
 # --- Reach ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose calendar a request reaches: a project's (and its organisation's), or with
+    project_id None the organisation's own."""
+
+    who: Principal
+    organisation_id: int
+    project_id: int | None
+
+
+def _project_scope(project_id: int, needs: str = "viewer") -> Scope:
+    who = principal()
+    project = api_auth.project_for(who, project_id, needs=needs)
+    return Scope(who, project.organisation_id, project.id)
+
+
+def _organisation_scope(organisation_id: int, needs: str = "viewer") -> Scope:
+    who = principal()
+    return Scope(who, _organisation(who, organisation_id, needs).id, None)
 
 
 def _organisation(who: Principal, organisation_id: int, needs: str) -> Organisation:
@@ -246,45 +143,56 @@ def put_deployment_windows(api_key: str) -> Any:
     return _schedule(environment.id)
 
 
-# --- Freezes --------------------------------------------------------------------------------------
+# --- Freezes: one helper per action, for a project's calendar and the organisation's -------------
 
 
-def _freeze_list(organisation_id: int, project_id: int | None) -> dict[str, Any]:
+def _freeze_list(scope: Scope) -> dict[str, Any]:
     moment = clock_now()
-    freezes = calendar.list_freezes(organisation_id, project_id, include_past=_include_past(),
-                                    at=moment)
+    freezes = calendar.list_freezes(scope.organisation_id, scope.project_id,
+                                    include_past=_include_past(), at=moment)
     return {"count": len(freezes), "results": [f.as_dict(moment) for f in freezes]}
 
 
-def _create_freeze(who: Principal, organisation_id: int, project_id: int | None) -> Any:
+def _freeze(scope: Scope, freeze_id: int) -> calendar.FreezeView:
+    """The freeze: of the project or the organisation's; at the organisation, only its own."""
+    freeze = calendar.get_freeze(freeze_id, organisation_id=scope.organisation_id,
+                                 project_id=scope.project_id)
+    if scope.project_id is None and freeze.project_id is not None:
+        raise NotFound("Freeze not found.")
+    return freeze
+
+
+def _create_freeze(scope: Scope) -> Any:
     data = body(FreezeCreateSchema)
     freeze, released = calendar.create_freeze(
-        who.actor, organisation_id=organisation_id, project_id=project_id,
+        scope.who.actor, organisation_id=scope.organisation_id, project_id=scope.project_id,
         starts_at=data["starts_at"], ends_at=data["ends_at"], reason=data["reason"],
         environment_ids=data["environments"])
     outbox.ring()
     return freeze.as_dict(), 201
 
 
-def _update_freeze(who: Principal, organisation_id: int, project_id: int | None,
-                   freeze_id: int) -> Any:
+def _update_freeze(scope: Scope, freeze_id: int) -> Any:
+    if scope.project_id is None:
+        _freeze(scope, freeze_id)  # the organisation changes only its own freezes
     data = body(FreezeUpdateSchema, partial=True)
     environments = data.get("environments", ...)
     freeze, released = calendar.update_freeze(
-        who.actor, freeze_id, organisation_id=organisation_id, project_id=project_id,
-        expected_version=data.get("version"), starts_at=data.get("starts_at"),
-        ends_at=data.get("ends_at"), reason=data.get("reason"),
+        scope.who.actor, freeze_id, organisation_id=scope.organisation_id,
+        project_id=scope.project_id, expected_version=data.get("version"),
+        starts_at=data.get("starts_at"), ends_at=data.get("ends_at"), reason=data.get("reason"),
         environment_ids=environments if isinstance(environments, list) else None,
         all_environments=True if environments is None else None)
     _ring(released)
     return {"freeze": freeze.as_dict(), "released": _released(released)}
 
 
-def _lift_freeze(who: Principal, organisation_id: int, project_id: int | None,
-                 freeze_id: int) -> Any:
-    freeze, released = calendar.lift_freeze(who.actor, freeze_id,
-                                            organisation_id=organisation_id,
-                                            project_id=project_id)
+def _lift_freeze(scope: Scope, freeze_id: int) -> Any:
+    if scope.project_id is None:
+        _freeze(scope, freeze_id)  # the organisation lifts only its own freezes
+    freeze, released = calendar.lift_freeze(scope.who.actor, freeze_id,
+                                            organisation_id=scope.organisation_id,
+                                            project_id=scope.project_id)
     _ring(released)
     return {"freeze": freeze.as_dict(), "released": _released(released)}
 
@@ -294,8 +202,7 @@ def _lift_freeze(who: Principal, organisation_id: int, project_id: int | None,
            "?include_past=true for ended and lifted ones too)", CALENDAR,
            response=FreezeListSchema, query=PAST)
 def list_project_freezes(project_id: int) -> Any:
-    project = api_auth.project_for(principal(), project_id)
-    return _freeze_list(project.organisation_id, project.id)
+    return _freeze_list(_project_scope(project_id))
 
 
 @bp.post("/projects/<int:project_id>/freezes/")
@@ -303,18 +210,14 @@ def list_project_freezes(project_id: int) -> Any:
            "into the frozen environments; flags wait with their remaining time", CALENDAR,
            body=FreezeCreateSchema, response=FreezeSchema, status=201)
 def create_project_freeze(project_id: int) -> Any:
-    who = principal()
-    project = api_auth.project_for(who, project_id, needs="admin")
-    return _create_freeze(who, project.organisation_id, project.id)
+    return _create_freeze(_project_scope(project_id, "admin"))
 
 
 @bp.get("/projects/<int:project_id>/freezes/<int:freeze_id>/")
 @operation("One freeze of the project (or the organisation's)", CALENDAR,
            response=FreezeSchema)
 def get_project_freeze(project_id: int, freeze_id: int) -> Any:
-    project = api_auth.project_for(principal(), project_id)
-    return calendar.get_freeze(freeze_id, organisation_id=project.organisation_id,
-                               project_id=project.id).as_dict()
+    return _freeze(_project_scope(project_id), freeze_id).as_dict()
 
 
 @bp.patch("/projects/<int:project_id>/freezes/<int:freeze_id>/")
@@ -322,26 +225,21 @@ def get_project_freeze(project_id: int, freeze_id: int) -> Any:
            "over or when `version` is stale)", CALENDAR, body=FreezeUpdateSchema,
            response=FreezeChangeSchema)
 def update_project_freeze(project_id: int, freeze_id: int) -> Any:
-    who = principal()
-    project = api_auth.project_for(who, project_id, needs="admin")
-    return _update_freeze(who, project.organisation_id, project.id, freeze_id)
+    return _update_freeze(_project_scope(project_id, "admin"), freeze_id)
 
 
 @bp.post("/projects/<int:project_id>/freezes/<int:freeze_id>/lift/")
 @operation("Lift a freeze now (project admins): its flags resume, their due work spread",
            CALENDAR, response=FreezeChangeSchema)
 def lift_project_freeze(project_id: int, freeze_id: int) -> Any:
-    who = principal()
-    project = api_auth.project_for(who, project_id, needs="admin")
-    return _lift_freeze(who, project.organisation_id, project.id, freeze_id)
+    return _lift_freeze(_project_scope(project_id, "admin"), freeze_id)
 
 
 @bp.get("/organisations/<int:organisation_id>/freezes/")
 @operation("The organisation-wide freezes", CALENDAR, response=FreezeListSchema,
            query=PAST)
 def list_organisation_freezes(organisation_id: int) -> Any:
-    organisation = _organisation(principal(), organisation_id, "viewer")
-    return _freeze_list(organisation.id, None)
+    return _freeze_list(_organisation_scope(organisation_id))
 
 
 @bp.post("/organisations/<int:organisation_id>/freezes/")
@@ -349,53 +247,36 @@ def list_organisation_freezes(organisation_id: int) -> Any:
            "environments, or the environment ids given", CALENDAR, body=FreezeCreateSchema,
            response=FreezeSchema, status=201)
 def create_organisation_freeze(organisation_id: int) -> Any:
-    who = principal()
-    organisation = _organisation(who, organisation_id, "admin")
-    return _create_freeze(who, organisation.id, None)
+    return _create_freeze(_organisation_scope(organisation_id, "admin"))
 
 
 @bp.get("/organisations/<int:organisation_id>/freezes/<int:freeze_id>/")
 @operation("One organisation-wide freeze", CALENDAR, response=FreezeSchema)
 def get_organisation_freeze(organisation_id: int, freeze_id: int) -> Any:
-    organisation = _organisation(principal(), organisation_id, "viewer")
-    freeze = calendar.get_freeze(freeze_id, organisation_id=organisation.id)
-    if freeze.project_id is not None:
-        raise NotFound("Freeze not found.")
-    return freeze.as_dict()
+    return _freeze(_organisation_scope(organisation_id), freeze_id).as_dict()
 
 
 @bp.patch("/organisations/<int:organisation_id>/freezes/<int:freeze_id>/")
 @operation("Change an organisation-wide freeze (its key, site admins)", CALENDAR,
            body=FreezeUpdateSchema, response=FreezeChangeSchema)
 def update_organisation_freeze(organisation_id: int, freeze_id: int) -> Any:
-    who = principal()
-    organisation = _organisation(who, organisation_id, "admin")
-    _org_freeze(organisation.id, freeze_id)
-    return _update_freeze(who, organisation.id, None, freeze_id)
+    return _update_freeze(_organisation_scope(organisation_id, "admin"), freeze_id)
 
 
 @bp.post("/organisations/<int:organisation_id>/freezes/<int:freeze_id>/lift/")
 @operation("Lift an organisation-wide freeze now (its key, site admins)", CALENDAR,
            response=FreezeChangeSchema)
 def lift_organisation_freeze(organisation_id: int, freeze_id: int) -> Any:
-    who = principal()
-    organisation = _organisation(who, organisation_id, "admin")
-    _org_freeze(organisation.id, freeze_id)
-    return _lift_freeze(who, organisation.id, None, freeze_id)
+    return _lift_freeze(_organisation_scope(organisation_id, "admin"), freeze_id)
 
 
-def _org_freeze(organisation_id: int, freeze_id: int) -> None:
-    if calendar.get_freeze(freeze_id, organisation_id=organisation_id).project_id is not None:
-        raise NotFound("Freeze not found.")
+# --- Stop the line: one helper per action, for a project's line and the organisation's ----------
 
 
-# --- Stop the line --------------------------------------------------------------------------------
-
-
-def _stop_state(organisation_id: int, project_id: int | None) -> dict[str, Any]:
-    stop = calendar.get_stop(organisation_id, project_id)
-    if project_id is not None:
-        holds = calendar.holds_for_project(project_id)
+def _stop_state(scope: Scope) -> dict[str, Any]:
+    stop = calendar.get_stop(scope.organisation_id, scope.project_id)
+    if scope.project_id is not None:
+        holds = calendar.holds_for_project(scope.project_id)
     else:
         own = stop
         holds = [] if own is None else [calendar.Hold(
@@ -404,12 +285,26 @@ def _stop_state(organisation_id: int, project_id: int | None) -> dict[str, Any]:
             "holds": [h.as_dict() for h in holds]}
 
 
+def _stop_line(scope: Scope) -> Any:
+    data = body(StopBodySchema)
+    stop, held = calendar.stop_line(scope.who.actor, organisation_id=scope.organisation_id,
+                                    project_id=scope.project_id, reason=data["reason"])
+    outbox.ring()
+    return {"stop": stop.as_dict(), "held": held}, 201
+
+
+def _lift_stop(scope: Scope) -> Any:
+    stop, released = calendar.lift_stop(scope.who.actor, organisation_id=scope.organisation_id,
+                                        project_id=scope.project_id)
+    _ring(released)
+    return {"stop": stop.as_dict(), "released": _released(released)}
+
+
 @bp.get("/projects/<int:project_id>/stop/")
 @operation("Whether the project's line is stopped, and what holds its transitions now",
            CALENDAR, response=StopStateSchema)
 def get_project_stop(project_id: int) -> Any:
-    project = api_auth.project_for(principal(), project_id)
-    return _stop_state(project.organisation_id, project.id)
+    return _stop_state(_project_scope(project_id))
 
 
 @bp.post("/projects/<int:project_id>/stop/")
@@ -417,32 +312,20 @@ def get_project_stop(project_id: int) -> Any:
            "project holds until lifted; 409 when stopped already", CALENDAR,
            body=StopBodySchema, response=StopResultSchema, status=201)
 def stop_project_line(project_id: int) -> Any:
-    who = principal()
-    project = api_auth.project_for(who, project_id, needs="admin")
-    data = body(StopBodySchema)
-    stop, held = calendar.stop_line(who.actor, organisation_id=project.organisation_id,
-                                    project_id=project.id, reason=data["reason"])
-    outbox.ring()
-    return {"stop": stop.as_dict(), "held": held}, 201
+    return _stop_line(_project_scope(project_id, "admin"))
 
 
 @bp.post("/projects/<int:project_id>/stop/lift/")
 @operation("Lift the project's stop (project admins): every flag resumes where it was, its "
            "due work spread; 409 when not stopped", CALENDAR, response=LiftResultSchema)
 def lift_project_stop(project_id: int) -> Any:
-    who = principal()
-    project = api_auth.project_for(who, project_id, needs="admin")
-    stop, released = calendar.lift_stop(who.actor, organisation_id=project.organisation_id,
-                                        project_id=project.id)
-    _ring(released)
-    return {"stop": stop.as_dict(), "released": _released(released)}
+    return _lift_stop(_project_scope(project_id, "admin"))
 
 
 @bp.get("/organisations/<int:organisation_id>/stop/")
 @operation("Whether the organisation's line is stopped", CALENDAR, response=StopStateSchema)
 def get_organisation_stop(organisation_id: int) -> Any:
-    organisation = _organisation(principal(), organisation_id, "viewer")
-    return _stop_state(organisation.id, None)
+    return _stop_state(_organisation_scope(organisation_id))
 
 
 @bp.post("/organisations/<int:organisation_id>/stop/")
@@ -450,22 +333,11 @@ def get_organisation_stop(organisation_id: int) -> Any:
            "stopped already", CALENDAR, body=StopBodySchema, response=StopResultSchema,
            status=201)
 def stop_organisation_line(organisation_id: int) -> Any:
-    who = principal()
-    organisation = _organisation(who, organisation_id, "admin")
-    data = body(StopBodySchema)
-    stop, held = calendar.stop_line(who.actor, organisation_id=organisation.id,
-                                    project_id=None, reason=data["reason"])
-    outbox.ring()
-    return {"stop": stop.as_dict(), "held": held}, 201
+    return _stop_line(_organisation_scope(organisation_id, "admin"))
 
 
 @bp.post("/organisations/<int:organisation_id>/stop/lift/")
 @operation("Lift the organisation's stop (its key, site admins); 409 when not stopped",
            CALENDAR, response=LiftResultSchema)
 def lift_organisation_stop(organisation_id: int) -> Any:
-    who = principal()
-    organisation = _organisation(who, organisation_id, "admin")
-    stop, released = calendar.lift_stop(who.actor, organisation_id=organisation.id,
-                                        project_id=None)
-    _ring(released)
-    return {"stop": stop.as_dict(), "released": _released(released)}
+    return _lift_stop(_organisation_scope(organisation_id, "admin"))
