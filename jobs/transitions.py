@@ -78,8 +78,7 @@ def drain(until: float | None = None) -> dict:
         for _ in range(_MAX_PASSES):
             moment = now()
             due, upcoming = sweep.due_before(max(end, moment), _drain_limit(), now=moment)
-            _merge(report, sweep.advance_many([(run_id, None) for run_id in due], now=moment,
-                                              cache=cache))
+            _merge(report, sweep.advance_many([(run_id, None) for run_id in due], cache=cache))
             if upcoming is None or moment >= end:
                 break
             time.sleep(DRAIN_TICK_SECONDS)

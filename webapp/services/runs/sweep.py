@@ -81,13 +81,15 @@ def advance_many(pairs: list[tuple[int, int | None]], *, now: datetime | None = 
 
     Runs waiting in plain stages go through `fire_batch`, many per transaction; rollout
     stages, runs fired early, and any run of a batch that failed go one by one (`transition`).
+    Each transaction decides at the moment it begins (or at `now` when given): the release
+    calendar's answer is never older than one transaction, however many runs come.
     """
     cache = cache or Cache()
     report = report or Report()
-    moment = now or clock_now()
     pending = list(pairs)
     while pending:
         chunk, pending = pending[:BATCH_SIZE], pending[BATCH_SIZE:]
+        moment = now or clock_now()
         moved, singles = fire_batch(chunk, cache=cache, now=moment)
         for run_id, version, due_at in moved:
             report.moved += 1
@@ -98,6 +100,7 @@ def advance_many(pairs: list[tuple[int, int | None]], *, now: datetime | None = 
             else:
                 report.bells.append(Bell(run_id, version, due_at))
         for run_id, version in singles:
+            moment = now or clock_now()
             outcome, bell = transition(run_id, version, cache=cache, now=moment)
             if outcome == "moved" and bell is not None and bell.due_at <= moment:
                 report.moved += 1
