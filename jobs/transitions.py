@@ -70,36 +70,35 @@ def drain(until: float | None = None) -> dict:
     due before `until` (epoch seconds: the end of the second this job was rung for). Runs that
     fall due within a tick of each other move together, in one batch."""
     cache = Cache()
+    report = Report()
+    end = now() if until is None else datetime.fromtimestamp(until, UTC)
+    upcoming = None
     _mark_draining(True)
     try:
-        report = sweep.drain(_drain_limit(), cache=cache)
         for _ in range(_MAX_PASSES):
-            moment = now().timestamp()
-            upcoming = sweep.next_due_at()
-            if (until is None or moment >= until or upcoming is None
-                    or upcoming.timestamp() >= until):
+            moment = now()
+            due, upcoming = sweep.due_before(max(end, moment), _drain_limit(), now=moment)
+            _merge(report, sweep.advance_many([(run_id, None) for run_id in due], cache=cache))
+            if upcoming is None or moment >= end:
                 break
             time.sleep(DRAIN_TICK_SECONDS)
-            if now().timestamp() == moment:
+            if now() == moment:
                 break  # a frozen (test) clock never reaches `until`
             _mark_draining(True)
-            _merge(report, sweep.drain(_drain_limit(), cache=cache))
-        if until is not None:
-            _leave_the_rest(until)
+        if upcoming is not None and upcoming > now():
+            _leave_the_rest(upcoming, until)
     finally:
         _mark_draining(False)
     return _finish(report, cache)  # its pass comes after the mark is gone
 
 
-def _leave_the_rest(until: float) -> None:
-    """Runs of this job's second that are still not due (the clock stood still, as a test's
-    does, or the passes ran out) get a job at their due time."""
-    left = sweep.next_due_at()
-    if left is None or left <= now() or left.timestamp() >= until:
-        return
-    _unique(redis_conn.queue().enqueue_at, _naive_utc(left), drain, until,
-            job_id=f"advance-due-{int(until) - 1}-rest-{int(left.timestamp() * 1000)}",
-            job_timeout=JOB_TIMEOUT, result_ttl=0)
+def _leave_the_rest(upcoming: datetime, until: float | None) -> None:
+    """Runs of this job's second still not due when it stops (the clock stood still, as a
+    test's does, or its passes ran out) get a job at their due time."""
+    at = upcoming.timestamp()
+    _unique(redis_conn.queue().enqueue_at, _naive_utc(upcoming), drain, until,
+            job_id=f"advance-due-{int(at)}-rest-{int(at * 1000)}", job_timeout=JOB_TIMEOUT,
+            result_ttl=0)
 
 
 def _mark_draining(on: bool) -> None:

@@ -116,6 +116,7 @@ def register(app: Flask) -> None:
         if once:
             click.echo(schedule.sweep_once())
         else:
+            gc.freeze()  # the loaded app leaves the cyclic GC, as in the worker
             schedule.run_forever()
 
     @app.cli.command("realtime")

@@ -226,7 +226,7 @@ def _on_postgres() -> bool:
 def _arrays(table: Table, rows: Sequence[dict[str, Any]], names: Sequence[str]):
     """The rows as a derived table `given(name, ..., ordinality)` of one array per column."""
     arrays = [bindparam(f"{_ARRAY_PREFIX}{name}", [row[name] for row in rows],
-                        type_=postgresql.ARRAY(table.c[name].type)) for name in names]
+                        type_=_array_of(table.c[name])) for name in names]
     return (func.unnest(*arrays).table_valued(*names, with_ordinality="ordinality")
             .render_derived(name="given"))
 
@@ -236,7 +236,14 @@ def in_(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
     values = list(values)
     if not _on_postgres():
         return column.in_(values)
-    return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column == any_(bindparam(None, values, type_=_array_of(column)))
+
+
+@functools.cache
+def _array_of(column: Any) -> postgresql.ARRAY:
+    """The array type of a column's values, made once: SQLAlchemy derives a statement's cache
+    key from its types, and a type's key is worked out once per type object."""
+    return postgresql.ARRAY(column.type)
 
 
 def insert_rows(table: Table, rows: Sequence[dict[str, Any]]) -> None:

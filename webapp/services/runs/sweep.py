@@ -82,13 +82,15 @@ def advance_many(pairs: list[tuple[int, int | None]], *, now: datetime | None = 
 
     Runs waiting in plain stages go through `fire_batch`, many per transaction; rollout
     stages, runs fired early, and any run of a batch that failed go one by one (`transition`).
+    Each transaction decides at the moment it begins (or at `now` when given): the release
+    calendar's answer is never older than one transaction, however many runs come.
     """
     cache = cache or Cache()
     report = report or Report()
-    moment = now or clock_now()
     pending = list(pairs)
     while pending:
         chunk, pending = pending[:BATCH_SIZE], pending[BATCH_SIZE:]
+        moment = now or clock_now()
         moved, singles = fire_batch(chunk, cache=cache, now=moment)
         for run_id, version, due_at in moved:
             report.moved += 1
@@ -99,6 +101,7 @@ def advance_many(pairs: list[tuple[int, int | None]], *, now: datetime | None = 
             else:
                 report.bells.append(Bell(run_id, version, due_at))
         for run_id, expected_version in singles:
+            moment = now or clock_now()
             outcome, bell = transition(run_id, expected_version, cache=cache, now=moment)
             if outcome == "moved" and bell is not None and bell.due_at <= moment:
                 report.moved += 1
@@ -237,6 +240,19 @@ def due_run_ids(limit: int, *, now: datetime | None = None, lease_expired: bool 
     ids = list(db.session.scalars(query.order_by(PipelineRun.due_at).limit(limit)))
     db.session.rollback()
     return ids
+
+
+def due_before(until: datetime, limit: int, *, now: datetime) -> tuple[list[int], datetime | None]:
+    """In one read: up to `limit` runs due at `now`, and when the first of the others falls due
+    if it does before `until` (`now` when more than `limit` are due), else None."""
+    rows = db.session.execute(
+        select(PipelineRun.id, PipelineRun.due_at)
+        .where(PipelineRun.status.in_(ADVANCEABLE), PipelineRun.due_at < until)
+        .order_by(PipelineRun.due_at).limit(limit + 1)).all()
+    db.session.rollback()
+    due = [row.id for row in rows[:limit] if row.due_at <= now]
+    later = [row.due_at for row in rows[len(due):]]
+    return due, (max(later[0], now) if later else None)
 
 
 def next_due_at() -> datetime | None:
