@@ -8,9 +8,9 @@ third of an identify's. This WSGI middleware answers their plain forms, with exa
 view's status, headers and body, when the environment's documents are built already:
 
 - no query string, a key header, the key's environment at its current revision
-  (sdk_documents.find_environment: PostgreSQL's per-process key cache, or one indexed read on
-  SQLite, so never an older revision than the view would see) and that revision's documents in
-  this process (sdk_documents.cached);
+  (PostgreSQL: the key is in this process's key cache, revisions.KeyCache.peek; SQLite: one
+  indexed read, sdk_documents.find_environment; so never an older revision than the view would
+  see) and that revision's documents in this process (sdk_documents.cached);
 - flags: a GET without a body;
 - identities: a POST of a JSON object (`Content-Type: application/json`) that input_guard
   would let through and the identify checks accept; the identify itself is the view's service
@@ -24,6 +24,7 @@ answers.
 
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,10 +33,11 @@ from flask import Flask
 from werkzeug.http import parse_etags
 
 from webapp import input_guard
+from webapp.extensions import db
 from webapp.metrics import SDK_LATENCY, SDK_REQUESTS
 from webapp.security import HEADERS as SECURITY_HEADERS
 from webapp.services.errors import BadRequest
-from webapp.services.platform import identities, sdk_documents
+from webapp.services.platform import identities, revisions, sdk_documents
 
 FLAGS_PATH = "/api/v1/flags/"
 IDENTITIES_PATH = "/api/v1/identities/"
@@ -57,6 +59,9 @@ class SdkFastPath:
         # answer any origin; the app factory passes the API's headers, nothing here imports the
         # views) then the security headers, in that order.
         self._trailing = [*cors, *SECURITY_HEADERS.items()]
+        with app.app_context():
+            self._engine = db.engine
+        self._cache: tuple[int, revisions.KeyCache | None] | None = None  # (pid, cache)
         # The metrics' children, looked up once (labels() costs a lock).
         self._latency = {name: SDK_LATENCY.labels(name) for name in ("flags", "identify")}
         self._counters: dict[tuple[str, str], Any] = {}
@@ -75,8 +80,7 @@ class SdkFastPath:
 
     def _flags(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
-        with self._app.app_context():
-            found = self._documents(environ)
+        found = self._documents(environ)
         if found is None:
             return self._next(environ, start_response)
         docs = found[1]
@@ -132,17 +136,32 @@ class SdkFastPath:
 
     def _documents(self, environ: dict[str, Any]
                    ) -> "tuple[sdk_documents.EnvironmentRef, sdk_documents.Documents] | None":
-        """The key's environment and its documents at the current revision, if built already
-        (in an app context: the key is read from the database unless cached)."""
+        """The key's environment and its documents at the current revision, if built already.
+        PostgreSQL: keys in the key cache only (Flask reads and caches the others); SQLite: one
+        indexed read (sdk_documents.find_environment)."""
         key = environ.get("HTTP_X_ENVIRONMENT_KEY")
+        if not key:
+            return None
+        cache = self._key_cache()
         try:
-            ref = sdk_documents.find_environment(key) if key else None
+            if cache is not None:
+                ref = cache.peek(key)
+            else:
+                with self._app.app_context():
+                    ref = sdk_documents.find_environment(key)
         except Exception:  # noqa: BLE001 (a database error: Flask answers it its way)
             return None
         if ref is None:
             return None
         docs = sdk_documents.cached(ref)
         return None if docs is None else (ref, docs)
+
+    def _key_cache(self) -> "revisions.KeyCache | None":
+        """This process's key cache (a forked worker has its own: keyed by pid); None on SQLite."""
+        pid = os.getpid()
+        if self._cache is None or self._cache[0] != pid:
+            self._cache = (pid, revisions.key_cache(self._engine))
+        return self._cache[1]
 
     def _answer(self, endpoint: str, started: float, start_response: StartResponse,
                 status: str, headers: list[tuple[str, str]], body: bytes) -> list[bytes]:

@@ -278,15 +278,20 @@ def test_a_flags_read_after_a_database_error_is_flasks(client, platform, flask_r
     key = {"X-Environment-Key": platform.development.client_key}
     _listening()
     client.get("/api/v1/flags/", headers=key)
-    find, failures = sdk_documents.find_environment, []
+    failures: list[int] = []
 
-    def failing_once(sent):
-        if not failures:
-            failures.append(1)
-            raise OperationalError("SELECT", {}, Exception("connection lost"))
-        return find(sent)
+    def failing_once(lookup):
+        def failing(*args):
+            if not failures:
+                failures.append(1)
+                raise OperationalError("SELECT", {}, Exception("connection lost"))
+            return lookup(*args)
+        return failing
 
-    monkeypatch.setattr(sdk_documents, "find_environment", failing_once)
+    # The key's lookup: a read on SQLite, the key cache on PostgreSQL.
+    monkeypatch.setattr(sdk_documents, "find_environment",
+                        failing_once(sdk_documents.find_environment))
+    monkeypatch.setattr(revisions.KeyCache, "peek", failing_once(revisions.KeyCache.peek))
     reads = len(flask_reads)
     response = client.get("/api/v1/flags/", headers=key)
     assert response.status_code == 200 and failures and len(flask_reads) == reads + 1

@@ -24,7 +24,8 @@ has a TCP user timeout of TCP_TIMEOUT_MS, so a connection that silently died (a 
 partition) stops the cache within ~3 s; Flagsmith with its caches on serves flags up to the
 cache's TTL old (60 s by default for its environment cache).
 
-SQLite (one machine, no NOTIFY): the row is read per request; it costs ~15 µs in-process.
+SQLite (one machine, no NOTIFY): the row is read per request, on the thread's own connection
+(sdk_documents._own_sqlite_connection): a few µs in-process.
 """
 
 import os
