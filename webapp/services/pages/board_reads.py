@@ -91,40 +91,33 @@ def pattern(query: str) -> str:
 
 def read(project_id: int, pipeline_id: int, query: str, limits: dict[int, int],
          launched_limit: int, launched_total: int, since: datetime, now: datetime) -> BoardRows:
-    """The board's rows. `limits`: cards wanted per stage position; `launched_total`: launches
-    in [since, now] (the board has counted them per day already); `query`: a name search."""
+    """The board's rows, in one statement. `limits`: cards wanted per stage position;
+    `launched_total`: launches in [since, now] (the board has counted them per day already);
+    `query`: a name search."""
     postgres = db.session.get_bind().dialect.name == "postgresql"
     if query:
         return _search(project_id, pipeline_id, pattern(query), limits, launched_limit, since,
                        now, postgres)
+    params: dict[str, Any] = {"pipeline_id": pipeline_id, "since": since, "now": now,
+                              "launched_limit": launched_limit}
+    if postgres:
+        params["positions"], params["limits"] = list(limits), list(limits.values())
+        statement = _board_postgres()
+    else:
+        for n, (position, limit) in enumerate(limits.items()):
+            params[f"p{n}"], params[f"l{n}"] = position, limit
+        statement = _board_sqlite(len(limits))
     counts: dict[int, dict[str, int]] = {}
-    for position, status, number in _rows(_counts(), {"pipeline_id": pipeline_id}):
-        counts.setdefault(position, {})[status] = number
-    in_flight = sum(sum(c.values()) for c in counts.values())
-    wanted = {position: limit for position, limit in limits.items() if counts.get(position)}
     cards: list[Row[Any]] = []
-    if wanted:
-        params: dict[str, Any] = {"pipeline_id": pipeline_id}
-        if postgres:
-            params["positions"], params["limits"] = list(wanted), list(wanted.values())
-            cards = _rows(_first_cards_lateral(), params)
+    launched: list[Row[Any]] = []
+    for row in _rows(statement, params):
+        if row.kind == "count":
+            counts.setdefault(row.stage_position, {})[row.status] = row.id
         else:
-            for n, (position, limit) in enumerate(wanted.items()):
-                params[f"p{n}"], params[f"l{n}"] = position, limit
-            cards = _rows(_first_cards_union(len(wanted)), params)
-    launched = _rows(_launched(), {"pipeline_id": pipeline_id, "since": since, "now": now,
-                                   "limit": launched_limit})
+            (cards if row.ended_at is None else launched).append(row)
+    launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
+    in_flight = sum(sum(c.values()) for c in counts.values())
     return BoardRows(counts, in_flight, cards, launched, launched_total)
-
-
-def open_requests(run_ids: list[int]) -> dict[int, int]:
-    """The open change request each run waits for (the latest when several): one query."""
-    if not run_ids:
-        return {}
-    return {run_id: request_id for run_id, request_id in db.session.execute(
-        select(ChangeRequest.run_id, func.max(ChangeRequest.id))
-        .where(ChangeRequest.run_id.in_(run_ids), ChangeRequest.status == "open")
-        .group_by(ChangeRequest.run_id))}
 
 
 def _rows(statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
@@ -140,22 +133,31 @@ def _in_window() -> Any:
             & (PipelineRun.ended_at <= bindparam("now", type_=UTCDateTime)))
 
 
-@lru_cache(maxsize=1)
-def _counts() -> Select:
-    """Runs in flight per stage position and status: the columns' counts."""
-    return (select(PipelineRun.stage_position, PipelineRun.status, func.count())
-            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
-                   PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
-            .group_by(PipelineRun.stage_position, PipelineRun.status))
+def _tally(kind: str, number: Any, status: Any = None, position: Any = None) -> Select[Any]:
+    """A count in the cards' shape, for a UNION with them: `kind`, then the count in the id
+    column, its status and stage position in theirs (CARD_COLUMNS begin with id, feature_id,
+    status, stage_position), the rest NULL."""
+    rest = [null()] * (len(CARD_COLUMNS) - 4)
+    return select(literal_column(f"'{kind}'"), number, null(), status, position, *rest)
 
 
-@lru_cache(maxsize=1)
-def _launched() -> Select[Any]:
-    """The Launched column's first cards, latest first."""
-    return (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
-            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window())
-            .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc())
-            .limit(bindparam("limit", type_=Integer)))
+def _board(cards: Any) -> CompoundSelect[Any]:
+    """The unfiltered board: each column's first cards (given), the Launched column's (latest
+    first), and the runs in flight per stage position and status ("count")."""
+    latest = (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+              .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window())
+              .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc())
+              .limit(bindparam("launched_limit", type_=Integer)).subquery("latest"))
+    counts = (_tally("count", func.count(), PipelineRun.status, PipelineRun.stage_position)
+              .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                     PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
+              .group_by(PipelineRun.stage_position, PipelineRun.status))
+    # The cards first: the union's columns take their types (aware datetimes) from them.
+    return union_all(*cards, select(_card_kind(), *latest.c), counts)
+
+
+def _card_kind() -> Any:
+    return literal_column("'card'").label("kind")
 
 
 def _column(position: Any, limit: Any) -> Select[Any]:
@@ -167,12 +169,11 @@ def _column(position: Any, limit: Any) -> Select[Any]:
 
 
 @lru_cache(maxsize=256)
-def _first_cards_union(columns: int) -> Select[Any] | CompoundSelect[Any]:
-    """SQLite: one SELECT per column, in a UNION ALL. Built once per shape with bound
-    parameters, so SQLAlchemy's compiled cache serves every poll."""
-    parts = [select(_column(bindparam(f"p{n}"), bindparam(f"l{n}")).subquery())
-             for n in range(columns)]
-    return parts[0] if columns == 1 else union_all(*parts)
+def _board_sqlite(columns: int) -> CompoundSelect[Any]:
+    """SQLite: one SELECT per column. Built once per shape with bound parameters, so
+    SQLAlchemy's compiled cache serves every poll."""
+    parts = [_column(bindparam(f"p{n}"), bindparam(f"l{n}")).subquery() for n in range(columns)]
+    return _board([select(_card_kind(), *part.c) for part in parts])
 
 
 def _wanted_columns() -> Any:
@@ -190,11 +191,11 @@ def _wanted_columns_sqlite(columns: int) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _first_cards_lateral() -> Select[Any]:
+def _board_postgres() -> CompoundSelect[Any]:
     """PostgreSQL: every column's first cards from one plan (see the module's docstring)."""
     wanted = _wanted_columns()
     column = _column(wanted.c.pos, wanted.c.lim).lateral("c")
-    return select(*column.c).select_from(wanted).join(column, true())
+    return _board([select(_card_kind(), *column.c).select_from(wanted).join(column, true())])
 
 
 def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int],
@@ -279,24 +280,19 @@ def _search_statement(matches: Any, wanted: Any) -> CompoundSelect[Any]:
         .where(ranked.c.rn <= wanted.c.lim),
         select(latest.c.id),
     ).cte("chosen")
-    cards = (select(literal_column("'card'").label("kind"), *CARD_COLUMNS)
+    cards = (select(_card_kind(), *CARD_COLUMNS)
              .select_from(chosen).join(PipelineRun, PipelineRun.id == chosen.c.id)
              .join(Feature, Feature.id == PipelineRun.feature_id))
 
-    def tally(kind: str, number: Any, status: Any = None, position: Any = None) -> Select[Any]:
-        # CARD_COLUMNS begin with id, feature_id, status, stage_position.
-        rest = [null()] * (len(CARD_COLUMNS) - 4)
-        return select(literal_column(f"'{kind}'"), number, null(), status, position, *rest)
-
-    counts = (tally("count", func.count(), matches.c.status, matches.c.stage_position)
+    counts = (_tally("count", func.count(), matches.c.status, matches.c.stage_position)
               .where(matches.c.status.in_(RUN_ACTIVE_STATUSES))
               .group_by(matches.c.stage_position, matches.c.status))
-    launched_count = tally("launched", func.count()).where(matches.c.ended_at.is_not(None))
-    in_flight = (tally("in_flight", func.count()).select_from(PipelineRun)
+    launched_count = _tally("launched", func.count()).where(matches.c.ended_at.is_not(None))
+    in_flight = (_tally("in_flight", func.count()).select_from(PipelineRun)
                  .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
                         PipelineRun.status.in_(RUN_ACTIVE_STATUSES)))
     # The cards first: the union's columns take their types (aware datetimes) from them.
     return union_all(cards, counts, launched_count, in_flight)
 
 
-__all__ = ["BoardRows", "CARD_COLUMNS", "open_requests", "pattern", "read"]
+__all__ = ["BoardRows", "CARD_COLUMNS", "pattern", "read"]
