@@ -90,10 +90,9 @@ def pattern(query: str) -> str:
 
 
 def read(project_id: int, pipeline_id: int, query: str, limits: dict[int, int],
-         launched_limit: int, launched_total: int, since: datetime, now: datetime) -> BoardRows:
+         launched_limit: int, since: datetime, now: datetime) -> BoardRows:
     """The board's rows, in one statement. `limits`: cards wanted per stage position;
-    `launched_total`: launches in [since, now] (the board has counted them per day already);
-    `query`: a name search."""
+    [since, now]: the Launched column's window; `query`: a name search."""
     postgres = db.session.get_bind().dialect.name == "postgresql"
     if query:
         return _search(project_id, pipeline_id, pattern(query), limits, launched_limit, since,
@@ -110,14 +109,17 @@ def read(project_id: int, pipeline_id: int, query: str, limits: dict[int, int],
     counts: dict[int, dict[str, int]] = {}
     cards: list[Row[Any]] = []
     launched: list[Row[Any]] = []
+    launched_count = 0
     for row in _rows(statement, params):
-        if row.kind == "count":
+        if row.kind == "card":
+            (cards if row.ended_at is None else launched).append(row)
+        elif row.kind == "count":
             counts.setdefault(row.stage_position, {})[row.status] = row.id
         else:
-            (cards if row.ended_at is None else launched).append(row)
+            launched_count = row.id
     launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
     in_flight = sum(sum(c.values()) for c in counts.values())
-    return BoardRows(counts, in_flight, cards, launched, launched_total)
+    return BoardRows(counts, in_flight, cards, launched, launched_count)
 
 
 def _rows(statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
@@ -143,7 +145,8 @@ def _tally(kind: str, number: Any, status: Any = None, position: Any = None) -> 
 
 def _board(cards: Any) -> CompoundSelect[Any]:
     """The unfiltered board: each column's first cards (given), the Launched column's (latest
-    first), and the runs in flight per stage position and status ("count")."""
+    first), the runs in flight per stage position and status ("count") and the launches of
+    the window ("launched")."""
     latest = (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
               .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window())
               .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc())
@@ -152,8 +155,10 @@ def _board(cards: Any) -> CompoundSelect[Any]:
               .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
                      PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
               .group_by(PipelineRun.stage_position, PipelineRun.status))
+    launched_count = (_tally("launched", func.count())
+                      .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window()))
     # The cards first: the union's columns take their types (aware datetimes) from them.
-    return union_all(*cards, select(_card_kind(), *latest.c), counts)
+    return union_all(*cards, select(_card_kind(), *latest.c), counts, launched_count)
 
 
 def _card_kind() -> Any:
