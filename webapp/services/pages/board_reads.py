@@ -1,6 +1,7 @@
 """The rows behind a pipeline's board: counts per stage and status, each column's first cards,
-the Launched column. A fixed number of statements whatever the number of flags, each built
-once (bound parameters) so a poll spends no time building SQL: a board polls every few seconds.
+the Launched column. One statement per board, whatever the number of flags, built once (bound
+parameters) so a poll spends no time building SQL: boards poll every few seconds. Its rows
+are cards (CARD_COLUMNS) and counts in the cards' shape (a UNION; see _tally).
 
 PostgreSQL and SQLite read them differently, because what is cheap differs:
 
@@ -11,11 +12,10 @@ PostgreSQL and SQLite read them differently, because what is cheap differs:
   plan whatever the number of columns.
 - A search by name (a substring: no index helps). The filter runs once, in a CTE that the
   counts and the first cards both read (numbering each column's matches with a window over the
-  matches only), then one more statement reads the chosen cards by id. A per-column LATERAL
-  with the filter is planned as "sort every match of the column", 30 times over (400 ms at
-  10,000 flags). PostgreSQL hashes the matching flags and scans the pipeline's runs; SQLite
-  goes from the matching flags to their runs by index (scanning 10,000 runs and looking up
-  each one's flag took it twice as long).
+  matches only). A per-column LATERAL with the filter is planned as "sort every match of the
+  column", 30 times over (400 ms at 10,000 flags). PostgreSQL hashes the matching flags and
+  scans the pipeline's runs; SQLite goes from the matching flags to their runs by index
+  (scanning 10,000 runs and looking up each one's flag took it twice as long).
 - Case-insensitive matching: lower(name) LIKE on PostgreSQL; plain LIKE on SQLite, whose LIKE
   already ignores ASCII case and whose lower() folds ASCII only (the same matches, without a
   lower() per flag).
@@ -94,32 +94,31 @@ def read(project_id: int, pipeline_id: int, query: str, limits: dict[int, int],
     """The board's rows, in one statement. `limits`: cards wanted per stage position;
     [since, now]: the Launched column's window; `query`: a name search."""
     postgres = db.session.get_bind().dialect.name == "postgresql"
-    if query:
-        return _search(project_id, pipeline_id, pattern(query), limits, launched_limit, since,
-                       now, postgres)
     params: dict[str, Any] = {"pipeline_id": pipeline_id, "since": since, "now": now,
                               "launched_limit": launched_limit}
+    if query:
+        params["project_id"], params["pattern"] = project_id, pattern(query)
     if postgres:
         params["positions"], params["limits"] = list(limits), list(limits.values())
-        statement = _board_postgres()
+        statement = _search_postgres() if query else _board_postgres()
     else:
         for n, (position, limit) in enumerate(limits.items()):
             params[f"p{n}"], params[f"l{n}"] = position, limit
-        statement = _board_sqlite(len(limits))
+        statement = _search_sqlite(len(limits)) if query else _board_sqlite(len(limits))
     counts: dict[int, dict[str, int]] = {}
     cards: list[Row[Any]] = []
     launched: list[Row[Any]] = []
-    launched_count = 0
+    totals: dict[str, int] = {}
     for row in _rows(statement, params):
         if row.kind == "card":
             (cards if row.ended_at is None else launched).append(row)
         elif row.kind == "count":
             counts.setdefault(row.stage_position, {})[row.status] = row.id
-        else:
-            launched_count = row.id
+        else:  # "launched", and "in_flight" when the counts are a search's
+            totals[row.kind] = row.id
     launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
-    in_flight = sum(sum(c.values()) for c in counts.values())
-    return BoardRows(counts, in_flight, cards, launched, launched_count)
+    in_flight = totals.get("in_flight", sum(sum(c.values()) for c in counts.values()))
+    return BoardRows(counts, in_flight, cards, launched, totals.get("launched", 0))
 
 
 def _rows(statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
@@ -201,35 +200,6 @@ def _board_postgres() -> CompoundSelect[Any]:
     wanted = _wanted_columns()
     column = _column(wanted.c.pos, wanted.c.lim).lateral("c")
     return _board([select(_card_kind(), *column.c).select_from(wanted).join(column, true())])
-
-
-def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int],
-            launched_limit: int, since: datetime, now: datetime, postgres: bool) -> BoardRows:
-    counts: dict[int, dict[str, int]] = {}
-    in_flight = launched_count = 0
-    cards: list[Row[Any]] = []
-    launched: list[Row[Any]] = []
-    params: dict[str, Any] = {"project_id": project_id, "pipeline_id": pipeline_id,
-                              "pattern": like, "since": since, "now": now,
-                              "launched_limit": launched_limit}
-    if postgres:
-        params["positions"], params["limits"] = list(limits), list(limits.values())
-        statement = _search_postgres()
-    else:
-        for n, (position, limit) in enumerate(limits.items()):
-            params[f"p{n}"], params[f"l{n}"] = position, limit
-        statement = _search_sqlite(len(limits))
-    for row in _rows(statement, params):
-        if row.kind == "card":
-            (cards if row.ended_at is None else launched).append(row)
-        elif row.kind == "count":
-            counts.setdefault(row.stage_position, {})[row.status] = row.id
-        elif row.kind == "launched":
-            launched_count = row.id
-        else:
-            in_flight = row.id
-    launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
-    return BoardRows(counts, in_flight, cards, launched, launched_count)
 
 
 @lru_cache(maxsize=1)
