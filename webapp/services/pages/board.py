@@ -202,8 +202,8 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     """The board of a published pipeline: per stage its count (by status) and first cards,
     then the flags launched in the last 30 days. `query` filters flags by name (substring,
     case-insensitive); `limits` asks for more cards in some columns ({"s3": 40, "launched": 40}).
-    Without `chart` (the board's own block, which draws no launch chart), a search skips the
-    launches per day (the Launched column's count then comes from the search).
+    `chart`: also count the launches per day (the page's launch chart; the board's own block,
+    which the poll asks for, draws none).
 
     Refuses (NotFound) a deleted pipeline or one of another project. Fixed statement count.
     """
@@ -214,13 +214,12 @@ def pipeline_board(project_id: int, pipeline_id: int, *, query: str = "",
     limits = {k: max(1, min(MAX_CARDS, v)) for k, v in (limits or {}).items()}
     now = clock_now()
 
-    launches = launched_per_day(pipeline.id, now=now) if chart or not query else None
+    launches = launched_per_day(pipeline.id, now=now) if chart else None
     launched_limit = limits.get("launched", default)
     rows = board_reads.read(
         project_id, pipeline.id, query,
         {s.position: limits.get(f"s{s.position}", default) for s in stages},
-        launched_limit, launches.total if launches else 0,
-        launches.since if launches else launch_window(now), now)
+        launched_limit, launch_window(now), now)
     counts, in_flight = rows.counts, rows.in_flight
     cards: dict[int, list[Card]] = {}
     for row in rows.cards:

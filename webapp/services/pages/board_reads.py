@@ -1,6 +1,7 @@
 """The rows behind a pipeline's board: counts per stage and status, each column's first cards,
-the Launched column. A fixed number of statements whatever the number of flags, each built
-once (bound parameters) so a poll spends no time building SQL: a board polls every few seconds.
+the Launched column. One statement per board, whatever the number of flags, built once (bound
+parameters) so a poll spends no time building SQL: boards poll every few seconds. Its rows
+are cards (CARD_COLUMNS) and counts in the cards' shape (a UNION; see _tally).
 
 PostgreSQL and SQLite read them differently, because what is cheap differs:
 
@@ -11,11 +12,10 @@ PostgreSQL and SQLite read them differently, because what is cheap differs:
   plan whatever the number of columns.
 - A search by name (a substring: no index helps). The filter runs once, in a CTE that the
   counts and the first cards both read (numbering each column's matches with a window over the
-  matches only), then one more statement reads the chosen cards by id. A per-column LATERAL
-  with the filter is planned as "sort every match of the column", 30 times over (400 ms at
-  10,000 flags). PostgreSQL hashes the matching flags and scans the pipeline's runs; SQLite
-  goes from the matching flags to their runs by index (scanning 10,000 runs and looking up
-  each one's flag took it twice as long).
+  matches only). A per-column LATERAL with the filter is planned as "sort every match of the
+  column", 30 times over (400 ms at 10,000 flags). PostgreSQL hashes the matching flags and
+  scans the pipeline's runs; SQLite goes from the matching flags to their runs by index
+  (scanning 10,000 runs and looking up each one's flag took it twice as long).
 - Case-insensitive matching: lower(name) LIKE on PostgreSQL; plain LIKE on SQLite, whose LIKE
   already ignores ASCII case and whose lower() folds ASCII only (the same matches, without a
   lower() per flag).
@@ -78,8 +78,8 @@ CARD_COLUMNS = (
 class BoardRows:
     counts: dict[int, dict[str, int]]  # stage position -> status -> runs (matching the search)
     in_flight: int  # runs in flight in the whole pipeline, whatever the search
-    cards: list[Row]  # each column's first cards (CARD_COLUMNS), in no particular order
-    launched: list[Row]  # the Launched column's first cards, latest first
+    cards: list[Row[Any]]  # each column's first cards (CARD_COLUMNS), in no particular order
+    launched: list[Row[Any]]  # the Launched column's first cards, latest first
     launched_count: int  # launched within the window (matching the search)
 
 
@@ -90,44 +90,38 @@ def pattern(query: str) -> str:
 
 
 def read(project_id: int, pipeline_id: int, query: str, limits: dict[int, int],
-         launched_limit: int, launched_total: int, since: datetime, now: datetime) -> BoardRows:
-    """The board's rows. `limits`: cards wanted per stage position; `launched_total`: launches
-    in [since, now] (the board has counted them per day already); `query`: a name search."""
+         launched_limit: int, since: datetime, now: datetime) -> BoardRows:
+    """The board's rows, in one statement. `limits`: cards wanted per stage position;
+    [since, now]: the Launched column's window; `query`: a name search."""
     postgres = db.session.get_bind().dialect.name == "postgresql"
+    params: dict[str, Any] = {"pipeline_id": pipeline_id, "since": since, "now": now,
+                              "launched_limit": launched_limit}
     if query:
-        return _search(project_id, pipeline_id, pattern(query), limits, launched_limit, since,
-                       now, postgres)
+        params["project_id"], params["pattern"] = project_id, pattern(query)
+    if postgres:
+        params["positions"], params["limits"] = list(limits), list(limits.values())
+        statement = _search_postgres() if query else _board_postgres()
+    else:
+        for n, (position, limit) in enumerate(limits.items()):
+            params[f"p{n}"], params[f"l{n}"] = position, limit
+        statement = _search_sqlite(len(limits)) if query else _board_sqlite(len(limits))
     counts: dict[int, dict[str, int]] = {}
-    for position, status, number in _rows(_counts(), {"pipeline_id": pipeline_id}):
-        counts.setdefault(position, {})[status] = number
-    in_flight = sum(sum(c.values()) for c in counts.values())
-    wanted = {position: limit for position, limit in limits.items() if counts.get(position)}
-    cards: list[Row] = []
-    if wanted:
-        params: dict[str, Any] = {"pipeline_id": pipeline_id}
-        if postgres:
-            params["positions"], params["limits"] = list(wanted), list(wanted.values())
-            cards = _rows(_first_cards_lateral(), params)
-        else:
-            for n, (position, limit) in enumerate(wanted.items()):
-                params[f"p{n}"], params[f"l{n}"] = position, limit
-            cards = _rows(_first_cards_union(len(wanted)), params)
-    launched = _rows(_launched(), {"pipeline_id": pipeline_id, "since": since, "now": now,
-                                   "limit": launched_limit})
-    return BoardRows(counts, in_flight, cards, launched, launched_total)
+    cards: list[Row[Any]] = []
+    launched: list[Row[Any]] = []
+    totals: dict[str, int] = {}
+    for row in _rows(statement, params):
+        if row.kind == "card":
+            (cards if row.ended_at is None else launched).append(row)
+        elif row.kind == "count":
+            counts.setdefault(row.stage_position, {})[row.status] = row.id
+        else:  # "launched", and "in_flight" when the counts are a search's
+            totals[row.kind] = row.id
+    launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
+    in_flight = totals.get("in_flight", sum(sum(c.values()) for c in counts.values()))
+    return BoardRows(counts, in_flight, cards, launched, totals.get("launched", 0))
 
 
-def open_requests(run_ids: list[int]) -> dict[int, int]:
-    """The open change request each run waits for (the latest when several): one query."""
-    if not run_ids:
-        return {}
-    return {run_id: request_id for run_id, request_id in db.session.execute(
-        select(ChangeRequest.run_id, func.max(ChangeRequest.id))
-        .where(ChangeRequest.run_id.in_(run_ids), ChangeRequest.status == "open")
-        .group_by(ChangeRequest.run_id)) if run_id is not None}
-
-
-def _rows(statement: Any, params: dict[str, Any]) -> list[Any]:
+def _rows(statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
     """Rows of a statement built once, on the session's connection: plain rows, without the
     ORM's per-row processing (these are columns, not entities), fetched at once (iterating a
     result fetches row by row)."""
@@ -140,25 +134,37 @@ def _in_window() -> Any:
             & (PipelineRun.ended_at <= bindparam("now", type_=UTCDateTime)))
 
 
-@lru_cache(maxsize=1)
-def _counts() -> Select:
-    """Runs in flight per stage position and status: the columns' counts."""
-    return (select(PipelineRun.stage_position, PipelineRun.status, func.count())
-            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
-                   PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
-            .group_by(PipelineRun.stage_position, PipelineRun.status))
+def _tally(kind: str, number: Any, status: Any = None, position: Any = None) -> Select[Any]:
+    """A count in the cards' shape, for a UNION with them: `kind`, then the count in the id
+    column, its status and stage position in theirs (CARD_COLUMNS begin with id, feature_id,
+    status, stage_position), the rest NULL."""
+    rest = [null()] * (len(CARD_COLUMNS) - 4)
+    return select(literal_column(f"'{kind}'"), number, null(), status, position, *rest)
 
 
-@lru_cache(maxsize=1)
-def _launched() -> Select:
-    """The Launched column's first cards, latest first."""
-    return (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
-            .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window())
-            .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc())
-            .limit(bindparam("limit", type_=Integer)))
+def _board(cards: Any) -> CompoundSelect[Any]:
+    """The unfiltered board: each column's first cards (given), the Launched column's (latest
+    first), the runs in flight per stage position and status ("count") and the launches of
+    the window ("launched")."""
+    latest = (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
+              .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window())
+              .order_by(PipelineRun.ended_at.desc(), PipelineRun.id.desc())
+              .limit(bindparam("launched_limit", type_=Integer)).subquery("latest"))
+    counts = (_tally("count", func.count(), PipelineRun.status, PipelineRun.stage_position)
+              .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
+                     PipelineRun.status.in_(RUN_ACTIVE_STATUSES))
+              .group_by(PipelineRun.stage_position, PipelineRun.status))
+    launched_count = (_tally("launched", func.count())
+                      .where(PipelineRun.pipeline_id == bindparam("pipeline_id"), _in_window()))
+    # The cards first: the union's columns take their types (aware datetimes) from them.
+    return union_all(*cards, select(_card_kind(), *latest.c), counts, launched_count)
 
 
-def _column(position: Any, limit: Any) -> Select:
+def _card_kind() -> Any:
+    return literal_column("'card'").label("kind")
+
+
+def _column(position: Any, limit: Any) -> Select[Any]:
     """One column's first cards: an ordered, limited read of the board index."""
     return (select(*CARD_COLUMNS).join(Feature, Feature.id == PipelineRun.feature_id)
             .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
@@ -167,12 +173,11 @@ def _column(position: Any, limit: Any) -> Select:
 
 
 @lru_cache(maxsize=256)
-def _first_cards_union(columns: int) -> Select | CompoundSelect:
-    """SQLite: one SELECT per column, in a UNION ALL. Built once per shape with bound
-    parameters, so SQLAlchemy's compiled cache serves every poll."""
-    parts = [select(_column(bindparam(f"p{n}"), bindparam(f"l{n}")).subquery())
-             for n in range(columns)]
-    return parts[0] if columns == 1 else union_all(*parts)
+def _board_sqlite(columns: int) -> CompoundSelect[Any]:
+    """SQLite: one SELECT per column. Built once per shape with bound parameters, so
+    SQLAlchemy's compiled cache serves every poll."""
+    parts = [_column(bindparam(f"p{n}"), bindparam(f"l{n}")).subquery() for n in range(columns)]
+    return _board([select(_card_kind(), *part.c) for part in parts])
 
 
 def _wanted_columns() -> Any:
@@ -190,44 +195,15 @@ def _wanted_columns_sqlite(columns: int) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _first_cards_lateral() -> Select:
+def _board_postgres() -> CompoundSelect[Any]:
     """PostgreSQL: every column's first cards from one plan (see the module's docstring)."""
     wanted = _wanted_columns()
     column = _column(wanted.c.pos, wanted.c.lim).lateral("c")
-    return select(*column.c).select_from(wanted).join(column, true())
-
-
-def _search(project_id: int, pipeline_id: int, like: str, limits: dict[int, int],
-            launched_limit: int, since: datetime, now: datetime, postgres: bool) -> BoardRows:
-    counts: dict[int, dict[str, int]] = {}
-    in_flight = launched_count = 0
-    cards: list[Row] = []
-    launched: list[Row] = []
-    params: dict[str, Any] = {"project_id": project_id, "pipeline_id": pipeline_id,
-                              "pattern": like, "since": since, "now": now,
-                              "launched_limit": launched_limit}
-    if postgres:
-        params["positions"], params["limits"] = list(limits), list(limits.values())
-        statement = _search_postgres()
-    else:
-        for n, (position, limit) in enumerate(limits.items()):
-            params[f"p{n}"], params[f"l{n}"] = position, limit
-        statement = _search_sqlite(len(limits))
-    for row in _rows(statement, params):
-        if row.kind == "card":
-            (cards if row.ended_at is None else launched).append(row)
-        elif row.kind == "count":
-            counts.setdefault(row.stage_position, {})[row.status] = row.id
-        elif row.kind == "launched":
-            launched_count = row.id
-        else:
-            in_flight = row.id
-    launched.sort(key=lambda row: (row.ended_at, row.id), reverse=True)
-    return BoardRows(counts, in_flight, cards, launched, launched_count)
+    return _board([select(_card_kind(), *column.c).select_from(wanted).join(column, true())])
 
 
 @lru_cache(maxsize=1)
-def _search_postgres() -> CompoundSelect:
+def _search_postgres() -> CompoundSelect[Any]:
     """The search on PostgreSQL: its runs in flight or launched in the window whose flag's
     name matches, in one pass (a hash of the matching flags)."""
     matches = (
@@ -243,7 +219,7 @@ def _search_postgres() -> CompoundSelect:
 
 
 @lru_cache(maxsize=256)
-def _search_sqlite(columns: int) -> CompoundSelect:
+def _search_sqlite(columns: int) -> CompoundSelect[Any]:
     """The search on SQLite: from the project's matching flags to their runs, by index (the
     run in flight of a flag is unique), and the launched runs of the window among them."""
     flags = (select(Feature.id).where(Feature.project_id == bindparam("project_id"),
@@ -261,7 +237,7 @@ def _search_sqlite(columns: int) -> CompoundSelect:
     return _search_statement(matches, _wanted_columns_sqlite(columns))
 
 
-def _search_statement(matches: Any, wanted: Any) -> CompoundSelect:
+def _search_statement(matches: Any, wanted: Any) -> CompoundSelect[Any]:
     """From the matches, in one statement: each column's first cards and the Launched
     column's ("card" rows: CARD_COLUMNS), counts per stage and status ("count"), the launched
     count ("launched") and the pipeline's runs in flight whatever the search ("in_flight").
@@ -279,24 +255,19 @@ def _search_statement(matches: Any, wanted: Any) -> CompoundSelect:
         .where(ranked.c.rn <= wanted.c.lim),
         select(latest.c.id),
     ).cte("chosen")
-    cards = (select(literal_column("'card'").label("kind"), *CARD_COLUMNS)
+    cards = (select(_card_kind(), *CARD_COLUMNS)
              .select_from(chosen).join(PipelineRun, PipelineRun.id == chosen.c.id)
              .join(Feature, Feature.id == PipelineRun.feature_id))
 
-    def tally(kind: str, number: Any, status: Any = None, position: Any = None) -> Select:
-        # CARD_COLUMNS begin with id, feature_id, status, stage_position.
-        rest = [null()] * (len(CARD_COLUMNS) - 4)
-        return select(literal_column(f"'{kind}'"), number, null(), status, position, *rest)
-
-    counts = (tally("count", func.count(), matches.c.status, matches.c.stage_position)
+    counts = (_tally("count", func.count(), matches.c.status, matches.c.stage_position)
               .where(matches.c.status.in_(RUN_ACTIVE_STATUSES))
               .group_by(matches.c.stage_position, matches.c.status))
-    launched_count = tally("launched", func.count()).where(matches.c.ended_at.is_not(None))
-    in_flight = (tally("in_flight", func.count()).select_from(PipelineRun)
+    launched_count = _tally("launched", func.count()).where(matches.c.ended_at.is_not(None))
+    in_flight = (_tally("in_flight", func.count()).select_from(PipelineRun)
                  .where(PipelineRun.pipeline_id == bindparam("pipeline_id"),
                         PipelineRun.status.in_(RUN_ACTIVE_STATUSES)))
     # The cards first: the union's columns take their types (aware datetimes) from them.
     return union_all(cards, counts, launched_count, in_flight)
 
 
-__all__ = ["BoardRows", "CARD_COLUMNS", "open_requests", "pattern", "read"]
+__all__ = ["BoardRows", "CARD_COLUMNS", "pattern", "read"]
