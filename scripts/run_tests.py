@@ -8,6 +8,15 @@ in pyproject.toml: views → services → models, jobs → services, nothing imp
 between service packages or modules), both installed next to this Python; any finding stops the
 run before a test starts.
 
+What runs where: the SQLite pass runs every test. The PostgreSQL pass runs the tests that use
+the database under test, which they reach through the `postgres_server` fixture (the app, the
+database and every fixture built on them depend on it). A test that never touches that
+database (`flask run-all` on a SQLite database of its own, the audit log's wording, pure
+functions) would only repeat there what the SQLite pass checked. Browser journeys run there
+only when marked `on_postgresql`: the board and the SDK's fast path, whose SQL is
+PostgreSQL's own; the PostgreSQL pass checks the other journeys' pages and requests through
+the test client.
+
 PostgreSQL: the server DATABASE_URL names, which must answer (a server named on purpose that
 cannot be reached fails the run), else 127.0.0.1:5432 (user postgres) when it answers; without
 one the pass is skipped with the reason printed. The tests create and drop databases of their
@@ -134,8 +143,9 @@ def main() -> int:
         return 1
     passes = [Pass("SQLite (all tests, browser journeys included)", {}, args, live=True)]
     if server is not None:
-        passes.append(Pass("PostgreSQL (all but browser journeys)",
-                           {"RAILYARD_TEST_POSTGRES": server}, [*args, "-m", "not e2e"]))
+        passes.append(Pass("PostgreSQL (tests of the database, most browser journeys aside)",
+                           {"RAILYARD_TEST_POSTGRES": server},
+                           [*args, "-m", "not e2e or on_postgresql", "--database-tests-only"]))
     try:
         statuses = [one.finish() for one in passes]
     finally:  # Ctrl-C or SIGTERM: the passes stop with us
