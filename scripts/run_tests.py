@@ -39,6 +39,7 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Workers per pass. The two passes run at once, so 2 each keeps a 2-core machine busy while
 # one pass waits on its browser or its database; more only adds start-up cost.
 WORKERS = os.environ.get("TEST_WORKERS", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _plain(url: str) -> str:
@@ -62,15 +63,27 @@ def _postgres_server() -> tuple[str | None, str, bool]:
 
 def _lint() -> int:
     tools = os.path.dirname(sys.executable)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     print("=== ruff check ===", flush=True)
-    status = subprocess.call([os.path.join(tools, "ruff"), "check", *LINTED], cwd=root)
+    status = subprocess.call([os.path.join(tools, "ruff"), "check", *LINTED], cwd=ROOT)
     if status:
         return status
     print("=== lint-imports ===", flush=True)
     # This checkout's code, whichever checkout the venv's editable install points at.
-    env = {**os.environ, "PYTHONPATH": root}
-    return subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=root, env=env)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=ROOT, env=env)
+
+
+def _bytecode_kept(env: dict[str, str], root: str) -> dict[str, str]:
+    """PYTHONDONTWRITEBYTECODE (often set to keep __pycache__ folders out of a checkout) made
+    every pytest worker compile the code and the tests from source again (~5 s of CPU each),
+    and every process the tests start (workers, sweepers, `flask run-all`) the app (~0.3 s
+    each, hundreds of them). The passes keep their bytecode in .pytest_cache/pycache instead,
+    out of the checkout all the same."""
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
+        return env
+    kept = {name: value for name, value in env.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    kept.setdefault("PYTHONPYCACHEPREFIX", os.path.join(root, ".pytest_cache", "pycache"))
+    return kept
 
 
 class Pass:
@@ -82,7 +95,7 @@ class Pass:
         self.label = label
         self.live = live
         self.lines: list[str] = []
-        env = {**os.environ, **extra_env}
+        env = _bytecode_kept({**os.environ, **extra_env}, ROOT)
         env.pop("DATABASE_URL", None)  # the tests build their own databases
         print(f"=== {label}: started{'' if live else ', shown when it ends'} ===", flush=True)
         self.started = time.monotonic()
