@@ -9,6 +9,15 @@ between service packages or modules), then `mypy` (the type check of webapp and 
 pyproject.toml's [tool.mypy] sets it), all installed next to this Python; any finding stops the
 run before a test starts.
 
+What runs where: the SQLite pass runs every test. The PostgreSQL pass runs the tests that use
+the database under test, which they reach through the `postgres_server` fixture (the app, the
+database and every fixture built on them depend on it). A test that never touches that
+database (`flask run-all` on a SQLite database of its own, the audit log's wording, pure
+functions) would only repeat there what the SQLite pass checked. Browser journeys run there
+only when marked `on_postgresql`: the board and the SDK's fast path, whose SQL is
+PostgreSQL's own; the PostgreSQL pass checks the other journeys' pages and requests through
+the test client.
+
 PostgreSQL: the server DATABASE_URL names, which must answer (a server named on purpose that
 cannot be reached fails the run), else 127.0.0.1:5432 (user postgres) when it answers; without
 one the pass is skipped with the reason printed. The tests create and drop databases of their
@@ -31,6 +40,7 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Workers per pass. The two passes run at once, so 2 each keeps a 2-core machine busy while
 # one pass waits on its browser or its database; more only adds start-up cost.
 WORKERS = os.environ.get("TEST_WORKERS", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _plain(url: str) -> str:
@@ -54,20 +64,32 @@ def _postgres_server() -> tuple[str | None, str, bool]:
 
 def _lint() -> int:
     tools = os.path.dirname(sys.executable)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     print("=== ruff check ===", flush=True)
-    status = subprocess.call([os.path.join(tools, "ruff"), "check", *LINTED], cwd=root)
+    status = subprocess.call([os.path.join(tools, "ruff"), "check", *LINTED], cwd=ROOT)
     if status:
         return status
     print("=== lint-imports ===", flush=True)
     # This checkout's code, whichever checkout the venv's editable install points at.
-    env = {**os.environ, "PYTHONPATH": root}
-    status = subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=root,
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    status = subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=ROOT,
                              env=env)
     if status:
         return status
     print("=== mypy ===", flush=True)
-    return subprocess.call([os.path.join(tools, "mypy")], cwd=root, env=env)
+    return subprocess.call([os.path.join(tools, "mypy")], cwd=ROOT, env=env)
+
+
+def _bytecode_kept(env: dict[str, str], root: str) -> dict[str, str]:
+    """PYTHONDONTWRITEBYTECODE (often set to keep __pycache__ folders out of a checkout) made
+    every pytest worker compile the code and the tests from source again (~5 s of CPU each),
+    and every process the tests start (workers, sweepers, `flask run-all`) the app (~0.3 s
+    each, hundreds of them). The passes keep their bytecode in .pytest_cache/pycache instead,
+    out of the checkout all the same."""
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
+        return env
+    kept = {name: value for name, value in env.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    kept.setdefault("PYTHONPYCACHEPREFIX", os.path.join(root, ".pytest_cache", "pycache"))
+    return kept
 
 
 class Pass:
@@ -79,7 +101,7 @@ class Pass:
         self.label = label
         self.live = live
         self.lines: list[str] = []
-        env = {**os.environ, **extra_env}
+        env = _bytecode_kept({**os.environ, **extra_env}, ROOT)
         env.pop("DATABASE_URL", None)  # the tests build their own databases
         print(f"=== {label}: started{'' if live else ', shown when it ends'} ===", flush=True)
         self.started = time.monotonic()
@@ -140,8 +162,9 @@ def main() -> int:
         return 1
     passes = [Pass("SQLite (all tests, browser journeys included)", {}, args, live=True)]
     if server is not None:
-        passes.append(Pass("PostgreSQL (all but browser journeys)",
-                           {"RAILYARD_TEST_POSTGRES": server}, [*args, "-m", "not e2e"]))
+        passes.append(Pass("PostgreSQL (tests of the database, most browser journeys aside)",
+                           {"RAILYARD_TEST_POSTGRES": server},
+                           [*args, "-m", "not e2e or on_postgresql", "--database-tests-only"]))
     try:
         statuses = [one.finish() for one in passes]
     finally:  # Ctrl-C or SIGTERM: the passes stop with us

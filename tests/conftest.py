@@ -63,22 +63,40 @@ def redis_url(tmp_path_factory, request):
     server.shutdown()
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--database-tests-only", action="store_true",
+        help="collect only the tests that use the database under test (through the "
+             "postgres_server fixture): make test's PostgreSQL pass, the rest having run in "
+             "its SQLite pass")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests of one database's own behaviour (SQLite's locking, PostgreSQL's deadlocks) are
-    deselected (not skipped) on the other."""
+    deselected (not skipped) on the other; with --database-tests-only, so are the tests that
+    never touch the database under test."""
     other = "sqlite_only" if os.environ.get("RAILYARD_TEST_POSTGRES") else "postgresql_only"
-    kept = [item for item in items if item.get_closest_marker(other) is None]
+    only_database = config.getoption("--database-tests-only")
+    kept = [item for item in items if item.get_closest_marker(other) is None
+            and (not only_database or "postgres_server" in getattr(item, "fixturenames", ()))]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
 
 
 @pytest.fixture(scope="session")
-def database_template(tmp_path_factory, request):
+def postgres_server() -> str | None:
+    """The PostgreSQL server under test (RAILYARD_TEST_POSTGRES), or None: SQLite. Every test
+    whose outcome may depend on the database reaches it through this fixture."""
+    return os.environ.get("RAILYARD_TEST_POSTGRES") or None
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory, request, postgres_server):
     """A database with the schema, built once per test run:
     ('sqlite', path) or ('postgresql', url).
     """
-    server = os.environ.get("RAILYARD_TEST_POSTGRES")
+    server = postgres_server
     if server:
         name = f"railyard_test_{os.getpid()}_{_worker_index(request.config)}"
         admin = create_engine(server, isolation_level="AUTOCOMMIT")

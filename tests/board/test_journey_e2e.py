@@ -11,7 +11,8 @@ from webapp.models import PipelineRun
 from webapp.services.actors import Actor
 from webapp.services.runs import controls, sweep
 
-pytestmark = pytest.mark.e2e
+# The board's queries are PostgreSQL-specific there: make test runs this on both databases.
+pytestmark = [pytest.mark.e2e, pytest.mark.on_postgresql]
 
 
 def test_viewer_watches_a_flag_move_to_the_next_column(

@@ -18,7 +18,6 @@ import redis
 from sqlalchemy import func, select
 
 from jobs import transitions
-from tests.chaos.test_engine_chaos import kill, spawn
 from webapp.clock import now
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment
@@ -33,7 +32,8 @@ APPLIED = ("FEATURE_STATE_UPDATED_BY_RELEASE_PIPELINE", "PHASED_ROLLOUT_STATE_CR
 
 
 def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
-        app, make, project, editor, admin, make_pipeline, envs, database_url, private_redis):
+        app, make, project, editor, admin, make_pipeline, envs, database_url, private_redis,
+        fork_server):
     pipeline = make_pipeline([
         {"env": "Development", "name": "Dev",
          "actions": [{"type": "TOGGLE_FEATURE", "enabled": True}]},
@@ -50,8 +50,8 @@ def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
     org = project.organisation_id
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis,
            "SECRET_KEY": "chaos", "SWEEP_INTERVAL_SECONDS": "1"}
-    workers = [spawn("worker", env) for _ in range(3)]
-    sweepers = [spawn("sweeper", env) for _ in range(2)]
+    workers = [fork_server.spawn("worker", env) for _ in range(3)]
+    sweepers = [fork_server.spawn("sweeper", env) for _ in range(2)]
     conn = redis.Redis.from_url(private_redis)
     start = now()
     freeze, _ = calendar.create_freeze(
@@ -67,8 +67,8 @@ def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
             time.sleep(1)
             elapsed = time.monotonic() - started
             victim = random.randrange(len(workers))
-            kill(workers[victim])
-            workers[victim] = spawn("worker", env)
+            fork_server.kill(workers[victim])
+            workers[victim] = fork_server.spawn("worker", env)
             for at, what in sorted(plan.items()):
                 if at in done or elapsed < at:
                     continue
@@ -91,8 +91,8 @@ def test_holds_and_releases_are_exactly_once_under_kills_and_flushes(
             if (launched == FLAGS and len(done) == len(plan) and ended) or elapsed > DEADLINE:
                 break
     finally:
-        for process in workers + sweepers:
-            kill(process)
+        for pid in workers + sweepers:
+            fork_server.kill(pid)
 
     db.session.rollback()
     statuses = dict(db.session.execute(

@@ -10,14 +10,9 @@ recorded as interrupted (at least once; receivers dedupe on X-Railyard-Delivery)
 Real processes need real time: the waits here are a few seconds, the whole run well under 3 min.
 """
 
-import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -40,7 +35,6 @@ from webapp.services.governance import webhooks
 from webapp.services.runs import controls
 
 pytestmark = pytest.mark.chaos
-ROOT = Path(__file__).resolve().parents[2]
 # `bench/engine.py --chaos 2000` runs the larger variant through these two. 120 flags keep the
 # run past both flushes and a dozen kills (a flag needs 9 s of waits and rollout steps at least,
 # and the run ends only after the flush at 9 s) at 2/5 of 300's cost.
@@ -48,20 +42,8 @@ FLAGS = int(os.environ.get("CHAOS_FLAGS", "120"))
 DEADLINE = int(os.environ.get("CHAOS_DEADLINE", "150"))
 
 
-def spawn(kind: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", kind], cwd=ROOT,
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
-def kill(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # the worker and its forked scheduler
-    process.wait()
-
-
 def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipeline, envs,
-                                          database_url, private_redis):
+                                          database_url, private_redis, fork_server):
     beta = make.segment(project, "Beta")
     pipeline = make_pipeline([
         {"env": "Development", "name": "Dev",
@@ -84,8 +66,8 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis,
            "SECRET_KEY": "chaos", "SWEEP_INTERVAL_SECONDS": "1",
            "WEBHOOKS_ALLOW_PRIVATE": "1", "WEBHOOK_TIMEOUT_SECONDS": "2"}
-    workers = [spawn("worker", env) for _ in range(3)]
-    sweepers = [spawn("sweeper", env) for _ in range(2)]
+    workers = [fork_server.spawn("worker", env) for _ in range(3)]
+    sweepers = [fork_server.spawn("sweeper", env) for _ in range(2)]
     conn = redis.Redis.from_url(private_redis)
     try:
         transitions.ring(controls.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
@@ -95,8 +77,8 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
             time.sleep(1)
             elapsed = time.monotonic() - started
             victim = random.randrange(len(workers))
-            kill(workers[victim])
-            workers[victim] = spawn("worker", env)
+            fork_server.kill(workers[victim])
+            workers[victim] = fork_server.spawn("worker", env)
             for at, done in flushes.items():
                 if not done and elapsed >= at:
                     conn.flushall()
@@ -110,8 +92,8 @@ def test_every_flag_launches_exactly_once(app, make, project, editor, make_pipel
                     or elapsed > DEADLINE:
                 break
     finally:
-        for process in workers + sweepers:
-            kill(process)
+        for pid in workers + sweepers:
+            fork_server.kill(pid)
         receiver.server.shutdown()
         receiver.server.server_close()
 

@@ -15,7 +15,6 @@ import redis
 from sqlalchemy import func, select
 
 from jobs import transitions
-from tests.chaos.test_engine_chaos import kill, spawn
 from webapp.extensions import db
 from webapp.models import AuditEntry, FeatureState, PipelineRun, Segment, SegmentOverride
 from webapp.models.health import StageHealthCheck
@@ -29,7 +28,7 @@ DEADLINE = int(os.environ.get("CHAOS_DEADLINE", "150"))
 
 
 def test_checks_failing_mid_run_roll_back_once_and_whole(
-        app, make, project, editor, make_pipeline, envs, database_url, private_redis):
+        app, make, project, editor, make_pipeline, envs, database_url, private_redis, fork_server):
     beta = make.segment(project, "Beta")
     pipeline = make_pipeline([
         {"env": "Development", "name": "Dev",
@@ -52,8 +51,8 @@ def test_checks_failing_mid_run_roll_back_once_and_whole(
     alerted = {f.name for f in flags[::2]}
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": private_redis,
            "SECRET_KEY": "chaos", "SWEEP_INTERVAL_SECONDS": "1"}
-    workers = [spawn("worker", env) for _ in range(3)]
-    sweepers = [spawn("sweeper", env) for _ in range(2)]
+    workers = [fork_server.spawn("worker", env) for _ in range(3)]
+    sweepers = [fork_server.spawn("sweeper", env) for _ in range(2)]
     conn = redis.Redis.from_url(private_redis)
     try:
         transitions.ring(controls.add_flags(project, pipeline.id, ids, Actor.for_user(editor)))
@@ -63,8 +62,8 @@ def test_checks_failing_mid_run_roll_back_once_and_whole(
             time.sleep(1)
             elapsed = time.monotonic() - started
             victim = random.randrange(len(workers))
-            kill(workers[victim])
-            workers[victim] = spawn("worker", env)
+            fork_server.kill(workers[victim])
+            workers[victim] = fork_server.spawn("worker", env)
             for name, (at, done) in events.items():
                 if done or elapsed < at:
                     continue
@@ -82,8 +81,8 @@ def test_checks_failing_mid_run_roll_back_once_and_whole(
                     or elapsed > DEADLINE:
                 break
     finally:
-        for process in workers + sweepers:
-            kill(process)
+        for pid in workers + sweepers:
+            fork_server.kill(pid)
 
     db.session.rollback()
     rows = db.session.execute(select(PipelineRun.id, PipelineRun.feature_id, PipelineRun.status)

@@ -71,6 +71,7 @@ def test_flagsmith_cli_get(node_clients, live_server, platform, tmp_path):  # no
 
 
 @pytest.mark.e2e
+@pytest.mark.on_postgresql  # the SDK's fast path runs PostgreSQL-specific SQL there
 def test_browser_sdk_from_another_origin_with_realtime_and_analytics(
         node_clients, live_server, second_origin, stream_server, page, platform):  # noqa: F811
     stream_url, streams = stream_server

@@ -91,8 +91,8 @@ def _fill_new_tables(engine, names: tuple[str, ...]) -> dict[str, int]:
 
 
 @pytest.fixture
-def empty_database(tmp_path):
-    server = os.environ.get("RAILYARD_TEST_POSTGRES")
+def empty_database(tmp_path, postgres_server):
+    server = postgres_server
     if not server:
         yield f"sqlite:///{tmp_path / 'upgraded.db'}"
         return
