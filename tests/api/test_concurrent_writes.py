@@ -32,6 +32,7 @@ def _post(url: str, body: dict, key: str) -> int:
         return error.code
 
 
+@pytest.mark.slow
 def test_flags_created_from_many_threads_all_land(live_server, make, org_key):
     # Eight environments: each create bumps all of them, so two creates that meet in
     # different orders wait on each other (before the fix, a near certainty at this load).

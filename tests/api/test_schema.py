@@ -1,6 +1,7 @@
 """Property-based run of the OpenAPI document against the app (schemathesis): no 5xx, and
 every answer matches the documented status codes, content type and schema."""
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
@@ -65,6 +66,7 @@ def _aim(values, real):
                 values[name] = real[name]
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_openapi_document(app, platform, org_key, make):
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     headers = {"Authorization": f"Api-Key {org_key}",

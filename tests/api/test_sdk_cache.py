@@ -67,6 +67,7 @@ def _listening() -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_a_change_committed_by_another_process_is_seen(app, client, platform, tmp_path):
     key = platform.production.client_key
     _listening()

@@ -40,6 +40,7 @@ def add_many(project, pipeline, editor, count):
     return ids
 
 
+@pytest.mark.slow
 def test_stopping_holds_ten_thousand_flags_in_one_transaction_and_lifting_spreads_them(
         clock, app, project, editor, make_pipeline, boss):
     pipeline = make_pipeline([{"env": "Staging", "trigger": "WAIT_FOR", "wait": 120,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 STOP_SECONDS = 3
 START_SECONDS = 180  # migrations and gunicorn's boot on a busy 2-core machine

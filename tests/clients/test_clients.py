@@ -16,6 +16,8 @@ from webapp.models import FlagEvaluationCount, Identity
 from webapp.services.actors import Actor
 from webapp.services.platform import analytics, flag_changes
 
+pytestmark = pytest.mark.slow
+
 
 def _node(node_clients, *args, timeout=60):
     done = subprocess.run(["node", *args], cwd=node_clients, capture_output=True, text=True,

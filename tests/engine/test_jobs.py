@@ -3,6 +3,7 @@
 import threading
 from datetime import UTC, timedelta
 
+import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select
@@ -160,6 +161,7 @@ def test_a_job_that_fires_early_reschedules_itself(clock, make, project, editor,
     assert state(flag, envs["Staging"]) == (True, None)
 
 
+@pytest.mark.slow
 def test_the_sweeper_recovers_everything_after_flushall(clock, make, project, editor, envs,
                                                         make_pipeline, work):
     pipeline = rollout_pipeline(make_pipeline)

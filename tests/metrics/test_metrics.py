@@ -98,6 +98,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_counts_summed_across_gunicorn_workers(app, make, project, database_url, redis_url,
                                               tmp_path):
     env = make.environments(project)[0]
