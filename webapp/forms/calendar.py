@@ -92,9 +92,14 @@ def _zone(form: FlaskForm, field: Field) -> None:
 def zone_choices() -> list[SelectChoice]:
     """The common zones first, then every zone grouped by region (a select with optgroups:
     typing a name's first letters finds it)."""
-    return [SelectChoice(name, name.replace("_", " "),
-                         optgroup="Common" if name in COMMON_ZONES else name.split("/")[0])
-            for name in zone_names()]
+    return list(_zone_choices())
+
+
+@functools.cache
+def _zone_choices() -> tuple[SelectChoice, ...]:
+    return tuple(SelectChoice(name, name.replace("_", " "),
+                              optgroup="Common" if name in COMMON_ZONES else name.split("/")[0])
+                 for name in zone_names())
 
 
 class ZoneSelect(Select):
@@ -117,7 +122,7 @@ class ZoneSelect(Select):
 def _zone_options(selected: str | None) -> str:
     html = []
     groups: dict[str, list[SelectChoice]] = {}
-    for choice in zone_choices():
+    for choice in _zone_choices():
         groups.setdefault(choice.optgroup or "", []).append(choice)
     for label, choices in groups.items():
         html.append(f"<optgroup {html_params(label=label)}>")
