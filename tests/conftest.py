@@ -8,6 +8,7 @@ REDIS_URL or DATABASE_URL exported for `make run` never reaches the tests.
 """
 
 import functools
+import gc
 import os
 import shutil
 import uuid
@@ -42,6 +43,16 @@ def pytest_configure(config):
     routing.install()
     templates.install()
     statements.install()
+
+
+def pytest_collection_finish(session):
+    """The code and the collected tests are there for the whole run: frozen, the garbage
+    collector no longer walks them, and it runs less often. Every test builds an app of its own
+    (thousands of objects), so full collections over an ever larger heap were about a fifth of
+    a worker's CPU. A worker then peaks near 380 MB instead of 300."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def _worker_index(config) -> int:
