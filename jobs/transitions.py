@@ -186,7 +186,9 @@ def _ring(bells: list[Bell]) -> None:
     if due and len(due) < _RIDE_LIMIT and queue.connection.exists(DRAINING_KEY):
         # A drain job's next (or last) pass moves them: now, not at its next tick.
         with queue.connection.pipeline() as wake:
-            wake.rpush(WAKE_KEY, 1).pexpire(WAKE_KEY, _DRAINING_TTL_MS).execute()
+            wake.rpush(WAKE_KEY, 1)
+            wake.pexpire(WAKE_KEY, _DRAINING_TTL_MS)
+            wake.execute()
         due = []
     if len(due) == 1:
         _unique(queue.enqueue, advance, due[0].run_id, due[0].version,
