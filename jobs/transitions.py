@@ -5,7 +5,8 @@ many transitions (a job per transition would cap the engine at the queue's rate)
 later get one job per second they fall due in (`advance-due-{second}`), whatever their number:
 the job starts in the second before and passes over the database every tick until its second
 ends, moving what fell due meanwhile in one batch per stage. Runs due now get a job each
-(`advance-{run}-v{version}`), unless such a drain job is passing: then its next pass moves them.
+(`advance-{run}-v{version}`), unless such a drain job is passing: then its next pass moves them,
+and their bell wakes it for that pass at once (a flag just added never waits for a tick).
 Job ids are deterministic and enqueued with `unique=True`: ringing twice queues one job.
 Ringing never raises: if Redis is away, the sweeper finds the runs in the database.
 """
@@ -49,6 +50,10 @@ _NOT_YET_RUN = frozenset({"scheduled", "queued"})
 # the drain job moves them in its next pass, or in the last one it makes after clearing this.
 DRAINING_KEY = "railyard:engine:draining"
 _DRAINING_TTL_MS = 1000
+# A bell that rides on a drain job's passes pushes here; the job waits for its next tick on
+# this list, so the pass that moves the flag starts at once instead of up to a tick later (a
+# flag added now is due now). The wake only brings a pass forward: what moves stays the same.
+WAKE_KEY = "railyard:engine:drain-wake"
 # Due-now bells fewer than this ride on a drain job's passes; a bulk add gets its own jobs.
 _RIDE_LIMIT = 100
 
@@ -75,13 +80,17 @@ def drain(until: float | None = None) -> dict:
     upcoming = None
     _mark_draining(True)
     try:
-        for _ in range(_MAX_PASSES):
+        ticks = woken = 0
+        while ticks < _MAX_PASSES and woken < _MAX_WAKES:
             moment = now()
             due, upcoming = sweep.due_before(max(end, moment), _drain_limit(), now=moment)
             _merge(report, sweep.advance_many([(run_id, None) for run_id in due], cache=cache))
             if upcoming is None or moment >= end:
                 break
-            time.sleep(DRAIN_TICK_SECONDS)
+            if _pause(DRAIN_TICK_SECONDS):
+                woken += 1
+            else:
+                ticks += 1
             if now() == moment:
                 break  # a frozen (test) clock never reaches `until`
             _mark_draining(True)
@@ -107,13 +116,30 @@ def _mark_draining(on: bool) -> None:
         if on:
             connection.set(DRAINING_KEY, 1, px=_DRAINING_TTL_MS)
         else:
-            connection.delete(DRAINING_KEY)
+            connection.delete(DRAINING_KEY, WAKE_KEY)
     except redis.RedisError:  # rings enqueue jobs of their own meanwhile; nothing is lost
         log.warning("could not mark the drain job's passes", exc_info=True)
 
 
+def _pause(seconds: float) -> bool:
+    """Wait up to `seconds` for the next pass; True when a bell riding on it woke us sooner."""
+    try:
+        connection = redis_conn.connection()
+        if connection.blpop([WAKE_KEY], timeout=seconds) is None:
+            return False
+        # The pass that follows moves every flag whose bell rang meanwhile: one pass for them.
+        connection.delete(WAKE_KEY)
+        return True
+    except redis.RedisError:  # the ticks go on without Redis; the sweeper does the rest
+        time.sleep(seconds)
+        return False
+
+
 # A drain job spans DRAIN_LEAD_SECONDS + 1 seconds: that many ticks, and a few to spare.
 _MAX_PASSES = int((DRAIN_LEAD_SECONDS + 1) / DRAIN_TICK_SECONDS) + 5
+# Passes brought forward by bells, on top of the ticks: a steady stream of single adds (tens a
+# second) rides on them; past this many, the rest of the second gets a job (_leave_the_rest).
+_MAX_WAKES = 200
 
 
 def _drain_limit() -> int:
@@ -158,7 +184,12 @@ def _ring(bells: list[Bell]) -> None:
     due = [b for b in bells if b.due_at <= current]
     later = [b for b in bells if b.due_at > current]
     if due and len(due) < _RIDE_LIMIT and queue.connection.exists(DRAINING_KEY):
-        due = []  # a drain job's next (or last) pass moves them
+        # A drain job's next (or last) pass moves them: now, not at its next tick.
+        with queue.connection.pipeline() as wake:
+            wake.rpush(WAKE_KEY, 1)
+            wake.pexpire(WAKE_KEY, _DRAINING_TTL_MS)
+            wake.execute()
+        due = []
     if len(due) == 1:
         _unique(queue.enqueue, advance, due[0].run_id, due[0].version,
                 job_id=job_id(due[0]), job_timeout=JOB_TIMEOUT)

@@ -1,6 +1,7 @@
 """Jobs through a real RQ SimpleWorker on the test's real Redis; the sweeper survives FLUSHALL."""
 
 import threading
+import time
 from datetime import UTC, timedelta
 
 import pytest
@@ -75,11 +76,11 @@ def test_waits_ending_in_one_second_share_one_drain_job_started_a_second_before(
     assert queue.job_ids == [f"advance-due-{int(START.timestamp()) + 1}"]
     slept = []
 
-    def sleep(seconds):  # the drain job's waits move the test's clock
+    def sleep(seconds):  # the drain job's waits move the test's clock (no bell wakes it)
         slept.append(seconds)
         clock.shift(timedelta(seconds=seconds))
 
-    monkeypatch.setattr(transitions.time, "sleep", sleep)
+    monkeypatch.setattr(transitions, "_pause", sleep)
     work()
     applied = db.session.execute(
         select(StageExecution.run_id, StageExecution.applied_at)).all()
@@ -105,11 +106,23 @@ def test_a_flag_added_while_a_drain_job_passes_moves_in_its_next_pass(
             rung.append(list(redis_conn.queue().job_ids))
         clock.shift(timedelta(seconds=seconds))
 
-    monkeypatch.setattr(transitions.time, "sleep", sleep)
+    monkeypatch.setattr(transitions, "_pause", sleep)
     work()
     assert rung == [[]]  # no job of its own
     assert state(flag, envs["Development"]) == (True, None)
     assert not redis_conn.connection().exists(transitions.DRAINING_KEY)
+
+
+def test_a_flag_riding_on_a_drain_job_wakes_it_instead_of_waiting_for_its_tick(
+        clock, make, project, editor, two_stage):
+    connection = redis_conn.connection()
+    connection.set(transitions.DRAINING_KEY, 1, px=1000)  # a drain job is between two passes
+    add(project, two_stage, [make.feature(project)], editor)
+    assert redis_conn.queue().job_ids == []  # it rides on the drain job's next pass
+    started = time.perf_counter()
+    assert transitions._pause(30) is True  # that pass starts now, not a tick later
+    assert time.perf_counter() - started < 5
+    assert transitions._pause(0.05) is False  # one wake for the bells rung before the pass
 
 
 def test_a_wait_ending_in_a_second_whose_job_already_started_gets_a_job_of_its_own(
