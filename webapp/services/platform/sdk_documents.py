@@ -57,6 +57,9 @@ class Documents:
     environment_document_json: bytes
     context: EvaluationContext  # the flag engine's evaluation context (no identity)
     flags_context: EvaluationContext  # the same, only the segments that override a flag
+    # The traits flags_context reads, when an identity's flags depend on nothing else
+    # (evaluation.trait_keys_read): identities alike in those share their flags' bytes.
+    trait_keys_read: tuple[str, ...] | None
     updated_at: float  # the document's updated_at in epoch seconds (the realtime SDKs compare)
 
 
@@ -216,26 +219,61 @@ def cached(ref: EnvironmentRef) -> Documents | None:
 
 
 def identity_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> bytes:
-    """The identities answer `{identifier, flags, traits}`, evaluated on these traits.
-
-    Flags no segment override decides are the environment's, already serialized.
-    """
-    decided = evaluation.identity_flags(docs.flags_context, identifier, traits)
-    if decided:
-        parts = [serialized if name not in decided else _dumps(
-                     {**docs.flag_by_name[name], "enabled": decided[name][0],
-                      "feature_state_value": decided[name][1]})
-                 for name, serialized in docs.flag_json_by_name.items()]
-        flags = b"".join((b"[", b",".join(parts), b"]"))
-    else:
-        flags = docs.flags_json
+    """The identities answer `{identifier, flags, traits}`, evaluated on these traits."""
     trait_list = [{"trait_key": key, "trait_value": value} for key, value in traits.items()]
-    return b"".join((b'{"identifier":', _dumps(identifier), b',"flags":', flags,
+    return b"".join((b'{"identifier":', _dumps(identifier), b',"flags":',
+                     _identity_flags_json(docs, identifier, traits),
                      b',"traits":', _dumps(trait_list), b"}"))
+
+
+# Identities' flags, serialized, by (documents, values of the traits their segments read): the
+# evaluation and the flags' bytes were most of an identify's CPU, and identities mostly share
+# the few trait values segments test (a plan, a country). Cleared when full (a lookup is a few
+# µs, a miss one evaluation); long texts are not kept, so it stays a few MB at most.
+FLAGS_BY_TRAITS_SIZE = 4096
+MAX_KEPT_TEXT = 100
+_flags_by_traits: dict[tuple, bytes] = {}
+
+
+def _identity_flags_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> bytes:
+    if docs.trait_keys_read is None:
+        return _flags_json(docs, identifier, traits)
+    key = (docs.etag, *(_typed(traits.get(name)) for name in docs.trait_keys_read))
+    flags = _flags_by_traits.get(key)
+    if flags is None:
+        flags = _flags_json(docs, identifier, traits)
+        if not any(isinstance(value, str) and len(value) > MAX_KEPT_TEXT
+                   for value in traits.values()):
+            if len(_flags_by_traits) >= FLAGS_BY_TRAITS_SIZE:
+                _flags_by_traits.clear()
+            _flags_by_traits[key] = flags
+    return flags
+
+
+def _typed(value: Any) -> Any:
+    """A trait value as the engine tells it from others: `1`, `1.0` and `true` are equal in
+    Python but not to a condition, nor are `0.0` and `-0.0` to a regex (repr tells them)."""
+    if value is None:
+        return None
+    return value.__class__, repr(value) if value.__class__ is float else value
+
+
+def _flags_json(docs: Documents, identifier: str, traits: dict[str, Any]) -> bytes:
+    """The identity's flags: those no segment override decides are the environment's, already
+    serialized."""
+    decided = evaluation.identity_flags(docs.flags_context, identifier, traits)
+    if not decided:
+        return docs.flags_json
+    parts = [serialized if name not in decided else _dumps(
+                 {**docs.flag_by_name[name], "enabled": decided[name][0],
+                  "feature_state_value": decided[name][1]})
+             for name, serialized in docs.flag_json_by_name.items()]
+    return b"".join((b"[", b",".join(parts), b"]"))
 
 
 def clear_cache() -> None:
     _cache.clear()
+    _flags_by_traits.clear()
 
 
 def etag_for(ref: EnvironmentRef) -> str:
@@ -411,6 +449,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         "updated_at": _iso(updated_at),
     }
     context = evaluation.context_from_document(document)
+    flags_context = evaluation.deciding(context)
     return Documents(
         revision=ref.revision,
         etag=etag_for(ref),
@@ -422,6 +461,7 @@ def _build(ref: EnvironmentRef) -> Documents:
         environment_document=document,
         environment_document_json=_dumps(document),
         context=context,
-        flags_context=evaluation.deciding(context),
+        flags_context=flags_context,
+        trait_keys_read=evaluation.trait_keys_read(flags_context),
         updated_at=updated_at.timestamp(),
     )
