@@ -48,25 +48,23 @@ def test_concurrent_identifies_keep_every_trait(live_server, platform):
 
 @pytest.mark.postgresql_only
 def test_trait_writes_turn_synchronous_commit_off_for_their_own_transaction(platform):
-    """The statement identities.identify sends on PostgreSQL, run in a transaction to look."""
+    """The statements identities.identify sends on PostgreSQL, run in a transaction to look."""
     environment_id = platform.development.id
     moment = datetime.now(UTC).replace(tzinfo=None)
-    merge = identities._MERGE_POSTGRESQL.format(*["%s"] * 6)
-
-    def sent(traits: dict) -> tuple:
-        patch = identities._patch([(k, v, False) for k, v in traits.items()])
-        return (environment_id, "ada", json.dumps(patch), environment_id, "ada", moment)
-
+    insert = identities._INSERT_POSTGRESQL.format(*["%s"] * 4)
+    update = (identities._UPDATE + identities._ASYNCHRONOUS_COMMIT).format(*["%s"] * 4)
     with db.engine.connect() as conn:
         conn.exec_driver_sql("SET synchronous_commit = on")  # the tests' URL turns it off
         conn.commit()
-        inserted = conn.exec_driver_sql(merge, sent({"plan": "pro"})).one()[2]
-        assert inserted
+        inserted = conn.exec_driver_sql(
+            insert, (environment_id, "ada", '{"plan": "pro"}', moment)).rowcount
+        assert inserted == 1
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
         conn.commit()
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-        updated = conn.exec_driver_sql(merge, sent({"plan": "free"})).one()[2]
-        assert updated
+        updated = conn.exec_driver_sql(
+            update, ('{"plan": "free"}', environment_id, "ada", '{"plan": "pro"}')).rowcount
+        assert updated == 1
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
         conn.commit()
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"

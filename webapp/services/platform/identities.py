@@ -99,8 +99,6 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
     stored; an unchanged identity costs no write. Not audited (SDK traffic, like Flagsmith).
     On PostgreSQL the write commits asynchronously (see _ASYNCHRONOUS_COMMIT).
     """
-    if not transient and db.engine.dialect.name == "postgresql":
-        return _identify_postgresql(environment_id, identifier, traits)
     text, stored = _stored(environment_id, identifier)
     effective, to_store = _merge(stored, traits)
     if transient or (text is not None and to_store == stored):
@@ -111,57 +109,16 @@ def identify(environment_id: int, identifier: str, traits: list[tuple[str, Any, 
     # A transaction the session opened ends first: in a POST it holds SQLite's write lock.
     if db.session.registry.has():
         db.session.rollback()
+    postgresql = db.engine.dialect.name == "postgresql"
     if text is None:
-        written = execute_one(_INSERT, (environment_id, identifier, json.dumps(to_store),
-                                        _timestamp()))
+        written = execute_one(_INSERT_POSTGRESQL if postgresql else _INSERT,
+                              (environment_id, identifier, json.dumps(to_store), _timestamp()))
     else:
-        written = execute_one(_UPDATE, (json.dumps(to_store), environment_id, identifier, text))
+        written = execute_one(_UPDATE + _ASYNCHRONOUS_COMMIT if postgresql else _UPDATE,
+                              (json.dumps(to_store), environment_id, identifier, text))
     if written == 1:
         return effective
     return _identify_locked(environment_id, identifier, traits)
-
-
-def _identify_postgresql(environment_id: int, identifier: str,
-                         traits: list[tuple[str, Any, bool]]) -> dict[str, Any]:
-    # identify's read and write in one round trip (_MERGE_POSTGRESQL), with the same
-    # compare-and-set: the stored text it read comes back, and whether it had to write, and did.
-    text, changed, written = _merged_postgresql(environment_id, identifier, traits)
-    effective = _merge({} if text is None else dict(json.loads(text) or {}), traits)[0]
-    if written or (text is not None and not changed):
-        return effective
-    return _identify_locked(environment_id, identifier, traits)
-
-
-def _merged_postgresql(environment_id: int, identifier: str,
-                       traits: list[tuple[str, Any, bool]]) -> tuple[str | None, bool, bool]:
-    """(the stored traits as text, or None for an identity never seen; whether they changed;
-    whether this statement wrote them)."""
-    row = fetch_one(_MERGE_POSTGRESQL, (environment_id, identifier, json.dumps(_patch(traits)),
-                                        environment_id, identifier, _timestamp()))
-    assert row is not None  # the statement's SELECT has no FROM: always one row
-    return row[0], bool(row[1]), bool(row[2])
-
-
-def _patch(traits: list[tuple[str, Any, bool]]) -> list[list[Any]]:
-    """What the traits sent do to the stored ones, as _MERGE_POSTGRESQL applies it: _merge's
-    dict operations replayed on their result. `[key, value, False]`: set in place (appended if
-    new); `[key, value, True]`: removed then set again, so appended; `[key]`: removed. Appended
-    keys come in the list's order, the order _merge inserts them in."""
-    items: dict[str, list[Any]] = {}
-    for key, value, trait_transient in traits:
-        if value is None:
-            items.pop(key, None)
-            items[key] = [key]
-        elif not trait_transient:
-            item = items.get(key)
-            if item is None:
-                items[key] = [key, value, False]
-            elif len(item) == 1:
-                del items[key]
-                items[key] = [key, value, True]
-            else:
-                item[1] = value
-    return list(items.values())
 
 
 # On PostgreSQL, trait writes commit asynchronously (synchronous_commit off): the answer does not
@@ -170,61 +127,16 @@ def _patch(traits: list[tuple[str, Any, bool]]) -> list[list[Any]]:
 # fraction of a second of trait writes (at most 3 x wal_writer_delay, 0.6 s by default), never a
 # half write: the SDKs send an identity's traits with every identify, so the next call stores
 # them again. Only these statements: set_config(..., true) in the statement itself sets it for
-# its own transaction (an autocommit statement has no transaction block to SET LOCAL in).
-_ASYNCHRONOUS_COMMIT = "set_config('synchronous_commit', 'off', true)"
+# its own transaction (an autocommit statement has no transaction block to SET LOCAL in), and a
+# row is written only where the condition, so the setting, was evaluated.
+_ASYNCHRONOUS_COMMIT = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
 _UPDATE = ("UPDATE identity SET traits = {} WHERE environment_id = {} AND identifier = {} "
            "AND CAST(traits AS TEXT) = {}")
 _INSERT = ("INSERT INTO identity (environment_id, identifier, traits, created_at) "
            "VALUES ({}, {}, {}, {}) ON CONFLICT (environment_id, identifier) DO NOTHING")
-# _merge in SQL, so that reading the stored traits and writing the merged ones is one round trip.
-# `entries`: each stored trait (in its order) and each one the patch (_patch) names, with its
-# value before and after. The merged object keeps the stored traits in place and appends the
-# others in the patch's order, as _merge's dict does. Written only if it differs from the stored
-# one as _merge's dicts would (`1 == 1.0 == true` in Python): then an update if the stored text
-# is still the one read (compare-and-set), or an insert that yields to a concurrent one.
-_MERGE_POSTGRESQL = """WITH found AS (
-    SELECT id, traits, CAST(traits AS TEXT) AS text FROM identity
-    WHERE environment_id = {} AND identifier = {}),
-stored AS (
-    SELECT entry.* FROM found, json_each(CASE WHEN json_typeof(found.traits) = 'object'
-                                         THEN found.traits END)
-    WITH ORDINALITY AS entry(key, value, position)),
-sent AS (
-    SELECT item ->> 0 AS key, item -> 1 AS value, CAST(item ->> 2 AS BOOLEAN) AS moved, position
-    FROM json_array_elements(CAST({} AS JSON)) WITH ORDINALITY AS patch(item, position)),
-entries AS (
-    SELECT COALESCE(stored.key, sent.key) AS key, stored.value AS before,
-           CASE WHEN sent.key IS NULL THEN stored.value ELSE sent.value END AS after,
-           stored.key IS NULL OR sent.moved IS TRUE AS appended,
-           CASE WHEN stored.key IS NULL OR sent.moved IS TRUE THEN sent.position
-                ELSE stored.position END AS position
-    FROM stored FULL JOIN sent ON sent.key = stored.key),
-merged AS (
-    SELECT COALESCE(json_object_agg(key, after ORDER BY appended, position)
-                    FILTER (WHERE after IS NOT NULL), '{{}}') AS traits,
-           COALESCE(bool_or(CASE WHEN before IS NULL OR after IS NULL
-                                 THEN (before IS NULL) <> (after IS NULL) ELSE (
-               CAST(before AS JSONB) <> CAST(after AS JSONB)
-               AND NOT (json_typeof(before) IN ('number', 'boolean')
-                        AND json_typeof(after) IN ('number', 'boolean')
-                        AND CAST(CASE CAST(before AS TEXT) WHEN 'true' THEN '1'
-                                 WHEN 'false' THEN '0' ELSE CAST(before AS TEXT) END AS NUMERIC)
-                            = CAST(CASE CAST(after AS TEXT) WHEN 'true' THEN '1'
-                                   WHEN 'false' THEN '0' ELSE CAST(after AS TEXT) END
-                                   AS NUMERIC))) END), FALSE) AS changed
-    FROM entries),
-updated AS (
-    UPDATE identity SET traits = merged.traits FROM found, merged
-    WHERE merged.changed AND identity.id = found.id AND CAST(identity.traits AS TEXT) = found.text
-    RETURNING 1),
-inserted AS (
-    INSERT INTO identity (environment_id, identifier, traits, created_at)
-    SELECT {}, {}, merged.traits, {} FROM merged WHERE NOT EXISTS (SELECT FROM found)
-    ON CONFLICT (environment_id, identifier) DO NOTHING
-    RETURNING 1)
-SELECT (SELECT text FROM found), (SELECT changed FROM merged),
-       EXISTS (SELECT FROM updated) OR EXISTS (SELECT FROM inserted),
-       """ + _ASYNCHRONOUS_COMMIT
+_INSERT_POSTGRESQL = ("INSERT INTO identity (environment_id, identifier, traits, created_at) "
+                      "SELECT {}, {}, CAST({} AS JSON), {} WHERE TRUE" + _ASYNCHRONOUS_COMMIT
+                      + " ON CONFLICT (environment_id, identifier) DO NOTHING")
 
 
 def _timestamp() -> Any:
