@@ -2,7 +2,7 @@
 bare WSGI app that answers the same bytes under the same server set-up.
 
     .venv/bin/python bench/sdk.py [--rounds 3] [--duration 5] [--port 5107]
-                                  [--databases sqlite,postgresql]
+                                  [--databases sqlite,postgresql] [--endpoints flags,identities]
 
 Why sync workers (the README's command): with keep-alive (gthread), each of a few long-lived
 connections stays with the worker process that accepted it, and that accept race often hands
@@ -23,8 +23,9 @@ the other, so each ratio compares runs taken under the same machine load).
   Committed work is counted from another connection after each run: the identities whose
   stored `seen` changed.
 
-Server CPU per request (gunicorn master and workers, user + system; PostgreSQL's own CPU not
-included) holds still on a loaded machine where rates do not. Load average is printed with
+Server CPU per request (gunicorn master and workers, user + system) holds still on a loaded
+machine where rates do not; on PostgreSQL its backends' CPU per request (those connected to the
+bench database, read from /proc) is printed beside it as "PG CPU". Load average is printed with
 every figure; memory (RSS and PSS) per gunicorn process at the end.
 PostgreSQL: a database `railyard_bench_sdk` is created and dropped at BENCH_POSTGRES's server
 (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
@@ -136,7 +137,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--port", type=int, default=5107, help="uses PORT, PORT+1, PORT+2")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--endpoints", default="flags,identities",
+                        help="which of flags,identities to load (the bare app runs the same)")
     args = parser.parse_args()
+    args.endpoints = [e for e in args.endpoints.split(",") if e]
+    if not args.endpoints or set(args.endpoints) - {"flags", "identities"}:
+        parser.error("--endpoints: flags, identities or both")
     kinds = [k for k in args.databases.split(",") if k]
     if "postgresql" in kinds and not support.postgres_available():
         print(f"PostgreSQL does not answer at {support.POSTGRES}: SQLite only")
@@ -163,7 +169,7 @@ def main() -> None:
             print(f"servers: gunicorn -w 2 -k sync; load: wrk -t1 -c16 -d{args.duration}s; "
                   f"{args.rounds} interleaved rounds; {support.load()}")
             results = _rounds(args, kinds, ports, keys, urls, folder, servers)
-            _summary(results, kinds)
+            _summary(results, kinds, args.endpoints)
             for name, server in servers.items():
                 print(f"memory {name}: {support.format_memory(support.tree_memory(server.pid))}")
         finally:
@@ -190,8 +196,7 @@ def _sample_bodies(port: int, key: str, folder: Path) -> dict[str, str]:
 def _rounds(args, kinds, ports, keys, urls, folder, servers) -> list[tuple[int, str, str, dict]]:
     post_script = folder / "post.lua"
     post_script.write_text(WRK_POST % {"identities": IDENTITIES})
-    plan = [(server, endpoint) for endpoint in ("flags", "identities")
-            for server in ("bare", *kinds)]
+    plan = [(server, endpoint) for endpoint in args.endpoints for server in ("bare", *kinds)]
     results = []
     for round_ in range(1, args.rounds + 1):
         for server, endpoint in plan:
@@ -202,15 +207,23 @@ def _rounds(args, kinds, ports, keys, urls, folder, servers) -> list[tuple[int, 
             if round_ == 1:
                 support.wrk(url, 2, headers=headers, script=script)  # warm-up, not counted
             before = seen_snapshot(urls[server]) if server != "bare" and script else None
+            postgresql = server == "postgresql"
+            pg_cpu = support.postgres_backend_cpu(urls[server]) if postgresql else {}
             cpu = support.tree_cpu(servers[server].pid)
             result = support.wrk(url, args.duration, headers=headers, script=script)
-            result["cpu_ms"] = (support.tree_cpu(servers[server].pid) - cpu) * 1000 \
-                / max(1, result["requests"])
+            requests = max(1, result["requests"])
+            result["cpu_ms"] = (support.tree_cpu(servers[server].pid) - cpu) * 1000 / requests
             extra = ""
+            if postgresql:
+                pg_after = support.postgres_backend_cpu(urls[server])
+                result["pg_cpu_ms"] = sum(
+                    spent - pg_cpu.get(pid, 0.0) for pid, spent in pg_after.items()
+                ) * 1000 / requests
+                extra += f"  PG CPU {result['pg_cpu_ms']:.2f} ms/request"
             if before is not None:
                 after = seen_snapshot(urls[server])
                 changed = sum(1 for k, v in after.items() if before.get(k) != v)
-                extra = (f"  committed: {changed} of {len(after)} identities' stored traits "
+                extra += (f"  committed: {changed} of {len(after)} identities' stored traits "
                          "changed (read from another connection)")
             print(f"round {round_} {server:<10} {endpoint:<10} {result['rate']:>7.0f} req/s  "
                   f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
@@ -221,14 +234,14 @@ def _rounds(args, kinds, ports, keys, urls, folder, servers) -> list[tuple[int, 
     return results
 
 
-def _summary(results, kinds) -> None:
+def _summary(results, kinds, endpoints) -> None:
     targets = {"flags": 4000, "identities": 1500}
     by = {}
     for round_, server, endpoint, result in results:
         by.setdefault((server, endpoint), []).append((round_, result))
     print("\nsummary (median of rounds; best in brackets; ratio = Railyard / bare in the same "
           "round, median)")
-    for endpoint in ("flags", "identities"):
+    for endpoint in endpoints:
         bare = dict(by[("bare", endpoint)])
         for server in ("bare", *kinds):
             rows = by[(server, endpoint)]
@@ -238,6 +251,9 @@ def _summary(results, kinds) -> None:
             line = (f"{endpoint:<10} {server:<10} {statistics.median(rates):>7.0f} req/s "
                     f"[{max(rates):.0f}]  p99 median {statistics.median(p99s):.2f} ms  "
                     f"server CPU median {statistics.median(cpus):.2f} ms/request")
+            if server == "postgresql":
+                pg_cpus = [r["pg_cpu_ms"] for _round, r in rows]
+                line += f"  PG CPU median {statistics.median(pg_cpus):.2f} ms/request"
             if server != "bare":
                 ratios = [r["rate"] / bare[round_]["rate"] for round_, r in rows]
                 line += (f"  ratio to bare {statistics.median(ratios):.0%} "

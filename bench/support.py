@@ -109,6 +109,25 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def postgres_backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each PostgreSQL backend connected to url's
+    database (this query's own excepted), by pid: the database's share of a request's cost,
+    which tree_cpu does not see. Needs PostgreSQL on this machine (it reads /proc)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = "
+                                 "current_database() AND pid <> pg_backend_pid()")).scalars()
+        cpu = {}
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            cpu[pid] = times.user + times.system
+    engine.dispose()
+    return cpu
+
+
 def format_memory(rows) -> str:
     parts = [f"pid {pid} ({role}) RSS {m['rss']:.0f} MiB PSS {m['pss']:.0f} MiB"
              for pid, role, m in rows]

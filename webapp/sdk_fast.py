@@ -191,7 +191,7 @@ def _json_object(environ: dict[str, Any]) -> dict[str, Any] | None:
         payload = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(payload, dict) or input_guard.json_refusal(payload):
+    if not isinstance(payload, dict) or input_guard.json_body_refusal(body, payload):
         return None
     return payload
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from webapp.extensions import db
 from webapp.models import Identity
@@ -70,3 +70,54 @@ def test_trait_writes_turn_synchronous_commit_off_for_their_own_transaction(plat
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
     db.session.rollback()
     assert db.session.scalar(select(Identity.traits)) == {"plan": "free"}
+
+
+# (stored before, traits sent as (key, value, transient)): what is stored after, in its order,
+# is what identities._merge makes of them, or what was stored when _merge's dicts are equal.
+MERGES = [
+    (None, [("a", 1, False), ("b", "x", False)]),
+    (None, [("a", 1, True), ("a", None, False)]),
+    ({"a": 1, "b": 2, "c": 3}, [("b", 20, False), ("d", 4, False)]),
+    ({"a": 1, "b": 2, "c": 3}, [("b", None, False), ("b", 5, False)]),
+    ({"a": 1, "b": 2}, [("a", None, False), ("x", 1, False), ("a", 2, False)]),
+    ({"a": 1, "b": 2}, [("x", 1, False), ("a", None, False), ("a", 2, False), ("a", 3, False)]),
+    ({"a": 1}, [("a", True, False)]),
+    ({"a": True, "b": False}, [("a", 1.0, False), ("b", 0, False)]),
+    ({"a": 1}, [("z", None, False)]),
+    ({"a": 1, "b": 2}, [("a", None, False), ("a", 1, False)]),
+    ({"a": 1}, [("t", 5, True), ("b", 2, False), ("a", 7, True)]),
+    ({"a": 1, "b": 2}, [("a", None, False), ("b", None, False)]),
+    ({"a": "1", "b": 1}, [("a", 1, False), ("b", "1", False)]),
+    ({"é": "ü"}, [("ключ", "値 \"quoted\" \\", False), ("f", 0.1, False),
+                  ("big", 12345678901234567890, False), ("é", 1e-7, False)]),
+    ({"a": 1.5}, [("a", 1.5, False), ("b", 2, True)]),
+]
+
+
+@pytest.mark.parametrize(("before", "sent"), MERGES)
+def test_identify_stores_what_merge_makes_in_its_order(platform, before, sent):
+    environment_id = platform.development.id
+    if before is not None:
+        db.session.add(Identity(environment_id=environment_id, identifier="ada", traits=before))
+        db.session.commit()
+    effective, to_store = identities._merge(dict(before or {}), sent)
+    unchanged = before is not None and to_store == before
+    written_before = _row_version(environment_id)
+
+    answer = identities.identify(environment_id, "ada", sent)
+
+    assert list(answer.items()) == list(effective.items())
+    _text, stored = identities._stored(environment_id, "ada")
+    assert list(stored.items()) == list((before if unchanged else to_store).items())
+    assert (_row_version(environment_id) == written_before) == unchanged  # no write if unchanged
+
+
+def _row_version(environment_id: int) -> object:
+    """What changes when the identity's row is written: its xmin on PostgreSQL, its traits'
+    text on SQLite (every case above writes a different text when it writes)."""
+    db.session.rollback()
+    postgresql = db.engine.dialect.name == "postgresql"
+    column = "CAST(xmin AS TEXT)" if postgresql else "traits"
+    return db.session.execute(text(f"SELECT {column} FROM identity WHERE environment_id = "
+                                   f":environment AND identifier = 'ada'"),
+                              {"environment": environment_id}).scalar()

@@ -273,6 +273,27 @@ def test_identify_after_a_database_error_is_flasks(client, platform, flask_reads
     assert _stored() == {"ada": {"plan": "pro", "age": 31}}
 
 
+@pytest.mark.postgresql_only
+def test_identify_after_its_connection_broke_is_answered_on_a_new_one(client, platform,
+                                                                      flask_reads):
+    """The thread's own PostgreSQL connection (sdk_documents._own_postgresql_connection), cut
+    by PostgreSQL: the fast path leaves that request to Flask, which reads on a new one."""
+    key = {"X-Environment-Key": platform.development.client_key}
+    _listening()
+    client.get("/api/v1/flags/", headers=key)
+    assert _identify(client, IDENTIFIES[0], headers=key).status_code == 200
+    held = sdk_documents._own_postgresql.held
+    assert held is not None
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_terminate_backend(%s)",
+                                    (held[1].info.backend_pid,)).scalar()
+    reads = len(flask_reads)
+    response = _identify(client, IDENTIFIES[1], headers=key)
+    assert response.status_code == 200 and len(flask_reads) == reads + 1
+    assert _stored() == {"ada": {"plan": "pro", "age": 32.5, "country": "FR"}}
+    assert sdk_documents._own_postgresql.held[1] is not held[1]
+
+
 def test_a_flags_read_after_a_database_error_is_flasks(client, platform, flask_reads,
                                                        monkeypatch):
     key = {"X-Environment-Key": platform.development.client_key}

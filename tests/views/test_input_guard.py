@@ -1,6 +1,10 @@
 """Text with NUL characters is refused up front (PostgreSQL cannot store it), on every path."""
 
+import json
+
 import pytest
+
+from webapp import input_guard
 
 
 @pytest.mark.parametrize(("send", "is_api"), [
@@ -16,6 +20,26 @@ def test_nul_is_a_clear_400(client, send, is_api):
         assert "NUL" in response.get_json()["detail"]
     else:
         assert "NUL" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"identifier": "ada", "traits": [{"trait_key": "plan", "trait_value": "pro"}]}',
+    '{"identifier": "ad\u00e9"}'.encode(),  # é as text: nothing to walk
+    b'{"identifier": "ad\\u00e9"}',  # an escape: walked, fine
+    b'{"identifier": "a\\u0000b"}',
+    b'{"identifier": "a\\ud800b"}',
+    b'{"identifier": "a\\uDFFFb"}',
+    b'{"identifier": "a\xed\xa0\x80b"}',  # a lone surrogate in "UTF-8" (json.loads takes it)
+    '{"identifier": "a\\u0000b"}'.encode("utf-16"),  # no b"\\u" in these bytes
+    '{"identifier": "a\\ud800b"}'.encode("utf-32-le"),
+    '{"identifier": "ada"}'.encode("utf-16"),
+    b'{"a": ' + b"[" * 511 + b"]" * 511 + b"}",  # 512 deep: taken
+    b'{"a": ' + b"[" * 512 + b"]" * 512 + b"}",  # 513 deep: refused
+    b'{"a": "' + b"[" * 600 + b'"}',  # brackets in a string: walked, fine
+])
+def test_a_json_body_read_off_its_bytes_is_refused_as_when_walked(body):
+    payload = json.loads(body)
+    assert input_guard.json_body_refusal(body, payload) == input_guard.json_refusal(payload)
 
 
 def test_ordinary_text_passes(client):

@@ -110,6 +110,30 @@ def _reads_context(rule: SegmentRule) -> bool:
             or any(_reads_context(inner) for inner in rule.get("rules", [])))
 
 
+def trait_keys_read(context: EvaluationContext) -> tuple[str, ...] | None:
+    """The trait keys the context's segment conditions read, when an identity's flags depend on
+    nothing else (so identities with the same values of these traits get the same flags); None
+    when they may depend on the identifier too: a percentage split, a condition that reads the
+    context by JSONPath (`$.identity.identifier`, …) or a flag with variants (split by the
+    identity's key)."""
+    keys: set[str] = set()
+    features = [*context.get("features", {}).values(),
+                *(override for segment in context.get("segments", {}).values()
+                  for override in segment.get("overrides") or [])]
+    if any(feature.get("variants") for feature in features):
+        return None
+    rules = [rule for segment in context.get("segments", {}).values() for rule in segment["rules"]]
+    while rules:
+        rule = rules.pop()
+        for condition in rule.get("conditions") or []:
+            if (condition["operator"] == engine_operators.PERCENTAGE_SPLIT
+                    or condition["property"].startswith("$")):
+                return None
+            keys.add(condition["property"])
+        rules.extend(rule.get("rules") or [])
+    return tuple(sorted(keys))
+
+
 def identity_flags(context: EvaluationContext, identifier: str,
                    traits: dict[str, Any]) -> dict[str, tuple[bool, Any]]:
     """{feature name: (enabled, value)} of the flags a segment override decides for this
