@@ -20,6 +20,7 @@ from webapp.services import demo
 from webapp.services.actors import SYSTEM
 from webapp.services.errors import Invalid
 from webapp.services.platform import api_keys, projects, users
+from webapp.services.runs import sweep
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 keys_cli = AppGroup("api-keys", help="Manage organisation API keys.")
@@ -82,11 +83,10 @@ def _upgrade() -> None:
 
 
 def _worker(burst: bool = False) -> None:
-
-
     # SimpleWorker runs jobs in this process (inside the app context): the engine batches due
     # runs per job, and a SIGKILL mid-job is recovered by the sweeper from the database.
     worker = SimpleWorker([redis_conn.queue()], connection=redis_conn.connection())
+    sweep.warm_up()
     # RQ forks its scheduler from this process. What the app made so far (~150,000 objects)
     # leaves the cyclic GC: a full collection would write to every page holding one, taking
     # them back from the fork one by one (its memory twice over), and pause the jobs.

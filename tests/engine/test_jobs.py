@@ -145,6 +145,19 @@ def test_ringing_twice_queues_one_job(clock, make, project, editor, two_stage):
     assert len(redis_conn.queue().job_ids) == 1
 
 
+def test_warming_a_worker_up_changes_nothing_and_leaves_no_transaction(
+        clock, make, project, editor, envs, two_stage, work):
+    sweep.warm_up()  # no run yet
+    flag = make.feature(project)
+    [bell] = add(project, two_stage, [flag], editor)
+    sweep.warm_up()  # a run in flight, its pipeline read
+    assert not db.session().in_transaction()
+    assert (the_run(flag).version, the_run(flag).stage_position) == (bell.version, 0)
+    assert state(flag, envs["Development"]) == (False, None)
+    work()  # the job still moves it
+    assert state(flag, envs["Development"]) == (True, None)
+
+
 def test_duplicate_delivery_writes_one_entry(clock, make, project, editor, envs, two_stage, work):
     flag = make.feature(project)
     [bell] = add(project, two_stage, [flag], editor)
