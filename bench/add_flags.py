@@ -16,7 +16,6 @@ flags per CPU second is the figure that holds still on a machine loaded beyond i
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -91,18 +90,13 @@ def main() -> None:
     parser.add_argument("--flags", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for kind in args.databases.split(","):
-        if kind == "postgresql" and not support.postgres_available():
-            print(f"PostgreSQL does not answer at {support.POSTGRES}: skipped")
-            continue
-        with tempfile.TemporaryDirectory(prefix="railyard-bench-add-") as folder, \
-                support.database(kind, Path(folder), "railyard_bench_add") as database:
-            app = create_app({"SQLALCHEMY_DATABASE_URI": database, "SECRET_KEY": "bench",
-                              "INSTANCE_PATH": folder, "REDIS_URL": "redis://127.0.0.1:1/0"})
-            with app.app_context():
-                run(kind, args.flags, args.rounds)
-                db.session.remove()
-                db.engine.dispose()
+    for kind, database, folder in support.databases(args.databases, "railyard_bench_add"):
+        app = create_app({"SQLALCHEMY_DATABASE_URI": database, "SECRET_KEY": "bench",
+                          "INSTANCE_PATH": str(folder), "REDIS_URL": "redis://127.0.0.1:1/0"})
+        with app.app_context():
+            run(kind, args.flags, args.rounds)
+            db.session.remove()
+            db.engine.dispose()
 
 
 if __name__ == "__main__":

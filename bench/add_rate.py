@@ -16,7 +16,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -102,13 +101,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=150)
     parser.add_argument("--port", type=int, default=5118)
     args = parser.parse_args()
-    for kind in args.databases.split(","):
-        if kind == "postgresql" and not support.postgres_available():
-            print(f"PostgreSQL does not answer at {support.POSTGRES}: skipped")
-            continue
-        folder = Path(tempfile.mkdtemp(prefix="railyard-bench-add-rate-"))
-        with support.database(kind, folder, "railyard_bench_add_rate") as url:
-            run(kind, url, folder, args)
+    for kind, url, folder in support.databases(args.databases, "railyard_bench_add_rate"):
+        run(kind, url, folder, args)
 
 
 if __name__ == "__main__":

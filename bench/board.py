@@ -23,10 +23,8 @@ import argparse
 import gzip
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -222,17 +220,9 @@ def main() -> None:
     parser.add_argument("--dump", help="write the editor's polling fragment to this file")
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
-    for kind in args.databases.split(","):
-        if kind == "postgresql" and not support.postgres_available():
-            print(f"PostgreSQL does not answer at {support.POSTGRES}: skipped")
-            continue
-        folder = Path(tempfile.mkdtemp(prefix="railyard-board-"))
-        try:
-            with support.database(kind, folder, "railyard_bench_board") as url:
-                print(f"--- {kind}")
-                _bench(args, folder, url)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    for kind, url, folder in support.databases(args.databases, "railyard_bench_board"):
+        print(f"--- {kind}")
+        _bench(args, folder, url)
 
 
 def _bench(args, folder: Path, url: str) -> None:

@@ -34,7 +34,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -275,13 +274,8 @@ def main() -> None:
     parser.add_argument("--wait", type=int, default=3)
     parser.add_argument("--port", type=int, default=5108)
     args = parser.parse_args()
-    for kind in args.databases.split(","):
-        if kind == "postgresql" and not support.postgres_available():
-            print(f"PostgreSQL does not answer at {support.POSTGRES}: skipped")
-            continue
-        folder = Path(tempfile.mkdtemp(prefix="railyard-bench-e2e-"))
-        with support.database(kind, folder, "railyard_bench_e2e") as url:
-            run(kind, url, folder, args)
+    for kind, url, folder in support.databases(args.databases, "railyard_bench_e2e"):
+        run(kind, url, folder, args)
 
 
 def run(kind: str, url: str, folder: Path, args) -> None:

@@ -29,11 +29,9 @@ not measured); bells are rung through `jobs.transitions.ring`, as the dashboard 
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -156,29 +154,22 @@ def main() -> None:
         print(f"chaos with {args.chaos} flags: {'passed' if code == 0 else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s")
         raise SystemExit(code)
-    for kind in args.databases.split(","):
-        if kind == "postgresql" and not support.postgres_available():
-            print(f"PostgreSQL does not answer at {support.POSTGRES}: skipped")
-            continue
-        folder = Path(args.keep or tempfile.mkdtemp(prefix="railyard-bench-engine-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        with support.database(kind, folder, "railyard_bench_engine") as database:
-            server = redis_conn.start_embedded(folder)
-            redis_url = redis_conn.redis_url_of(server)
-            app = create_app({"SQLALCHEMY_DATABASE_URI": database, "REDIS_URL": redis_url,
-                              "SECRET_KEY": "bench", "INSTANCE_PATH": str(folder)})
-            env = {**os.environ, "DATABASE_URL": database, "REDIS_URL": redis_url,
-                   "SECRET_KEY": "bench"}
-            env.pop("SWEEP_INTERVAL_SECONDS", None)  # the default, as `make run` has it
-            try:
-                with app.app_context():
-                    run(kind, database, env, args, redis_url)
-                    db.session.remove()
-                    db.engine.dispose()
-            finally:
-                server.shutdown()
-                if not args.keep:
-                    shutil.rmtree(folder, ignore_errors=True)
+    for kind, database, folder in support.databases(args.databases, "railyard_bench_engine",
+                                                     keep=args.keep):
+        server = redis_conn.start_embedded(folder)
+        redis_url = redis_conn.redis_url_of(server)
+        app = create_app({"SQLALCHEMY_DATABASE_URI": database, "REDIS_URL": redis_url,
+                          "SECRET_KEY": "bench", "INSTANCE_PATH": str(folder)})
+        env = {**os.environ, "DATABASE_URL": database, "REDIS_URL": redis_url,
+               "SECRET_KEY": "bench"}
+        env.pop("SWEEP_INTERVAL_SECONDS", None)  # the default, as `make run` has it
+        try:
+            with app.app_context():
+                run(kind, database, env, args, redis_url)
+                db.session.remove()
+                db.engine.dispose()
+        finally:
+            server.shutdown()
 
 
 def run(kind, url, env, args, redis_url):

@@ -8,8 +8,11 @@ moment it was taken, and the scripts run interleaved rounds so ratios compare li
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,6 +69,23 @@ def database(kind: str, folder: Path, name: str):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def databases(kinds: str, name: str, keep: str | None = None
+              ) -> Iterator[tuple[str, str, Path]]:
+    """(kind, database URL, folder) for each of the comma-separated kinds: a fresh database
+    (see database()) and a folder of its own, removed after unless `keep` names it or the
+    bench failed (its logs are there). PostgreSQL is skipped, with a line, when none answers."""
+    for kind in kinds.split(","):
+        if kind == "postgresql" and not postgres_available():
+            print(f"PostgreSQL does not answer at {POSTGRES}: skipped")
+            continue
+        folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        with database(kind, folder, name) as url:
+            yield kind, url, folder
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def memory(pid: int) -> dict[str, float]:
