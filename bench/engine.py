@@ -60,7 +60,10 @@ from webapp.services.runs import controls  # noqa: E402
 class Process:
     """A `flask` subprocess; peak RSS and PSS of it and of its children are sampled."""
 
+    started: list["Process"] = []  # stopped by main() whatever happens (a failed wait exits)
+
     def __init__(self, command, env):
+        Process.started.append(self)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "wsgi", *command], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -169,6 +172,9 @@ def main() -> None:
                 db.session.remove()
                 db.engine.dispose()
         finally:
+            for process in Process.started:
+                process.stop()
+            Process.started.clear()
             server.shutdown()
 
 
