@@ -10,9 +10,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 from flask_migrate import upgrade
-from rq import SimpleWorker
 
 from jobs import schedule
+from jobs.worker import JobWorker
 from webapp import redis_conn, streams
 from webapp import run_all as runner
 from webapp.extensions import app_object, db
@@ -83,9 +83,9 @@ def _upgrade() -> None:
 
 
 def _worker(burst: bool = False) -> None:
-    # SimpleWorker runs jobs in this process (inside the app context): the engine batches due
-    # runs per job, and a SIGKILL mid-job is recovered by the sweeper from the database.
-    worker = SimpleWorker([redis_conn.queue()], connection=redis_conn.connection())
+    # Jobs run in this process (jobs/worker.py); a SIGKILL mid-job is recovered by the
+    # sweeper from the database.
+    worker = JobWorker([redis_conn.queue()], connection=redis_conn.connection())
     sweep.warm_up()
     # RQ forks its scheduler from this process. What the app made so far (~150,000 objects)
     # leaves the cyclic GC: a full collection would write to every page holding one, taking

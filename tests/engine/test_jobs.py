@@ -10,11 +10,13 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select
 
 from jobs import schedule, transitions
+from jobs.worker import JobWorker
 from tests.support.pipelines import START
 from webapp import redis_conn
 from webapp.extensions import db
 from webapp.models import PipelineRun, StageExecution
 from webapp.services.actors import Actor
+from webapp.services.governance import webhook_delivery
 from webapp.services.runs import controls, planning, sweep
 
 from .test_engine import entries, rollout_pipeline, state, the_run
@@ -156,6 +158,15 @@ def test_warming_a_worker_up_changes_nothing_and_leaves_no_transaction(
     assert state(flag, envs["Development"]) == (False, None)
     work()  # the job still moves it
     assert state(flag, envs["Development"]) == (True, None)
+
+
+def test_a_job_that_ends_on_a_read_leaves_no_transaction_to_the_next(clock, make, project):
+    # On SQLite a transaction reads one snapshot: a drain job run in the transaction the job
+    # before it left open missed the runs other processes had committed since.
+    queue = redis_conn.queue()
+    queue.enqueue(webhook_delivery.events_waiting)  # "anything to send?": a read, no commit
+    JobWorker([queue], connection=redis_conn.connection()).work(burst=True)
+    assert not db.session().in_transaction()
 
 
 def test_duplicate_delivery_writes_one_entry(clock, make, project, editor, envs, two_stage, work):
