@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import e2e  # noqa: E402
 import support  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
+from sqlalchemy import create_engine, func, select  # noqa: E402
+
+from webapp.models import PipelineRun  # noqa: E402
 
 BLOCKS = (False, True, False, True)  # with reads?
 
@@ -76,6 +78,20 @@ def block(api: e2e.Api, ctx: dict, names: list[str], reads: bool, root: int, lab
           f"worker {worker:.1f} ms{polled}  [{support.load()}]", flush=True)
 
 
+def launched(engine, feature_ids: list[int], timeout: float = 120) -> None:
+    """Until the block's flags have left the pipeline: the next block's adds run alone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:  # a new transaction each time: SQLite's snapshot moves
+            in_flight = conn.scalar(select(func.count()).select_from(PipelineRun).where(
+                PipelineRun.feature_id.in_(feature_ids), PipelineRun.ended_at.is_(None)))
+        if not in_flight:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{in_flight} flags still in the pipeline after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def run(kind: str, url: str, folder: Path, args) -> None:
     process = e2e.start(url, folder, args.port)
     engine = create_engine(url)
@@ -85,7 +101,7 @@ def run(kind: str, url: str, folder: Path, args) -> None:
         for n, reads in enumerate(BLOCKS):
             names = [f"e2e_{i}" for i in range(n * args.block, (n + 1) * args.block)]
             block(api, ctx, names, reads, process.pid, kind)
-            time.sleep(5)  # the block's flags through Staging before the next starts
+            launched(engine, [ctx["ids"][name] for name in names])
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
