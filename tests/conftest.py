@@ -82,6 +82,10 @@ def pytest_addoption(parser):
              "its SQLite pass")
 
 
+# A test that takes seconds of its own (a browser, real processes, a walk over every route).
+HEAVY = ("slow", "e2e", "chaos", "prometheus")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests of one database's own behaviour (SQLite's locking, PostgreSQL's deadlocks) are
     deselected (not skipped) on the other; with --database-tests-only, so are the tests that
@@ -98,9 +102,6 @@ def pytest_collection_modifyitems(config, items):
     # gives each worker a contiguous part of this list and steals from its end.
     items.sort(key=lambda item: not any(item.get_closest_marker(mark) for mark in HEAVY))
 
-
-# A test that takes seconds of its own (a browser, real processes, a walk over every route).
-HEAVY = ("slow", "e2e", "chaos", "prometheus")
 
 
 @pytest.fixture(scope="session")

@@ -282,7 +282,7 @@ def test_identify_after_its_connection_broke_is_answered_on_a_new_one(client, pl
     _listening()
     client.get("/api/v1/flags/", headers=key)
     assert _identify(client, IDENTIFIES[0], headers=key).status_code == 200
-    held = sdk_documents._own_postgresql.held
+    held = sdk_documents._kept.held
     assert held is not None
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT pg_terminate_backend(%s)",
@@ -291,7 +291,7 @@ def test_identify_after_its_connection_broke_is_answered_on_a_new_one(client, pl
     response = _identify(client, IDENTIFIES[1], headers=key)
     assert response.status_code == 200 and len(flask_reads) == reads + 1
     assert _stored() == {"ada": {"plan": "pro", "age": 32.5, "country": "FR"}}
-    assert sdk_documents._own_postgresql.held[1] is not held[1]
+    assert sdk_documents._kept.held[1] is not held[1]
 
 
 def test_a_flags_read_after_a_database_error_is_flasks(client, platform, flask_reads,

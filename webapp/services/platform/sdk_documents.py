@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -124,7 +125,7 @@ def _one_statement(sql: str, params: tuple, result):
         except Exception:
             # Broken (PostgreSQL restarted, the network) or not: a new one next time, as the
             # pool would invalidate it. The caller answers the error its way.
-            _own_postgresql.held = None
+            _kept.held = None
             held.close()
             raise
     own = _own_sqlite_connection(engine)
@@ -144,64 +145,62 @@ def _one_statement(sql: str, params: tuple, result):
         connection.close()  # back to the pool
 
 
-class _OwnPostgresql(threading.local):
+class _Kept(threading.local):
+    """This thread's kept connection and what it is to: (pid, database) and the connection."""
+
     held: tuple[tuple[int, Any], Any] | None = None
 
 
-_own_postgresql = _OwnPostgresql()
-_forked_away_postgresql: list[Any] = []
+_kept = _Kept()
+_forked_away: list[Any] = []  # a parent's connections: never used nor closed in a child
 
 
-def _own_postgresql_connection(engine: Engine) -> Any:
-    """This thread's own connection to the engine's PostgreSQL database (psycopg), in
-    autocommit and kept open: one of the pool's costs ~50 µs more CPU per statement (checkout,
-    autocommit on and off, the reset's rollback, return), a fifth of an identify's in the
-    worker. Made by the pool (so configured as its others), then detached from it."""
-    key = (os.getpid(), engine.url)
-    held = _own_postgresql.held
-    if held is not None and held[0] == key:
-        return held[1]
-    if held is not None:
-        if held[0][0] == key[0]:
-            held[1].close()  # another database
-        else:
-            _forked_away_postgresql.append(held[1])  # the parent's: never used nor closed here
-    pooled = engine.raw_connection()
-    connection = pooled.driver_connection
-    assert connection is not None  # a connection just checked out of the pool is open
-    pooled.detach()
-    connection.autocommit = True
-    _own_postgresql.held = (key, connection)
-    return connection
-
-
-class _OwnSqlite(threading.local):
-    held: tuple[tuple[int, str], sqlite3.Connection] | None = None
-
-
-_own_sqlite = _OwnSqlite()
-_forked_away: list[sqlite3.Connection] = []
-
-
-def _own_sqlite_connection(engine: Engine) -> sqlite3.Connection | None:
-    """This thread's own connection to the engine's SQLite file, kept open and configured as the
-    engine's: a pooled one costs ~10 µs more per statement (checkout, return, reset), a tenth
-    of a flags read. None for an in-memory database (only the pool's connection holds it)."""
-    path = engine.url.database
-    if not path or path == ":memory:" or path.startswith("file:") or engine.url.query:
-        return None
-    key = (os.getpid(), path)
-    held = _own_sqlite.held
+def _thread_connection(database: Any, connect: Callable[[], Any]) -> Any:
+    """This thread's own connection to `database`, made by connect() once and kept open: for
+    one statement a pooled one costs its checkout, reset and return (~10 µs on SQLite, ~50 µs
+    on PostgreSQL with autocommit turned on and off), a tenth of a flags read."""
+    key = (os.getpid(), database)
+    held = _kept.held
     if held is not None and held[0] == key:
         return held[1]
     if held is not None:
         if held[0][0] == key[0]:
             held[1].close()  # another database (tests make one each)
         else:
-            _forked_away.append(held[1])  # the parent's: never used nor closed in a child
-    connection = sqlite3.connect(path)
-    configure_sqlite(connection)
-    _own_sqlite.held = (key, connection)
+            _forked_away.append(held[1])
+    connection = connect()
+    _kept.held = (key, connection)
+    return connection
+
+
+def _own_postgresql_connection(engine: Engine) -> Any:
+    """This thread's own connection to the engine's PostgreSQL database (psycopg), in
+    autocommit: made by the pool (so configured as its others), then detached from it."""
+
+    def connect() -> Any:
+        pooled = engine.raw_connection()
+        connection = pooled.driver_connection
+        assert connection is not None  # a connection just checked out of the pool is open
+        pooled.detach()
+        connection.autocommit = True
+        return connection
+
+    return _thread_connection(engine.url, connect)
+
+
+def _own_sqlite_connection(engine: Engine) -> sqlite3.Connection | None:
+    """This thread's own connection to the engine's SQLite file, configured as the engine's.
+    None for an in-memory database (only the pool's connection holds it)."""
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:") or engine.url.query:
+        return None
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(path)
+        configure_sqlite(connection)
+        return connection
+
+    connection: sqlite3.Connection = _thread_connection(path, connect)
     return connection
 
 
