@@ -7,10 +7,10 @@ the trait write). Past those, what was left of their cost was Flask's own per-re
 third of an identify's. This WSGI middleware answers their plain forms, with exactly the Flask
 view's status, headers and body, when the environment's documents are built already:
 
-- no query string, a key header, the key's environment at its current revision
-  (PostgreSQL: the key is in this process's key cache, revisions.KeyCache.peek; SQLite: one
-  indexed read, sdk_documents.find_environment; so never an older revision than the view would
-  see) and that revision's documents in this process (sdk_documents.cached);
+- no query string, a key header, the key's environment at its current revision (from this
+  process's key cache, else one indexed read: sdk_documents.find_environment, as the view
+  reads it, so never an older revision than the view would see) and that revision's documents
+  in this process (sdk_documents.cached);
 - flags: a GET without a body;
 - identities: a POST of a JSON object (`Content-Type: application/json`) that input_guard
   would let through and the identify checks accept; the identify itself is the view's service
@@ -61,7 +61,8 @@ class SdkFastPath:
         self._trailing = [*cors, *SECURITY_HEADERS.items()]
         with app.app_context():
             self._engine = db.engine
-        self._cache: tuple[int, revisions.KeyCache | None] | None = None  # (pid, cache)
+        # (pid, this process's key cache)
+        self._cache: tuple[int, revisions.KeyCache | revisions.RecentKeyCache | None] | None = None
         # The metrics' children, looked up once (labels() costs a lock).
         self._latency = {name: SDK_LATENCY.labels(name) for name in ("flags", "identify")}
         self._counters: dict[tuple[str, str], Any] = {}
@@ -136,17 +137,15 @@ class SdkFastPath:
 
     def _documents(self, environ: dict[str, Any]
                    ) -> "tuple[sdk_documents.EnvironmentRef, sdk_documents.Documents] | None":
-        """The key's environment and its documents at the current revision, if built already.
-        PostgreSQL: keys in the key cache only (Flask reads and caches the others); SQLite: one
-        indexed read (sdk_documents.find_environment)."""
+        """The key's environment and its documents at the current revision, if built already:
+        from the key cache, else as the view finds it (sdk_documents.find_environment)."""
         key = environ.get("HTTP_X_ENVIRONMENT_KEY")
         if not key:
             return None
         cache = self._key_cache()
         try:
-            if cache is not None:
-                ref = cache.peek(key)
-            else:
+            ref = None if cache is None else cache.peek(key)
+            if ref is None:
                 with self._app.app_context():
                     ref = sdk_documents.find_environment(key)
         except Exception:  # noqa: BLE001 (a database error: Flask answers it its way)
@@ -156,8 +155,8 @@ class SdkFastPath:
         docs = sdk_documents.cached(ref)
         return None if docs is None else (ref, docs)
 
-    def _key_cache(self) -> "revisions.KeyCache | None":
-        """This process's key cache (a forked worker has its own: keyed by pid); None on SQLite."""
+    def _key_cache(self) -> "revisions.KeyCache | revisions.RecentKeyCache | None":
+        """This process's key cache (a forked worker has its own: keyed by pid), if any."""
         pid = os.getpid()
         if self._cache is None or self._cache[0] != pid:
             self._cache = (pid, revisions.key_cache(self._engine))

@@ -35,6 +35,14 @@ def _listening() -> None:
         time.sleep(0.01)
 
 
+def _seen_within(seen, seconds: float, since: float | None = None) -> None:
+    """Polls seen() until true; fails if that took longer than `seconds` (from `since`)."""
+    started = time.monotonic() if since is None else since
+    while not seen():
+        assert time.monotonic() - started < seconds, f"not seen within {seconds} s"
+        time.sleep(0.005)
+
+
 def _count(code: str, endpoint: str = "flags") -> float:
     return SDK_REQUESTS.labels(endpoint, code)._value.get()
 
@@ -105,29 +113,34 @@ def test_other_reads_are_flasks(client, platform, flask_reads, path, sent):
 
 
 @pytest.mark.sqlite_only
-def test_sqlite_a_revision_moved_by_another_connection_is_not_served_stale(app, client, platform,
-                                                                            flask_reads):
-    """No notification on SQLite: every read asks the database for the key's revision, so a
-    change another process committed (here: a bare connection to the file) shows at once."""
-    key = platform.development.client_key
-    etag = client.get("/api/v1/flags/", headers={"X-Environment-Key": key}).headers["ETag"]
-    client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
+def test_sqlite_a_revision_moved_by_another_connection_is_served_within_the_bound(
+        app, client, platform, flask_reads, monkeypatch):
+    """No notification on SQLite: a key's answer is kept for revisions.SQLITE_KEY_SECONDS, so a
+    change another process committed (here: a bare connection to the file) shows within it."""
+    key = {"X-Environment-Key": platform.development.client_key}
+    etag = client.get("/api/v1/flags/", headers=key).headers["ETag"]
+    monkeypatch.setattr(revisions, "SQLITE_KEY_SECONDS", 3600.0)
+    client.get("/api/v1/flags/", headers=key)
     reads = len(flask_reads)
     assert reads == 1  # the second read was the fast path's
     path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
     with sqlite3.connect(path) as other:
         other.execute("UPDATE environment SET revision = revision + 1 WHERE id = ?",
                       (platform.development.id,))
-    moved = client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
+    committed = time.monotonic()
+    assert client.get("/api/v1/flags/", headers=key).headers["ETag"] == etag  # the kept answer
+    monkeypatch.undo()
+    _seen_within(lambda: client.get("/api/v1/flags/", headers=key).headers["ETag"] != etag,
+                 revisions.SQLITE_KEY_SECONDS + 0.05, since=committed)
+    moved = client.get("/api/v1/flags/", headers=key)
     assert len(flask_reads) == reads + 1  # the new revision's documents, built by Flask
-    assert moved.headers["ETag"] != etag
-    again = client.get("/api/v1/flags/", headers={"X-Environment-Key": key})
-    assert len(flask_reads) == reads + 1
+    again = client.get("/api/v1/flags/", headers=key)
     assert again.headers["ETag"] == moved.headers["ETag"]
+    assert len(flask_reads) == reads + 1
 
 
 @pytest.mark.sqlite_only
-def test_sqlite_a_flag_changed_by_another_connection_is_seen_by_the_next_read(app, client,
+def test_sqlite_a_flag_changed_by_another_connection_is_seen_within_the_bound(app, client,
                                                                               platform):
     key = platform.development.client_key
 
@@ -145,7 +158,7 @@ def test_sqlite_a_flag_changed_by_another_connection_is_seen_by_the_next_read(ap
                       "AND feature_id = ?", (platform.development.id, platform.checkout.id))
         other.execute("UPDATE environment SET revision = revision + 1 WHERE id = ?",
                       (platform.development.id,))
-    assert not checkout()
+    _seen_within(lambda: not checkout(), revisions.SQLITE_KEY_SECONDS + 0.05)
 
 
 # --- POST /api/v1/identities/ ---------------------------------------------------------------
@@ -309,10 +322,11 @@ def test_a_flags_read_after_a_database_error_is_flasks(client, platform, flask_r
             return lookup(*args)
         return failing
 
-    # The key's lookup: a read on SQLite, the key cache on PostgreSQL.
+    # The key's lookup: the key cache (SQLite's or PostgreSQL's), else a read.
     monkeypatch.setattr(sdk_documents, "find_environment",
                         failing_once(sdk_documents.find_environment))
-    monkeypatch.setattr(revisions.KeyCache, "peek", failing_once(revisions.KeyCache.peek))
+    for cache in (revisions.KeyCache, revisions.RecentKeyCache):
+        monkeypatch.setattr(cache, "peek", failing_once(cache.peek))
     reads = len(flask_reads)
     response = client.get("/api/v1/flags/", headers=key)
     assert response.status_code == 200 and failures and len(flask_reads) == reads + 1

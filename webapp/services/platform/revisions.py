@@ -24,8 +24,13 @@ has a TCP user timeout of TCP_TIMEOUT_MS, so a connection that silently died (a 
 partition) stops the cache within ~3 s; Flagsmith with its caches on serves flags up to the
 cache's TTL old (60 s by default for its environment cache).
 
-SQLite (one machine, no NOTIFY): the row is read per request, on the thread's own connection
-(sdk_documents._own_sqlite_connection): a few µs in-process.
+SQLite (one machine, no NOTIFY): each process keeps an answer for at most SQLITE_KEY_SECONDS
+after it began reading it (RecentKeyCache), and forgets them all at a commit of its own that
+bumped a revision, as above. So another process's change is served here at most that long after
+its commit. Why not a read per request: the read is a few µs alone, but under load the web
+workers' reads of one file contend for SQLite's shared-memory locks, and it was a third of what
+a flags read cost beyond the bare server (bench/sdk.py: 67 % of the bare app's rate, against 86 %
+on PostgreSQL with its cache).
 """
 
 import os
@@ -48,6 +53,8 @@ TCP_TIMEOUT_MS = 2000
 RECONNECT_SECONDS = 0.5
 # The listener's connection, as pg_stat_activity shows it.
 LISTENER_NAME = "railyard-revision-listener"
+# SQLite: how long an answer is served before its row is read again (the staleness bound).
+SQLITE_KEY_SECONDS = 0.05
 _BUMPED = "railyard_revision_bumped"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 
@@ -126,13 +133,53 @@ class KeyCache:
             time.sleep(RECONNECT_SECONDS)
 
 
-_caches: dict[tuple[int, Any], KeyCache] = {}
+class RecentKeyCache:
+    """SQLite's key → row answers, each served for SQLITE_KEY_SECONDS after its read began."""
+
+    listening = True  # as KeyCache's: nothing to wait for
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def get(self, key: str, read):
+        """The answer for key read less than SQLITE_KEY_SECONDS ago, else `read(key)` (kept
+        unless this process committed a change meanwhile)."""
+        started = time.monotonic()
+        found = self._entries.get(key)
+        if found is not None and started - found[1] < SQLITE_KEY_SECONDS:
+            return found[0]
+        generation = self._generation
+        answer = read(key)
+        if answer is not None:
+            with self._lock:
+                if self._generation == generation:
+                    self._entries[key] = (answer, started)
+        return answer
+
+    def peek(self, key: str) -> Any:
+        """The answer for key read less than SQLITE_KEY_SECONDS ago, or None."""
+        found = self._entries.get(key)
+        if found is None or time.monotonic() - found[1] >= SQLITE_KEY_SECONDS:
+            return None
+        return found[0]
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+
+_caches: dict[tuple[int, Any], KeyCache | RecentKeyCache] = {}
 _caches_lock = threading.Lock()
 
 
-def key_cache(engine: Engine) -> KeyCache | None:
-    """This process's cache for the engine's database (PostgreSQL only), started on first use."""
-    if engine.dialect.name != "postgresql":
+def key_cache(engine: Engine) -> KeyCache | RecentKeyCache | None:
+    """This process's cache for the engine's database, started on first use; None for an
+    in-memory SQLite database (no other process can change it; each test makes its own)."""
+    postgresql = engine.dialect.name == "postgresql"
+    if not postgresql and engine.url.database in (None, "", ":memory:"):
         return None
     # Per process (a forked web worker starts its own listener) and database (engines come and
     # go with apps; the URL stays).
@@ -142,7 +189,7 @@ def key_cache(engine: Engine) -> KeyCache | None:
         with _caches_lock:
             cache = _caches.get(index)
             if cache is None:
-                cache = _caches[index] = KeyCache(engine)
+                cache = _caches[index] = KeyCache(engine) if postgresql else RecentKeyCache()
     return cache
 
 

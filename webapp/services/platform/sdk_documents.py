@@ -68,8 +68,8 @@ class Documents:
 def find_environment(key: str) -> EnvironmentRef | None:
     """The environment opened by a client key or a server key (`ser.` prefix), or None.
 
-    On PostgreSQL the answer comes from this process's key cache while nothing changed
-    (platform/revisions.py says how a change reaches it); otherwise one indexed read.
+    The answer comes from this process's key cache while it holds one (platform/revisions.py
+    says how long, and how a change reaches it); otherwise one indexed read.
     """
     if not key:
         return None
