@@ -27,10 +27,10 @@ cache's TTL old (60 s by default for its environment cache).
 SQLite (one machine, no NOTIFY): each process keeps an answer for at most SQLITE_KEY_SECONDS
 after it began reading it (RecentKeyCache), and forgets them all at a commit of its own that
 bumped a revision, as above. So another process's change (a rotated key included) is served
-here at most that long after its commit. Why not a read per request: the read is a few µs alone, but under load the web
-workers' reads of one file contend for SQLite's shared-memory locks, and it was a third of what
-a flags read cost beyond the bare server (bench/sdk.py: 67 % of the bare app's rate, against 86 %
-on PostgreSQL with its cache).
+here at most that long after its commit. Why not a read per request: the read is a few µs
+alone, but under load the web workers' reads of one file contend for SQLite's shared-memory
+locks, and it was a third of what a flags read cost beyond the bare server (bench/sdk.py: 67 %
+of the bare app's rate, against 86 % on PostgreSQL with its cache).
 """
 
 import os
