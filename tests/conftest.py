@@ -19,9 +19,8 @@ import redis as redis_lib
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
-from tests.support import routing, statements, templates
+from tests.support import engines, routing, statements, templates
 from webapp import create_app
 from webapp.extensions import db
 
@@ -43,6 +42,7 @@ def pytest_configure(config):
     routing.install()
     templates.install()
     statements.install()
+    engines.install()
 
 
 def pytest_collection_finish(session):
@@ -129,9 +129,12 @@ def database_template(tmp_path_factory, request, postgres_server):
         with app.app_context():
             db.create_all()
             db.engine.dispose()
-        cleaner = create_engine(url, poolclass=NullPool)
+        # One connection kept for the whole run: a new backend per test would load the catalog
+        # entries of every table it empties again.
+        cleaner = create_engine(url, pool_size=1)
         yield ("postgresql", url, cleaner)
         cleaner.dispose()
+        engines.dispose_all()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -195,7 +198,8 @@ def app(app_config, redis_url):
     with app.app_context():
         yield app
         db.session.remove()
-        db.engine.dispose()
+        if not engines.shared(db.engine):
+            db.engine.dispose()
 
 
 class CsrfClient(FlaskClient):

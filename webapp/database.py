@@ -218,13 +218,16 @@ _ARRAY_PLACEHOLDER = re.compile(r"%\((" + _ARRAY_PREFIX + r"\w+)\)s")
 def tune_postgres(engine: Engine) -> None:
     """The arrays of `insert_rows`, `update_rows` and `compare_and_set_many` go in psycopg's
     binary format (`%b`): as text every element is quoted and escaped in Python, which cost
-    more than the rest of an engine batch's client work."""
+    more than the rest of an engine batch's client work. Once per engine, however many apps
+    use it (the tests' apps share one per database: tests/support/engines.py)."""
+    if not event.contains(engine, "before_cursor_execute", _binary_arrays):
+        event.listen(engine, "before_cursor_execute", _binary_arrays, retval=True)
 
-    @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _binary_arrays(_conn, _cursor, statement, parameters, _context, _executemany):
-        if _ARRAY_PREFIX in statement:
-            statement = _ARRAY_PLACEHOLDER.sub(r"%(\1)b", statement)
-        return statement, parameters
+
+def _binary_arrays(_conn, _cursor, statement, parameters, _context, _executemany):
+    if _ARRAY_PREFIX in statement:
+        statement = _ARRAY_PLACEHOLDER.sub(r"%(\1)b", statement)
+    return statement, parameters
 
 
 def _on_postgres() -> bool:

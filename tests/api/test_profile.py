@@ -31,7 +31,7 @@ def test_create_use_and_revoke_a_token(client, login, editor, project):
                       headers={"Authorization": f"Token {secret}"}).status_code == 401
     db.session.rollback()
     events = db.session.scalars(select(AuditEntry.event_type).where(
-        AuditEntry.object_type == "api_key")).all()
+        AuditEntry.object_type == "api_key").order_by(AuditEntry.id)).all()
     assert events == ["API_KEY_CREATED", "API_KEY_REVOKED"]
 
 
