@@ -515,7 +515,8 @@ def test_every_mutation_is_audited_with_the_token_that_made_it(client, editor, m
 
     def actor_of(event_type, cr_id):
         entry = db.session.scalar(select(AuditEntry).where(
-            AuditEntry.event_type == event_type, AuditEntry.change_request_id == cr_id))
+            AuditEntry.event_type == event_type, AuditEntry.change_request_id == cr_id)
+            .order_by(AuditEntry.id))  # the first of them (two approvals)
         token = db.session.get(ApiKey, entry.actor_api_key_id)
         return entry.actor_type, token.user.email, entry.actor_user_id == token.user_id
 

@@ -35,7 +35,8 @@ def test_create_list_use_and_delete(client, platform, org_key):
     assert _sdk_document(client, made["key"]).status_code == 401
     assert api(client, "GET", path, key=org_key).get_json() == []
     events = db.session.scalars(select(AuditEntry.event_type)
-                                .where(AuditEntry.object_type == "server_key")).all()
+                                .where(AuditEntry.object_type == "server_key")
+                                .order_by(AuditEntry.id)).all()
     assert events == ["SERVER_KEY_CREATED", "SERVER_KEY_DELETED"]
 
 

@@ -97,7 +97,11 @@ class Running:
     def stop(self, signum: int, pid: int | None = None) -> float:
         started = time.monotonic()
         os.kill(pid or self.process.pid, signum)
-        self.process.wait(30)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("still running 30 s after the signal:\n"
+                                 + "".join(self.lines)) from None
         self.reader.join(5)
         return time.monotonic() - started
 

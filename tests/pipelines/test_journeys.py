@@ -5,6 +5,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.browser import htmx_settled
+
 pytestmark = pytest.mark.e2e
 
 
@@ -25,12 +27,14 @@ def test_build_publish_and_clone_a_three_stage_pipeline(
         page.get_by_label("Environment of the new stage").select_option(label=env)
         page.get_by_role("button", name="Add stage").click()
         expect(page.get_by_role("listitem", name=f"Stage {n}", exact=True)).to_be_visible()
+        htmx_settled(page)
 
     stages = [page.get_by_role("listitem", name=f"Stage {n}", exact=True) for n in (1, 2, 3)]
     # Staging waits one day, then enables the flag for a segment.
     stages[1].get_by_label("Trigger").select_option("WAIT_FOR")
     # The trigger is saved first (a new wait is one hour), then the wait is edited.
     expect(page.locator(".timeline-sentence")).to_contain_text("Staging after 1 hour")
+    htmx_settled(page)
     stages[1].get_by_label("Wait for").fill("1")
     stages[1].get_by_label("Wait unit").select_option("days")
     stages[1].get_by_label("Wait for").press("Tab")

@@ -72,3 +72,12 @@ def sign_in(page, live_server):
         return page
 
     return _sign_in
+
+
+def htmx_settled(page) -> None:
+    """Until htmx has no request in flight and has finished swapping and settling. Content it
+    swaps in is visible at once but gets its hx-* behaviour at the end of the settle delay
+    (20 ms): a change made to it before then sends nothing. A person is never that fast; a test
+    that acts on an element right after a swap calls this first."""
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
