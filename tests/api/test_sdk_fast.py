@@ -36,10 +36,14 @@ def _listening() -> None:
 
 
 def _seen_within(seen, seconds: float, since: float | None = None) -> None:
-    """Polls seen() until true; fails if that took longer than `seconds` (from `since`)."""
+    """Polls seen() until true; fails if a poll that began `seconds` after now (or `since`) or
+    later still did not see it (a slow poll that began in time may answer late)."""
     started = time.monotonic() if since is None else since
-    while not seen():
-        assert time.monotonic() - started < seconds, f"not seen within {seconds} s"
+    while True:
+        asked = time.monotonic()
+        if seen():
+            return
+        assert asked - started < seconds, f"not seen within {seconds} s"
         time.sleep(0.005)
 
 
