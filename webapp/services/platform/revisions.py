@@ -67,10 +67,51 @@ def notify_bumped(session: Session) -> None:
         session.execute(_NOTIFY)
 
 
-class KeyCache:
-    """Key → row answers for one database, valid while the listener listens."""
+class _KeyAnswers:
+    """Key → row answers, all forgotten by invalidate(); a subclass says which are usable."""
+
+    listening = True  # answers are served and kept only while this holds
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, float]] = {}  # key: (answer, when its read began)
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def _usable(self, read_at: float, moment: float) -> bool:
+        return True
+
+    def get(self, key: str, read):
+        """The kept answer for key, else `read(key)` (kept unless a change came meanwhile)."""
+        moment = time.monotonic()
+        found = self._entries.get(key)
+        if found is not None and self.listening and self._usable(found[1], moment):
+            return found[0]
+        generation = self._generation
+        answer = read(key)
+        if answer is not None:
+            with self._lock:
+                if self._generation == generation and self.listening:
+                    self._entries[key] = (answer, moment)
+        return answer
+
+    def peek(self, key: str) -> Any:
+        """The kept answer for key, or None."""
+        found = self._entries.get(key)
+        if found is None or not self.listening or not self._usable(found[1], time.monotonic()):
+            return None
+        return found[0]
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+
+class KeyCache(_KeyAnswers):
+    """PostgreSQL's answers for one database, valid while the listener listens."""
 
     def __init__(self, engine: Engine):
+        super().__init__()
         # Connection keywords, not a rendered URL: query options such as
         # `options=-c synchronous_commit=off` or `sslmode` reach libpq as they are.
         url = engine.url
@@ -78,40 +119,12 @@ class KeyCache:
         self._dsn = make_conninfo("", **{key: str(value) for key, value in {
             "host": url.host, "port": url.port, "dbname": url.database, "user": url.username,
             "password": url.password, **dict(url.query)}.items() if value is not None})
-        self._entries: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
         self.listening = False
         self._thread = threading.Thread(target=self._listen, daemon=True,
                                         name="railyard-revision-listener")
         self._thread.start()
 
-    def get(self, key: str, read):
-        """The cached answer for key, else `read(key)` (cached unless a change came meanwhile)."""
-        if not self.listening:
-            return read(key)
-        found = self._entries.get(key)
-        if found is not None:
-            return found
-        generation = self._generation
-        found = read(key)
-        if found is not None:
-            with self._lock:
-                if self._generation == generation and self.listening:
-                    self._entries[key] = found
-        return found
-
-    def peek(self, key: str) -> Any:
-        """The cached answer for key, or None (not cached, or the listener is not connected)."""
-        return self._entries.get(key) if self.listening else None
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._entries.clear()
-
     def _listen(self) -> None:
-
         while True:
             try:
                 with psycopg.connect(self._dsn, autocommit=True, keepalives=1,
@@ -133,42 +146,11 @@ class KeyCache:
             time.sleep(RECONNECT_SECONDS)
 
 
-class RecentKeyCache:
-    """SQLite's key → row answers, each served for SQLITE_KEY_SECONDS after its read began."""
+class RecentKeyCache(_KeyAnswers):
+    """SQLite's answers, each served for SQLITE_KEY_SECONDS after its read began."""
 
-    listening = True  # as KeyCache's: nothing to wait for
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[Any, float]] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
-
-    def get(self, key: str, read):
-        """The answer for key read less than SQLITE_KEY_SECONDS ago, else `read(key)` (kept
-        unless this process committed a change meanwhile)."""
-        started = time.monotonic()
-        found = self._entries.get(key)
-        if found is not None and started - found[1] < SQLITE_KEY_SECONDS:
-            return found[0]
-        generation = self._generation
-        answer = read(key)
-        if answer is not None:
-            with self._lock:
-                if self._generation == generation:
-                    self._entries[key] = (answer, started)
-        return answer
-
-    def peek(self, key: str) -> Any:
-        """The answer for key read less than SQLITE_KEY_SECONDS ago, or None."""
-        found = self._entries.get(key)
-        if found is None or time.monotonic() - found[1] >= SQLITE_KEY_SECONDS:
-            return None
-        return found[0]
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._entries.clear()
+    def _usable(self, read_at: float, moment: float) -> bool:
+        return moment - read_at < SQLITE_KEY_SECONDS
 
 
 _caches: dict[tuple[int, Any], KeyCache | RecentKeyCache] = {}
