@@ -4,15 +4,21 @@ as a viewer and as an admin (with a valid CSRF token, so bodies reach the handle
 The routes come from `app.url_map` (everything but /api/, which schemathesis walks, and static
 files), so a route added later is walked too. Path arguments are filled with ids of a small
 world holding one of everything; an argument the walker does not know gets id 1.
+
+A route gets every hostile value only when its view read the first one (tests/support/
+input_reads.py): a view that read none of its input answers the others alike, and the app-wide
+guards that read every request's input meet each value on the routes that do read theirs.
 """
 
 from urllib.parse import quote
 
 import pytest
+from flask import request
 from flask_wtf import FlaskForm
 from sqlalchemy import select, update
 from wtforms.fields.core import UnboundField
 
+from tests.support.input_reads import READS, read_any, recording
 from webapp.extensions import db
 from webapp.models import ChangeRequest, Environment, Membership, PipelineStage, ReleasePipeline
 from webapp.models import StageAction as Action
@@ -118,6 +124,8 @@ def _path(app, rule, world):
 
 def _walk(app, client, login, user, world, part):
     names = sorted(set(RAW_NAMES) | _form_field_names())
+    sent = set(names)
+    recording(app)
     failures = []
     for rule in _routes(app)[part::PARTS]:
         for method in ("GET", "POST"):
@@ -130,24 +138,26 @@ def _walk(app, client, login, user, world, part):
             if method == "POST":
                 bodies = queries + [DEEP_RULES, "[" * 100_000]
                 queries = ["run=%C2%B2&s0=%C2%B2"]
-            for query in queries:
-                for body in bodies:
-                    kwargs = {"method": method, "query_string": query}
-                    if body is not None:
-                        kwargs["data"] = body
-                        kwargs["content_type"] = ("application/json" if body.startswith("[")
-                                                  else "application/x-www-form-urlencoded")
-                    try:
-                        response = client.open(path, **kwargs)
-                    except Exception as error:  # noqa: BLE001  (TESTING propagates; live: 500)
-                        failures.append((method, path, query[:60], (body or "")[:60],
-                                         repr(error)[:120]))
-                        login(client, user)
-                        continue
-                    assert b"security token is missing" not in response.data  # reached the view
-                    if response.status_code >= 500:
-                        failures.append((method, path, query[:60], (body or "")[:60],
-                                         response.status_code))
+            requests = [(query, body) for query in queries for body in bodies]
+            for index, (query, body) in enumerate(requests):
+                if index == 1 and not read_any(sent):
+                    break  # its view read none of the first: the others would reach nothing
+                kwargs = {"method": method, "query_string": query}
+                if body is not None:
+                    kwargs["data"] = body
+                    kwargs["content_type"] = ("application/json" if body.startswith("[")
+                                              else "application/x-www-form-urlencoded")
+                try:
+                    response = client.open(path, **kwargs)
+                except Exception as error:  # noqa: BLE001  (TESTING propagates; live: 500)
+                    failures.append((method, path, query[:60], (body or "")[:60],
+                                     repr(error)[:120]))
+                    login(client, user)
+                    continue
+                assert b"security token is missing" not in response.data  # reached the view
+                if response.status_code >= 500:
+                    failures.append((method, path, query[:60], (body or "")[:60],
+                                     response.status_code))
     return failures
 
 
@@ -160,3 +170,25 @@ def test_no_dashboard_route_answers_5xx_to_hostile_input(app, client, login, mak
                                                        site_admin=True, email="root@example.com")
     failures = _walk(app, client, login, user, world, part)
     assert failures == [], "\n".join(map(str, failures))
+
+
+def test_the_walk_knows_what_a_view_read(app, client):
+    """The walk's shortcut rests on this: what a view reads is seen; what only the guards read
+    before it is not; a request no view answered says nothing."""
+    recording(app)
+    app.add_url_rule("/probe/one", "one", lambda: request.args.get("q", ""))
+    app.add_url_rule("/probe/all", "all", lambda: str(dict(request.form)), methods=["POST"])
+    app.add_url_rule("/probe/none", "none", lambda: "", methods=["GET", "POST"])
+    app.add_url_rule("/probe/json", "json", lambda: str(request.get_json()), methods=["POST"])
+    sent = {"q", "name"}
+
+    client.get("/probe/one?q=1&name=2")
+    assert READS.names == {"q"} and read_any(sent)
+    client.post("/probe/all", data={"name": "x"})
+    assert read_any({"other"})
+    client.post("/probe/none?q=1", data={"name": "x"})  # CSRF and the text guard read it all
+    assert READS.viewed and not read_any(sent)
+    client.post("/probe/json", json={"name": "x"})
+    assert read_any(sent)
+    client.get("/probe/none?q=%00")  # refused by the guard: no view ran
+    assert not READS.viewed and read_any(sent)
