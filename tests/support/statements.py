@@ -7,6 +7,9 @@ test's CPU). Here the engines the apps make share one cache per kind of dialect 
 its parameter style and the server version it found), which makes the keys of equal dialects
 equal: the SQL sent is the same text a test's own engine would have compiled, and production
 keeps such a cache per process too. Engines a test makes itself keep their own cache.
+
+The ORM's own INSERT, UPDATE and DELETE statements (a flush's) are kept in a cache of each
+mapper's, keyed the same way: the mappers share one such cache too.
 """
 
 from collections.abc import Hashable
@@ -15,6 +18,7 @@ from typing import Any
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.orm import Mapper
 from sqlalchemy.util import LRUCache
 
 _make_engine = SQLAlchemy._make_engine
@@ -43,6 +47,7 @@ class _SharedCompiled:
 
 
 _SHARED = _SharedCompiled()
+_SHARED_BY_MAPPERS = _SharedCompiled()
 
 
 def _engine_sharing_compiled_sql(self: SQLAlchemy, bind_key: str | None,
@@ -54,3 +59,4 @@ def _engine_sharing_compiled_sql(self: SQLAlchemy, bind_key: str | None,
 
 def install() -> None:
     SQLAlchemy._make_engine = _engine_sharing_compiled_sql  # type: ignore[method-assign]
+    Mapper._compiled_cache = property(lambda _mapper: _SHARED_BY_MAPPERS)  # type: ignore
