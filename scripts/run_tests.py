@@ -5,9 +5,9 @@ included).
 
 The lint is `ruff check` over the code and the tests, then `lint-imports` (the import contracts
 in pyproject.toml: views → services → models, jobs → services, nothing imports views, no cycle
-between service packages or modules), then `mypy` (the type check of webapp and jobs, as
-pyproject.toml's [tool.mypy] sets it), all installed next to this Python; any finding stops the
-run before a test starts.
+between service packages or modules), all installed next to this Python; any finding stops the
+run before a test starts. `mypy` (the type check of webapp and jobs, as pyproject.toml's
+[tool.mypy] sets it) runs beside the tests from their start: a finding stops them.
 
 What runs where: the SQLite pass runs every test. The PostgreSQL pass runs the tests that use
 the database under test, which they reach through the `postgres_server` fixture (the app, the
@@ -62,7 +62,8 @@ def _postgres_server() -> tuple[str | None, str, bool]:
     return url.replace("postgresql://", "postgresql+psycopg://", 1), "", on_purpose
 
 
-def _lint() -> int:
+def _quick_lint() -> int:
+    """ruff and the import contracts: a second or two, before any test starts."""
     tools = os.path.dirname(sys.executable)
     print("=== ruff check ===", flush=True)
     status = subprocess.call([os.path.join(tools, "ruff"), "check", *LINTED], cwd=ROOT)
@@ -70,13 +71,8 @@ def _lint() -> int:
         return status
     print("=== lint-imports ===", flush=True)
     # This checkout's code, whichever checkout the venv's editable install points at.
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    status = subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=ROOT,
-                             env=env)
-    if status:
-        return status
-    print("=== mypy ===", flush=True)
-    return subprocess.call([os.path.join(tools, "mypy")], cwd=ROOT, env=env)
+    return subprocess.call([os.path.join(tools, "lint-imports"), "--no-cache"], cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": ROOT})
 
 
 def _bytecode_kept(env: dict[str, str], root: str) -> dict[str, str]:
@@ -97,7 +93,7 @@ class Pass:
     shown when it ends, so two passes at once do not mix their lines."""
 
     def __init__(self, label: str, extra_env: dict[str, str], args: list[str],
-                 live: bool = False) -> None:
+                 live: bool = False, command: list[str] | None = None) -> None:
         self.label = label
         self.live = live
         self.lines: list[str] = []
@@ -105,8 +101,8 @@ class Pass:
         env.pop("DATABASE_URL", None)  # the tests build their own databases
         print(f"=== {label}: started{'' if live else ', shown when it ends'} ===", flush=True)
         self.started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env,
-                                        text=True, stdout=subprocess.PIPE,
+        self.process = subprocess.Popen(command or [sys.executable, "-m", "pytest", *args],
+                                        env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -127,7 +123,7 @@ class Pass:
         self.reader.join()
         seconds = time.monotonic() - self.started
         cpu = usage.ru_utime + usage.ru_stime
-        verdict = "passed" if status == 0 else f"FAILED (pytest exit {status})"
+        verdict = "passed" if status == 0 else f"FAILED (exit {status})"
         timing = f"{_minutes(seconds)} wall, {cpu:.0f} s CPU"
         print(f"\n=== {self.label}: {verdict} in {timing} ===", flush=True)
         if not self.live:
@@ -144,7 +140,7 @@ def _minutes(seconds: float) -> str:
 
 def main() -> int:
     started = time.monotonic()
-    lint_status = _lint()
+    lint_status = _quick_lint()
     if lint_status:
         return lint_status
     seed = random.randrange(2**32)
@@ -160,19 +156,26 @@ def main() -> int:
         print(f"\nDATABASE_URL names a PostgreSQL server that cannot be reached ({reason}).\n"
               "Start it, fix DATABASE_URL, or unset it to test on SQLite only.", flush=True)
         return 1
+    # mypy (~10 s of CPU from a fresh clone) runs beside the tests, and a finding stops them.
+    mypy = Pass("mypy", {"PYTHONPATH": ROOT}, [],
+                command=[os.path.join(os.path.dirname(sys.executable), "mypy")])
     passes = [Pass("SQLite (all tests, browser journeys included)", {}, args, live=True)]
     if server is not None:
         passes.append(Pass("PostgreSQL (tests of the database, most browser journeys aside)",
                            {"RAILYARD_TEST_POSTGRES": server},
                            [*args, "-m", "not e2e or on_postgresql", "--database-tests-only"]))
     try:
+        if mypy.finish():
+            for one in passes:
+                one.process.terminate()
+            return 1
         statuses = [one.finish() for one in passes]
     finally:  # Ctrl-C or SIGTERM: the passes stop with us
         for one in passes:
             if one.process.poll() is None:
                 one.process.terminate()
     print()
-    for one in passes:
+    for one in [mypy, *passes]:
         print(one.summary)
     if server is None:
         print(f"PostgreSQL pass skipped: no server answered ({reason})")
