@@ -18,6 +18,7 @@ so countdowns on the page are redrawn every COUNTDOWN_SECONDS.
 """
 
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import and_, exists, func, select, update
 
@@ -52,18 +53,17 @@ class Token:
 
 
 def project_token(project_id: int) -> Token:
-    """The project's change token: three indexed reads (audit, runs in flight), no writes."""
-    top = db.session.scalar(
-        select(func.max(AuditEntry.id)).where(AuditEntry.project_id == project_id)) or 0
-    recent = db.session.scalar(
-        select(func.count()).select_from(AuditEntry)
-        .where(AuditEntry.project_id == project_id, AuditEntry.id > top - AUDIT_WINDOW)) or 0
-    runs = db.session.execute(
-        select(func.count(), func.coalesce(func.sum(PipelineRun.version), 0),
+    """The project's change token: one statement of indexed reads (audit, runs in flight)."""
+    top = select(func.coalesce(func.max(AuditEntry.id), 0)) \
+        .where(AuditEntry.project_id == project_id).scalar_subquery()
+    recent = select(func.count()).select_from(AuditEntry) \
+        .where(AuditEntry.project_id == project_id, AuditEntry.id > top - AUDIT_WINDOW) \
+        .scalar_subquery()
+    top_id, recent_count, in_flight, versions, moving = db.session.execute(
+        select(top, recent, func.count(), func.coalesce(func.sum(PipelineRun.version), 0),
                func.count().filter(PipelineRun.status.in_(MOVING)))
         .where(PipelineRun.project_id == project_id, PipelineRun.ended_at.is_(None))).one()
-    in_flight, versions, moving = runs
-    value = f"{top}.{recent}.{in_flight}.{versions}"
+    value = f"{top_id}.{recent_count}.{in_flight}.{versions}"
     if moving:
         value += f".t{int(clock_now().timestamp()) // COUNTDOWN_SECONDS}"
     return Token(value, bool(moving))
@@ -106,28 +106,23 @@ class Inbox:
 INBOX_PAGE = 50
 
 
-def inbox_count(user_id: int) -> int:
-    """The navigation's count: change requests I may review, flags of mine halted, and unread
-    notifications other than "a change request waits" (those are counted as the request)."""
-    reviews = db.session.scalar(
-        select(func.count()).select_from(ChangeRequest).where(_reviewable(user_id))) or 0
-    halted = db.session.scalar(
-        select(func.count()).select_from(PipelineRun).where(_halted(user_id))) or 0
-    unread = db.session.scalar(
-        select(func.count()).select_from(Notification)
-        .where(Notification.user_id == user_id, Notification.read_at.is_(None),
-               Notification.kind != "change_request_waiting")) or 0
-    return reviews + halted + unread
-
-
 def inbox_token(user_id: int) -> tuple[str, int]:
-    """(token, inbox count): the token changes when the count or the notifications change."""
-    top, unread = db.session.execute(
-        select(func.coalesce(func.max(Notification.id), 0),
-               func.count().filter(Notification.read_at.is_(None)))
+    """(token, inbox count), in one statement. The count (the navigation's): change requests I
+    may review, flags of mine halted, and unread notifications other than "a change request
+    waits" (those are counted as the request). The token changes when the count or the
+    notifications change."""
+    unread = Notification.read_at.is_(None)
+    reviews = select(func.count()).select_from(ChangeRequest).where(_reviewable(user_id))
+    halted = select(func.count()).select_from(PipelineRun).where(_halted(user_id))
+    row = db.session.execute(
+        select(func.coalesce(func.max(Notification.id), 0), func.count().filter(unread),
+               func.count().filter(unread, Notification.kind != "change_request_waiting"),
+               reviews.scalar_subquery(), halted.scalar_subquery())
         .where(Notification.user_id == user_id)).one()
-    count = inbox_count(user_id)
-    return f"{top}.{unread}.{count}", count
+    top, unread_count, unread_counted, review_count, halted_count = cast(
+        tuple[int, int, int, int, int], tuple(row))  # all counts (or 0), SQLAlchemy types `object`
+    count = unread_counted + review_count + halted_count
+    return f"{top}.{unread_count}.{count}", count
 
 
 def inbox(user_id: int, *, page: int = 1) -> Inbox:
