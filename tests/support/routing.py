@@ -27,10 +27,19 @@ _parses: dict[Hashable, tuple[list[RulePart], list[tuple[bool, str]],
                               dict[str, BaseConverter]]] = {}
 
 
+def _converters_key(url_map: Any) -> Hashable:
+    """The map's converter classes by name, computed once per map (all its converters are
+    installed before its first route)."""
+    key = url_map.__dict__.get("_converters_key")
+    if key is None:
+        key = url_map._converters_key = tuple(sorted(url_map.converters.items()))
+    return key
+
+
 def _cached_builder(self: Rule, append_unknown: bool = True) -> Callable[..., Any]:
-    key = (self.rule, tuple(self._trace), repr(sorted((self.defaults or {}).items())),
-           tuple((name, type(c), c.regex) for name, c in self._converters.items()),
-           append_unknown)
+    # The parse (trace and converters) follows from the text and the map's converter classes.
+    key = (self.rule, _converters_key(self.map),
+           repr(sorted(self.defaults.items())) if self.defaults else None, append_unknown)
     builder = _builders.get(key)
     if builder is None:
         builder = _builders[key] = _compile(self, append_unknown)
@@ -39,7 +48,7 @@ def _cached_builder(self: Rule, append_unknown: bool = True) -> Callable[..., An
 
 def _cached_parse(self: Rule, rule: str) -> Iterable[RulePart]:
     assert self.map is not None
-    key = (rule, tuple(sorted(self.map.converters.items())))
+    key = (rule, _converters_key(self.map))
     parsed = _parses.get(key)
     if parsed is None:
         trace_before, converters_before = len(self._trace), dict(self._converters)
