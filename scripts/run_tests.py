@@ -89,8 +89,8 @@ def _bytecode_kept(env: dict[str, str], root: str) -> dict[str, str]:
 
 
 class Pass:
-    """One pytest run in the background. Its output is shown as it comes (live) or kept and
-    shown when it ends, so two passes at once do not mix their lines."""
+    """One command in the background: a pytest run, or mypy (`command`). Its output is shown as
+    it comes (live) or kept and shown when it ends, so two at once do not mix their lines."""
 
     def __init__(self, label: str, extra_env: dict[str, str], args: list[str],
                  live: bool = False, command: list[str] | None = None) -> None:
@@ -166,9 +166,7 @@ def main() -> int:
                            [*args, "-m", "not e2e or on_postgresql", "--database-tests-only"]))
     try:
         if mypy.finish():
-            for one in passes:
-                one.process.terminate()
-            return 1
+            return 1  # the passes are stopped below
         statuses = [one.finish() for one in passes]
     finally:  # Ctrl-C or SIGTERM: the passes stop with us
         for one in passes:
