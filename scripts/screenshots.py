@@ -7,7 +7,7 @@ large (30 stages, 10,000 flags) state, to look at before calling a layout done.
 
 It builds its own world (tests/support/tour.py) in a temporary SQLite database with a private
 Redis, serves it on a free loopback port, and drives Debian's Chromium (`CHROMIUM_PATH`,
-default /usr/bin/chromium) through Playwright (installed by `make test`). Files are named
+default /usr/bin/chromium-headless-shell, as the tests) through Playwright (installed by `make test`). Files are named
 `<width>/<page>.png`. It prints each page whose content is wider than the window (a phone user
 would have to scroll sideways) and each console error, and exits 1 when there is one.
 """
@@ -33,7 +33,7 @@ from tests.support import tour, tour_walk  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium-headless-shell")
 WIDTHS = (1366, 390)
 # Chromium cannot paint one image taller than 16,384 px; the 10,000-flag table is far taller.
 MAX_HEIGHT = 12_000
@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--flags", type=int, default=10_000, help="flags in the large project")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
-        print(f"{CHROMIUM} is missing: apt-get install -y chromium (or set CHROMIUM_PATH)")
+        print(f"{CHROMIUM} is missing: apt-get install -y chromium-headless-shell (or set CHROMIUM_PATH)")
         return 1
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="railyard-shots-") as instance:

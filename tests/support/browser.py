@@ -1,5 +1,10 @@
 """Browser journeys: the app served from a thread (so the test's database applies) and Debian's
-chromium driven by Playwright through `executable_path`."""
+Chromium driven by Playwright through `executable_path`.
+
+The browser is Debian's `chromium-headless-shell`: the same Chromium build (Blink, V8, the
+same version) without the desktop browser's window machinery, and what Playwright itself runs
+headless tests in. The full browser in its headless mode took 94 s of CPU for the 22 journeys
+that the shell runs in 54. CHROMIUM_PATH=/usr/bin/chromium runs them in the full browser."""
 
 import os
 import threading
@@ -7,7 +12,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium-headless-shell")
 
 
 @pytest.fixture
@@ -24,7 +29,7 @@ def live_server(app):
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium-headless-shell")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
