@@ -1,72 +1,112 @@
-"""Werkzeug's URL rules, parsed and compiled once per test run instead of once per app.
+"""Werkzeug's URL map, built once per test run for each set of routes instead of once per app.
 
-Every test builds its own app, and werkzeug parses each route's text into parts (regular
-expressions, weights, converters) and compiles two Python functions per route for `url_for`
-(an AST generated and compiled): ~100 ms of CPU per app for ~190 routes, more than the rest
-of the app factory. Both depend only on the rule's text, the map's converters and the rule's
-defaults:
+Every test builds its own app, and its ~190 routes were each parsed, compiled into two
+`url_for` functions (an AST generated and compiled) and inserted into the map's state machine:
+most of the app factory's CPU. What that builds depends only on the rules (their text, endpoint,
+methods, defaults and options) and the map's settings and converters, and it is never changed
+once built. So a test app's map only records the rules it is given; the first time it is used,
+it takes the matcher and the rules of a map built from equal rules, building that map (from
+copies of its rules) when there is none yet.
 
-- a parse is replayed from the first one of the same text with the same converter classes:
-  the same parts and trace, and copies of its converters bound to this rule's map;
-- a builder is bound to its rule only after compilation (`Rule.compile` calls `__get__`), so
-  the same function serves every app's copy of the rule.
-
-The apps behave exactly the same.
+An app whose map gets a rule after that first use builds its own from all of its rules. The
+apps behave exactly the same.
 """
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Hashable
 from typing import Any
 
-from werkzeug.routing.converters import BaseConverter
-from werkzeug.routing.rules import Rule, RulePart
+from flask import Flask
+from werkzeug.routing import Map, Rule
+from werkzeug.routing.matcher import StateMachineMatcher
 
-_compile = Rule._compile_builder
-_parse = Rule._parse_rule
-_builders: dict[Hashable, Callable[..., Any]] = {}
-_parses: dict[Hashable, tuple[list[RulePart], list[tuple[bool, str]],
-                              dict[str, BaseConverter]]] = {}
+_built: dict[Hashable, Map] = {}
 
 
-def _converters_key(url_map: Any) -> Hashable:
-    """The map's converter classes by name, computed once per map (all its converters are
-    installed before its first route)."""
-    key = url_map.__dict__.get("_converters_key")
-    if key is None:
-        key = url_map._converters_key = tuple(sorted(url_map.converters.items()))
-    return key
+def _signature(rule: Rule) -> Hashable:
+    return (type(rule), rule.rule, rule.endpoint, frozenset(rule.methods or ()),
+            repr(rule.defaults), rule.subdomain, rule.host, rule.strict_slashes,
+            rule.merge_slashes, repr(rule.redirect_to), rule.alias, rule.build_only,
+            rule.websocket, getattr(rule, "provide_automatic_options", None))
 
 
-def _cached_builder(self: Rule, append_unknown: bool = True) -> Callable[..., Any]:
-    # The parse (trace and converters) follows from the text and the map's converter classes.
-    key = (self.rule, _converters_key(self.map),
-           repr(sorted(self.defaults.items())) if self.defaults else None, append_unknown)
-    builder = _builders.get(key)
-    if builder is None:
-        builder = _builders[key] = _compile(self, append_unknown)
-    return builder
+def _copy(rule: Rule) -> Rule:
+    copy = type(rule)(rule.rule, **rule.get_empty_kwargs(), merge_slashes=rule.merge_slashes,
+                      websocket=rule.websocket)
+    if hasattr(rule, "provide_automatic_options"):  # Flask's, set after the rule is made
+        copy.provide_automatic_options = rule.provide_automatic_options  # type: ignore[attr-defined]
+    return copy
 
 
-def _cached_parse(self: Rule, rule: str) -> Iterable[RulePart]:
-    assert self.map is not None
-    key = (rule, _converters_key(self.map))
-    parsed = _parses.get(key)
-    if parsed is None:
-        trace_before, converters_before = len(self._trace), dict(self._converters)
-        parts = list(_parse(self, rule))
-        parsed = _parses[key] = (
-            parts, self._trace[trace_before:],
-            {name: c for name, c in self._converters.items() if name not in converters_before})
-        return parts
-    parts, trace, converters = parsed
-    self._trace.extend(trace)
-    for name, converter in converters.items():
-        mine = object.__new__(type(converter))
-        mine.__dict__.update(converter.__dict__, map=self.map)
-        self._converters[name] = mine
-        self.arguments.add(name)
-    return parts
+class SharedMap(Map):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._given: list[Rule] = []  # every rule added, in order
+        self._pending = False  # rules added since the map was last built or taken
+        self._own = False  # the matcher holds this map's own rules (bound to it)
+        super().__init__(*args, **kwargs)
+
+    def add(self, rulefactory: Any) -> None:
+        if type(rulefactory) is not Rule:  # a factory (Submount...): built here, as werkzeug does
+            self._build_own()
+            super().add(rulefactory)
+            return
+        if self._own:
+            super().add(rulefactory)
+        else:
+            self._given.append(rulefactory)
+            self._pending = True
+            self._remap = True
+
+    def _key(self) -> Hashable:
+        settings = (self.default_subdomain, self.strict_slashes, self.merge_slashes,
+                    self.redirect_defaults, self.host_matching, self.sort_parameters,
+                    self.sort_key, tuple(sorted(self.converters.items())))
+        return settings, tuple(_signature(rule) for rule in self._given)
+
+    def _take_or_build(self) -> None:
+        key = self._key()
+        built = _built.get(key)
+        if built is None:
+            built = Map(default_subdomain=self.default_subdomain,
+                        strict_slashes=self.strict_slashes, merge_slashes=self.merge_slashes,
+                        redirect_defaults=self.redirect_defaults,
+                        converters=self.converters, sort_parameters=self.sort_parameters,
+                        sort_key=self.sort_key, host_matching=self.host_matching)
+            for rule in self._given:
+                built.add(_copy(rule))
+            built.update()
+            _built[key] = built
+        self._matcher = built._matcher
+        self._rules_by_endpoint = built._rules_by_endpoint
+        self._pending = False
+        self._remap = False
+
+    def _build_own(self) -> None:
+        """From now on this map holds its own rules, as werkzeug's does."""
+        if self._own:
+            return
+        self._matcher = StateMachineMatcher(self.merge_slashes)
+        self._rules_by_endpoint = {}
+        self._own = True
+        for rule in self._given:
+            super().add(rule)
+        self._given = []
+        self._pending = False
+
+    def update(self) -> None:
+        if self._pending:
+            with self._remap_lock:
+                if self._pending:
+                    if self._rules_by_endpoint:  # taken before: more rules came since
+                        self._build_own()
+                    else:
+                        self._take_or_build()
+        super().update()
+
+    @property
+    def _rules(self) -> list[Rule]:
+        self.update()
+        return [rule for rules in self._rules_by_endpoint.values() for rule in rules]
 
 
 def install() -> None:
-    Rule._compile_builder = _cached_builder  # type: ignore[method-assign]
-    Rule._parse_rule = _cached_parse  # type: ignore[method-assign]
+    Flask.url_map_class = SharedMap
