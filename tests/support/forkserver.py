@@ -5,7 +5,8 @@ A chaos run SIGKILLs a worker every second and starts another: started as a new 
 imported the whole app again (~1.5 s of CPU, dozens per run). Forked from this server, each is
 still a process of its own in a session of its own, with the environment and folder it is
 given, running the same `flask --app wsgi <command>` (the app is created after the fork, from
-that environment); only the import of modules, which do nothing when imported, is shared.
+that environment); only the import of modules, which do nothing when imported, and the URL
+map built once (tests/support/routing.py) are shared.
 
     server = ForkServer(root)          # once; server.close() at the end
     pid = server.spawn("worker", env)  # a new session: os.killpg(pid, ...) reaches its children
@@ -19,6 +20,7 @@ import pkgutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -73,10 +75,17 @@ def _preload() -> None:
 
     import jobs
     import webapp
+    from tests.support import routing
 
     for package in (webapp, jobs):
         for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             __import__(module.name)
+    # The URL map too, built once as in the test apps (tests/support/routing.py): each child
+    # builds its app from its own environment, in 5 ms instead of 60.
+    routing.install()
+    with tempfile.TemporaryDirectory() as instance:
+        webapp.create_app({"INSTANCE_PATH": instance, "SQLALCHEMY_DATABASE_URI": "sqlite://",
+                           "REDIS_URL": "redis://unused", "SECRET_KEY": "unused"}).url_map.update()
 
 
 def _child(command: str, env: dict[str, str], cwd: str) -> None:
