@@ -47,8 +47,9 @@ embedded-redis: $(BIN)/.run-installed
 	@sh scripts/need.sh $$($(BIN)/python -c 'from webapp.redis_conn import redis_server_binary; \
 	  print("" if redis_server_binary() else "redis-server=redis-server")')
 
-## Runs the whole test suite: SQLite and PostgreSQL (when one answers at DATABASE_URL or
-## 127.0.0.1:5432) side by side, each across the cores, in random order.
+## Runs the whole test suite: every test on SQLite, those that use the database again on
+## PostgreSQL (when one answers at DATABASE_URL or 127.0.0.1:5432), in one queue across the
+## cores, in random order.
 test: browser $(BIN)/.test-installed embedded-redis check-htmx
 	$(BIN)/python scripts/run_tests.py
 

@@ -1,7 +1,7 @@
-"""The whole test suite (`make test`): the lint, then the SQLite pass and the PostgreSQL pass
-side by side, each spread over the cores (pytest-xdist, worksteal) in random order
-(pytest-randomly); each reports its wall time and CPU seconds (its workers and what they started
-included).
+"""The whole test suite (`make test`): the lint, then every test, spread over the cores
+(pytest-xdist, worksteal) in random order (pytest-randomly), with mypy beside them. It reports
+the run's wall time and CPU seconds (its workers and what they started included), and the
+test time of each database.
 
 The lint is `ruff check` over the code and the tests, then `lint-imports` (the import contracts
 in pyproject.toml: views → services → models, jobs → services, nothing imports views, no cycle
@@ -9,18 +9,16 @@ between service packages or modules), all installed next to this Python; any fin
 run before a test starts. `mypy` (the type check of webapp and jobs, as pyproject.toml's
 [tool.mypy] sets it) runs beside the tests from their start: a finding stops them.
 
-What runs where: the SQLite pass runs every test. The PostgreSQL pass runs the tests that use
-the database under test, which they reach through the `postgres_server` fixture (the app, the
-database and every fixture built on them depend on it). A test that never touches that
-database (`flask run-all` on a SQLite database of its own, the audit log's wording, pure
-functions) would only repeat there what the SQLite pass checked. Browser journeys run there
-only when marked `on_postgresql`: the board and the SDK's fast path, whose SQL is
-PostgreSQL's own; the PostgreSQL pass checks the other journeys' pages and requests through
-the test client.
+What runs where: a test that uses the database under test (through the `postgres_server`
+fixture: the app, the database and every fixture built on them depend on it) runs on SQLite and
+again on PostgreSQL; a test that never touches that database (`flask run-all` on a SQLite
+database of its own, the audit log's wording, pure functions) runs once. Browser journeys run
+on PostgreSQL too only when marked `on_postgresql` (tests/conftest.py says why). The two
+databases' tests share one queue, so the cores stay busy until the last test.
 
 PostgreSQL: the server DATABASE_URL names, which must answer (a server named on purpose that
 cannot be reached fails the run), else 127.0.0.1:5432 (user postgres) when it answers; without
-one the pass is skipped with the reason printed. The tests create and drop databases of their
+one only SQLite is tested, with the reason printed. The tests create and drop databases of their
 own there. The random order's seed is printed; extra arguments go to pytest (e.g.
 `-p randomly -p no:randomly` for the files' order, or `--randomly-seed=N` to repeat one).
 """
@@ -37,9 +35,10 @@ import psycopg
 
 LINTED = ["webapp", "jobs", "tests", "bench"]
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-# Workers per pass. The two passes run at once, so 2 each keeps a 2-core machine busy while
-# one pass waits on its browser or its database; more only adds start-up cost.
-WORKERS = os.environ.get("TEST_WORKERS", "2")
+# pytest workers. One more than a 2-core machine's cores keeps both busy while a test waits on
+# its browser, its database or its processes; each one more adds its start-up and compile
+# caches, and the cores' contention (4 cost 25 s more CPU than 3 here, for no time gained).
+WORKERS = os.environ.get("TEST_WORKERS", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -159,26 +158,23 @@ def main() -> int:
     # mypy (~10 s of CPU from a fresh clone) runs beside the tests, and a finding stops them.
     mypy = Pass("mypy", {"PYTHONPATH": ROOT}, [],
                 command=[os.path.join(os.path.dirname(sys.executable), "mypy")])
-    passes = [Pass("SQLite (all tests, browser journeys included)", {}, args, live=True)]
-    if server is not None:
-        passes.append(Pass("PostgreSQL (tests of the database, most browser journeys aside)",
-                           {"RAILYARD_TEST_POSTGRES": server},
-                           [*args, "-m", "not e2e or on_postgresql", "--database-tests-only"]))
+    where = "SQLite and PostgreSQL" if server else "SQLite"
+    tests = Pass(f"tests on {where} (browser journeys included)",
+                 {"RAILYARD_TEST_POSTGRES": server} if server else {}, args, live=True)
     try:
         if mypy.finish():
-            return 1  # the passes are stopped below
-        statuses = [one.finish() for one in passes]
-    finally:  # Ctrl-C or SIGTERM: the passes stop with us
-        for one in passes:
-            if one.process.poll() is None:
-                one.process.terminate()
+            return 1  # the tests are stopped below
+        status = tests.finish()
+    finally:  # Ctrl-C or SIGTERM: the tests stop with us
+        if tests.process.poll() is None:
+            tests.process.terminate()
     print()
-    for one in [mypy, *passes]:
+    for one in (mypy, tests):
         print(one.summary)
     if server is None:
-        print(f"PostgreSQL pass skipped: no server answered ({reason})")
+        print(f"PostgreSQL not tested: no server answered ({reason})")
     print(f"make test: {_minutes(time.monotonic() - started)} in all", flush=True)
-    return next((status for status in statuses if status), 0)
+    return status
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ large (30 stages, 10,000 flags) state, to look at before calling a layout done.
 
 It builds its own world (tests/support/tour.py) in a temporary SQLite database with a private
 Redis, serves it on a free loopback port, and drives Debian's Chromium (`CHROMIUM_PATH`,
-default /usr/bin/chromium-headless-shell, as the tests) through Playwright (installed by `make test`). Files are named
-`<width>/<page>.png`. It prints each page whose content is wider than the window (a phone user
-would have to scroll sideways) and each console error, and exits 1 when there is one.
+default /usr/bin/chromium-headless-shell, as the tests) through Playwright (installed by
+`make test`). Files are named `<width>/<page>.png`. It prints each page whose content is
+wider than the window (a phone user would have to scroll sideways) and each console error, and
+exits 1 when there is one.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def main() -> int:
     parser.add_argument("--flags", type=int, default=10_000, help="flags in the large project")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
-        print(f"{CHROMIUM} is missing: apt-get install -y chromium-headless-shell (or set CHROMIUM_PATH)")
+        print(f"{CHROMIUM} is missing: apt-get install -y chromium-headless-shell "
+              "(or set CHROMIUM_PATH)")
         return 1
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="railyard-shots-") as instance:

@@ -1,10 +1,11 @@
 """Fixtures all the way down: a real database and a real Redis per test run, an app per test.
 
-Database: SQLite in a temporary directory (the schema built once, copied per test), or, when
-RAILYARD_TEST_POSTGRES names a PostgreSQL server, a database of our own on it (tables
-truncated per test). Redis: a real redis-server of this test run's own (webapp/redis_conn.py),
-or the server RAILYARD_TEST_REDIS_URL names (its databases 1, 2, ... flushed per test). A
-REDIS_URL or DATABASE_URL exported for `make run` never reaches the tests.
+Database: every test that uses one runs on SQLite in a temporary directory (the schema built
+once, copied per test) and, when RAILYARD_TEST_POSTGRES names a PostgreSQL server, again on a
+database of our own there (tables emptied per test). Redis: a real redis-server of this test
+run's own (webapp/redis_conn.py), or the server RAILYARD_TEST_REDIS_URL names (its databases 1,
+2, ... flushed per test). A REDIS_URL or DATABASE_URL exported for `make run` never reaches the
+tests.
 """
 
 import functools
@@ -77,26 +78,53 @@ def redis_url(tmp_path_factory, request):
     server.shutdown()
 
 
-def pytest_addoption(parser):
-    parser.addoption(
-        "--database-tests-only", action="store_true",
-        help="collect only the tests that use the database under test (through the "
-             "postgres_server fixture): make test's PostgreSQL pass, the rest having run in "
-             "its SQLite pass")
-
-
 # A test that takes seconds of its own (a browser, real processes, a walk over every route).
 HEAVY = ("slow", "e2e", "chaos", "prometheus")
+DATABASES = ("sqlite", "postgresql")
+
+
+def _postgres_under_test() -> str | None:
+    return os.environ.get("RAILYARD_TEST_POSTGRES") or None
+
+
+def pytest_generate_tests(metafunc):
+    """A test that uses the database under test (through `postgres_server`) runs once on each:
+    SQLite, and PostgreSQL when RAILYARD_TEST_POSTGRES names a server."""
+    if "postgres_server" in metafunc.fixturenames:
+        server = _postgres_under_test()
+        metafunc.parametrize("postgres_server", [None, server] if server else [None],
+                             ids=DATABASES if server else DATABASES[:1])
+
+
+def database_of(item) -> str | None:
+    """"sqlite" or "postgresql": the database a collected test runs on; None for a test that
+    uses none (the audit log's wording, pure functions, `flask run-all` on a database of its
+    own)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "postgres_server" not in callspec.params:
+        return None
+    return "postgresql" if callspec.params["postgres_server"] else "sqlite"
+
+
+def _runs_on(item, database: str | None) -> bool:
+    """Tests of one database's own behaviour (SQLite's locking, PostgreSQL's deadlocks) do not
+    run on the other. Browser journeys run on PostgreSQL only when marked `on_postgresql` (the
+    board and the SDK's fast path, whose SQL is PostgreSQL's own); there the other journeys'
+    pages and requests are checked through the test client."""
+    if database == "postgresql":
+        return item.get_closest_marker("sqlite_only") is None and (
+            item.get_closest_marker("e2e") is None
+            or item.get_closest_marker("on_postgresql") is not None)
+    return item.get_closest_marker("postgresql_only") is None
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests of one database's own behaviour (SQLite's locking, PostgreSQL's deadlocks) are
-    deselected (not skipped) on the other; with --database-tests-only, so are the tests that
-    never touch the database under test."""
-    other = "sqlite_only" if os.environ.get("RAILYARD_TEST_POSTGRES") else "postgresql_only"
-    only_database = config.getoption("--database-tests-only")
-    kept = [item for item in items if item.get_closest_marker(other) is None
-            and (not only_database or "postgres_server" in getattr(item, "fixturenames", ()))]
+    kept = []
+    for item in items:
+        database = database_of(item)
+        if _runs_on(item, database):
+            item.user_properties.append(("database", database))  # for the summary below
+            kept.append(item)
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
@@ -106,49 +134,81 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not any(item.get_closest_marker(mark) for mark in HEAVY))
 
 
+_time_by_database: dict[str | None, list[float]] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Counts each database's tests and the time they took (setup, call and teardown; with
+    xdist, in the process that prints the summary)."""
+    database = dict(report.user_properties).get("database")
+    counted = _time_by_database.setdefault(database, [0, 0.0])
+    counted[1] += report.duration
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        counted[0] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    names = {"sqlite": "SQLite", "postgresql": "PostgreSQL", None: "no database"}
+    parts = [f"{names[database]}: {_time_by_database[database][0]} tests, "
+             f"{_time_by_database[database][1]:.0f} s"
+             for database in (*DATABASES, None) if database in _time_by_database]
+    if parts:
+        terminalreporter.write_sep("-", "test time by database (summed over the workers): "
+                                   + "; ".join(parts))
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> str | None:
-    """The PostgreSQL server under test (RAILYARD_TEST_POSTGRES), or None: SQLite. Every test
-    whose outcome may depend on the database reaches it through this fixture."""
-    return os.environ.get("RAILYARD_TEST_POSTGRES") or None
+    """The database under test: a PostgreSQL server's URL, or None for SQLite. A test that uses
+    it runs on both (pytest_generate_tests above); every test whose outcome may depend on the
+    database reaches it through this fixture (the app, the database and every fixture built on
+    them depend on it)."""
+    return None
+
+
+@pytest.fixture
+def database_template(request, postgres_server):
+    """The database with the schema that a test's own starts from, built once per test run for
+    each database: ('sqlite', path, None) or ('postgresql', url, cleaner)."""
+    return request.getfixturevalue("postgres_template" if postgres_server else "sqlite_template")
 
 
 @pytest.fixture(scope="session")
-def database_template(tmp_path_factory, request, postgres_server):
-    """A database with the schema, built once per test run:
-    ('sqlite', path) or ('postgresql', url).
-    """
-    server = postgres_server
-    if server:
-        name = f"railyard_test_{os.getpid()}_{_worker_index(request.config)}"
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        # Commits need not wait for the disk: a test database that a crash loses costs nothing.
-        url = server.rsplit("/", 1)[0] + "/" + name + "?options=-c%20synchronous_commit%3Doff"
-        app = create_app(_config(tmp_path_factory.mktemp("pg"), url, "redis://unused"))
-        with app.app_context():
-            db.create_all()
-            db.engine.dispose()
-        # One connection kept for the whole run: a new backend per test would load the catalog
-        # entries of every table it empties again.
-        cleaner = create_engine(url, pool_size=1)
-        yield ("postgresql", url, cleaner)
-        cleaner.dispose()
-        engines.dispose_all()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        return
+def postgres_template(tmp_path_factory, request):
+    """A database of this worker's own on the server under test, with the schema."""
+    server = _postgres_under_test()
+    assert server is not None
+    name = f"railyard_test_{os.getpid()}_{_worker_index(request.config)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    # Commits need not wait for the disk: a test database that a crash loses costs nothing.
+    url = server.rsplit("/", 1)[0] + "/" + name + "?options=-c%20synchronous_commit%3Doff"
+    app = create_app(_config(tmp_path_factory.mktemp("pg"), url, "redis://unused"))
+    with app.app_context():
+        db.create_all()
+        db.engine.dispose()
+    # One connection kept for the whole run: a new backend per test would load the catalog
+    # entries of every table it empties again.
+    cleaner = create_engine(url, pool_size=1)
+    yield ("postgresql", url, cleaner)
+    cleaner.dispose()
+    engines.dispose_all()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
     folder = tmp_path_factory.mktemp("schema")
     path = folder / "template.db"
     app = create_app(_config(folder, f"sqlite:///{path}", "redis://unused"))
     with app.app_context():
         db.create_all()
         db.engine.dispose()
-    yield ("sqlite", path, None)
+    return ("sqlite", path, None)
 
 
 def _config(instance: Path, database_url: str, redis_url: str) -> dict:
