@@ -94,7 +94,7 @@ def project_token(project_id: int) -> Token:
 
 # --- What waits for me ----------------------------------------------------------------------------
 
-UserId = int | BindParameter[int]  # a user's id, or the parameter a prepared statement binds
+UserId = int | BindParameter[int]  # a user id, or the parameter of a statement built once
 
 
 def _reviewable(user_id: UserId):
