@@ -13,6 +13,7 @@ import gc
 import os
 import shutil
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,10 @@ def _postgres_under_test() -> str | None:
 
 
 def pytest_generate_tests(metafunc):
-    """A test that uses the database under test (through `postgres_server`) runs once on each:
-    SQLite, and PostgreSQL when RAILYARD_TEST_POSTGRES names a server."""
+    """`postgres_server`, the database under test: a PostgreSQL server's URL, or None for
+    SQLite. Every test whose outcome may depend on the database reaches it through this name
+    (the app, the database and every fixture built on them depend on it), and runs once on
+    each: SQLite, and PostgreSQL when RAILYARD_TEST_POSTGRES names a server."""
     if "postgres_server" in metafunc.fixturenames:
         server = _postgres_under_test()
         metafunc.parametrize("postgres_server", [None, server] if server else [None],
@@ -134,36 +137,27 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not any(item.get_closest_marker(mark) for mark in HEAVY))
 
 
-_time_by_database: dict[str | None, list[float]] = {}
+_tests_by_database: Counter[str | None] = Counter()
+_seconds_by_database: Counter[str | None] = Counter()
 
 
 def pytest_runtest_logreport(report):
     """Counts each database's tests and the time they took (setup, call and teardown; with
     xdist, in the process that prints the summary)."""
     database = dict(report.user_properties).get("database")
-    counted = _time_by_database.setdefault(database, [0, 0.0])
-    counted[1] += report.duration
+    _seconds_by_database[database] += report.duration
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        counted[0] += 1
+        _tests_by_database[database] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
     names = {"sqlite": "SQLite", "postgresql": "PostgreSQL", None: "no database"}
-    parts = [f"{names[database]}: {_time_by_database[database][0]} tests, "
-             f"{_time_by_database[database][1]:.0f} s"
-             for database in (*DATABASES, None) if database in _time_by_database]
+    parts = [f"{names[database]}: {_tests_by_database[database]} tests, "
+             f"{_seconds_by_database[database]:.0f} s"
+             for database in (*DATABASES, None) if database in _seconds_by_database]
     if parts:
         terminalreporter.write_sep("-", "test time by database (summed over the workers): "
                                    + "; ".join(parts))
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str | None:
-    """The database under test: a PostgreSQL server's URL, or None for SQLite. A test that uses
-    it runs on both (pytest_generate_tests above); every test whose outcome may depend on the
-    database reaches it through this fixture (the app, the database and every fixture built on
-    them depend on it)."""
-    return None
 
 
 @pytest.fixture

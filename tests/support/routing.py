@@ -39,8 +39,9 @@ def _copy(rule: Rule) -> Rule:
 
 class SharedMap(Map):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._given: list[Rule] = []  # every rule added, in order
-        self._pending = False  # rules added since the map was last built or taken
+        # Every rule added, in order; werkzeug's own _remap says that some came since the map
+        # was last taken or built.
+        self._given: list[Rule] = []
         self._own = False  # the matcher holds this map's own rules (bound to it)
         super().__init__(*args, **kwargs)
 
@@ -53,7 +54,6 @@ class SharedMap(Map):
             super().add(rulefactory)
         else:
             self._given.append(rulefactory)
-            self._pending = True
             self._remap = True
 
     def _key(self) -> Hashable:
@@ -77,7 +77,6 @@ class SharedMap(Map):
             _built[key] = built
         self._matcher = built._matcher
         self._rules_by_endpoint = built._rules_by_endpoint
-        self._pending = False
         self._remap = False
 
     def _build_own(self) -> None:
@@ -90,12 +89,11 @@ class SharedMap(Map):
         for rule in self._given:
             super().add(rule)
         self._given = []
-        self._pending = False
 
     def update(self) -> None:
-        if self._pending:
+        if self._remap and not self._own:
             with self._remap_lock:
-                if self._pending:
+                if self._remap and not self._own:
                     if self._rules_by_endpoint:  # taken before: more rules came since
                         self._build_own()
                     else:
