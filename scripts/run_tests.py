@@ -35,10 +35,12 @@ import psycopg
 
 LINTED = ["webapp", "jobs", "tests", "bench"]
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-# pytest workers. One more than a 2-core machine's cores keeps both busy while a test waits on
-# its browser, its database or its processes; each one more adds its start-up and compile
-# caches, and the cores' contention (4 cost 25 s more CPU than 3 here, for no time gained).
-WORKERS = os.environ.get("TEST_WORKERS", "3")
+# pytest workers: two more than the cores. About a third of the tests' wall time is spent
+# waiting on real processes (chaos runs' workers, Prometheus scrapes, browsers, `flask run-all`);
+# with one worker more than a 2-core machine's cores, the cores sat at 40-60 % for minutes while
+# three workers waited at once (4 min 2 s); with two more they stay busy to the end (3 min 25 s
+# to 3 min 44 s for 20 s more CPU; five workers gained nothing more).
+WORKERS = os.environ.get("TEST_WORKERS", str(len(os.sched_getaffinity(0)) + 2))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
