@@ -40,7 +40,7 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 # with one worker more than a 2-core machine's cores, the cores sat at 40-60 % for minutes while
 # three workers waited at once (4 min 2 s); with two more they stay busy to the end (3 min 25 s
 # to 3 min 44 s for 20 s more CPU; five workers gained nothing more).
-WORKERS = os.environ.get("TEST_WORKERS", str(len(os.sched_getaffinity(0)) + 2))
+WORKERS = os.environ.get("TEST_WORKERS", str((os.cpu_count() or 2) + 2))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
