@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -31,10 +30,10 @@ from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from tests.support import tour, tour_walk  # noqa: E402
+from tests.support.browser import CHROMIUM  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium-headless-shell")
 WIDTHS = (1366, 390)
 # Chromium cannot paint one image taller than 16,384 px; the 10,000-flag table is far taller.
 MAX_HEIGHT = 12_000
